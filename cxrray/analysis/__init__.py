@@ -1,0 +1,1 @@
+"""Analysis stage: statistics from stored per-image predictions (no retraining)."""

@@ -1,0 +1,83 @@
+"""Frozen, typed trial specifications and their stable ids.
+
+One ``TrialSpec`` describes one cell of a sweep. Its ``trial_id`` (a hash of
+every field) is the Tune trial name, the W&B run id and the resume key, so a
+finished cell is recognised again whatever order the sweep is built in.
+Resources are deliberately *not* part of the spec: the same trial on another
+cluster shape is the same trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Optimisation settings of one trial (defaults: the demo on 2 CPU cores)."""
+
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    augment: bool = True
+    hflip: bool = False  # anatomically unrealistic; off as in Sadre et al.
+    class_weighted: bool = True
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything that defines one trial's result (and nothing that does not)."""
+
+    study: str
+    data_id: str  # fingerprint of the manifest + split the trial reads
+    representation: str
+    backbone: str
+    task: str = "CL2"
+    pretraining: str = "none"
+    design: str = "random"
+    seed: int = 0
+    image_size: int = 64
+    pretrained: bool = False
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+
+    @property
+    def trial_id(self) -> str:
+        """Stable 12-hex-digit hash of every field: trial name, W&B id, resume key."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        """Readable name, e.g. ``lungs_removed.resnet18.none.s0``."""
+        return f"{self.representation}.{self.backbone}.{self.pretraining}.s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-able), the inverse of ``from_dict``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
+        """Rebuild a spec; unknown keys are an error naming the key."""
+        d = dict(d)
+        recipe = d.pop("recipe", {}) or {}
+        _check_keys(cls, d)
+        _check_keys(TrainRecipe, recipe)
+        return cls(**d, recipe=TrainRecipe(**recipe))
+
+    def flat(self) -> dict[str, Any]:
+        """One flat row (``recipe.*`` prefixed) for results tables."""
+        out = {k: v for k, v in self.to_dict().items() if k != "recipe"}
+        out.update({f"recipe.{k}": v for k, v in dataclasses.asdict(self.recipe).items()})
+        return out
+
+
+def _check_keys(cls: type, d: dict[str, Any]) -> None:
+    valid = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(d) - valid)
+    if extra:
+        raise ValueError(f"unknown {cls.__name__} field(s) {extra}; valid: {sorted(valid)}")

@@ -1,0 +1,1 @@
+"""Data stage: manifests, image reading, the phantom dataset, tasks, splits and shards."""

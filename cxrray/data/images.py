@@ -1,0 +1,89 @@
+"""Read CXR images (PNG, JPEG, DICOM) and lung masks into float arrays.
+
+Images come back as float32 in [0, 1], 2-D, with 0 = black (air) whatever the
+file's photometric convention; masks come back as uint8 {0, 1}. Any failure is
+an ``ImageReadError`` that names the file, so the caller can add the row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+
+
+class ImageReadError(ValueError):
+    """An image or mask that cannot be used; the message names the file."""
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(path)
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        raise ImageReadError(f"{path}: multi-frame DICOM ({ds.NumberOfFrames} frames) is not a radiograph")
+    arr = ds.pixel_array
+    if arr.ndim != 2:
+        raise ImageReadError(f"{path}: expected one grayscale frame, got pixel shape {arr.shape}")
+    arr = apply_modality_lut(arr, ds).astype(np.float64)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        arr = 1.0 - arr  # MONOCHROME1: high values are dark
+    return arr.astype(np.float32)
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            peak = 65535.0 if arr.max() > 255 else 255.0
+            return (arr / peak).astype(np.float32)
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a radiograph as float32 [0, 1] (H, W); raise ``ImageReadError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    try:
+        arr = _read_dicom(path) if path.suffix.lower() in DICOM_SUFFIXES else _read_raster(path)
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim != 2 or min(arr.shape) < 8:
+        raise ImageReadError(f"{path}: not a 2-D image (shape {arr.shape})")
+    return arr
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a lung mask as uint8 {0, 1} (any non-zero pixel is lung)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: mask file not found")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L"))
+    except Exception as exc:
+        raise ImageReadError(f"{path}: unreadable mask ({type(exc).__name__}: {exc})") from exc
+    return (arr > 0).astype(np.uint8)
+
+
+def resize(arr: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
+    """Resize to ``size`` x ``size`` (bilinear for images, nearest for masks)."""
+    if arr.shape == (size, size):
+        return arr
+    if nearest:
+        im = Image.fromarray(arr.astype(np.uint8))
+        return np.asarray(im.resize((size, size), Image.Resampling.NEAREST))
+    im = Image.fromarray(arr.astype(np.float32), mode="F")
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)

@@ -1,0 +1,189 @@
+"""The embedded phantom: synthetic frontal CXRs with a switchable source confound.
+
+Each image has a body outline, two lungs with exact ground-truth masks, ribs,
+heart, spine and diaphragm shadows. Disease opacities are placed **only inside
+the lungs** (multiplied by the lung mask); each source (hospital) leaves its
+signature **only outside the lungs** (a burn-in text block in the top rows, a
+laterality marker in a lower corner, a collimation border) plus global
+intensity gamma and noise level. ``confound`` in [0, 1] is the probability that
+an image's source is its class's home source (1 = each class from its own
+source, as in COVIDx; 0 = source independent of label). Everything is
+deterministic from ``seed``; patient ``i`` depends only on ``(seed, i)``.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxrray.data.manifest import LABELS, REQUIRED_COLUMNS
+
+
+@dataclass(frozen=True)
+class SourceStyle:
+    """How one hospital's images look outside the lungs."""
+
+    name: str
+    text_corner: str  # "left" | "right" | "none": burn-in block in the top rows
+    marker_corner: str  # "left" | "right": laterality marker in the bottom rows
+    border: float  # collimation border width, fraction of the image side
+    gamma: float
+    noise: float
+    fmt: str  # "png" | "dcm1" (DICOM MONOCHROME1) | "dcm2" (DICOM MONOCHROME2)
+
+
+SOURCES: tuple[SourceStyle, ...] = (
+    SourceStyle("hosp_a", "left", "right", 0.00, 1.00, 0.010, "png"),
+    SourceStyle("hosp_b", "right", "left", 0.06, 0.80, 0.030, "dcm1"),
+    SourceStyle("hosp_c", "none", "right", 0.03, 1.25, 0.020, "png"),
+    SourceStyle("hosp_d", "left", "left", 0.09, 0.90, 0.040, "dcm2"),
+)
+HOME_SOURCE = {"NOR": 0, "CVP": 1, "OVP": 2, "OBP": 3}
+SEVERITY_LEVELS = {
+    "NOR": (("none",), (1.0,)),
+    "CVP": (("Normal-PCR+", "Mild", "Moderate", "Severe"), (0.15, 0.25, 0.40, 0.20)),
+    "OVP": (("Mild", "Moderate", "Severe"), (0.3, 0.45, 0.25)),
+    "OBP": (("Mild", "Moderate", "Severe"), (0.3, 0.45, 0.25)),
+}
+SEVERITY_AMPLITUDE = {"none": 0.0, "Normal-PCR+": 0.0, "Mild": 0.55, "Moderate": 1.0, "Severe": 1.5}
+
+
+def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def _blob(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, s: float) -> np.ndarray:
+    return np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s)))
+
+
+def _disease(label: str, amp: float, yy, xx, lungs, rng: np.random.Generator) -> np.ndarray:
+    """Opacity pattern of a label (before masking): each label has its own look."""
+    out = np.zeros_like(yy)
+    if amp == 0.0:
+        return out
+    if label == "CVP":  # bilateral, peripheral, lower-zone ground glass
+        for cx in (lungs[0][1] - 0.06, lungs[1][1] + 0.06):
+            for _ in range(3):
+                out += 0.22 * _blob(yy, xx, rng.uniform(0.45, 0.62), cx + rng.normal(0, 0.02), 0.05)
+    elif label == "OBP":  # one dense lobar consolidation
+        cy, cx, *_ = lungs[rng.integers(2)]
+        out += 0.40 * _blob(yy, xx, cy + rng.uniform(-0.05, 0.12), cx + rng.normal(0, 0.02), 0.07)
+    elif label == "OVP":  # diffuse perihilar interstitial pattern
+        for cy, cx, *_ in lungs:
+            for _ in range(8):
+                out += 0.12 * _blob(yy, xx, cy + rng.normal(0, 0.08), (cx + 0.5) / 2 + rng.normal(0, 0.04), 0.025)
+    return amp * out
+
+
+def render(label: str, severity: str, style: SourceStyle, rng: np.random.Generator,
+           size: int = 256, anatomy: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One phantom image (float32 [0, 1]) and its exact lung mask (uint8 {0, 1})."""
+    a = anatomy or {}
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / (size - 1)
+    dy, dx = a.get("shift", (0.0, 0.0))
+    yy, xx = yy - dy, xx - dx
+    scale = a.get("scale", 1.0)
+    img = np.full((size, size), 0.04)
+    body = _ellipse(yy, xx, 0.58, 0.5, 0.58, 0.44 * scale)
+    img[body] = 0.45
+    lungs = [(0.44, 0.5 - 0.17 * scale, 0.24, 0.12 * scale), (0.44, 0.5 + 0.17 * scale, 0.24, 0.12 * scale)]
+    lung = np.zeros_like(img, dtype=bool)
+    for cy, cx, ry, rx in lungs:
+        lung |= _ellipse(yy, xx, cy, cx, ry, rx)
+    heart = _ellipse(yy, xx, 0.6, 0.54, 0.12, 0.13 * scale)
+    lung &= ~heart
+    img[lung] = 0.16
+    img[heart & body] = 0.55
+    img[(np.abs(xx - 0.5) < 0.025) & body] = 0.62  # spine / mediastinum
+    img[(yy > 0.68) & body & ~lung] = np.maximum(img[(yy > 0.68) & body & ~lung], 0.58)  # diaphragm
+    for k in range(8):  # ribs: curved bands over the thorax
+        band = np.abs(yy - (0.2 + 0.065 * k) - 0.25 * (xx - 0.5) ** 2) < 0.012
+        img[band & body & (yy < 0.72)] += 0.08
+    img += _disease(label, SEVERITY_AMPLITUDE[severity], yy, xx, lungs, rng) * lung
+    _stamp_source(img, style, rng)
+    img = np.clip(img, 0, 1) ** style.gamma
+    img = np.clip(img + rng.normal(0, style.noise, img.shape), 0, 1)
+    return img.astype(np.float32), lung.astype(np.uint8)
+
+
+def _stamp_source(img: np.ndarray, style: SourceStyle, rng: np.random.Generator) -> None:
+    """Source signature, all of it outside the lung fields."""
+    n = img.shape[0]
+    b = int(round(style.border * n))
+    if b:  # collimation border
+        img[:b, :] = img[-b:, :] = 0.0
+        img[:, :b] = img[:, -b:] = 0.0
+    if style.text_corner != "none":  # burn-in text: a striped block near the top edge
+        h, w = int(0.06 * n), int(0.3 * n)
+        x0 = b + int(0.04 * n) if style.text_corner == "left" else n - b - int(0.04 * n) - w
+        y0 = b + int(0.01 * n)
+        block = np.zeros((h, w))
+        block[:, (np.arange(w) // max(1, n // 64)) % 3 != 2] = 0.9
+        img[y0:y0 + h, x0:x0 + w] = np.maximum(img[y0:y0 + h, x0:x0 + w], block)
+    m = int(0.07 * n)  # laterality marker: bright square with a dark core, bottom corner
+    x0 = b + int(0.05 * n) if style.marker_corner == "left" else n - b - int(0.05 * n) - m
+    y0 = n - b - int(0.03 * n) - m
+    img[y0:y0 + m, x0:x0 + m] = 0.95
+    img[y0 + m // 3:y0 + 2 * m // 3, x0 + m // 3:x0 + 2 * m // 3] = 0.1
+
+
+def _write_image(img: np.ndarray, path: Path, fmt: str, patient_id: str, uid_seed: str) -> None:
+    if fmt == "png":
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
+        return
+    from pydicom.dataset import Dataset
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
+
+    stored = (4095 * (1 - img if fmt == "dcm1" else img)).round().astype(np.uint16)
+    ds = Dataset()
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[uid_seed])
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
+    ds.Modality = "DX"
+    ds.PatientID = patient_id
+    ds.set_pixel_data(stored, photometric_interpretation="MONOCHROME1" if fmt == "dcm1" else "MONOCHROME2",
+                      bits_stored=12)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_patient: tuple[int, int] = (1, 3),
+                  confound: float = 1.0, seed: int = 0, size: int = 256,
+                  label_probs: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)) -> Path:
+    """Write images, masks and ``manifest.csv`` under ``out_dir``; return the manifest path."""
+    if not 0.0 <= confound <= 1.0:
+        raise ValueError(f"confound must be in [0, 1], got {confound}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for p in range(n_patients):
+        rng = np.random.default_rng([seed, p])
+        label = LABELS[rng.choice(len(LABELS), p=np.asarray(label_probs) / sum(label_probs))]
+        src_i = HOME_SOURCE[label] if rng.random() < confound else int(rng.integers(len(SOURCES)))
+        style = SOURCES[src_i]
+        pid = f"ph{seed}-{p:05d}"
+        sex, age = ("M", "F")[rng.integers(2)], int(rng.integers(18, 90))
+        levels, probs = SEVERITY_LEVELS[label]
+        severity = levels[rng.choice(len(levels), p=probs)]
+        scale = rng.normal(1.0, 0.05)
+        for k in range(int(rng.integers(images_per_patient[0], images_per_patient[1] + 1))):
+            anatomy = {"scale": scale, "shift": tuple(rng.normal(0, 0.015, 2))}
+            img, mask = render(label, severity, style, rng, size=size, anatomy=anatomy)
+            stem = f"{pid}_{k}"
+            ext = "png" if style.fmt == "png" else "dcm"
+            _write_image(img, out / "images" / f"{stem}.{ext}", style.fmt, pid, f"{seed}-{stem}")
+            Image.fromarray(mask * 255).save(out / "masks" / f"{stem}.png")
+            rows.append({"image_path": f"images/{stem}.{ext}", "mask_path": f"masks/{stem}.png",
+                         "patient_id": pid, "source": style.name, "label": label, "severity": severity,
+                         "view": "PA", "sex": sex, "age": str(age)})
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(REQUIRED_COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+    return manifest

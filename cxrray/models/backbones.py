@@ -1,0 +1,144 @@
+"""Backbone registry. Each entry builds a classifier for any input channel count.
+
+A ``BackboneDef`` carries what must travel with the network: its Grad-CAM
+target layer, its minimum input size and its input normalisation, so a model
+is never fed the wrong preprocessing by accident (the timm ``PretrainedCfg`` idea).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cxrray.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneDef:
+    name: str
+    build: Callable[[int, int, bool], nn.Module]  # (num_classes, in_chans, pretrained) -> module
+    gradcam_layer: str  # dotted module path of the Grad-CAM target layer
+    min_size: int = 32
+    mean: float = 0.5
+    std: float = 0.25
+    description: str = ""
+
+
+BACKBONES: Registry[BackboneDef] = Registry("backbone")
+
+
+def backbone(gradcam_layer: str, min_size: int = 32, description: str = "") -> Callable:
+    """Decorator registering a build function under its own name."""
+
+    def deco(fn: Callable[[int, int, bool], nn.Module]) -> Callable:
+        BACKBONES.register(fn.__name__)(BackboneDef(fn.__name__, fn, gradcam_layer, min_size,
+                                                    description=description or (fn.__doc__ or "").strip()))
+        return fn
+
+    return deco
+
+
+class BaseCNN(nn.Module):
+    """Base CNN of Haghanifar et al.: 5 conv layers of 32 3x3 filters, ReLU, no BN or
+    pooling, flatten, FC 10, FC 10, output. The flatten width follows the input size."""
+
+    def __init__(self, num_classes: int, in_chans: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(5):
+            layers += [nn.Conv2d(in_chans if i == 0 else 32, 32, 3), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(10), nn.ReLU(inplace=True),
+                                  nn.Linear(10, 10), nn.ReLU(inplace=True), nn.Linear(10, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@backbone(gradcam_layer="features.8", min_size=16)
+def basecnn(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """Base CNN of COVID-CXNet (Haghanifar et al. 2020); never pretrained."""
+    return BaseCNN(num_classes, in_chans)
+
+
+def _timm(arch: str, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    import timm
+
+    return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
+
+
+@backbone(gradcam_layer="layer4", min_size=32)
+def resnet18(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """ResNet-18 (timm); the small real backbone of the CPU demo."""
+    return _timm("resnet18", num_classes, in_chans, pretrained)
+
+
+@backbone(gradcam_layer="layer4", min_size=32)
+def resnet50(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """ResNet-50 (timm), as in Sadre et al. and COVID-SDNet."""
+    return _timm("resnet50", num_classes, in_chans, pretrained)
+
+
+@backbone(gradcam_layer="features.norm5", min_size=32)
+def densenet121(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """DenseNet-121 (timm), as in Fricks et al. and COVID-CXNet."""
+    return _timm("densenet121", num_classes, in_chans, pretrained)
+
+
+@backbone(gradcam_layer="features.18", min_size=32)
+def vgg11(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """VGG-11 (timm), as in Sadre et al."""
+    return _timm("vgg11", num_classes, in_chans, pretrained)
+
+
+@backbone(gradcam_layer="features.10", min_size=64)
+def alexnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """AlexNet (torchvision; timm has none), first conv replaced for ``in_chans``."""
+    from torchvision.models import AlexNet_Weights, alexnet as tv_alexnet
+
+    model = tv_alexnet(weights=AlexNet_Weights.IMAGENET1K_V1 if pretrained else None)
+    if in_chans != 3:
+        old = model.features[0]
+        new = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding)
+        if pretrained:  # timm's trick: sum the RGB filters for one channel
+            with torch.no_grad():
+                new.weight.copy_(old.weight.sum(1, keepdim=True).repeat(1, in_chans, 1, 1) / in_chans)
+                new.bias.copy_(old.bias)
+        model.features[0] = new
+    model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
+    return model
+
+
+def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
+                   image_size: int | None = None) -> tuple[nn.Module, str]:
+    """Build backbone ``name``; returns ``(model, init)`` with init ``imagenet`` or ``random``.
+
+    When pretrained weights were asked for but cannot be had (offline, no cache),
+    this says so once in the log and falls back to random init, which the caller
+    records in its results: nothing fails silently.
+    """
+    spec = BACKBONES.get(name)
+    if image_size is not None and image_size < spec.min_size:
+        raise ValueError(f"backbone {name!r} needs inputs of at least {spec.min_size} px, got {image_size}")
+    init = "random"
+    if pretrained:
+        try:
+            model = spec.build(num_classes, in_chans, True)
+            init = "imagenet"
+        except Exception as exc:  # offline, missing cache, no weights for this arch
+            log.warning("pretrained weights for %s unavailable (%s: %s); using random init",
+                        name, type(exc).__name__, str(exc).splitlines()[0][:200])
+            model = spec.build(num_classes, in_chans, False)
+    else:
+        model = spec.build(num_classes, in_chans, False)
+    if image_size is not None:  # materialise lazy layers so the parameter count is real
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_chans, image_size, image_size))
+        model.train()
+    return model, init

@@ -1,0 +1,41 @@
+"""The five ROI hide-and-seek representations of Sadre et al. (2021).
+
+Removed pixels are set to 0 (black). All ops are elementwise on the batch's
+device, so they run wherever the batch lives (CPU here, GPU on a cluster).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cxrray.representations.base import REPRESENTATIONS, lung_box
+
+
+@REPRESENTATIONS.register()
+def original(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The whole image."""
+    return image
+
+
+@REPRESENTATIONS.register()
+def lungs_isolated(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Only pixels inside the lung mask."""
+    return image * (mask > 0.5)
+
+
+@REPRESENTATIONS.register()
+def lungs_removed(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Only pixels outside the lung mask."""
+    return image * (mask <= 0.5)
+
+
+@REPRESENTATIONS.register()
+def lungs_framed(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Only pixels inside the bounding box of both lungs."""
+    return image * lung_box(mask)
+
+
+@REPRESENTATIONS.register()
+def lungs_boxed_out(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Only pixels outside the lung bounding box (hides the lung shape too)."""
+    return image * ~lung_box(mask)

@@ -1,0 +1,1 @@
+"""Training stage: pure loops and metrics (no Ray) and the Ray Train worker."""

@@ -1,0 +1,133 @@
+"""The Ray Train worker: read this worker's shard, train, report; rank 0 writes predictions.
+
+Model selection uses the validation split only (best validation AUROC, ties
+by lower loss); the test shard is read once, after training, for the final
+per-image predictions. Each epoch reports a checkpoint, so a retried or
+resumed trial continues from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from cxrray.config import TrialSpec
+from cxrray.data.tasks import TASKS
+from cxrray.models import BACKBONES, build_backbone
+from cxrray.representations.augment import AugmentConfig
+from cxrray.training.loop import InputPipeline, evaluate, predict, train_epoch
+from cxrray.training.tracking import Tracker
+
+PREDICTIONS = "predictions.parquet"
+
+
+def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) -> pl.DataFrame:
+    """Per-image predictions as a table: one ``prob_<class>`` column per class."""
+    task = TASKS.get(spec.task)
+    cols = {k: pred[k] for k in ("row", "patient_id", "source", "label", "severity", "target")}
+    cols.update({f"prob_{c}": pred["prob"][:, i] for i, c in enumerate(task.classes)})
+    return pl.DataFrame(cols).with_columns(pl.lit(spec.trial_id).alias("trial_id"), pl.lit(split).alias("split"))
+
+
+def _checkpoint_state(ckpt_dir: str) -> dict[str, Any]:
+    return torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: spec, class_weights, trial_dir, wandb, project."""
+    import ray.train
+    import ray.train.torch
+
+    spec = TrialSpec.from_dict(config["spec"])
+    task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    trial_dir = Path(config["trial_dir"])
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG state
+        torch.manual_seed(spec.seed)
+        model, init = build_backbone(spec.backbone, task.num_classes, 1, spec.pretrained, spec.image_size)
+    model = ray.train.torch.prepare_model(model)
+    r = spec.recipe
+    optimizer = torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    weights = torch.tensor(config["class_weights"], device=device) if r.class_weighted else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    pipe = InputPipeline(spec.representation, task, bdef.mean, bdef.std,
+                         AugmentConfig(hflip=r.hflip) if r.augment else None)
+    start, best = 0, {"val_auroc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = _checkpoint_state(d)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best = state["epoch"] + 1, state["best"]
+    tracker = Tracker(config["wandb"], run_id=spec.trial_id, name=spec.run_name, project=config["project"],
+                      group=spec.study, config=spec.flat() | {"init": init},
+                      directory=trial_dir) if rank == 0 else None
+    gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + rank)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_ds = ray.train.get_dataset_shard("val")
+    for epoch in range(start, r.epochs):
+        t0 = time.time()
+        gen.manual_seed(spec.seed * 1_000_003 + rank * 7919 + epoch)  # resumable: seed per epoch
+        batches = train_shard.iter_batches(batch_size=r.batch_size, batch_format="numpy",
+                                           local_shuffle_buffer_size=4 * r.batch_size,
+                                           local_shuffle_seed=spec.seed + epoch)
+        metrics = train_epoch(model, batches, pipe, optimizer, loss_fn, device, gen)
+        val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, device),
+                       loss_fn)
+        metrics |= {f"val_{k}": v for k, v in val.items()} | {"epoch": epoch, "epoch_s": time.time() - t0}
+        if (val["auroc"], -val["loss"]) > (best["val_auroc"], -best["val_loss"]) or best["state"] is None:
+            best = {"val_auroc": val["auroc"], "val_loss": val["loss"], "epoch": epoch,
+                    "state": copy.deepcopy(_unwrap(model).state_dict())}
+        metrics["best_val_auroc"] = best["val_auroc"]
+        if rank == 0:
+            tracker.log(metrics, step=epoch)
+            with tempfile.TemporaryDirectory() as d:
+                torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "epoch": epoch, "best": best}, Path(d) / "state.pt")
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics)
+    if rank == 0:
+        _finish(model, best, pipe, device, spec, init, trial_dir, tracker)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _finish(model: nn.Module, best: dict[str, Any], pipe: InputPipeline, device: torch.device,
+            spec: TrialSpec, init: str, trial_dir: Path, tracker: Tracker) -> None:
+    """Reload the best-on-validation weights, predict val and test, write them atomically."""
+    import ray.train
+
+    if best["state"] is not None:
+        _unwrap(model).load_state_dict(best["state"])
+    frames = []
+    for split in ("val", "test"):
+        ds = ray.train.get_dataset_shard(split)
+        pred = predict(model, ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, device)
+        frames.append(predictions_frame(pred, spec, split))
+        if split == "test":
+            tracker.summary({f"test_{k}": v for k, v in evaluate(pred).items()})
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(_unwrap(model).state_dict(), trial_dir / "model.pt")
+    meta = {"spec": spec.to_dict(), "trial_id": spec.trial_id, "run_name": spec.run_name, "init": init,
+            "best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "finished": time.time()}
+    (trial_dir / "trial.json").write_text(json.dumps(meta, indent=1))
+    tmp = trial_dir / f".{PREDICTIONS}.tmp"
+    pl.concat(frames).write_parquet(tmp)
+    os.replace(tmp, trial_dir / PREDICTIONS)  # the file's existence marks the trial finished
+    tracker.finish()

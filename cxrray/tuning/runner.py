@@ -1,0 +1,192 @@
+"""Run a list of trial specs on Ray Tune, each trial a Ray Train fit.
+
+Ray 2.60 runs Train V2, where ``Tuner(TorchTrainer(...))`` is refused; the
+working pattern (``launch_trials``) is a Tune *function* trainable that builds
+a ``TorchTrainer`` and calls ``fit()``, forwarding metrics with
+``TuneReportCallback``. That choice lives in this one module.
+
+A trial is finished when ``trials/<trial_id>/predictions.parquet`` exists, so
+re-running a sweep (after a crash, or with more cells) runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cxrray.config import TrialSpec
+from cxrray.training.worker import PREDICTIONS
+from cxrray.tuning.study import Resources
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    finished: list[str]  # trial ids with predictions
+    failed: list[str]
+    skipped: list[str]  # already finished before this run
+    predictions: pl.DataFrame
+    results: pl.DataFrame
+
+
+def trial_dir(run_dir: Path, spec: TrialSpec) -> Path:
+    return run_dir / "trials" / spec.trial_id
+
+
+def is_finished(run_dir: Path, spec: TrialSpec) -> bool:
+    return (trial_dir(run_dir, spec) / PREDICTIONS).exists()
+
+
+def _trial_fn(config: dict[str, Any]) -> None:
+    """Tune function trainable: one Ray Train fit for one spec."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+    import ray.data
+
+    from cxrray.training.worker import train_loop_per_worker
+
+    spec = TrialSpec.from_dict(config["spec"])
+    ctx, res = config["ctx"], Resources(**config["resources"])
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Read the shards *before* the workers take their CPUs: on a small machine the
+    # training workers hold nearly every core and a read task could wait forever.
+    datasets = {s: ray.data.read_parquet(str(Path(ctx["shard_dir"]) / s)).materialize()
+                for s in ("train", "val", "test")}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": config["spec"], "class_weights": ctx["class_weights"],
+                           "trial_dir": str(Path(ctx["run_dir"]) / "trials" / spec.trial_id),
+                           "wandb": ctx["wandb"], "project": ctx["project"]},
+        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
+                                     resources_per_worker={"CPU": res.cpus_per_worker}),
+        run_config=RunConfig(name=spec.trial_id, storage_path=str(Path(ctx["run_dir"]) / "ray" / "train"),
+                             callbacks=[TuneReportCallback()],
+                             failure_config=FailureConfig(max_failures=res.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    trainer.fit()
+
+
+class _Progress:
+    """Prints one line per finished trial: what a person watching a sweep wants to see."""
+
+    def __init__(self, total: int, skipped: int) -> None:
+        self.total, self.done, self.t0 = total, skipped, time.time()
+
+    def line(self, name: str, status: str, metrics: dict[str, Any]) -> str:
+        self.done += 1
+        auroc = metrics.get("best_val_auroc")
+        extra = f" best val AUROC {auroc:.3f}" if isinstance(auroc, float) else ""
+        return f"[cxrray] {self.done}/{self.total} {status}: {name}{extra} ({time.time() - self.t0:.0f} s elapsed)"
+
+
+def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resources, total: int) -> None:
+    """Run ``specs`` as one Tune experiment (the only place that touches Tune)."""
+    from ray import tune
+
+    progress = _Progress(total, total - len(specs))
+
+    class ProgressCallback(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            print(progress.line(trial.config["spec"]["representation"] + "." + trial.config["spec"]["backbone"],
+                                "done", trial.last_result or {}), flush=True)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            spec = trial.config["spec"]
+            print(f"[cxrray]   {spec['representation']}.{spec['backbone']} epoch {result.get('epoch', 0) + 1}/"
+                  f"{spec['recipe']['epochs']}: train loss {result.get('train_loss', float('nan')):.3f}, "
+                  f"val AUROC {result.get('val_auroc', float('nan')):.3f} ({result.get('epoch_s', 0):.1f} s)",
+                  flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(progress.line(_name(trial), "FAILED", {}) + f"; traceback in {trial.local_path}/error.txt",
+                  flush=True)
+
+    def _name(trial) -> str:
+        return TrialSpec.from_dict(trial.config["spec"]).run_name + "-" + TrialSpec.from_dict(trial.config["spec"]).trial_id
+
+    tuner = tune.Tuner(
+        tune.with_resources(_trial_fn, {"cpu": 0.01}),
+        param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx,
+                     "resources": resources.__dict__},
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials,
+                                    trial_name_creator=_name, trial_dirname_creator=_name),
+        run_config=tune.RunConfig(name="tune", storage_path=str(Path(ctx["run_dir"]) / "ray"),
+                                  callbacks=[ProgressCallback()], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
+    )
+    tuner.fit()
+
+
+def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, shard_dir: str | Path, class_weights: list[float],
+              resources: Resources = Resources(), wandb_mode: str = "offline", project: str = "cxrray"
+              ) -> SweepOutcome:
+    """Run every unfinished spec, then gather predictions and results from the trial folders."""
+    run_dir = Path(run_dir).resolve()
+    if len({s.trial_id for s in specs}) != len(specs):
+        raise ValueError("two specs in the sweep are identical (same trial id)")
+    skipped = [s.trial_id for s in specs if is_finished(run_dir, s)]
+    todo = [s for s in specs if not is_finished(run_dir, s)]
+    print(f"[cxrray] {len(specs)} trials: {len(skipped)} already finished, {len(todo)} to run", flush=True)
+    if todo:
+        ctx = {"run_dir": str(run_dir), "shard_dir": str(Path(shard_dir).resolve()),
+               "class_weights": class_weights, "wandb": wandb_mode, "project": project}
+        launch_trials(todo, ctx, resources, len(specs))
+    return collect(specs, run_dir, skipped)
+
+
+def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = None) -> SweepOutcome:
+    """Gather per-trial predictions and a results table (spec fields + training metadata)."""
+    import json
+
+    preds, rows, finished, failed = [], [], [], []
+    for s in specs:
+        d = trial_dir(run_dir, s)
+        if (d / PREDICTIONS).exists():
+            finished.append(s.trial_id)
+            preds.append(pl.read_parquet(d / PREDICTIONS))
+            meta = json.loads((d / "trial.json").read_text())
+            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "finished",
+                                    "init": meta["init"], "best_epoch": meta["best_epoch"],
+                                    "best_val_auroc": meta["best_val_auroc"]})
+        else:
+            failed.append(s.trial_id)
+            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "failed"})
+    predictions = pl.concat(preds, how="diagonal") if preds else pl.DataFrame()
+    results = pl.DataFrame(rows, infer_schema_length=None)
+    if not predictions.is_empty():
+        predictions.write_parquet(run_dir / "predictions.parquet")
+    results.write_parquet(run_dir / "results.parquet")
+    return SweepOutcome(finished, failed, skipped or [], predictions, results)
+
+
+def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: str = "offline",
+              address: str | None = None, verbose_workers: bool = False) -> None:
+    """Start (or join) Ray with W&B offline and temp files kept inside the run directory.
+
+    Worker logs stay in Ray's session logs unless ``verbose_workers``; the driver
+    prints one line per epoch and per finished trial instead.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local instance; a cluster brings its own
+    os.environ["WANDB_MODE"] = wandb_mode  # must be set before ray.init: workers inherit it
+    tmp = run_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp), "WANDB_SILENT": "true"}
+    if ray.is_initialized():
+        return
+    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+             runtime_env={"env_vars": env}, log_to_driver=verbose_workers, configure_logging=True, logging_level="WARNING")
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

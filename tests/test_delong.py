@@ -1,0 +1,73 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from cxrray.analysis.delong import auroc_ci, auroc_cov, naive_auroc_var, paired_test, unpaired_test
+
+from conftest import ASAH
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_delong_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 200))
+    y = rng.random(n) < rng.uniform(0.2, 0.8)
+    y[:2] = [True, False]
+    score = y * rng.normal(0.8, 1, n) + rng.normal(0, 1, n)
+    score = np.round(score, 1)  # plenty of ties
+    auc_naive, var_naive = naive_auroc_var(y, score)
+    aucs, cov = auroc_cov(y, score)
+    assert aucs[0] == pytest.approx(auc_naive, abs=1e-12)
+    assert cov[0, 0] == pytest.approx(var_naive, rel=1e-10)
+
+
+def test_auc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.random(300) < 0.3
+    s = rng.normal(size=300) + y
+    assert auroc_ci(y, s).auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def asah():
+    d = pl.read_csv(ASAH)
+    y = (d["outcome"] == "Poor").to_numpy()
+    return y, {c: d[c].cast(pl.Float64).to_numpy() for c in ("wfns", "ndka", "s100b")}
+
+
+def test_matches_pROC_auc_ci_and_variances(asah):
+    y, s = asah
+    ci = auroc_ci(y, s["ndka"])
+    assert (ci.auc, ci.lo, ci.hi) == pytest.approx((0.611957994579946, 0.501244999271703, 0.722670989888189),
+                                                   abs=1e-9)
+    for name, var in (("wfns", 0.00146991470882363), ("ndka", 0.0031908105493913), ("s100b", 0.00266868245717244)):
+        assert auroc_ci(y, s[name]).var == pytest.approx(var, rel=1e-9)
+
+
+@pytest.mark.parametrize("a,b,z,p,lo,hi", [
+    ("wfns", "s100b", 2.20898359144091, 0.0271757822291882, 0.0104061769564846, 0.174214419249478),
+    ("wfns", "ndka", 2.79777591868904, 0.00514557970691098, 0.0634011709339876, 0.3600405634833566),
+    ("ndka", "s100b", -1.39077002573558, 0.164295175223054, -0.2876917446341914, 0.0488706064228094),
+])
+def test_matches_pROC_paired(asah, a, b, z, p, lo, hi):
+    y, s = asah
+    t = paired_test(y, s[a], s[b])
+    assert (t.stat, t.p, t.diff_lo, t.diff_hi) == pytest.approx((z, p, lo, hi), rel=1e-8)
+
+
+@pytest.mark.parametrize("a,b,d,p", [
+    ("wfns", "s100b", 1.43490640926908, 0.152825378808796),
+    ("wfns", "ndka", 3.10125096778969, 0.00220950791756457),
+    ("ndka", "s100b", -1.55995743389685, 0.120192832430845),
+])
+def test_matches_pROC_unpaired(asah, a, b, d, p):
+    y, s = asah
+    t = unpaired_test(y, s[a], y, s[b])
+    assert (t.stat, t.p) == pytest.approx((d, p), rel=1e-8)
+
+
+def test_degenerate_labels_are_refused():
+    with pytest.raises(ValueError, match="both positive and negative"):
+        auroc_ci(np.ones(5, bool), np.arange(5.0))

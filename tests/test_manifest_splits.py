@@ -1,0 +1,95 @@
+import shutil
+
+import polars as pl
+import pytest
+
+from cxrray.data.images import ImageReadError, read_image
+from cxrray.data.manifest import ManifestError, load_manifest, manifest_fingerprint
+from cxrray.data.splits import LeakageError, assign_splits, check_no_leakage
+
+from conftest import REAL_MINI
+
+
+def test_real_mini_manifest_loads():
+    df = load_manifest(REAL_MINI)
+    assert df.height == 111
+    assert df["row"].to_list() == list(range(1, 112))
+    assert (df["mask_path"] != "").sum() == 46
+    img = read_image(df["image_path"][0])
+    assert img.shape == (256, 256) and 0.0 <= img.min() < img.max() <= 1.0
+
+
+def _copy_manifest(tmp_path, edit) -> str:
+    text = REAL_MINI.read_text().splitlines()
+    text = edit(text)
+    path = tmp_path / "manifest.csv"
+    path.write_text("\n".join(text) + "\n")
+    for sub in ("images", "masks"):
+        (tmp_path / sub).symlink_to(REAL_MINI.parent / sub)
+    return path
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    path = _copy_manifest(tmp_path, lambda t: [",".join(l.split(",")[:-1]) for l in t])
+    with pytest.raises(ManifestError, match=r"manifest.csv: missing column\(s\) \['age'\]"):
+        load_manifest(path)
+
+
+def test_wrong_column_name_is_reported(tmp_path):
+    path = _copy_manifest(tmp_path, lambda t: [t[0].replace("patient_id", "patient")] + t[1:])
+    with pytest.raises(ManifestError, match=r"missing column\(s\) \['patient_id'\]"):
+        load_manifest(path)
+
+
+def test_bad_label_names_row(tmp_path):
+    def edit(t):
+        t[5] = t[5].replace(",CVP,", ",COVID,")
+        return t
+
+    with pytest.raises(ManifestError, match=r"row 5: unknown label .* label='COVID'"):
+        load_manifest(_copy_manifest(tmp_path, edit))
+
+
+def test_unreadable_image_names_file(tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ImageReadError, match="x.png: unreadable image"):
+        read_image(bad)
+    with pytest.raises(ImageReadError, match="file not found"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_fingerprint_ignores_location(tmp_path):
+    a = load_manifest(REAL_MINI)
+    shutil.copytree(REAL_MINI.parent, tmp_path / "moved")
+    b = load_manifest(tmp_path / "moved" / "manifest.csv")
+    assert manifest_fingerprint(a) == manifest_fingerprint(b)
+    assert manifest_fingerprint(a) != manifest_fingerprint(a.head(110))
+
+
+def test_patient_level_stratified_splits():
+    df = assign_splits(load_manifest(REAL_MINI), seed=0)
+    per_patient = df.group_by("patient_id").agg(pl.col("split").n_unique())
+    assert per_patient["split"].max() == 1
+    for label in ("CVP", "NOR", "OBP", "OVP"):
+        assert set(df.filter(pl.col("label") == label)["split"]) == {"train", "val", "test"}
+    share = df.group_by("split").len().to_dict(as_series=False)
+    counts = dict(zip(share["split"], share["len"]))
+    assert counts["train"] > counts["val"] and counts["train"] > counts["test"]
+    assert assign_splits(load_manifest(REAL_MINI), seed=0).equals(df)
+    assert not assign_splits(load_manifest(REAL_MINI), seed=1)["split"].equals(df["split"])
+
+
+def test_leakage_is_refused_with_patient_and_rows():
+    df = assign_splits(load_manifest(REAL_MINI), seed=0)
+    pid = df["patient_id"][0]
+    rows = df.filter(pl.col("patient_id") == pid)["row"].to_list()
+    assert len(rows) > 1
+    leaked = df.with_columns(pl.when(pl.col("row") == rows[0]).then(pl.lit("test")).otherwise(pl.col("split"))
+                             .alias("split"))
+    leaked = leaked.with_columns(pl.when(pl.col("row") == rows[1]).then(pl.lit("train"))
+                                 .otherwise(pl.col("split")).alias("split"))
+    with pytest.raises(LeakageError, match=f"{pid} in \\['test', 'train'\\]"):
+        check_no_leakage(leaked)
+    with pytest.raises(LeakageError):
+        assign_splits(leaked)  # a given split column is checked, never trusted

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from cxrray.representations import REPRESENTATIONS, apply_representation, lung_box
+from cxrray.representations.augment import AugmentConfig, augment
+
+
+def _synthetic():
+    """Two rectangular 'lungs' with a gap; a known box from (2, 1) to (7, 8)."""
+    mask = torch.zeros(2, 1, 10, 10)
+    mask[0, 0, 2:8, 1:4] = 1
+    mask[0, 0, 3:6, 6:9] = 1
+    mask[1, 0, 4:6, 4:6] = 1
+    image = torch.rand(2, 3, 10, 10, generator=torch.Generator().manual_seed(0)) + 0.1
+    box = torch.zeros_like(mask, dtype=torch.bool)
+    box[0, 0, 2:8, 1:9] = True
+    box[1, 0, 4:6, 4:6] = True
+    return image, mask, box
+
+
+EXPECTED = {
+    "original": lambda m, b: torch.ones_like(m, dtype=torch.bool),
+    "lungs_isolated": lambda m, b: m > 0,
+    "lungs_removed": lambda m, b: m == 0,
+    "lungs_framed": lambda m, b: b,
+    "lungs_boxed_out": lambda m, b: ~b,
+}
+
+
+def test_lung_box_is_the_rectangle_around_both_lungs():
+    _, mask, box = _synthetic()
+    assert torch.equal(lung_box(mask), box)
+    assert not lung_box(torch.zeros(1, 1, 5, 5)).any()
+
+
+@pytest.mark.parametrize("name", REPRESENTATIONS.names())
+def test_representation_pixels_are_exact(name):
+    image, mask, box = _synthetic()
+    out = apply_representation(name, image, mask)
+    keep = EXPECTED[name](mask, box).expand_as(image)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    assert torch.equal(out[keep], image[keep])
+    assert (out[~keep] == 0).all()
+
+
+@pytest.mark.parametrize("name", REPRESENTATIONS.names())
+def test_representation_on_real_cxr(name):
+    from PIL import Image
+
+    from conftest import REAL_MINI
+
+    row = next(l for l in REAL_MINI.read_text().splitlines()[1:] if ",masks/" in l).split(",")
+    img = torch.tensor(np.asarray(Image.open(REAL_MINI.parent / row[0]).convert("L")) / 255.0)[None, None]
+    mask = torch.tensor(np.asarray(Image.open(REAL_MINI.parent / row[1]).convert("L")) > 0).float()[None, None]
+    out = apply_representation(name, img, mask)
+    kept = (out != 0).float().mean().item()
+    lung_share = mask.mean().item()
+    assert 0.1 < lung_share < 0.6
+    if name == "lungs_isolated":
+        assert kept <= lung_share + 1e-6
+    if name == "lungs_removed":
+        assert (out[mask > 0] == 0).all() and kept > 0.3
+
+
+def test_shape_errors_are_clear():
+    with pytest.raises(ValueError, match=r"expected image \(B,C,H,W\) and mask \(B,1,H,W\)"):
+        apply_representation("original", torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 5, 5))
+    with pytest.raises(KeyError, match="valid: lungs_boxed_out"):
+        apply_representation("lungs_hidden", torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+
+
+def test_augment_is_seeded_and_keeps_image_and_mask_aligned():
+    mask = torch.zeros(4, 1, 32, 32)
+    mask[:, :, 8:24, 6:14] = 1
+    image = mask.clone()  # an image identical to its mask must stay identical (up to interpolation)
+    out1 = augment(image, mask, torch.Generator().manual_seed(1), AugmentConfig(intensity=0.0))
+    out2 = augment(image, mask, torch.Generator().manual_seed(1), AugmentConfig(intensity=0.0))
+    out3 = augment(image, mask, torch.Generator().manual_seed(2), AugmentConfig(intensity=0.0))
+    assert torch.equal(out1[0], out2[0]) and torch.equal(out1[1], out2[1])
+    assert not torch.equal(out1[1], out3[1])
+    img, m = out1
+    agree = ((img > 0.5) == (m > 0.5)).float().mean()
+    assert agree > 0.97
+    assert set(m.unique().tolist()) <= {0.0, 1.0}  # nearest keeps the mask binary
+    assert not torch.equal(m, mask)  # it did move
+
+
+def test_augment_intensity_shift_is_bounded():
+    img = torch.full((16, 1, 8, 8), 0.5)
+    out, _ = augment(img, torch.ones_like(img), torch.Generator().manual_seed(0),
+                     AugmentConfig(rotate_deg=0, translate=0, zoom=0, intensity=0.1))
+    centre = out[:, 0, 4, 4]
+    assert (centre - 0.5).abs().max() <= 0.1 + 1e-6 and centre.std() > 0.01

@@ -1,0 +1,91 @@
+"""A real hide-and-seek sweep through Ray Data, Ray Train, Ray Tune and W&B (offline)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--out", str(out),
+                           *extra], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    proc = _sweep(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
+    out, proc = smoke_run
+    from cxrray.config import TrialSpec
+
+    results = pl.read_parquet(out / "results.parquet")
+    preds = pl.read_parquet(out / "predictions.parquet")
+    assert results.height == 2 and set(results["status"]) == {"finished"}
+    assert set(results["representation"]) == {"original", "lungs_removed"}
+    for row in results.iter_rows(named=True):  # the stored id is the hash of the stored spec
+        meta = json.loads((out / "trials" / row["trial_id"] / "trial.json").read_text())
+        spec = TrialSpec.from_dict(meta["spec"])
+        assert spec.trial_id == row["trial_id"]
+    test = preds.filter(pl.col("split") == "test")
+    per_trial = test.group_by("trial_id").agg(pl.col("row").n_unique().alias("n"), pl.len().alias("len"))
+    assert per_trial["n"].to_list() == per_trial["len"].to_list()  # each test image exactly once
+    assert per_trial["n"].n_unique() == 1  # every trial saw the same test images
+    assert ((test["prob_NCV"] + test["prob_CVP"] - 1).abs() < 1e-5).all()
+    assert "Test AUROC, COVID-19 vs rest, with 95 % DeLong CI" in proc.stdout
+    assert "| original" in proc.stdout and "| lungs_removed" in proc.stdout
+    assert (out / "analysis" / "auroc_forest.png").stat().st_size > 5000
+    assert "[cxrray] 2/2 done" in proc.stdout  # visible progress
+
+
+def test_wandb_offline_run_files_exist(smoke_run):
+    out, _ = smoke_run
+    for tid in pl.read_parquet(out / "results.parquet")["trial_id"]:
+        runs = list((out / "trials" / tid / "wandb").glob(f"offline-run-*-{tid}"))
+        assert runs and any(runs[0].glob("*.wandb")), f"no offline W&B run for {tid}"
+
+
+def test_splits_are_patient_level(smoke_run):
+    out, _ = smoke_run
+    shards = next((out / "shards").iterdir())
+    parts = {s: pl.read_parquet(shards / s)["patient_id"].unique().to_list() for s in ("train", "val", "test")}
+    assert set(parts["train"]).isdisjoint(parts["test"]) and set(parts["train"]).isdisjoint(parts["val"])
+
+
+def test_analysis_reruns_from_stored_predictions(smoke_run):
+    out, proc = smoke_run
+    again = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(out)], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+    assert again.returncode == 0, again.stderr
+    table = again.stdout.strip()
+    assert table and table in proc.stdout
+
+
+def test_rerun_resumes_without_retraining(smoke_run):
+    out, first = smoke_run
+    mtimes = {p: p.stat().st_mtime for p in (out / "trials").glob("*/predictions.parquet")}
+    proc = _sweep(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 trials: 2 already finished, 0 to run" in proc.stdout
+    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+
+
+@pytest.mark.slow
+def test_extending_the_sweep_runs_only_new_cells(smoke_run):
+    out, _ = smoke_run
+    proc = _sweep(out, "--seeds", "0", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 trials: 2 already finished, 2 to run" in proc.stdout
+    results = pl.read_parquet(out / "results.parquet")
+    assert results.height == 4 and sorted(results["seed"].to_list()) == [0, 0, 1, 1]
