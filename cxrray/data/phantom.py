@@ -103,14 +103,16 @@ def render(label: str, severity: str, style: SourceStyle, rng: np.random.Generat
     for k in range(8):  # ribs: curved bands over the thorax
         band = np.abs(yy - (0.2 + 0.065 * k) - 0.25 * (xx - 0.5) ** 2) < 0.012
         img[band & body & (yy < 0.72)] += 0.08
-    img += _disease(label, SEVERITY_AMPLITUDE[severity], yy, xx, lungs, rng) * lung
-    _stamp_source(img, style, rng)
+    # Separate streams, so that the disease draws never change the noise outside the lungs.
+    rng_disease, rng_noise = rng.spawn(2)
+    img += _disease(label, SEVERITY_AMPLITUDE[severity], yy, xx, lungs, rng_disease) * lung
+    _stamp_source(img, style)
     img = np.clip(img, 0, 1) ** style.gamma
-    img = np.clip(img + rng.normal(0, style.noise, img.shape), 0, 1)
+    img = np.clip(img + rng_noise.normal(0, style.noise, img.shape), 0, 1)
     return img.astype(np.float32), lung.astype(np.uint8)
 
 
-def _stamp_source(img: np.ndarray, style: SourceStyle, rng: np.random.Generator) -> None:
+def _stamp_source(img: np.ndarray, style: SourceStyle) -> None:
     """Source signature, all of it outside the lung fields."""
     n = img.shape[0]
     b = int(round(style.border * n))

@@ -63,6 +63,11 @@ def _keep(batch: dict[str, np.ndarray], good: bool) -> dict[str, np.ndarray]:
     return {k: v[sel] for k, v in batch.items()}
 
 
+def _in_split(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
+    sel = batch["split"] == split
+    return {k: v[sel] for k, v in batch.items()}
+
+
 def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int,
            require_masks: bool = True, rows_per_block: int = 32) -> IngestResult:
     """Read every image of ``manifest`` (which must have a ``split`` column) into per-split shards."""
@@ -83,7 +88,7 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int,
              .drop_columns(["error", "image_path", "mask_path"]).materialize()
     counts: dict[str, int] = {}
     for split in ("train", "val", "test"):
-        part = good.filter(lambda r, s=split: r["split"] == s).materialize()
+        part = good.map_batches(_in_split, fn_kwargs={"split": split}, batch_format="numpy").materialize()
         counts[split] = part.count()
         target = out / split
         target.mkdir(parents=True, exist_ok=True)
