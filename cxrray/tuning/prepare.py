@@ -39,8 +39,7 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     if done.exists():
         info = json.loads(done.read_text())
         counts = info["counts"]
-        bad = pl.read_csv(shard_dir / "bad_rows.csv", schema_overrides={"row": pl.Int64}, infer_schema=False) \
-            if (shard_dir / "bad_rows.csv").stat().st_size else pl.DataFrame()
+        bad = pl.read_csv(shard_dir / "bad_rows.csv", infer_schema=False).with_columns(pl.col("row").cast(pl.Int64))
         print(f"[cxrray] reusing shards {shard_dir} {counts}", flush=True)
     else:
         print(f"[cxrray] ingesting {manifest.height} images from {manifest_path} at {image_size}px", flush=True)
@@ -55,7 +54,6 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     for split, n in counts.items():
         if n == 0:
             raise ValueError(f"{manifest_path}: the {split} split has no usable images")
-    good_rows = set(manifest["row"].to_list()) - set(bad["row"].cast(pl.Int64).to_list() if bad.height else [])
-    train_labels = manifest.filter((pl.col("split") == "train") & pl.col("row").is_in(list(good_rows)))["label"]
+    train_labels = manifest.filter((pl.col("split") == "train") & ~pl.col("row").is_in(bad["row"].implode()))["label"]
     weights = class_weights(train_labels.to_list(), TASKS.get(task))
     return PreparedData(data_id, shard_dir, counts, weights, bad)
