@@ -49,3 +49,25 @@ def test_bad_rows_reported_and_the_rest_ingested(tmp_path, phantom_manifest, ray
     expected = resize(read_image(src["image_path"]), 32)
     assert np.allclose(np.asarray(r["image"]), expected, atol=1e-6)
     assert set(np.unique(np.asarray(r["mask"]))) <= {0, 1}
+
+
+def test_prepare_quarantines_manifest_and_image_problems(tmp_path, phantom_manifest, ray_local):
+    from cxrray.tuning.prepare import prepare_data
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_manifest.parent, data)
+    lines = (data / "manifest.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(",NOR,", ",XYZ,").replace(",CVP,", ",XYZ,").replace(",OVP,", ",XYZ,") \
+        .replace(",OBP,", ",XYZ,")
+    (data / "manifest.csv").write_text("\n".join(lines) + "\n")
+    broken = pl.read_csv(data / "manifest.csv", infer_schema=False)["image_path"][5]
+    (data / broken).write_bytes(b"not an image")
+    run = tmp_path / "run"
+    run.mkdir()
+    prep = prepare_data(data / "manifest.csv", run, image_size=32, task="CL2")
+    q = pl.read_csv(run / "quarantine.csv")
+    assert q["row"].to_list() == [2, 6]
+    assert "row 2: unknown label 'XYZ'" in q["reason"][0] and broken in q["reason"][1]
+    assert sum(prep.counts.values()) == len(lines) - 1 - 2
+    splits = pl.read_csv(run / "splits.csv")
+    assert splits.group_by("patient_id").agg(pl.col("split").n_unique())["split"].max() == 1

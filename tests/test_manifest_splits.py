@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from cxrray.data.images import ImageReadError, read_image
-from cxrray.data.manifest import ManifestError, load_manifest, manifest_fingerprint
+from cxrray.data.manifest import ManifestError, load_manifest, manifest_fingerprint, read_manifest
 from cxrray.data.splits import LeakageError, assign_splits, check_no_leakage
 
 from conftest import REAL_MINI
@@ -46,8 +46,27 @@ def test_bad_label_names_row(tmp_path):
         t[5] = t[5].replace(",CVP,", ",COVID,")
         return t
 
-    with pytest.raises(ManifestError, match=r"row 5: unknown label .* label='COVID'"):
-        load_manifest(_copy_manifest(tmp_path, edit))
+    path = _copy_manifest(tmp_path, edit)
+    with pytest.raises(ManifestError, match=r"manifest.csv, row 5: unknown label 'COVID'"):
+        load_manifest(path)
+
+
+def test_row_problems_are_quarantined_and_the_rest_kept(tmp_path):
+    def edit(t):
+        t[3] = t[3].replace(",CVP,", ",COVID,")  # row 3: unknown label
+        t[7] = t[7].rsplit(",", 1)[0] + ",forty"  # row 7: bad age
+        t.append(t[10])  # row 111 + 1: duplicate of row 10
+        parts = t[12].split(",")
+        parts[2] = ""  # row 12: no patient
+        t[12] = ",".join(parts)
+        return t
+
+    rows, quarantine = read_manifest(_copy_manifest(tmp_path, edit))
+    assert quarantine["row"].to_list() == [3, 7, 12, 112]
+    reasons = quarantine["reason"].to_list()
+    assert "row 3: unknown label 'COVID'" in reasons[0] and "row 7: non-numeric age 'forty'" in reasons[1]
+    assert "row 12: empty patient_id" in reasons[2] and "row 112: duplicate of row 10" in reasons[3]
+    assert rows.height == 112 - 4 and not set(rows["row"]) & {3, 7, 12, 112}
 
 
 def test_unreadable_image_names_file(tmp_path):

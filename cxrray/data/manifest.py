@@ -37,11 +37,18 @@ def _read_table(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, infer_schema=False)
 
 
-def load_manifest(path: str | Path) -> pl.DataFrame:
-    """Read and validate a manifest; return it with absolute paths and a ``row`` column.
+QUARANTINE_SCHEMA = {"row": pl.Int64, "image_path": pl.Utf8, "reason": pl.Utf8}
 
-    ``row`` is the 1-based data row in the file, kept through every later stage
-    so that any error can point back at it.
+
+def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read a manifest leniently: ``(rows, quarantine)``.
+
+    Problems with the *table* (missing file, unreadable, missing columns) raise
+    ``ManifestError`` at once, before any compute is spent. Problems with a
+    *row* (unknown label, empty patient, duplicate image, bad age ...) put that
+    row in ``quarantine`` (row, image_path, reason naming the file and row)
+    and every other row goes on. Paths become absolute; ``row`` is the 1-based
+    data row in the file, kept through every later stage.
     """
     path = Path(path).resolve()
     if not path.exists():
@@ -57,37 +64,53 @@ def load_manifest(path: str | Path) -> pl.DataFrame:
             f"required: {list(REQUIRED_COLUMNS)}"
         )
     df = df.with_columns(
-        [pl.col(c).cast(pl.Utf8).fill_null("") for c in REQUIRED_COLUMNS]
-    ).with_row_index("row", offset=1)
-    _check_values(df, path)
+        [pl.col(c).cast(pl.Utf8).fill_null("").str.strip_chars() for c in REQUIRED_COLUMNS]
+    ).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
+    reason = _row_problems(df, path)
     base = path.parent
     absolute = lambda p: "" if not p else str((base / p).resolve())  # noqa: E731
-    return df.with_columns(
+    df = df.with_columns(
         pl.col("image_path").map_elements(absolute, return_dtype=pl.Utf8),
         pl.col("mask_path").map_elements(absolute, return_dtype=pl.Utf8),
-        pl.col("row").cast(pl.Int64),
+        reason.alias("_reason"),
     )
+    quarantine = df.filter(pl.col("_reason") != "").select("row", "image_path", pl.col("_reason").alias("reason"))
+    return df.filter(pl.col("_reason") == "").drop("_reason"), quarantine
 
 
-def _check_values(df: pl.DataFrame, path: Path) -> None:
-    def first_bad(mask: pl.Series, what: str, col: str) -> None:
-        if mask.any():
-            bad = df.filter(mask).row(0, named=True)
-            n = int(mask.sum())
-            raise ManifestError(
-                f"{path}, row {bad['row']}: {what} {col}={bad[col]!r}"
-                f"{f' ({n} rows in all)' if n > 1 else ''}"
-            )
+def load_manifest(path: str | Path) -> pl.DataFrame:
+    """Read a manifest strictly: any quarantined row is an error naming the file and row."""
+    rows, quarantine = read_manifest(path)
+    if quarantine.height:
+        first = quarantine.row(0, named=True)
+        more = f" ({quarantine.height} rows in all)" if quarantine.height > 1 else ""
+        raise ManifestError(first["reason"] + more)
+    return rows
 
-    first_bad(df["image_path"] == "", "empty", "image_path")
-    first_bad(df["patient_id"] == "", "empty", "patient_id")
-    first_bad(~df["label"].is_in(LABELS), f"unknown label (valid: {list(LABELS)})", "label")
-    first_bad(~df["severity"].is_in(SEVERITIES), f"unknown severity (valid: {list(SEVERITIES[1:])})", "severity")
+
+def _row_problems(df: pl.DataFrame, path: Path) -> pl.Series:
+    """One reason per row ('' = fine); the first problem found wins."""
+    age = df["age"]
+    dup_of = df.with_columns(pl.col("row").min().over("image_path").alias("first"))["first"]
+    checks = [
+        (df["image_path"] == "", lambda r: "empty image_path"),
+        (df["patient_id"] == "", lambda r: "empty patient_id"),
+        (~df["label"].is_in(LABELS), lambda r: f"unknown label {r['label']!r} (valid: {list(LABELS)})"),
+        (~df["severity"].is_in(SEVERITIES),
+         lambda r: f"unknown severity {r['severity']!r} (valid: {list(SEVERITIES[1:])})"),
+        ((age != "") & age.cast(pl.Float64, strict=False).is_null(), lambda r: f"non-numeric age {r['age']!r}"),
+        ((dup_of != df["row"]) & (df["image_path"] != ""), None),
+    ]
     if "split" in df.columns:
-        first_bad(~df["split"].is_in(SPLITS), f"unknown split (valid: {list(SPLITS)})", "split")
-    age = df["age"].str.strip_chars()
-    bad_age = (age != "") & age.cast(pl.Float64, strict=False).is_null()
-    first_bad(bad_age, "non-numeric", "age")
+        checks.append((~df["split"].is_in(SPLITS), lambda r: f"unknown split {r['split']!r} (valid: {list(SPLITS)})"))
+    reasons = [""] * df.height
+    for mask, describe in checks:
+        for i in mask.arg_true().to_list():
+            if not reasons[i]:
+                r = df.row(i, named=True)
+                what = describe(r) if describe else f"duplicate of row {dup_of[i]} (same image_path)"
+                reasons[i] = f"{path}, row {r['row']}: {what}"
+    return pl.Series(reasons, dtype=pl.Utf8)
 
 
 def manifest_fingerprint(df: pl.DataFrame) -> str:
