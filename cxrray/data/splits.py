@@ -1,45 +1,87 @@
-"""Patient-level train/val/test splits, stratified by label, and a leakage check.
+"""Patient-level splits, stratified by label (and source when asked), and a leakage check.
 
-Splits are always by patient: every image of a patient lands in one split.
-A manifest that already has a ``split`` column keeps it (after the check).
+Splits are always by patient: every image of a patient lands in one partition.
+A manifest that already has a ``split`` column (an official split) keeps it,
+after the check. Any patient in two partitions is an error, never a warning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import polars as pl
+
+HOLDOUT_PRESETS: dict[str, tuple[float, ...]] = {
+    "60/20/20": (0.6, 0.2, 0.2),  # hide-and-seek demo, Fricks phase 3
+    "70/10/20": (0.7, 0.1, 0.2),  # Fricks phase 1 (ChestX-ray14)
+    "80/20": (0.8, 0.2),  # Fricks phase 2: train / val
+}
 
 
 class LeakageError(ValueError):
     """A patient appears in more than one split."""
 
 
-def assign_splits(df: pl.DataFrame, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                  seed: int = 0) -> pl.DataFrame:
-    """Add a ``split`` column (train/val/test) by patient, stratified by the patient's label.
+def _patients(df: pl.DataFrame, stratify: Sequence[str]) -> pl.DataFrame:
+    """One row per patient with its stratum (most frequent value of each stratify column)."""
+    aggs = [pl.col(c).mode().sort().first().alias(c) for c in stratify]
+    return (df.group_by("patient_id").agg(*aggs)
+            .with_columns(pl.concat_str([pl.col(c) for c in stratify], separator="|").alias("stratum"))
+            .sort("patient_id"))
 
-    Within each label the patients are shuffled with ``seed`` and cut by the
-    cumulative fractions, so every split gets every label when there are enough
-    patients. An existing ``split`` column is kept and only checked.
+
+def assign_splits(df: pl.DataFrame, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0,
+                  names: Sequence[str] | None = None, stratify: Sequence[str] = ("label",)) -> pl.DataFrame:
+    """Add a ``split`` column by patient, stratified by ``stratify`` (label; add ``source`` if asked).
+
+    ``fractions`` of length 3 name (train, val, test), of length 2 (train, val)
+    unless ``names`` says otherwise. Within each stratum the patients are
+    shuffled with ``seed`` and cut by the cumulative fractions. An existing
+    ``split`` column is kept and only checked.
     """
     if "split" in df.columns:
         check_no_leakage(df)
         return df
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    patients = (df.group_by("patient_id").agg(pl.col("label").mode().first().alias("plabel"))
-                .sort("patient_id"))
+    names = tuple(names or ("train", "val", "test")[:len(fractions)])
+    if len(names) != len(fractions) or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions {tuple(fractions)} must be non-negative, sum to 1 and match names {names}")
+    patients = _patients(df, stratify)
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
-    for label in sorted(patients["plabel"].unique().to_list()):
-        ids = patients.filter(pl.col("plabel") == label)["patient_id"].to_numpy()
+    for stratum in sorted(patients["stratum"].unique().to_list()):
+        ids = patients.filter(pl.col("stratum") == stratum)["patient_id"].to_numpy()
         ids = ids[rng.permutation(len(ids))]
-        cuts = np.round(np.cumsum(fractions)[:2] * len(ids)).astype(int)
-        for name, part in zip(("train", "val", "test"), np.split(ids, cuts)):
+        cuts = np.round(np.cumsum(fractions)[:-1] * len(ids)).astype(int)
+        for name, part in zip(names, np.split(ids, cuts)):
             assignment.update(dict.fromkeys(part.tolist(), name))
     out = df.with_columns(pl.col("patient_id").replace_strict(assignment).alias("split"))
     check_no_leakage(out)
     return out
+
+
+def kfold_splits(df: pl.DataFrame, k: int = 5, repeats: int = 1, seed: int = 0, val_fraction: float = 0.2,
+                 stratify: Sequence[str] = ("label",)) -> Iterator[tuple[int, int, pl.DataFrame]]:
+    """Repeated patient-level stratified k-fold (5x5 as in COVIDGR): yields (repeat, fold, df with split).
+
+    Fold ``f`` is the test partition; ``val_fraction`` of the remaining patients
+    (stratified the same way) is the validation partition, the rest trains.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    patients = _patients(df, stratify)
+    ids, strata = patients["patient_id"].to_numpy(), patients["stratum"].to_numpy()
+    for rep in range(repeats):
+        skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + rep)
+        for fold, (rest, test) in enumerate(skf.split(ids, strata, groups=ids)):
+            assignment = dict.fromkeys(ids[test].tolist(), "test")
+            rest_df = df.filter(pl.col("patient_id").is_in(ids[rest].tolist()))
+            inner = assign_splits(rest_df, (1 - val_fraction, val_fraction), seed=seed * 1000 + rep * k + fold,
+                                  stratify=stratify)
+            assignment.update(dict(zip(inner["patient_id"].to_list(), inner["split"].to_list())))
+            out = df.with_columns(pl.col("patient_id").replace_strict(assignment).alias("split"))
+            check_no_leakage(out)
+            yield rep, fold, out
 
 
 def check_no_leakage(df: pl.DataFrame) -> None:
