@@ -112,3 +112,15 @@ def test_leakage_is_refused_with_patient_and_rows():
         check_no_leakage(leaked)
     with pytest.raises(LeakageError):
         assign_splits(leaked)  # a given split column is checked, never trusted
+
+
+def test_official_train_test_split_gets_a_val_partition_by_patient():
+    df = load_manifest(REAL_MINI)
+    patients = df["patient_id"].unique().sort().to_list()
+    test_patients = set(patients[::4])
+    official = df.with_columns(pl.when(pl.col("patient_id").is_in(list(test_patients))).then(pl.lit("test"))
+                               .otherwise(pl.lit("train")).alias("split"))
+    out = assign_splits(official, seed=0)
+    assert set(out.filter(pl.col("split") == "test")["patient_id"]) == test_patients  # kept as given
+    assert set(out["split"]) == {"train", "val", "test"} and out.height == df.height
+    check_no_leakage(out)

@@ -56,3 +56,34 @@ def test_tasks_map_labels():
     cl2, cl4 = TASKS.get("CL2"), TASKS.get("CL4")
     assert [cl2.class_index(x) for x in ("NOR", "OVP", "OBP", "CVP")] == [0, 0, 0, 1]
     assert [cl4.class_index(x) for x in ("NOR", "OBP", "OVP", "CVP")] == [0, 1, 2, 3]
+
+
+def test_every_task_covers_its_labels():
+    from cxrray.data.manifest import ALL_LABELS
+
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        if task.multilabel:
+            continue
+        assert set(task.labels) <= set(ALL_LABELS)
+        assert sorted(task.class_index(x) for x in task.labels) == sorted(
+            i for i, c in enumerate(task.classes) for _ in task.members[c])
+
+
+def test_pneumonia_and_hierarchical_tasks():
+    pneu, stage2 = TASKS.get("PNEU"), TASKS.get("CVP_NCP")
+    assert [pneu.class_index(x) for x in ("NOR", "OTH", "PNA", "CVP")] == [0, 0, 1, 1]
+    assert not stage2.includes("NOR") and stage2.class_index("CVP") == 1
+    import pytest
+
+    with pytest.raises(ValueError, match="not part of task CVP_NCP"):
+        stage2.class_index("NOR")
+
+
+def test_nih14_multilabel_targets_mask_unknowns():
+    task = TASKS.get("NIH14")
+    cols = {c: np.array(["0", "0", ""]) for c in task.finding_columns}
+    cols["finding_Pneumonia"] = np.array(["1", "0", ""])
+    y = task.multilabel_targets(cols)
+    assert y.shape == (3, 14) and task.multilabel and task.includes("OTH")
+    assert y[0, task.classes.index("Pneumonia")] == 1 and y[1].sum() == 0 and np.isnan(y[2]).all()

@@ -6,7 +6,9 @@ Columns (paths relative to the manifest file)::
 
 ``mask_path`` and ``severity`` may be empty. Labels use the class codes of
 Hasan et al.: NOR normal, CVP COVID-19 pneumonia, OVP other viral, OBP other
-bacterial. An optional ``split`` column (train/val/test) fixes the split.
+bacterial; plus PNA (pneumonia, type unknown) and OTH (abnormal, not
+pneumonia) for collections that do not say more. Optional ``finding_<Name>``
+columns (1 / 0 / empty = unknown) carry multilabel targets (ChestX-ray14). An optional ``split`` column (train/val/test) fixes the split.
 Errors name the manifest file and the 1-based data row (header = line 1).
 """
 
@@ -21,7 +23,11 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "image_path", "mask_path", "patient_id", "source", "label",
     "severity", "view", "sex", "age",
 )
-LABELS: tuple[str, ...] = ("NOR", "CVP", "OVP", "OBP")
+LABELS: tuple[str, ...] = ("NOR", "CVP", "OVP", "OBP")  # the class codes of Hasan et al.
+# Codes for collections that do not grade pneumonia type (RSNA, ChestX-ray14):
+# PNA = pneumonia of unknown type, OTH = abnormal but not pneumonia.
+EXTRA_LABELS: tuple[str, ...] = ("PNA", "OTH")
+ALL_LABELS: tuple[str, ...] = LABELS + EXTRA_LABELS
 SEVERITIES: tuple[str, ...] = ("", "none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -95,7 +101,7 @@ def _row_problems(df: pl.DataFrame, path: Path) -> pl.Series:
     checks = [
         (df["image_path"] == "", lambda r: "empty image_path"),
         (df["patient_id"] == "", lambda r: "empty patient_id"),
-        (~df["label"].is_in(LABELS), lambda r: f"unknown label {r['label']!r} (valid: {list(LABELS)})"),
+        (~df["label"].is_in(ALL_LABELS), lambda r: f"unknown label {r['label']!r} (valid: {list(ALL_LABELS)})"),
         (~df["severity"].is_in(SEVERITIES),
          lambda r: f"unknown severity {r['severity']!r} (valid: {list(SEVERITIES[1:])})"),
         ((age != "") & age.cast(pl.Float64, strict=False).is_null(), lambda r: f"non-numeric age {r['age']!r}"),

@@ -38,10 +38,18 @@ def assign_splits(df: pl.DataFrame, fractions: Sequence[float] = (0.6, 0.2, 0.2)
     ``fractions`` of length 3 name (train, val, test), of length 2 (train, val)
     unless ``names`` says otherwise. Within each stratum the patients are
     shuffled with ``seed`` and cut by the cumulative fractions. An existing
-    ``split`` column is kept and only checked.
+    ``split`` column (an official split) is kept and checked; when it has no
+    ``val`` partition, one is carved from ``train`` by patient.
     """
     if "split" in df.columns:
         check_no_leakage(df)
+        if "val" not in set(df["split"]) and len(fractions) == 3:  # official train/test only: carve val
+            train = df.filter(pl.col("split") == "train").drop("split")
+            val_share = fractions[1] / (fractions[0] + fractions[1])
+            carved = assign_splits(train, (1 - val_share, val_share), seed=seed, stratify=stratify)
+            df = pl.concat([carved, df.filter(pl.col("split") != "train")], how="vertical_relaxed")
+            df = df.sort("row") if "row" in df.columns else df
+            check_no_leakage(df)
         return df
     names = tuple(names or ("train", "val", "test")[:len(fractions)])
     if len(names) != len(fractions) or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:

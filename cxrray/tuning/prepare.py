@@ -37,6 +37,12 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     ``<run_dir>/quarantine.csv`` (every row left out, with the reason naming file and row).
     """
     manifest, quarantine = read_manifest(manifest_path)
+    the_task = TASKS.get(task)
+    outside = manifest.filter(~pl.col("label").is_in(the_task.labels))
+    if outside.height and not the_task.multilabel:
+        print(f"[cxrray] {outside.height} row(s) with labels {sorted(set(outside['label']))} are not part of task "
+              f"{task} and are not used", flush=True)
+        manifest = manifest.filter(pl.col("label").is_in(the_task.labels))
     manifest = assign_splits(manifest, fractions, seed=split_seed)
     data_id = manifest_fingerprint(manifest)
     manifest.select("row", "patient_id", "label", "source", "split").write_csv(run_dir / "splits.csv")
@@ -64,5 +70,5 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
         if n == 0:
             raise ValueError(f"{manifest_path}: the {split} split has no usable images")
     train_labels = manifest.filter((pl.col("split") == "train") & ~pl.col("row").is_in(bad["row"].implode()))["label"]
-    weights = class_weights(train_labels.to_list(), TASKS.get(task))
+    weights = class_weights(train_labels.to_list(), the_task)
     return PreparedData(data_id, shard_dir, counts, weights, quarantine)

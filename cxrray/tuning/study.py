@@ -40,7 +40,9 @@ def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_
         bdef = BACKBONES.get(name)
         if image_size < bdef.min_size:
             raise ValueError(f"backbone {name!r} needs --image-size >= {bdef.min_size}, got {image_size}")
-    TASKS.get(task)
+    if TASKS.get(task).multilabel:
+        raise ValueError(f"task {task!r} is multilabel; the hide-and-seek study trains single-label tasks "
+                         f"({[t for t in TASKS.names() if not TASKS.get(t).multilabel]})")
     return [
         TrialSpec(study=study, data_id=data_id, representation=rep, backbone=bb, task=task, seed=seed,
                   image_size=image_size, pretrained=pretrained, recipe=recipe)
