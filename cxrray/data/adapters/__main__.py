@@ -1,0 +1,24 @@
+"""``python -m cxrray.data.adapters NAME ROOT``: convert a collection into a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cxrray.data.adapters import ADAPTERS, convert
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cxrray.data.adapters", description=__doc__)
+    p.add_argument("name", choices=ADAPTERS.names())
+    p.add_argument("root", help="the collection's root folder, as downloaded")
+    p.add_argument("--labels", help="dicom_folder: CSV with file,label[,severity,source]")
+    p.add_argument("--salt", help="dicom_folder: replace patient ids by a salted hash")
+    args = p.parse_args(argv)
+    opts = {k: v for k, v in (("labels", args.labels), ("salt", args.salt)) if v}
+    print(convert(args.name, args.root, **opts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Adapter registry and the shared manifest writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from cxrray.data.manifest import REQUIRED_COLUMNS, load_manifest
+from cxrray.registry import Registry
+
+Adapter = Callable[..., pl.DataFrame]
+ADAPTERS: Registry[Adapter] = Registry("dataset adapter")
+
+
+class AdapterError(ValueError):
+    """The collection's files are not in the layout the adapter documents."""
+
+
+def require(path: Path, what: str) -> Path:
+    """Return ``path`` or raise naming the file the layout needs."""
+    if not path.exists():
+        raise AdapterError(f"{path}: not found ({what})")
+    return path
+
+
+def rows_frame(rows: list[dict]) -> pl.DataFrame:
+    """Manifest rows -> DataFrame with every required column as text, extras after them."""
+    df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema={c: pl.Utf8 for c in
+                                                                                        REQUIRED_COLUMNS})
+    for c in REQUIRED_COLUMNS:
+        if c not in df.columns:
+            df = df.with_columns(pl.lit("").alias(c))
+    extras = [c for c in df.columns if c not in REQUIRED_COLUMNS]
+    return df.select([pl.col(c).cast(pl.Utf8).fill_null("") for c in (*REQUIRED_COLUMNS, *extras)])
+
+
+def write_manifest(df: pl.DataFrame, root: Path, name: str = "cxrray_manifest.csv") -> Path:
+    """Write ``df`` next to the data and check it loads as a manifest."""
+    path = Path(root) / name
+    df.write_csv(path)
+    load_manifest(path)  # the adapter's output must itself be a valid manifest
+    return path
+
+
+def convert(name: str, root: str | Path, **options) -> Path:
+    """Run adapter ``name`` on ``root`` and write the manifest there."""
+    return write_manifest(ADAPTERS.get(name)(Path(root), **options), Path(root))
