@@ -23,7 +23,9 @@ from pathlib import Path
 
 from cxrray.analysis.tables import analyze
 from cxrray.config import TrainRecipe
+from cxrray.data.manifest import read_manifest
 from cxrray.data.phantom import write_phantom
+from cxrray.registry import UnknownNameError
 from cxrray.tuning.prepare import prepare_data
 from cxrray.tuning.runner import Resources, run_sweep, start_ray
 from cxrray.tuning.study import HIDE_SEEK_REPRESENTATIONS, hide_seek_specs
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             write_phantom(manifest.parent, n_patients=args.phantom_patients, confound=args.confound,
                           seed=args.phantom_seed)
+    read_manifest(manifest)  # a wrong column fails here, before Ray starts or anything is computed
     start_ray(run_dir, num_cpus=None, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed)
@@ -103,4 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, UnknownNameError) as exc:  # bad input (manifest, leakage, names): no traceback
+        print(f"hide_seek.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

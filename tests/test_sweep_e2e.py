@@ -89,3 +89,13 @@ def test_extending_the_sweep_runs_only_new_cells(smoke_run):
     assert "4 trials: 2 already finished, 2 to run" in proc.stdout
     results = pl.read_parquet(out / "results.parquet")
     assert results.height == 4 and sorted(results["seed"].to_list()) == [0, 0, 1, 1]
+
+
+def test_wrong_manifest_column_fails_before_any_compute(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("image,mask_path,patient_id,source,label,severity,view,sex,age\nx.png,,p1,a,NOR,,PA,F,3\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--manifest", str(bad),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "m.csv: missing column(s) ['image_path']" in proc.stderr
+    assert not (tmp_path / "run" / "ray").exists() and not (tmp_path / "run" / "shards").exists()

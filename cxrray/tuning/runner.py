@@ -48,6 +48,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
     import ray.data
 
+    from cxrray.data.shards import read_split
     from cxrray.training.worker import train_loop_per_worker
 
     spec = TrialSpec.from_dict(config["spec"])
@@ -55,8 +56,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Read the shards *before* the workers take their CPUs: on a small machine the
     # training workers hold nearly every core and a read task could wait forever.
-    datasets = {s: ray.data.read_parquet(str(Path(ctx["shard_dir"]) / s)).materialize()
-                for s in ("train", "val", "test")}
+    datasets = {s: read_split(Path(ctx["shard_dir"]) / s).materialize() for s in ("train", "val", "test")}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": config["spec"], "class_weights": ctx["class_weights"],
