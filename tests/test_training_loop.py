@@ -87,3 +87,16 @@ def test_nih14_multilabel_targets_mask_unknowns():
     y = task.multilabel_targets(cols)
     assert y.shape == (3, 14) and task.multilabel and task.includes("OTH")
     assert y[0, task.classes.index("Pneumonia")] == 1 and y[1].sum() == 0 and np.isnan(y[2]).all()
+
+
+def test_masked_bce_ignores_unknown_findings():
+    from cxrray.training.loop import masked_bce
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, float("nan"), 0.0], [float("nan"), 1.0, float("nan")]])
+    loss = masked_bce(logits, targets)
+    known = torch.tensor([[2.0, 0.5, 3.0]]), torch.tensor([[1.0, 0.0, 1.0]])
+    assert torch.allclose(loss, nn.functional.binary_cross_entropy_with_logits(*known))
+    loss.backward()
+    assert logits.grad[0, 1] == 0 and logits.grad[1, 0] == 0 and logits.grad[1, 2] == 0
+    assert masked_bce(logits, torch.full((2, 3), float("nan"))).item() == 0.0

@@ -43,6 +43,14 @@ class InputPipeline:
         return (image - self.mean) / self.std
 
 
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Multilabel BCE where NaN targets (unknown findings) are left out of the loss and its mean."""
+    known = ~torch.isnan(targets)
+    if not known.any():
+        return logits.sum() * 0.0  # keeps the graph; nothing known in this batch
+    return nn.functional.binary_cross_entropy_with_logits(logits[known], targets[known])
+
+
 def class_weights(labels: Iterable[str], task: Task) -> list[float]:
     """Inverse-frequency class weights normalised to mean 1 (CVR-Net style)."""
     counts = np.zeros(task.num_classes)
