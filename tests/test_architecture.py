@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-STAGES = ["data", "representations", "models", "training", "tuning", "analysis"]
+STAGES = ["data", "representations", "segmentation", "models", "training", "tuning", "analysis"]
 FOUNDATION = {"config", "registry"}
 PKG = Path(__file__).resolve().parents[1] / "cxrray"
 

@@ -100,3 +100,19 @@ def test_masked_bce_ignores_unknown_findings():
     loss.backward()
     assert logits.grad[0, 1] == 0 and logits.grad[1, 0] == 0 and logits.grad[1, 2] == 0
     assert masked_bce(logits, torch.full((2, 3), float("nan"))).item() == 0.0
+
+
+def test_amp_and_channels_last_paths_run(phantom_manifest):
+    """The GPU settings (bf16 autocast, NHWC) also run on the CPU, so the code path is exercised here."""
+    batches = _batches(phantom_manifest)[:2]
+    pipe = InputPipeline("lungs_removed", TASKS.get("CL2"), channels_last=True)
+    x = pipe.to_inputs(batches[0], torch.device("cpu"))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    model, _ = build_backbone("resnet18", 2, 1, image_size=32)
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    out = train_epoch(model, batches, pipe, opt, nn.CrossEntropyLoss(), torch.device("cpu"),
+                      torch.Generator().manual_seed(0), amp=True)
+    assert np.isfinite(out["train_loss"])
+    pred = predict(model, batches, pipe, torch.device("cpu"), amp=True)
+    assert pred["prob"].dtype == np.float32 and np.allclose(pred["prob"].sum(1), 1, atol=1e-3)

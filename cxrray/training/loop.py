@@ -29,6 +29,7 @@ class InputPipeline:
     mean: float = 0.5
     std: float = 0.25
     augment: AugmentConfig | None = None
+    channels_last: bool = False  # NHWC inputs: faster convolutions on CUDA tensor cores
 
     def targets(self, labels: np.ndarray) -> torch.Tensor:
         return torch.as_tensor([self.task.class_index(str(x)) for x in labels], dtype=torch.long)
@@ -39,8 +40,8 @@ class InputPipeline:
         mask = torch.tensor(batch["mask"], device=device, dtype=torch.float32).unsqueeze(1)
         if generator is not None and self.augment is not None:
             image, mask = augment(image, mask, generator, self.augment)
-        image = apply_representation(self.representation, image, mask)
-        return (image - self.mean) / self.std
+        image = (apply_representation(self.representation, image, mask) - self.mean) / self.std
+        return image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -62,16 +63,20 @@ def class_weights(labels: Iterable[str], task: Task) -> list[float]:
 
 def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline,
                 optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
-                generator: torch.Generator) -> dict[str, float]:
-    """One pass over ``batches``; returns mean loss and accuracy."""
+                generator: torch.Generator, amp: bool = False) -> dict[str, float]:
+    """One pass over ``batches``; returns mean loss and accuracy.
+
+    ``amp``: bfloat16 autocast (no loss scaling needed); the worker turns it on for CUDA.
+    """
     model.train()
     total, n, correct = 0.0, 0, 0
     for batch in batches:
         x = pipe.to_inputs(batch, device, generator)
         y = pipe.targets(batch["label"]).to(device)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(y)
@@ -82,13 +87,15 @@ def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline,
-            device: torch.device, keep: tuple[str, ...] = ("row", "patient_id", "source", "label", "severity")
-            ) -> dict[str, np.ndarray]:
+            device: torch.device, keep: tuple[str, ...] = ("row", "patient_id", "source", "label", "severity"),
+            amp: bool = False) -> dict[str, np.ndarray]:
     """Softmax probabilities for every image, with the columns in ``keep`` carried along."""
     model.eval()
     probs, cols = [], {k: [] for k in keep}
     for batch in batches:
-        probs.append(torch.softmax(model(pipe.to_inputs(batch, device)).float(), 1).cpu().numpy())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(pipe.to_inputs(batch, device))
+        probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
         for k in keep:
             cols[k].append(np.asarray(batch[k]))
     out = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}

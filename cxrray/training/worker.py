@@ -24,6 +24,7 @@ from torch import nn
 from cxrray.config import TrialSpec
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
+from cxrray.representations import out_channels
 from cxrray.representations.augment import AugmentConfig
 from cxrray.training.loop import InputPipeline, evaluate, predict, train_epoch
 from cxrray.training.tracking import Tracker
@@ -56,14 +57,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     trial_dir = Path(config["trial_dir"])
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG state
         torch.manual_seed(spec.seed)
-        model, init = build_backbone(spec.backbone, task.num_classes, 1, spec.pretrained, spec.image_size)
+        model, init = build_backbone(spec.backbone, task.num_classes, out_channels(spec.representation),
+                                     spec.pretrained, spec.image_size)
+    cuda = device.type == "cuda"  # GPU paths: channels_last memory layout and bfloat16 autocast
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     r = spec.recipe
     optimizer = torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     weights = torch.tensor(config["class_weights"], device=device) if r.class_weighted else None
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     pipe = InputPipeline(spec.representation, task, bdef.mean, bdef.std,
-                         AugmentConfig(hflip=r.hflip) if r.augment else None)
+                         AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=cuda)
     start, best = 0, {"val_auroc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -84,9 +89,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         batches = train_shard.iter_batches(batch_size=r.batch_size, batch_format="numpy",
                                            local_shuffle_buffer_size=4 * r.batch_size,
                                            local_shuffle_seed=spec.seed + epoch)
-        metrics = train_epoch(model, batches, pipe, optimizer, loss_fn, device, gen)
-        val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, device),
-                       loss_fn)
+        metrics = train_epoch(model, batches, pipe, optimizer, loss_fn, device, gen, amp=cuda)
+        val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, device,
+                               amp=cuda), loss_fn)
         metrics |= {f"val_{k}": v for k, v in val.items()} | {"epoch": epoch, "epoch_s": time.time() - t0}
         if (val["auroc"], -val["loss"]) > (best["val_auroc"], -best["val_loss"]) or best["state"] is None:
             best = {"val_auroc": val["auroc"], "val_loss": val["loss"], "epoch": epoch,
