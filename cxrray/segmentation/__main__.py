@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("manifest")
     f.add_argument("model", help="unet.pt written by 'train' (seg_config.json beside it)")
     f.add_argument("out")
+    f.add_argument("--dilate", type=int, default=0, help="grow predicted masks by this many pixels")
     args = p.parse_args(argv)
     if args.cmd == "train":
         import ray
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from cxrray.segmentation.job import fill_masks
 
-        print(fill_masks(args.manifest, args.model, args.out))
+        print(fill_masks(args.manifest, args.model, args.out, dilate=args.dilate))
     return 0
 
 

@@ -113,13 +113,14 @@ def load_unet(path: str | Path) -> UNet:
     return model.eval()
 
 
-def fill_masks(manifest_path: str | Path, model_path: str | Path, out: str | Path) -> Path:
+def fill_masks(manifest_path: str | Path, model_path: str | Path, out: str | Path, dilate: int = 0) -> Path:
     """Predict a lung mask for every row without one; write masks and a new manifest.
 
     Masks are predicted at the U-Net's size, upsampled (bilinear on probabilities)
     to each image's own size, cleaned, and checked by the quality gate; the new
     ``manifest.csv`` (absolute paths) gains ``mask_source`` (human / unet) and
-    ``mask_quality`` ('ok' or the gate's reason) columns.
+    ``mask_quality`` ('ok' or the gate's reason) columns. ``dilate`` grows each
+    predicted mask by that many pixels (COVID-CXNet dilates before cropping).
     """
     out = Path(out).resolve()
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,7 @@ def fill_masks(manifest_path: str | Path, model_path: str | Path, out: str | Pat
         prob = predict_probs(model, resize(img, size)[None])[0]
         prob_full = np.asarray(Image.fromarray(prob.astype(np.float32)).resize(img.shape[::-1],
                                                                                    Image.Resampling.BILINEAR))
-        mask = clean_mask(prob_full)
+        mask = clean_mask(prob_full, dilate=dilate)
         path = out / "masks" / f"row{r['row']:07d}.png"
         Image.fromarray(mask * 255).save(path)
         q = mask_quality(mask)
