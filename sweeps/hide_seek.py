@@ -42,8 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--phantom-seed", type=int, default=0, help="seed of the phantom generator")
     d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level 60/20/20 split")
     s = p.add_argument_group("sweep axes")
-    s.add_argument("--representations", nargs="+", default=list(HIDE_SEEK_REPRESENTATIONS))
-    s.add_argument("--backbones", nargs="+", default=["basecnn", "resnet18"])
+    s.add_argument("--representations", nargs="+",
+                   help=f"default: the five of Sadre et al. ({', '.join(HIDE_SEEK_REPRESENTATIONS)}); "
+                        "also top_crop, seg_crop, enhance_stack")
+    s.add_argument("--backbones", nargs="+", help="default: basecnn resnet18")
     s.add_argument("--seeds", nargs="+", type=int, default=[0])
     s.add_argument("--task", default="CL2", help="CL2 (NCV vs CVP), CL3 or CL4")
     t = p.add_argument_group("training")
@@ -67,9 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--smoke-test", action="store_true",
                    help="smallest real sweep: 2 representations x basecnn, 1 epoch, 24 phantom patients")
     args = p.parse_args(argv)
-    if args.smoke_test:
-        args.representations, args.backbones = ["original", "lungs_removed"], ["basecnn"]
+    if args.smoke_test:  # smallest real sweep; explicit axes still win
+        args.representations = args.representations or ["original", "lungs_removed"]
+        args.backbones = args.backbones or ["basecnn"]
         args.epochs, args.phantom_patients, args.image_size = 1, min(args.phantom_patients, 36), 32
+    args.representations = args.representations or list(HIDE_SEEK_REPRESENTATIONS)
+    args.backbones = args.backbones or ["basecnn", "resnet18"]
     return args
 
 
