@@ -46,7 +46,7 @@ def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
     assert "Test AUROC, COVID-19 vs rest, with 95 % DeLong CI" in proc.stdout
     assert "| original" in proc.stdout and "| lungs_removed" in proc.stdout
     assert (out / "analysis" / "auroc_forest.png").stat().st_size > 5000
-    assert "[cxrray] 2/2 done" in proc.stdout  # visible progress
+    assert "[cxrray] 2/2 done: lungs_removed.basecnn.none.s0" in proc.stdout  # visible progress
 
 
 def test_wandb_offline_run_files_exist(smoke_run):

@@ -18,7 +18,6 @@ import polars as pl
 from cxrray.data.images import ImageReadError, read_image, read_mask, resize
 from cxrray.data.manifest import REQUIRED_COLUMNS
 
-SHARD_COLUMNS = ("row", "patient_id", "source", "label", "severity", "split")
 SCALE = {"uint8": 255.0, "uint16": 65535.0}
 
 

@@ -74,52 +74,58 @@ def _trial_fn(config: dict[str, Any]) -> None:
     trainer.fit()
 
 
-class _Progress:
-    """Prints one line per finished trial: what a person watching a sweep wants to see."""
+def _spec_of(trial) -> TrialSpec:
+    return TrialSpec.from_dict(trial.config["spec"])
 
-    def __init__(self, total: int, skipped: int) -> None:
-        self.total, self.done, self.t0 = total, skipped, time.time()
 
-    def line(self, name: str, status: str, metrics: dict[str, Any]) -> str:
-        self.done += 1
-        auroc = metrics.get("best_val_auroc")
-        extra = f" best val AUROC {auroc:.3f}" if isinstance(auroc, float) else ""
-        return f"[cxrray] {self.done}/{self.total} {status}: {name}{extra} ({time.time() - self.t0:.0f} s elapsed)"
+def _trial_dirname(trial) -> str:
+    spec = _spec_of(trial)
+    return f"{spec.run_name}-{spec.trial_id}"
+
+
+def _progress_callback(total: int, already_done: int):
+    """A Tune callback printing one line per epoch and per finished trial: what a person watching wants."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def __init__(self) -> None:
+            self.done, self.t0 = already_done, time.time()
+
+        def _finished(self, trial, status: str, extra: str = "") -> None:
+            self.done += 1
+            auroc = (trial.last_result or {}).get("best_val_auroc")
+            best = f" best val AUROC {auroc:.3f}" if isinstance(auroc, float) else ""
+            print(f"[cxrray] {self.done}/{total} {status}: {_spec_of(trial).run_name}{best} "
+                  f"({time.time() - self.t0:.0f} s elapsed){extra}", flush=True)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            spec = _spec_of(trial)
+            print(f"[cxrray]   {spec.run_name} epoch {result.get('epoch', 0) + 1}/{spec.recipe.epochs}: "
+                  f"train loss {result.get('train_loss', float('nan')):.3f}, "
+                  f"val AUROC {result.get('val_auroc', float('nan')):.3f} ({result.get('epoch_s', 0):.1f} s)",
+                  flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finished(trial, "done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finished(trial, "FAILED", f"; traceback in {trial.local_path}/error.txt")
+
+    return Progress()
 
 
 def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resources, total: int) -> None:
     """Run ``specs`` as one Tune experiment (the only place that touches Tune)."""
     from ray import tune
 
-    progress = _Progress(total, total - len(specs))
-
-    class ProgressCallback(tune.Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            print(progress.line(trial.config["spec"]["representation"] + "." + trial.config["spec"]["backbone"],
-                                "done", trial.last_result or {}), flush=True)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            spec = trial.config["spec"]
-            print(f"[cxrray]   {spec['representation']}.{spec['backbone']} epoch {result.get('epoch', 0) + 1}/"
-                  f"{spec['recipe']['epochs']}: train loss {result.get('train_loss', float('nan')):.3f}, "
-                  f"val AUROC {result.get('val_auroc', float('nan')):.3f} ({result.get('epoch_s', 0):.1f} s)",
-                  flush=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            print(progress.line(_name(trial), "FAILED", {}) + f"; traceback in {trial.local_path}/error.txt",
-                  flush=True)
-
-    def _name(trial) -> str:
-        return TrialSpec.from_dict(trial.config["spec"]).run_name + "-" + TrialSpec.from_dict(trial.config["spec"]).trial_id
-
     tuner = tune.Tuner(
         tune.with_resources(_trial_fn, {"cpu": 0.01}),
         param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx,
                      "resources": resources.__dict__},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials,
-                                    trial_name_creator=_name, trial_dirname_creator=_name),
+                                    trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name="tune", storage_path=str(Path(ctx["run_dir"]) / "ray"),
-                                  callbacks=[ProgressCallback()], verbose=0,
+                                  callbacks=[_progress_callback(total, total - len(specs))], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     tuner.fit()
