@@ -4,14 +4,15 @@ import torch
 from cxrray.models import BACKBONES, build_backbone
 
 
+@pytest.mark.parametrize("in_chans", [1, 3])
 @pytest.mark.parametrize("name", BACKBONES.names())
-def test_backbone_forward_backward_and_gradcam_layer(name):
+def test_backbone_forward_backward_and_gradcam_layer(name, in_chans):
     bdef = BACKBONES.get(name)
     size = max(64, bdef.min_size)
     g = torch.Generator().manual_seed(0)
-    model, init = build_backbone(name, num_classes=3, in_chans=1, pretrained=False, image_size=size)
+    model, init = build_backbone(name, num_classes=3, in_chans=in_chans, pretrained=False, image_size=size)
     assert init == "random"
-    x = torch.randn(2, 1, size, size, generator=g)
+    x = torch.randn(2, in_chans, size, size, generator=g)
     out = model(x)
     assert out.shape == (2, 3) and torch.isfinite(out).all()
     out.sum().backward()
@@ -30,3 +31,23 @@ def test_three_channel_input_and_too_small():
 def test_unknown_backbone_lists_valid_names():
     with pytest.raises(KeyError, match="unknown backbone 'resnet7'; valid: .*basecnn.*resnet18"):
         build_backbone("resnet7", 2)
+
+
+def test_cvrnet_predicts_the_mean_of_five_heads():
+    model, _ = build_backbone("cvrnet", num_classes=3, in_chans=1, image_size=64)
+    model.eval()
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        heads = model.head_probs(x)
+        out = torch.softmax(model(x), dim=1)
+    assert heads.shape == (5, 2, 3)
+    assert torch.allclose(out, heads.mean(0), atol=1e-6)
+    assert not torch.allclose(heads[0], heads[4])  # five different heads
+
+
+def test_covid_cxnet_head_layout():
+    model, _ = build_backbone("covid_cxnet", num_classes=2, in_chans=1, image_size=64)
+    linear = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    drop = [m for m in model.head if isinstance(m, torch.nn.Dropout)]
+    assert [l.out_features for l in linear] == [10, 2] and drop[0].p == 0.2
+    assert linear[0].in_features == 1024  # DenseNet-121 features after global average pooling

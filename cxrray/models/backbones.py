@@ -115,6 +115,79 @@ def alexnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     return model
 
 
+@backbone(gradcam_layer="conv4", min_size=64)
+def xception(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """Xception (timm ``legacy_xception``, the original Chollet architecture), as in Hasan et al."""
+    return _timm("legacy_xception", num_classes, in_chans, pretrained)
+
+
+class CovidCXNet(nn.Module):
+    """COVID-CXNet head (Haghanifar et al.): DenseNet-121 features, GAP, FC 10, dropout 0.2, output."""
+
+    def __init__(self, num_classes: int, in_chans: int, pretrained: bool) -> None:
+        super().__init__()
+        self.backbone = _timm("densenet121", 0, in_chans, pretrained)  # num_classes=0: pooled features
+        self.head = nn.Sequential(nn.Linear(self.backbone.num_features, 10), nn.ReLU(inplace=True),
+                                  nn.Dropout(0.2), nn.Linear(10, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+@backbone(gradcam_layer="backbone.features.norm5", min_size=32)
+def covid_cxnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """COVID-CXNet: DenseNet-121 (CheXNet init in the paper; ImageNet or random here) + GAP + FC 10 + dropout."""
+    return CovidCXNet(num_classes, in_chans, pretrained)
+
+
+def _fc_head(cin: int, num_classes: int) -> nn.Sequential:
+    """CVR-Net head: GAP, then FC 512, 128, 64 (ReLU) and the class layer."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 512), nn.ReLU(inplace=True),
+                         nn.Linear(512, 128), nn.ReLU(inplace=True), nn.Linear(128, 64), nn.ReLU(inplace=True),
+                         nn.Linear(64, num_classes))
+
+
+class CVRNet(nn.Module):
+    """CVR-Net (Hasan et al. 2020): ResNet-50 and Xception branches, five heads on multi-scale features
+    (ResNet conv3_x and conv4_x; Xception entry and middle flow; both final maps concatenated); the
+    prediction is the mean of the five softmaxes.
+
+    ``forward`` returns log(mean softmax), so cross-entropy on it is the NLL of the averaged
+    prediction and a softmax of it gives back the mean probabilities.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int, pretrained: bool) -> None:
+        super().__init__()
+        import timm
+
+        self.resnet = timm.create_model("resnet50", features_only=True, out_indices=(2, 3, 4),
+                                        pretrained=pretrained, in_chans=in_chans)
+        self.xception = timm.create_model("legacy_xception", features_only=True, out_indices=(2, 3, 4),
+                                          pretrained=pretrained, in_chans=in_chans)
+        rc, xc = self.resnet.feature_info.channels(), self.xception.feature_info.channels()
+        self.heads = nn.ModuleList([_fc_head(rc[0], num_classes), _fc_head(rc[1], num_classes),
+                                    _fc_head(xc[0], num_classes), _fc_head(xc[1], num_classes),
+                                    _fc_head(rc[2] + xc[2], num_classes)])
+
+    def head_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """(5, B, C) softmax of every head."""
+        r3, r4, r5 = self.resnet(x)
+        xe, xm, x5 = self.xception(x)
+        pool = lambda t: nn.functional.adaptive_avg_pool2d(t, 1)  # noqa: E731  (maps differ in size)
+        final = torch.cat([pool(r5), pool(x5)], dim=1)
+        feats = (r3, r4, xe, xm, final)
+        return torch.stack([torch.softmax(h(f), dim=1) for h, f in zip(self.heads, feats)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.head_probs(x).mean(0).clamp_min(1e-8))
+
+
+@backbone(gradcam_layer="resnet.layer4", min_size=64)
+def cvrnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    """CVR-Net multi-scale, multi-branch fusion of Hasan et al.; Grad-CAM per branch (resnet.layer4, xception.act4)."""
+    return CVRNet(num_classes, in_chans, pretrained)
+
+
 def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
                    image_size: int | None = None) -> tuple[nn.Module, str]:
     """Build backbone ``name``; returns ``(model, init)`` with init ``imagenet`` or ``random``.
