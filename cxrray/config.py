@@ -18,15 +18,25 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """Optimisation settings of one trial (defaults: the demo on 2 CPU cores)."""
+    """Optimisation settings of one trial (defaults: the demo on 2 CPU cores).
+
+    Named study presets live in ``cxrray.training.recipes.RECIPES``.
+    """
 
     epochs: int = 4
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.9  # sgd only
+    plateau_patience: int = 0  # >0: LR x plateau_factor after this many epochs without val-loss gain
+    plateau_factor: float = 0.1
+    early_stop: int = 0  # >0: stop after this many epochs without val-loss gain (best weights kept)
+    label_smoothing: float = 0.0
+    class_weights: str = "frequency"  # frequency | none | fixed per-class weights, e.g. "1,1,4"
+    grad_accum: int = 1  # optimizer step every k batches: keeps the effective batch when workers change
     augment: bool = True
     hflip: bool = False  # anatomically unrealistic; off as in Sadre et al.
-    class_weighted: bool = True
 
 
 @dataclass(frozen=True)

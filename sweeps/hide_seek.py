@@ -17,15 +17,16 @@ finished trials are never rerun, new cells (more seeds, backbones) are added.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 from cxrray.analysis.tables import analyze
-from cxrray.config import TrainRecipe
 from cxrray.data.manifest import read_manifest
 from cxrray.data.phantom import write_phantom
 from cxrray.registry import UnknownNameError
+from cxrray.training.recipes import RECIPES
 from cxrray.tuning.prepare import prepare_data
 from cxrray.tuning.runner import Resources, run_sweep, start_ray
 from cxrray.tuning.study import HIDE_SEEK_REPRESENTATIONS, hide_seek_specs
@@ -50,9 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--task", default="CL2", help="CL2 (NCV vs CVP), CL3 or CL4")
     t = p.add_argument_group("training")
     t.add_argument("--image-size", type=int, default=64)
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--recipe", default="demo", help="optimisation preset: demo, hide_seek (Sadre et al.), staged, "
+                   "cvrnet, covid_sdnet, covid_cxnet; the options below override it")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
     t.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
     t.add_argument("--no-augment", action="store_true")
     r = p.add_argument_group("resources and logging")
@@ -95,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     start_ray(run_dir, num_cpus=None, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed)
-    recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
+                 if v is not None}
+    recipe = dataclasses.replace(RECIPES.get(args.recipe), **overrides,
+                                 **({"augment": False} if args.no_augment else {}))
     specs = hide_seek_specs(data_id=data.data_id, representations=args.representations, backbones=args.backbones,
                             seeds=args.seeds, task=args.task, image_size=args.image_size,
                             pretrained=args.pretrained, recipe=recipe)

@@ -51,3 +51,31 @@ def test_covid_cxnet_head_layout():
     drop = [m for m in model.head if isinstance(m, torch.nn.Dropout)]
     assert [l.out_features for l in linear] == [10, 2] and drop[0].p == 0.2
     assert linear[0].in_features == 1024  # DenseNet-121 features after global average pooling
+
+
+def test_pretrained_offline_falls_back_once_and_says_so(caplog, monkeypatch):
+    import cxrray.models.backbones as bb
+
+    monkeypatch.setattr(bb, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(bb, "_WARNED", set())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import time
+
+    t = time.time()
+    with caplog.at_level("WARNING"):
+        _, init1 = build_backbone("resnet18", 2, 1, pretrained=True)
+        _, init2 = build_backbone("resnet18", 2, 1, pretrained=True)
+    assert (init1, init2) == ("random", "random")
+    assert time.time() - t < 20  # no network retries
+    warnings = [r for r in caplog.records if "pretrained weights for resnet18 unavailable" in r.message]
+    assert len(warnings) == 1
+
+
+def test_local_weights_file_loads_matching_tensors(tmp_path):
+    src, _ = build_backbone("resnet18", 5, 3)
+    path = tmp_path / "w.pt"
+    torch.save(src.state_dict(), path)
+    model, init = build_backbone("resnet18", 2, 3, weights=str(path))
+    assert init == "file:w.pt"
+    assert torch.equal(model.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
+    assert model.fc.out_features == 2  # the head keeps its own shape (random init)

@@ -99,3 +99,24 @@ def test_wrong_manifest_column_fails_before_any_compute(tmp_path):
     assert proc.returncode != 0
     assert "m.csv: missing column(s) ['image_path']" in proc.stderr
     assert not (tmp_path / "run" / "ray").exists() and not (tmp_path / "run" / "shards").exists()
+
+
+@pytest.mark.slow
+def test_two_worker_fit_splits_data_and_reports_what_predictions_give(tmp_path):
+    """DDP with two workers: disjoint training rows, and the reported validation AUROC is the one
+    recomputed from the saved per-image predictions."""
+    from sklearn.metrics import roc_auc_score
+
+    out = tmp_path / "ddp"
+    proc = _sweep(out, "--representations", "original", "--num-workers", "2", "--cpus-per-worker", "0.95",
+                  "--wandb", "disabled", "--epochs", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = pl.read_parquet(out / "results.parquet")
+    trial = out / "trials" / results["trial_id"][0]
+    seen = [set(map(int, (trial / f"train_rows.rank{r}.txt").read_text().split())) for r in (0, 1)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    shard = next((out / "shards").iterdir())
+    assert seen[0] | seen[1] == set(pl.read_parquet(shard / "train")["row"].to_list())
+    val = pl.read_parquet(trial / "predictions.parquet").filter(pl.col("split") == "val")
+    recomputed = roc_auc_score(val["target"].to_numpy(), val["prob_CVP"].to_numpy())
+    assert abs(recomputed - results["best_val_auroc"][0]) < 1e-6

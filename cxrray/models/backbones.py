@@ -8,8 +8,10 @@ is never fed the wrong preprocessing by accident (the timm ``PretrainedCfg`` ide
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -188,25 +190,66 @@ def cvrnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     return CVRNet(num_classes, in_chans, pretrained)
 
 
-def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
-                   image_size: int | None = None) -> tuple[nn.Module, str]:
-    """Build backbone ``name``; returns ``(model, init)`` with init ``imagenet`` or ``random``.
+_WARNED: set[str] = set()
 
-    When pretrained weights were asked for but cannot be had (offline, no cache),
-    this says so once in the log and falls back to random init, which the caller
-    records in its results: nothing fails silently.
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Can the weight hub be reached? Checked quickly, so an offline run does not sit in download retries."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_weights_file(model: nn.Module, path: str) -> tuple[int, int]:
+    """Load a local state dict, skipping tensors whose shape differs (head, first conv); returns (loaded, skipped)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fit, strict=False)
+    return len(fit), len(own) - len(fit)
+
+
+def _warn_once(key: str, msg: str, *args) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(msg, *args)
+
+
+def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
+                   image_size: int | None = None, weights: str | None = None) -> tuple[nn.Module, str]:
+    """Build backbone ``name``; returns ``(model, init)``: ``imagenet``, ``file:<name>`` or ``random``.
+
+    ``weights`` (a local state-dict file) wins over ``pretrained``; tensors whose
+    shape does not fit (the head, a 1-channel first conv) keep their random init.
+    ``pretrained=True`` asks timm/torchvision as a user would; when the weights
+    cannot be had (offline and not cached) this says so once and falls back to
+    random init, which the caller records in its results: nothing fails silently.
     """
     spec = BACKBONES.get(name)
     if image_size is not None and image_size < spec.min_size:
         raise ValueError(f"backbone {name!r} needs inputs of at least {spec.min_size} px, got {image_size}")
     init = "random"
-    if pretrained:
+    if weights:
+        model = spec.build(num_classes, in_chans, False)
+        loaded, skipped = load_weights_file(model, weights)
+        if not loaded:
+            raise ValueError(f"{weights}: no tensor fits backbone {name!r}")
+        log.info("%s: %d tensors from %s, %d kept random", name, loaded, weights, skipped)
+        init = f"file:{Path(weights).name}"
+    elif pretrained:
+        if not hub_reachable():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # use the local cache only; no retries
         try:
             model = spec.build(num_classes, in_chans, True)
             init = "imagenet"
         except Exception as exc:  # offline, missing cache, no weights for this arch
-            log.warning("pretrained weights for %s unavailable (%s: %s); using random init",
-                        name, type(exc).__name__, str(exc).splitlines()[0][:200])
+            _warn_once(name, "pretrained weights for %s unavailable (%s: %s); using random init (recorded as "
+                       "init=random)", name, type(exc).__name__, str(exc).splitlines()[0][:160])
             model = spec.build(num_classes, in_chans, False)
     else:
         model = spec.build(num_classes, in_chans, False)

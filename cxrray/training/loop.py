@@ -63,25 +63,35 @@ def class_weights(labels: Iterable[str], task: Task) -> list[float]:
 
 def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline,
                 optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
-                generator: torch.Generator, amp: bool = False) -> dict[str, float]:
+                generator: torch.Generator, amp: bool = False, accum: int = 1) -> dict[str, float]:
     """One pass over ``batches``; returns mean loss and accuracy.
 
     ``amp``: bfloat16 autocast (no loss scaling needed); the worker turns it on for CUDA.
+    ``accum``: step the optimiser every ``accum`` batches (gradients averaged), so the
+    effective batch stays the same when the number of workers changes.
     """
     model.train()
     total, n, correct = 0.0, 0, 0
+    optimizer.zero_grad(set_to_none=True)
+    pending = 0
     for batch in batches:
         x = pipe.to_inputs(batch, device, generator)
         y = pipe.targets(batch["label"]).to(device)
-        optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
-        loss.backward()
-        optimizer.step()
+        (loss / accum).backward()
+        pending += 1
+        if pending == accum:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pending = 0
         total += float(loss.detach()) * len(y)
         n += len(y)
         correct += int((logits.argmax(1) == y).sum())
+    if pending:  # a last, partial accumulation still updates the model
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     return {"train_loss": total / max(n, 1), "train_acc": correct / max(n, 1)}
 
 

@@ -21,12 +21,13 @@ import polars as pl
 import torch
 from torch import nn
 
-from cxrray.config import TrialSpec
+from cxrray.config import TrainRecipe, TrialSpec
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
 from cxrray.representations import out_channels
 from cxrray.representations.augment import AugmentConfig
 from cxrray.training.loop import InputPipeline, evaluate, predict, train_epoch
+from cxrray.training.recipes import resolve_class_weights
 from cxrray.training.tracking import Tracker
 
 PREDICTIONS = "predictions.parquet"
@@ -64,9 +65,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     r = spec.recipe
-    optimizer = torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-    weights = torch.tensor(config["class_weights"], device=device) if r.class_weighted else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    optimizer = make_optimizer(model, r)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=r.plateau_factor,
+                                                           patience=max(r.plateau_patience - 1, 0)) \
+        if r.plateau_patience else None
+    weights = resolve_class_weights(r, config["class_weights"])
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, device=device) if weights else None,
+                                  label_smoothing=r.label_smoothing)
     pipe = InputPipeline(spec.representation, task, bdef.mean, bdef.std,
                          AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=cuda)
     start, best = 0, {"val_auroc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
@@ -76,6 +81,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = _checkpoint_state(d)
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
         start, best = state["epoch"] + 1, state["best"]
     tracker = Tracker(config["wandb"], run_id=spec.trial_id, name=spec.run_name, project=config["project"],
                       group=spec.study, config=spec.flat() | {"init": init},
@@ -89,24 +96,51 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         batches = train_shard.iter_batches(batch_size=r.batch_size, batch_format="numpy",
                                            local_shuffle_buffer_size=4 * r.batch_size,
                                            local_shuffle_seed=spec.seed + epoch)
-        metrics = train_epoch(model, batches, pipe, optimizer, loss_fn, device, gen, amp=cuda)
+        if epoch == start:  # an audit trail: which manifest rows trained this model, per worker
+            batches = _recording(batches, trial_dir / f"train_rows.rank{rank}.txt")
+        metrics = train_epoch(model, batches, pipe, optimizer, loss_fn, device, gen, amp=cuda, accum=r.grad_accum)
         val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, device,
                                amp=cuda), loss_fn)
         metrics |= {f"val_{k}": v for k, v in val.items()} | {"epoch": epoch, "epoch_s": time.time() - t0}
         if (val["auroc"], -val["loss"]) > (best["val_auroc"], -best["val_loss"]) or best["state"] is None:
             best = {"val_auroc": val["auroc"], "val_loss": val["loss"], "epoch": epoch,
                     "state": copy.deepcopy(_unwrap(model).state_dict())}
-        metrics["best_val_auroc"] = best["val_auroc"]
+        if scheduler is not None:
+            scheduler.step(val["loss"])
+        stop = bool(r.early_stop) and epoch - best["epoch"] >= r.early_stop  # same decision on every rank
+        metrics |= {"best_val_auroc": best["val_auroc"], "lr": optimizer.param_groups[0]["lr"], "stopped": stop}
         if rank == 0:
             tracker.log(metrics, step=epoch)
             with tempfile.TemporaryDirectory() as d:
                 torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict() if scheduler else None,
                             "epoch": epoch, "best": best}, Path(d) / "state.pt")
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
+        if stop:  # early stopping: the best-on-validation weights are restored in _finish
+            break
     if rank == 0:
         _finish(model, best, pipe, device, spec, init, trial_dir, tracker)
+
+
+def _recording(batches, path: Path):
+    """Pass batches through, writing the manifest rows they hold to ``path`` at the end."""
+    rows = []
+    for b in batches:
+        rows.extend(int(x) for x in b["row"])
+        yield b
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(map(str, rows)) + "\n")
+
+
+def make_optimizer(model: nn.Module, r: TrainRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser (Adam or SGD with momentum)."""
+    if r.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+    raise ValueError(f"unknown optimizer {r.optimizer!r}; valid: adam, sgd")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
