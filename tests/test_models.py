@@ -58,14 +58,19 @@ def test_pretrained_offline_falls_back_once_and_says_so(caplog, monkeypatch):
 
     monkeypatch.setattr(bb, "hub_reachable", lambda *a, **k: False)
     monkeypatch.setattr(bb, "_WARNED", set())
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import time
+
+    import huggingface_hub.constants as hub
+    import timm  # noqa: F401  (imported first, as in a real run: the env variable alone would be too late)
+
+    before = hub.HF_HUB_OFFLINE
 
     t = time.time()
     with caplog.at_level("WARNING"):
         _, init1 = build_backbone("resnet18", 2, 1, pretrained=True)
         _, init2 = build_backbone("resnet18", 2, 1, pretrained=True)
     assert (init1, init2) == ("random", "random")
+    assert hub.HF_HUB_OFFLINE == before  # restored after the build
     assert time.time() - t < 20  # no network retries
     warnings = [r for r in caplog.records if "pretrained weights for resnet18 unavailable" in r.message]
     assert len(warnings) == 1

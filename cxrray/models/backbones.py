@@ -7,8 +7,8 @@ is never fed the wrong preprocessing by accident (the timm ``PretrainedCfg`` ide
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +214,22 @@ def load_weights_file(model: nn.Module, path: str) -> tuple[int, int]:
     return len(fit), len(own) - len(fit)
 
 
+@contextlib.contextmanager
+def _cache_only(active: bool):
+    """Switch the Hugging Face hub (timm's weight source) to cache-only for the block, then restore it."""
+    if not active:
+        yield
+        return
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
+
+
 def _warn_once(key: str, msg: str, *args) -> None:
     if key not in _WARNED:
         _WARNED.add(key)
@@ -242,10 +258,9 @@ def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: b
         log.info("%s: %d tensors from %s, %d kept random", name, loaded, weights, skipped)
         init = f"file:{Path(weights).name}"
     elif pretrained:
-        if not hub_reachable():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # use the local cache only; no retries
         try:
-            model = spec.build(num_classes, in_chans, True)
+            with _cache_only(not hub_reachable()):  # offline: the local cache only, no download retries
+                model = spec.build(num_classes, in_chans, True)
             init = "imagenet"
         except Exception as exc:  # offline, missing cache, no weights for this arch
             _warn_once(name, "pretrained weights for %s unavailable (%s: %s); using random init (recorded as "
