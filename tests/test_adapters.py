@@ -10,6 +10,7 @@ from PIL import Image
 from cxrray.data.adapters import ADAPTERS, convert
 from cxrray.data.adapters.base import AdapterError
 from cxrray.data.adapters.dicom_folder import salted_id
+from cxrray.data.images import write_dicom
 from cxrray.data.manifest import load_manifest, read_manifest
 
 
@@ -19,19 +20,8 @@ def _png(path: Path, value: int = 100, size: int = 16) -> None:
 
 
 def _dcm(path: Path, **tags) -> None:
-    from pydicom.dataset import Dataset
-    from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds = Dataset()
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "DX"
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    ds.set_pixel_data(np.arange(256, dtype=np.uint16).reshape(16, 16) * 16, photometric_interpretation="MONOCHROME2",
-                      bits_stored=12)
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, np.arange(256, dtype=np.uint16).reshape(16, 16) * 16, **tags)
 
 
 def test_every_adapter_has_layout_licence_and_citation():

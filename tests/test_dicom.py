@@ -2,22 +2,11 @@
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
-
-from cxrray.data.images import ImageReadError, read_image
+from cxrray.data.images import ImageReadError, read_image, write_dicom
 
 
 def _write(path, arr, photometric="MONOCHROME2", bits=12, **tags):
-    ds = Dataset()
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "CR"
-    ds.set_pixel_data(arr, photometric_interpretation=photometric, bits_stored=bits)
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, arr, photometric=photometric, bits_stored=bits, modality="CR", **tags)
 
 
 RAMP = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)

@@ -65,6 +65,29 @@ def read_image(path: str | Path) -> np.ndarray:
     return arr
 
 
+def write_dicom(path: str | Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 12,
+                uid_seed: str | None = None, modality: str = "DX", **tags) -> Path:
+    """Write a DX radiograph DICOM with pydicom (phantom sources and test fixtures).
+
+    ``uid_seed`` makes the UIDs deterministic; ``tags`` are set as DICOM attributes.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
+
+    uid = (lambda *extra: generate_uid(entropy_srcs=[uid_seed, *extra])) if uid_seed else (lambda *_: generate_uid())
+    ds = Dataset()
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = uid()
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid("series")
+    ds.Modality = modality
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits_stored)
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a lung mask as uint8 {0, 1} (any non-zero pixel is lung)."""
     path = Path(path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxrray.data.images import write_dicom
 from cxrray.data.manifest import LABELS, REQUIRED_COLUMNS
 
 
@@ -137,20 +138,9 @@ def _write_image(img: np.ndarray, path: Path, fmt: str, patient_id: str, uid_see
     if fmt == "png":
         Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
         return
-    from pydicom.dataset import Dataset
-    from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
-
     stored = (4095 * (1 - img if fmt == "dcm1" else img)).round().astype(np.uint16)
-    ds = Dataset()
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=[uid_seed])
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
-    ds.Modality = "DX"
-    ds.PatientID = patient_id
-    ds.set_pixel_data(stored, photometric_interpretation="MONOCHROME1" if fmt == "dcm1" else "MONOCHROME2",
-                      bits_stored=12)
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, stored, photometric="MONOCHROME1" if fmt == "dcm1" else "MONOCHROME2", bits_stored=12,
+                uid_seed=uid_seed, PatientID=patient_id)
 
 
 def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_patient: tuple[int, int] = (1, 3),

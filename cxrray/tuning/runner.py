@@ -11,6 +11,7 @@ re-running a sweep (after a crash, or with more cells) runs only what is missing
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -150,8 +151,6 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, shard_dir: str | P
 
 def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = None) -> SweepOutcome:
     """Gather per-trial predictions and a results table (spec fields + training metadata)."""
-    import json
-
     preds, rows, finished, failed = [], [], [], []
     for s in specs:
         d = trial_dir(run_dir, s)
