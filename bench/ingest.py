@@ -43,6 +43,7 @@ def run() -> list[dict]:
     from cxrray.data.shards import ingest, read_split
     from cxrray.data.splits import assign_splits
     from cxrray.data.tasks import TASKS
+    from cxrray.training.heads import make_head
     from cxrray.models import build_backbone
     from cxrray.representations.augment import AugmentConfig
     from cxrray.training.loop import InputPipeline
@@ -51,7 +52,8 @@ def run() -> list[dict]:
     ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     dev = torch.device("cpu")
-    pipe = InputPipeline("lungs_removed", TASKS.get("CL2"), augment=AugmentConfig())
+    pipe = InputPipeline("lungs_removed", augment=AugmentConfig())
+    head = make_head(TASKS.get("CL2"))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             manifest = assign_splits(load_manifest(write_phantom(Path(tmp) / "ph", n_patients=160, seed=0)))
@@ -64,11 +66,11 @@ def run() -> list[dict]:
                 while True:
                     for b in ds.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_buffer_size=128,
                                              drop_last=True):
-                        yield pipe.to_inputs(b, dev, gen), pipe.targets(b["label"])
+                        yield pipe.to_inputs(b, dev, gen), head.targets(b)
 
             batches = list(ds.iter_batches(batch_size=32, batch_format="numpy", drop_last=True))
             gen = torch.Generator().manual_seed(0)
-            ready = [(pipe.to_inputs(b, dev, gen), pipe.targets(b["label"])) for b in batches]
+            ready = [(pipe.to_inputs(b, dev, gen), head.targets(b)) for b in batches]
 
             def memory_path():
                 while True:

@@ -37,6 +37,8 @@ class TrainRecipe:
     grad_accum: int = 1  # optimizer step every k batches: keeps the effective batch when workers change
     augment: bool = True
     hflip: bool = False  # anatomically unrealistic; off as in Sadre et al.
+    balanced: bool = False  # class-balanced batches (Poisson oversampling of rare classes)
+    select_by: str = "auroc"  # best epoch by validation "auroc" (ties: loss) or by validation "loss"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class TrialSpec:
     image_size: int = 64
     pretrained: bool = False
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    init_from: str = ""  # trial id of the pretraining stage whose weights (not head) start this one
 
     @property
     def trial_id(self) -> str:

@@ -17,18 +17,15 @@ finished trials are never rerun, new cells (more seeds, backbones) are added.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
 import time
 from pathlib import Path
 
 from cxrray.analysis.tables import analyze
 from cxrray.data.manifest import read_manifest
 from cxrray.data.phantom import write_phantom
-from cxrray.registry import UnknownNameError
-from cxrray.training.recipes import RECIPES
+from cxrray.tuning.cli import add_resource_args, add_training_args, recipe_from, resources_from, run_cli
 from cxrray.tuning.prepare import prepare_data
-from cxrray.tuning.runner import Resources, run_sweep, start_ray
+from cxrray.tuning.runner import run_sweep, start_ray
 from cxrray.tuning.study import HIDE_SEEK_REPRESENTATIONS, hide_seek_specs
 
 
@@ -49,27 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--backbones", nargs="+", help="default: basecnn resnet18")
     s.add_argument("--seeds", nargs="+", type=int, default=[0])
     s.add_argument("--task", default="CL2", help="CL2 (NCV vs CVP), CL3 or CL4")
-    t = p.add_argument_group("training")
-    t.add_argument("--image-size", type=int, default=64)
-    t.add_argument("--recipe", default="demo", help="optimisation preset: demo, hide_seek (Sadre et al.), staged, "
-                   "cvrnet, covid_sdnet, covid_cxnet; the options below override it")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
-    t.add_argument("--no-augment", action="store_true")
-    r = p.add_argument_group("resources and logging")
-    r.add_argument("--out", type=Path, default=Path("runs/hide_seek"), help="run directory (resumes if it exists)")
-    r.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
-    r.add_argument("--cpus-per-worker", type=float, default=1.0)
-    r.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    r.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
-    r.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
-    r.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
-    r.add_argument("--project", default="cxrray")
-    r.add_argument("--address", help="Ray cluster address (default: start a local instance)")
-    r.add_argument("--verbose", action="store_true", help="stream Ray worker logs to the terminal")
-    r.add_argument("--smoke-test", action="store_true",
+    add_training_args(p, "demo", 64)
+    add_resource_args(p, "runs/hide_seek")
+    p.add_argument("--smoke-test", action="store_true",
                    help="smallest real sweep: 2 representations x basecnn, 1 epoch, 24 phantom patients")
     args = p.parse_args(argv)
     if args.smoke_test:  # smallest real sweep; explicit axes still win
@@ -98,17 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     start_ray(run_dir, num_cpus=None, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
-                 if v is not None}
-    recipe = dataclasses.replace(RECIPES.get(args.recipe), **overrides,
-                                 **({"augment": False} if args.no_augment else {}))
+    recipe = recipe_from(args)
     specs = hide_seek_specs(data_id=data.data_id, representations=args.representations, backbones=args.backbones,
                             seeds=args.seeds, task=args.task, image_size=args.image_size,
                             pretrained=args.pretrained, recipe=recipe)
-    resources = Resources(num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu,
-                          max_concurrent_trials=args.max_concurrent, max_failures=args.max_failures)
-    outcome = run_sweep(specs, run_dir=run_dir, shard_dir=data.shard_dir, class_weights=data.class_weights,
-                        resources=resources, wandb_mode=args.wandb, project=args.project)
+    outcome = run_sweep(specs, run_dir=run_dir, data=data, resources=resources_from(args), wandb_mode=args.wandb,
+                        project=args.project, weights=args.weights)
     print()
     print(analyze(run_dir))
     print(f"\n[cxrray] {len(outcome.finished)}/{len(specs)} trials finished in {time.time() - t0:.0f} s; "
@@ -117,8 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, UnknownNameError) as exc:  # bad input (manifest, leakage, names): no traceback
-        print(f"hide_seek.py: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "hide_seek.py")

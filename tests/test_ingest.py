@@ -113,13 +113,12 @@ def test_ray_data_path_gives_the_in_memory_tensors(tmp_path, phantom_manifest, r
     import torch
 
     from cxrray.data.images import read_mask
-    from cxrray.data.tasks import TASKS
     from cxrray.representations.augment import AugmentConfig
     from cxrray.training.loop import InputPipeline
 
     manifest = assign_splits(load_manifest(phantom_manifest), seed=0)
     result = ingest(manifest, tmp_path / "shards", image_size=48)
-    pipe = InputPipeline("lungs_boxed_out", TASKS.get("CL3"), augment=AugmentConfig())
+    pipe = InputPipeline("lungs_boxed_out", augment=AugmentConfig())
     ds = read_split(result.split_dir("train"))
     batch = next(iter(ds.iter_batches(batch_size=16, batch_format="numpy")))
     by_row = {r["row"]: r for r in manifest.iter_rows(named=True)}

@@ -8,6 +8,7 @@ from torch import nn
 from cxrray.config import TrainRecipe
 from cxrray.data.tasks import TASKS
 from cxrray.models import build_backbone
+from cxrray.training.heads import make_head
 from cxrray.training.loop import InputPipeline, train_epoch
 from cxrray.training.recipes import RECIPES, resolve_class_weights
 from cxrray.training.worker import make_optimizer
@@ -46,14 +47,14 @@ def test_gradient_accumulation_equals_the_larger_batch():
     data = {"image": rng.random((16, 32, 32), dtype=np.float32), "mask": np.ones((16, 32, 32), np.uint8),
             "label": np.array(["NOR", "CVP"] * 8)}
     halves = [{k: v[:8] for k, v in data.items()}, {k: v[8:] for k, v in data.items()}]
-    pipe = InputPipeline("original", TASKS.get("CL2"))
+    pipe = InputPipeline("original")
     params = []
     for batches, accum in (([data], 1), (halves, 2)):
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model, _ = build_backbone("basecnn", 2, 1, image_size=32)  # no batch norm: exact equivalence
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        train_epoch(model, batches, pipe, opt, nn.CrossEntropyLoss(), torch.device("cpu"),
+        train_epoch(model, batches, pipe, opt, make_head(TASKS.get("CL2")), torch.device("cpu"),
                     torch.Generator().manual_seed(0), accum=accum)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(params[0], params[1], atol=1e-6)

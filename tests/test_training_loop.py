@@ -10,6 +10,7 @@ from cxrray.data.manifest import load_manifest
 from cxrray.data.tasks import TASKS
 from cxrray.models import build_backbone
 from cxrray.representations.augment import AugmentConfig
+from cxrray.training.heads import make_head
 from cxrray.training.loop import InputPipeline, class_weights, evaluate, predict, train_epoch
 
 
@@ -26,22 +27,21 @@ def _batches(manifest, size=32, batch=16):
 def test_training_reduces_loss_and_predicts_every_image(phantom_manifest):
     batches = _batches(phantom_manifest)
     task = TASKS.get("CL2")
-    pipe = InputPipeline("original", task, augment=AugmentConfig())
+    pipe, head = InputPipeline("original", augment=AugmentConfig()), make_head(task)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model, _ = build_backbone("basecnn", 2, 1, image_size=32)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(0)
-    first = train_epoch(model, batches, pipe, opt, loss_fn, torch.device("cpu"), gen)["train_loss"]
+    first = train_epoch(model, batches, pipe, opt, head, torch.device("cpu"), gen)["train_loss"]
     for _ in range(12):
-        last = train_epoch(model, batches, pipe, opt, loss_fn, torch.device("cpu"), gen)["train_loss"]
+        last = train_epoch(model, batches, pipe, opt, head, torch.device("cpu"), gen)["train_loss"]
     assert last < first * 0.8
-    pred = predict(model, batches, pipe, torch.device("cpu"))
+    pred = predict(model, batches, pipe, head, torch.device("cpu"))
     n = sum(len(b["row"]) for b in batches)
     assert pred["prob"].shape == (n, 2) and np.allclose(pred["prob"].sum(1), 1, atol=1e-5)
     assert sorted(pred["row"].tolist()) == list(range(1, n + 1))
-    metrics = evaluate(pred, loss_fn)
+    metrics = evaluate(pred, head)
     assert metrics["auroc"] > 0.8  # confounded phantom: easy on the training images
 
 
@@ -105,14 +105,14 @@ def test_masked_bce_ignores_unknown_findings():
 def test_amp_and_channels_last_paths_run(phantom_manifest):
     """The GPU settings (bf16 autocast, NHWC) also run on the CPU, so the code path is exercised here."""
     batches = _batches(phantom_manifest)[:2]
-    pipe = InputPipeline("lungs_removed", TASKS.get("CL2"), channels_last=True)
+    pipe, head = InputPipeline("lungs_removed", channels_last=True), make_head(TASKS.get("CL2"))
     x = pipe.to_inputs(batches[0], torch.device("cpu"))
     assert x.is_contiguous(memory_format=torch.channels_last)
     model, _ = build_backbone("resnet18", 2, 1, image_size=32)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out = train_epoch(model, batches, pipe, opt, nn.CrossEntropyLoss(), torch.device("cpu"),
+    out = train_epoch(model, batches, pipe, opt, head, torch.device("cpu"),
                       torch.Generator().manual_seed(0), amp=True)
     assert np.isfinite(out["train_loss"])
-    pred = predict(model, batches, pipe, torch.device("cpu"), amp=True)
+    pred = predict(model, batches, pipe, head, torch.device("cpu"), amp=True)
     assert pred["prob"].dtype == np.float32 and np.allclose(pred["prob"].sum(1), 1, atol=1e-3)

@@ -24,6 +24,8 @@ def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = 
     rows = []
     test = predictions.filter(pl.col("split") == split)
     for trial_id, part in test.group_by("trial_id", maintain_order=True):
+        if f"prob_{POSITIVE}" not in part.columns or part[f"prob_{POSITIVE}"].null_count() == part.height:
+            continue  # a pretraining phase (ChestX-ray14, pneumonia): not a COVID-19 trial
         y = (part["label"] == POSITIVE).to_numpy()
         score = part[f"prob_{POSITIVE}"].to_numpy()
         if y.all() or not y.any():
@@ -45,17 +47,24 @@ def _order(reps: list[str]) -> list[str]:
     return known + sorted(r for r in reps if r not in known)
 
 
-def auroc_table(aurocs: pl.DataFrame) -> pl.DataFrame:
-    """Representation x backbone table of 'AUROC [lo, hi]' strings (seeds listed side by side)."""
+def row_axis(aurocs: pl.DataFrame) -> str:
+    """The axis a study varies: representation (hide and seek) or pretraining path (staged)."""
+    if aurocs.height and aurocs["representation"].n_unique() == 1 and aurocs["pretraining"].n_unique() > 1:
+        return "pretraining"
+    return "representation"
+
+
+def auroc_table(aurocs: pl.DataFrame, rows: str = "representation") -> pl.DataFrame:
+    """``rows`` x backbone table of 'AUROC [lo, hi]' strings (seeds listed side by side)."""
     cells = aurocs.with_columns(
         pl.struct("auroc", "ci_lo", "ci_hi").map_elements(
             lambda r: f"{r['auroc']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]", return_dtype=pl.Utf8).alias("cell")
-    ).group_by("representation", "backbone").agg(pl.col("cell").sort_by("seed").str.join("; "))
-    wide = cells.pivot(on="backbone", index="representation", values="cell")
-    order = _order(wide["representation"].to_list())
-    wide = wide.with_columns(pl.col("representation").replace_strict({r: i for i, r in enumerate(order)})
+    ).group_by(rows, "backbone").agg(pl.col("cell").sort_by("seed").str.join("; "))
+    wide = cells.pivot(on="backbone", index=rows, values="cell")
+    order = _order(wide[rows].to_list())
+    wide = wide.with_columns(pl.col(rows).replace_strict({r: i for i, r in enumerate(order)})
                              .alias("_o")).sort("_o").drop("_o")
-    return wide.select("representation", *sorted(c for c in wide.columns if c != "representation"))
+    return wide.select(rows, *sorted(c for c in wide.columns if c != rows))
 
 
 def format_table(table: pl.DataFrame, title: str) -> str:
@@ -68,20 +77,20 @@ def format_table(table: pl.DataFrame, title: str) -> str:
     return "\n".join([title, "", line(cols), sep, *(line(r) for r in body)])
 
 
-def plot_aurocs(aurocs: pl.DataFrame, path: Path) -> None:
-    """Forest plot: AUROC with 95 % CI per representation, one colour per backbone."""
+def plot_aurocs(aurocs: pl.DataFrame, path: Path, rows: str = "representation") -> None:
+    """Forest plot: AUROC with 95 % CI per representation (or path), one colour per backbone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    reps = _order(aurocs["representation"].unique().to_list())
+    reps = _order(aurocs[rows].unique().to_list())
     bbs = sorted(aurocs["backbone"].unique().to_list())
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(reps) + 1.5))
     for j, bb in enumerate(bbs):
         part = aurocs.filter(pl.col("backbone") == bb)
         for r in part.iter_rows(named=True):
-            y = reps.index(r["representation"]) + (j - (len(bbs) - 1) / 2) * 0.8 / max(len(bbs), 1)
+            y = reps.index(r[rows]) + (j - (len(bbs) - 1) / 2) * 0.8 / max(len(bbs), 1)
             ax.errorbar(r["auroc"], y, xerr=[[r["auroc"] - r["ci_lo"]], [r["ci_hi"] - r["auroc"]]], fmt="o",
                         color=f"C{j}", capsize=3)
     handles = [plt.Line2D([], [], color=f"C{j}", marker="o", ls="", label=bb) for j, bb in enumerate(bbs)]
@@ -91,7 +100,8 @@ def plot_aurocs(aurocs: pl.DataFrame, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0.3, 1.02)
     ax.set_xlabel("test AUROC (COVID-19 vs rest), 95 % DeLong CI")
-    ax.set_title("Hide and seek: can the model still tell without the lungs?")
+    ax.set_title("Hide and seek: can the model still tell without the lungs?" if rows == "representation"
+                 else "Staged pretraining: test AUROC per path")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -108,7 +118,8 @@ def analyze(run_dir: str | Path) -> str:
     out = run_dir / "analysis"
     out.mkdir(exist_ok=True)
     aurocs.write_csv(out / "trial_aurocs.csv")
-    table = auroc_table(aurocs)
+    rows = row_axis(aurocs)
+    table = auroc_table(aurocs, rows)
     table.write_csv(out / "auroc_table.csv")
     n_pos, n_neg = (int(aurocs["n_pos"].max()), int(aurocs["n_neg"].max())) if aurocs.height else (0, 0)
     text = format_table(table, f"Test AUROC, COVID-19 vs rest, with 95 % DeLong CI "
@@ -118,5 +129,5 @@ def analyze(run_dir: str | Path) -> str:
         text += f"\n\n{failed.height} trial(s) without predictions: " + ", ".join(failed["run_name"].to_list())
     (out / "auroc_table.md").write_text(text + "\n")
     if aurocs.height:
-        plot_aurocs(aurocs.drop_nans("auroc"), out / "auroc_forest.png")
+        plot_aurocs(aurocs.drop_nans("auroc"), out / "auroc_forest.png", rows)
     return text

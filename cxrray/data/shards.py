@@ -107,7 +107,9 @@ def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, d
 
     if "split" not in manifest.columns:
         manifest = manifest.with_columns(pl.lit("").alias("split"))
-    table = manifest.select("row", *REQUIRED_COLUMNS, "split").to_arrow()
+    findings = [c for c in manifest.columns if c.startswith("finding_")]  # multilabel targets travel along
+    table = manifest.select("row", *REQUIRED_COLUMNS, "split",
+                            *[pl.col(c).cast(pl.Utf8).fill_null("") for c in findings]).to_arrow()
     ds = ray.data.from_arrow(table).repartition(max(1, manifest.height // rows_per_block))
     ds = ds.map_batches(load_batch, fn_kwargs={"size": size, "require_masks": require_masks},
                         batch_format="numpy", batch_size=rows_per_block).materialize()

@@ -7,6 +7,9 @@ NCP = OVP + OBP (+ PNA); NCV = NOR + NCP (+ OTH). Tasks:
 - PNEU: pneumonia (any cause) vs not (Fricks phase 2).
 - CVP_NCP: COVID-19 vs other pneumonia, pneumonia images only (second stage
   of COVID-CXNet's hierarchical classifier).
+- CL3H: CL3 as COVID-CXNet's hierarchical classifier: one output for
+  pneumonia vs normal, one for COVID-19 vs other pneumonia (pneumonia images
+  only); P(NOR), P(NCP), P(CVP) follow from the two (``cxrray.training.heads``).
 - NIH14: the 14 ChestX-ray14 findings as a multilabel target read from
   ``finding_<Name>`` columns; an empty cell is unknown and masked out of the loss.
 
@@ -37,6 +40,7 @@ class Task:
     classes: tuple[str, ...]
     members: dict[str, tuple[str, ...]] = field(default_factory=dict)  # class -> manifest labels
     multilabel: bool = False
+    hierarchical: bool = False  # two binary stages (normal vs pneumonia, then COVID vs other pneumonia)
 
     @property
     def num_classes(self) -> int:
@@ -88,4 +92,6 @@ _add(Task("CL4", ("NOR", "OBP", "OVP", "CVP"),
           {"NOR": ("NOR",), "OBP": ("OBP",), "OVP": ("OVP",), "CVP": ("CVP",)}))
 _add(Task("PNEU", ("NOPNEU", "PNEU"), {"NOPNEU": ("NOR", "OTH"), "PNEU": ("PNA", "OVP", "OBP", "CVP")}))
 _add(Task("CVP_NCP", ("NCP", "CVP"), {"NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)}))
+_add(Task("CL3H", ("NOR", "NCP", "CVP"), {"NOR": ("NOR",), "NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)},
+          hierarchical=True))
 _add(Task("NIH14", NIH14_FINDINGS, multilabel=True))

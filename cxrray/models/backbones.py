@@ -8,6 +8,7 @@ is never fed the wrong preprocessing by accident (the timm ``PretrainedCfg`` ide
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,12 +205,24 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
         return False
 
 
-def load_weights_file(model: nn.Module, path: str) -> tuple[int, int]:
-    """Load a local state dict, skipping tensors whose shape differs (head, first conv); returns (loaded, skipped)."""
+@functools.lru_cache(maxsize=None)
+def head_keys(name: str, in_chans: int = 1) -> frozenset[str]:
+    """State-dict keys of backbone ``name``'s classification layer(s): those whose shape follows
+    ``num_classes``. Found by building the network twice on the meta device (no memory, no weights)."""
+    spec = BACKBONES.get(name)
+    with torch.device("meta"):
+        a, b = spec.build(2, in_chans, False).state_dict(), spec.build(3, in_chans, False).state_dict()
+    shape = lambda t: None if isinstance(t, nn.parameter.UninitializedParameter) else tuple(t.shape)  # noqa: E731
+    return frozenset(k for k in a if shape(a[k]) != shape(b[k]))
+
+
+def load_weights_file(model: nn.Module, path: str, drop: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """Load a local state dict, skipping tensors whose shape differs (head, first conv) and the keys in
+    ``drop`` (a replaced head); returns (loaded, kept at their fresh init)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     own = model.state_dict()
-    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and k not in drop}
     model.load_state_dict(fit, strict=False)
     return len(fit), len(own) - len(fit)
 
@@ -237,7 +250,8 @@ def _warn_once(key: str, msg: str, *args) -> None:
 
 
 def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
-                   image_size: int | None = None, weights: str | None = None) -> tuple[nn.Module, str]:
+                   image_size: int | None = None, weights: str | None = None,
+                   replace_head: bool = False) -> tuple[nn.Module, str]:
     """Build backbone ``name``; returns ``(model, init)``: ``imagenet``, ``file:<name>`` or ``random``.
 
     ``weights`` (a local state-dict file) wins over ``pretrained``; tensors whose
@@ -245,6 +259,8 @@ def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: b
     ``pretrained=True`` asks timm/torchvision as a user would; when the weights
     cannot be had (offline and not cached) this says so once and falls back to
     random init, which the caller records in its results: nothing fails silently.
+    ``replace_head``: the classification layer(s) always start fresh, even when
+    their shape fits (a pretraining phase hands its features, not its head, on).
     """
     spec = BACKBONES.get(name)
     if image_size is not None and image_size < spec.min_size:
@@ -252,7 +268,11 @@ def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: b
     init = "random"
     if weights:
         model = spec.build(num_classes, in_chans, False)
-        loaded, skipped = load_weights_file(model, weights)
+        if image_size is not None:  # lazy layers need their shapes before a state dict can fill them
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, in_chans, image_size, image_size))
+        drop = head_keys(name, in_chans) if replace_head else frozenset()
+        loaded, skipped = load_weights_file(model, weights, drop)
         if not loaded:
             raise ValueError(f"{weights}: no tensor fits backbone {name!r}")
         log.info("%s: %d tensors from %s, %d kept random", name, loaded, weights, skipped)

@@ -8,7 +8,7 @@ representation, then the backbone's normalisation, all batched on the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,7 @@ from torch import nn
 from cxrray.data.tasks import Task
 from cxrray.representations import apply_representation
 from cxrray.representations.augment import AugmentConfig, augment
+from cxrray.training.heads import Head, masked_bce  # noqa: F401  (masked_bce re-exported)
 
 
 @dataclass
@@ -25,14 +26,10 @@ class InputPipeline:
     """How a batch becomes model input for one trial."""
 
     representation: str
-    task: Task
     mean: float = 0.5
     std: float = 0.25
     augment: AugmentConfig | None = None
     channels_last: bool = False  # NHWC inputs: faster convolutions on CUDA tensor cores
-
-    def targets(self, labels: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor([self.task.class_index(str(x)) for x in labels], dtype=torch.long)
 
     def to_inputs(self, batch: dict[str, np.ndarray], device: torch.device,
                   generator: torch.Generator | None = None) -> torch.Tensor:
@@ -44,14 +41,6 @@ class InputPipeline:
         return image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
 
 
-def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Multilabel BCE where NaN targets (unknown findings) are left out of the loss and its mean."""
-    known = ~torch.isnan(targets)
-    if not known.any():
-        return logits.sum() * 0.0  # keeps the graph; nothing known in this batch
-    return nn.functional.binary_cross_entropy_with_logits(logits[known], targets[known])
-
-
 def class_weights(labels: Iterable[str], task: Task) -> list[float]:
     """Inverse-frequency class weights normalised to mean 1 (CVR-Net style)."""
     counts = np.zeros(task.num_classes)
@@ -61,8 +50,39 @@ def class_weights(labels: Iterable[str], task: Task) -> list[float]:
     return (w / w[w > 0].mean()).tolist()
 
 
+def rebalance(batches: Iterable[dict[str, np.ndarray]], head: Head, generator: torch.Generator,
+              batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Class-balanced batches from a stream: each image is repeated Poisson(rate of its class) times.
+
+    Rates are 1 / (share of the class so far x number of classes), from the running
+    counts, so every class contributes about equally in expectation without a pass
+    over the data first (streaming, O(batch) memory; a Poisson bootstrap). Repeats
+    are shuffled into the output batches with ``generator``.
+    """
+    counts = np.ones(head.task.num_classes)
+    pending: dict[str, list[np.ndarray]] = {}
+    size = 0
+    for batch in batches:
+        cls = head.class_targets(batch["label"])
+        counts += np.bincount(cls, minlength=len(counts))
+        rate = torch.as_tensor(counts.sum() / (counts * len(counts)), dtype=torch.float32)[torch.as_tensor(cls)]
+        reps = torch.poisson(rate, generator=generator).long().numpy()
+        idx = np.repeat(np.arange(len(cls)), reps)
+        idx = idx[torch.randperm(len(idx), generator=generator).numpy()]
+        for k, v in batch.items():
+            pending.setdefault(k, []).append(np.asarray(v)[idx])
+        size += len(idx)
+        while size >= batch_size:
+            merged = {k: np.concatenate(v) for k, v in pending.items()}
+            yield {k: v[:batch_size] for k, v in merged.items()}
+            pending = {k: [v[batch_size:]] for k, v in merged.items()}
+            size -= batch_size
+    if size:
+        yield {k: np.concatenate(v) for k, v in pending.items()}
+
+
 def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline,
-                optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
+                optimizer: torch.optim.Optimizer, head: Head, device: torch.device,
                 generator: torch.Generator, amp: bool = False, accum: int = 1) -> dict[str, float]:
     """One pass over ``batches``; returns mean loss and accuracy.
 
@@ -71,15 +91,15 @@ def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe
     effective batch stays the same when the number of workers changes.
     """
     model.train()
-    total, n, correct = 0.0, 0, 0
+    total, n, correct, counted = 0.0, 0, 0, 0
     optimizer.zero_grad(set_to_none=True)
     pending = 0
     for batch in batches:
         x = pipe.to_inputs(batch, device, generator)
-        y = pipe.targets(batch["label"]).to(device)
+        y = head.targets(batch).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
-            loss = loss_fn(logits.float(), y)
+        loss = head.loss(logits.float(), y)
         (loss / accum).backward()
         pending += 1
         if pending == accum:
@@ -88,46 +108,59 @@ def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe
             pending = 0
         total += float(loss.detach()) * len(y)
         n += len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        hit, cnt = head.hits(logits.detach().float(), y)
+        correct, counted = correct + hit, counted + cnt
     if pending:  # a last, partial accumulation still updates the model
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return {"train_loss": total / max(n, 1), "train_acc": correct / max(n, 1)}
+    return {"train_loss": total / max(n, 1), "train_acc": correct / max(counted, 1)}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline,
+def predict(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline, head: Head,
             device: torch.device, keep: tuple[str, ...] = ("row", "patient_id", "source", "label", "severity"),
             amp: bool = False) -> dict[str, np.ndarray]:
-    """Softmax probabilities for every image, with the columns in ``keep`` carried along."""
+    """Per-class probabilities and targets for every image, with the columns in ``keep`` carried along."""
     model.eval()
-    probs, cols = [], {k: [] for k in keep}
+    probs, targets, cols = [], [], {k: [] for k in keep}
     for batch in batches:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(pipe.to_inputs(batch, device))
-        probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        probs.append(head.probs(logits.float()).cpu().numpy())
+        targets.append(head.eval_targets(batch))
         for k in keep:
             cols[k].append(np.asarray(batch[k]))
     out = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
-    out["prob"] = np.concatenate(probs) if probs else np.zeros((0, pipe.task.num_classes))
-    out["target"] = pipe.targets(out["label"]).numpy() if len(out["label"]) else np.array([], int)
+    c = head.task.num_classes
+    out["prob"] = np.concatenate(probs) if probs else np.zeros((0, c))
+    out["target"] = np.concatenate(targets) if targets else np.zeros((0, c) if head.multilabel else 0, int)
     return out
 
 
-def evaluate(pred: dict[str, np.ndarray], loss_fn: nn.Module | None = None) -> dict[str, float]:
-    """Accuracy, loss and AUROC (positive class for binary, macro one-vs-rest otherwise)."""
+def evaluate(pred: dict[str, np.ndarray], head: Head | None = None) -> dict[str, float]:
+    """Accuracy, loss (when ``head`` is given) and AUROC.
+
+    AUROC: the positive class for binary tasks, the macro one-vs-rest mean otherwise,
+    the macro mean over findings with both values among the known ones for multilabel.
+    """
     from sklearn.metrics import roc_auc_score
 
     prob, y = pred["prob"], pred["target"]
-    out = {"acc": float((prob.argmax(1) == y).mean()) if len(y) else float("nan")}
-    if loss_fn is not None and len(y):
-        logp = torch.log(torch.as_tensor(prob).clamp_min(1e-7))
-        out["loss"] = float(nn.functional.nll_loss(logp, torch.as_tensor(y), weight=getattr(loss_fn, "weight", None)))
-    present = np.unique(y)
-    if len(present) < 2:
-        out["auroc"] = float("nan")
-    elif prob.shape[1] == 2:
-        out["auroc"] = float(roc_auc_score(y, prob[:, 1]))
+    if y.ndim == 2:  # multilabel: NaN = unknown
+        known = ~np.isnan(y)
+        out = {"acc": float(((prob > 0.5) == (y > 0.5))[known].mean()) if known.any() else float("nan")}
+        aurocs = [roc_auc_score(y[known[:, j], j], prob[known[:, j], j]) for j in range(y.shape[1])
+                  if len(np.unique(y[known[:, j], j])) == 2]
+        out["auroc"] = float(np.mean(aurocs)) if aurocs else float("nan")
     else:
-        out["auroc"] = float(np.mean([roc_auc_score(y == c, prob[:, c]) for c in present]))
+        out = {"acc": float((prob.argmax(1) == y).mean()) if len(y) else float("nan")}
+        present = np.unique(y)
+        if len(present) < 2:
+            out["auroc"] = float("nan")
+        elif prob.shape[1] == 2:
+            out["auroc"] = float(roc_auc_score(y, prob[:, 1]))
+        else:
+            out["auroc"] = float(np.mean([roc_auc_score(y == c, prob[:, c]) for c in present]))
+    if head is not None and len(y):
+        out["loss"] = head.eval_loss(prob, y)
     return out

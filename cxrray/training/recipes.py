@@ -6,6 +6,8 @@ cxrray picked. A study preset is a ``TrainRecipe``; a sweep can override any fie
 
 from __future__ import annotations
 
+import dataclasses
+
 from cxrray.config import TrainRecipe
 from cxrray.registry import Registry
 
@@ -23,8 +25,13 @@ _add("demo", TrainRecipe())
 _add("hide_seek", TrainRecipe(epochs=20, batch_size=32, lr=1e-4, class_weights="1,1,4"))
 # Fricks et al. (staged pretraining), phase 1: SGD momentum 0.9, lr 0.01, wd 1e-4, LR/10 after 3
 # epochs without val-loss gain, early stop after 10 restoring the best weights; unweighted BCE.
-_add("staged", TrainRecipe(epochs=100, batch_size=32, lr=0.01, weight_decay=1e-4, optimizer="sgd", momentum=0.9,
-                           plateau_patience=3, plateau_factor=0.1, early_stop=10, class_weights="none", hflip=True))
+# Selection and early stopping by validation loss. Phase 2 (pneumonia) lr 1e-3, phase 3 (COVID-19) lr 5e-4.
+_STAGED = TrainRecipe(epochs=100, batch_size=32, lr=0.01, weight_decay=1e-4, optimizer="sgd", momentum=0.9,
+                      plateau_patience=3, plateau_factor=0.1, early_stop=10, class_weights="none", hflip=True,
+                      select_by="loss")
+_add("staged", _STAGED)
+_add("staged_phase2", dataclasses.replace(_STAGED, lr=1e-3))
+_add("staged_phase3", dataclasses.replace(_STAGED, lr=5e-4))
 # Hasan et al. (CVR-Net): Adam 1e-4 (0.9, 0.999), reduce on plateau, early stop, weights from class frequencies.
 # Patience values are not given; cxrray uses 5 and 15.
 _add("cvrnet", TrainRecipe(epochs=100, batch_size=32, lr=1e-4, plateau_patience=5, early_stop=15,

@@ -26,7 +26,8 @@ from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
 from cxrray.representations import out_channels
 from cxrray.representations.augment import AugmentConfig
-from cxrray.training.loop import InputPipeline, evaluate, predict, train_epoch
+from cxrray.training.heads import Head, make_head
+from cxrray.training.loop import InputPipeline, evaluate, predict, rebalance, train_epoch
 from cxrray.training.recipes import resolve_class_weights
 from cxrray.training.tracking import Tracker
 
@@ -34,11 +35,40 @@ PREDICTIONS = "predictions.parquet"
 
 
 def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) -> pl.DataFrame:
-    """Per-image predictions as a table: one ``prob_<class>`` column per class."""
+    """Per-image predictions as a table: ``prob_<class>`` per class; multilabel tasks add ``y_<finding>``
+    (1, 0, NaN = unknown) and leave ``target`` at -1."""
     task = TASKS.get(spec.task)
-    cols = {k: pred[k] for k in ("row", "patient_id", "source", "label", "severity", "target")}
+    cols = {k: pred[k] for k in ("row", "patient_id", "source", "label", "severity")}
+    multilabel = pred["target"].ndim == 2
+    cols["target"] = np.full(len(pred["row"]), -1) if multilabel else pred["target"]
     cols.update({f"prob_{c}": pred["prob"][:, i] for i, c in enumerate(task.classes)})
+    if multilabel:
+        cols.update({f"y_{c}": pred["target"][:, i] for i, c in enumerate(task.classes)})
     return pl.DataFrame(cols).with_columns(pl.lit(spec.trial_id).alias("trial_id"), pl.lit(split).alias("split"))
+
+
+def selection_key(val: dict[str, float], select_by: str) -> tuple[float, float]:
+    """Larger is better: validation AUROC then lower loss, or lower loss alone; NaN ranks last."""
+    fin = lambda x: x if x == x else float("-inf")  # noqa: E731  (NaN -> -inf)
+    if select_by == "loss":
+        return (fin(-val["loss"]), 0.0)
+    if select_by == "auroc":
+        return (fin(val["auroc"]), fin(-val["loss"]))
+    raise ValueError(f"unknown select_by {select_by!r}; valid: auroc, loss")
+
+
+def _initial_model(spec: TrialSpec, head: Head, trial_dir: Path, weights: str | None):
+    """The trial's network: from its pretraining stage (head replaced), a local file, ImageNet or random."""
+    chans = out_channels(spec.representation)
+    if spec.init_from:
+        stage = trial_dir.parent / spec.init_from / "model.pt"
+        if not stage.exists():
+            raise FileNotFoundError(f"pretraining stage {spec.init_from} has no model ({stage}); it must finish first")
+        model, _ = build_backbone(spec.backbone, head.num_outputs, chans, False, spec.image_size,
+                                  weights=str(stage), replace_head=True)
+        return model, f"stage:{spec.init_from}"
+    return build_backbone(spec.backbone, head.num_outputs, chans, spec.pretrained, spec.image_size,
+                          weights=weights if spec.pretrained else None)
 
 
 def _checkpoint_state(ckpt_dir: str) -> dict[str, Any]:
@@ -56,23 +86,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     trial_dir = Path(config["trial_dir"])
+    r = spec.recipe
+    weights = resolve_class_weights(r, config["class_weights"]) if config["class_weights"] else None
+    head = make_head(task, weights, r.label_smoothing)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG state
         torch.manual_seed(spec.seed)
-        model, init = build_backbone(spec.backbone, task.num_classes, out_channels(spec.representation),
-                                     spec.pretrained, spec.image_size)
+        model, init = _initial_model(spec, head, trial_dir, config.get("weights"))
     cuda = device.type == "cuda"  # GPU paths: channels_last memory layout and bfloat16 autocast
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
-    r = spec.recipe
     optimizer = make_optimizer(model, r)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=r.plateau_factor,
                                                            patience=max(r.plateau_patience - 1, 0)) \
         if r.plateau_patience else None
-    weights = resolve_class_weights(r, config["class_weights"])
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, device=device) if weights else None,
-                                  label_smoothing=r.label_smoothing)
-    pipe = InputPipeline(spec.representation, task, bdef.mean, bdef.std,
+    pipe = InputPipeline(spec.representation, bdef.mean, bdef.std,
                          AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=cuda)
     start, best = 0, {"val_auroc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
     ckpt = ray.train.get_checkpoint()
@@ -98,11 +126,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                            local_shuffle_seed=spec.seed + epoch)
         if epoch == start:  # an audit trail: which manifest rows trained this model, per worker
             batches = _recording(batches, trial_dir / f"train_rows.rank{rank}.txt")
-        metrics = train_epoch(model, batches, pipe, optimizer, loss_fn, device, gen, amp=cuda, accum=r.grad_accum)
-        val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, device,
-                               amp=cuda), loss_fn)
+        if r.balanced:
+            batches = rebalance(batches, head, gen, r.batch_size)
+        metrics = train_epoch(model, batches, pipe, optimizer, head, device, gen, amp=cuda, accum=r.grad_accum)
+        val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, head, device,
+                               amp=cuda), head)
         metrics |= {f"val_{k}": v for k, v in val.items()} | {"epoch": epoch, "epoch_s": time.time() - t0}
-        if (val["auroc"], -val["loss"]) > (best["val_auroc"], -best["val_loss"]) or best["state"] is None:
+        if best["state"] is None or selection_key(val, r.select_by) > selection_key(
+                {"auroc": best["val_auroc"], "loss": best["val_loss"]}, r.select_by):
             best = {"val_auroc": val["auroc"], "val_loss": val["loss"], "epoch": epoch,
                     "state": copy.deepcopy(_unwrap(model).state_dict())}
         if scheduler is not None:
@@ -121,7 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if stop:  # early stopping: the best-on-validation weights are restored in _finish
             break
     if rank == 0:
-        _finish(model, best, pipe, device, spec, init, trial_dir, tracker)
+        _finish(model, best, pipe, head, device, spec, init, trial_dir, tracker, config.get("splits", ("val", "test")))
 
 
 def _recording(batches, path: Path):
@@ -147,24 +178,26 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _finish(model: nn.Module, best: dict[str, Any], pipe: InputPipeline, device: torch.device,
-            spec: TrialSpec, init: str, trial_dir: Path, tracker: Tracker) -> None:
-    """Reload the best-on-validation weights, predict val and test, write them atomically."""
+def _finish(model: nn.Module, best: dict[str, Any], pipe: InputPipeline, head: Head, device: torch.device,
+            spec: TrialSpec, init: str, trial_dir: Path, tracker: Tracker, splits: tuple[str, ...]) -> None:
+    """Reload the best-on-validation weights, predict val and test (a pretraining phase may have no
+    test split), write them atomically."""
     import ray.train
 
     if best["state"] is not None:
         _unwrap(model).load_state_dict(best["state"])
-    frames = []
-    for split in ("val", "test"):
+    frames, scores = [], {}
+    for split in (s for s in ("val", "test") if s in splits):
         ds = ray.train.get_dataset_shard(split)
-        pred = predict(model, ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, device)
+        pred = predict(model, ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, head, device)
         frames.append(predictions_frame(pred, spec, split))
-        if split == "test":
-            tracker.summary({f"test_{k}": v for k, v in evaluate(pred).items()})
+        scores |= {f"{split}_{k}": v for k, v in evaluate(pred).items()}
+    tracker.summary(scores)
     trial_dir.mkdir(parents=True, exist_ok=True)
     torch.save(_unwrap(model).state_dict(), trial_dir / "model.pt")
     meta = {"spec": spec.to_dict(), "trial_id": spec.trial_id, "run_name": spec.run_name, "init": init,
-            "best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "finished": time.time()}
+            "best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "metrics": scores,
+            "finished": time.time()}
     (trial_dir / "trial.json").write_text(json.dumps(meta, indent=1))
     tmp = trial_dir / f".{PREDICTIONS}.tmp"
     pl.concat(frames).write_parquet(tmp)

@@ -25,19 +25,29 @@ class PreparedData:
     data_id: str
     shard_dir: Path
     counts: dict[str, int]
-    class_weights: list[float]
+    class_weights: list[float]  # empty for multilabel tasks (unweighted BCE)
     quarantine: pl.DataFrame  # row, image_path, reason: everything left out, and why
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits that have images (a pretraining phase may have no test split)."""
+        return tuple(s for s, n in self.counts.items() if n)
 
 
 def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, task: str,
-                 split_seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> PreparedData:
+                 split_seed: int = 0, fractions: tuple[float, ...] = (0.6, 0.2, 0.2), name: str = "") -> PreparedData:
     """Split by patient, ingest into shards (cached), quarantine bad rows; needs Ray started.
 
-    Writes ``<run_dir>/splits.csv`` (row, patient, split) and
-    ``<run_dir>/quarantine.csv`` (every row left out, with the reason naming file and row).
+    ``fractions``: (train, val, test), or (train, val) for a pretraining phase
+    that is never tested. Writes ``<run_dir>/splits.csv`` (row, patient, split)
+    and ``<run_dir>/quarantine.csv`` (every row left out, with the reason naming
+    file and row); with ``name`` (one of several datasets of a study) ``splits-<name>.csv`` and so on.
     """
     manifest, quarantine = read_manifest(manifest_path)
     the_task = TASKS.get(task)
+    missing = [c for c in the_task.finding_columns if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"{manifest_path}: task {task} needs finding columns {missing} (1 / 0 / empty = unknown)")
     outside = manifest.filter(~pl.col("label").is_in(the_task.labels))
     if outside.height and not the_task.multilabel:
         print(f"[cxrray] {outside.height} row(s) with labels {sorted(set(outside['label']))} are not part of task "
@@ -45,7 +55,8 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
         manifest = manifest.filter(pl.col("label").is_in(the_task.labels))
     manifest = assign_splits(manifest, fractions, seed=split_seed)
     data_id = manifest_fingerprint(manifest)
-    manifest.select("row", "patient_id", "label", "source", "split").write_csv(run_dir / "splits.csv")
+    suffix = f"-{name}" if name else ""
+    manifest.select("row", "patient_id", "label", "source", "split").write_csv(run_dir / f"splits{suffix}.csv")
     shard_dir = run_dir / "shards" / f"{data_id}-{image_size}px"
     done = shard_dir / "_done.json"
     if done.exists():
@@ -61,14 +72,15 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     bad = bad.select(pl.col("row").cast(pl.Int64), "image_path",
                      pl.format("row {}: {}", pl.col("row"), pl.col("error")).alias("reason"))
     quarantine = pl.concat([quarantine, bad]).sort("row")
-    quarantine.write_csv(run_dir / "quarantine.csv")
+    quarantine.write_csv(run_dir / f"quarantine{suffix}.csv")
     if quarantine.height:
-        print(f"[cxrray] {quarantine.height} row(s) left out, listed in {run_dir / 'quarantine.csv'}:", flush=True)
+        print(f"[cxrray] {quarantine.height} row(s) left out, listed in {run_dir / f'quarantine{suffix}.csv'}:",
+              flush=True)
         for r in quarantine.head(10).iter_rows(named=True):
             print(f"    {r['reason']}", flush=True)
-    for split, n in counts.items():
-        if n == 0:
+    for split in ("train", "val", "test")[:len(fractions)]:
+        if not counts.get(split):
             raise ValueError(f"{manifest_path}: the {split} split has no usable images")
     train_labels = manifest.filter((pl.col("split") == "train") & ~pl.col("row").is_in(bad["row"].implode()))["label"]
-    weights = class_weights(train_labels.to_list(), the_task)
+    weights = [] if the_task.multilabel else class_weights(train_labels.to_list(), the_task)
     return PreparedData(data_id, shard_dir, counts, weights, quarantine)

@@ -16,12 +16,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
 
 from cxrray.config import TrialSpec
 from cxrray.training.worker import PREDICTIONS
+from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.study import Resources
 
 
@@ -54,13 +56,15 @@ def _trial_fn(config: dict[str, Any]) -> None:
 
     spec = TrialSpec.from_dict(config["spec"])
     ctx, res = config["ctx"], Resources(**config["resources"])
+    data = ctx["data"][spec.data_id]
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Read the shards *before* the workers take their CPUs: on a small machine the
     # training workers hold nearly every core and a read task could wait forever.
-    datasets = {s: read_split(Path(ctx["shard_dir"]) / s).materialize() for s in ("train", "val", "test")}
+    datasets = {s: read_split(Path(data["shard_dir"]) / s).materialize() for s in data["splits"]}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": config["spec"], "class_weights": ctx["class_weights"],
+        train_loop_config={"spec": config["spec"], "class_weights": data["class_weights"],
+                           "splits": tuple(data["splits"]), "weights": ctx.get("weights"),
                            "trial_dir": str(Path(ctx["run_dir"]) / "trials" / spec.trial_id),
                            "wandb": ctx["wandb"], "project": ctx["project"]},
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
@@ -132,21 +136,52 @@ def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resour
     tuner.fit()
 
 
-def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, shard_dir: str | Path, class_weights: list[float],
-              resources: Resources = Resources(), wandb_mode: str = "offline", project: str = "cxrray"
-              ) -> SweepOutcome:
-    """Run every unfinished spec, then gather predictions and results from the trial folders."""
+def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],
+              resources: Resources = Resources(), wandb_mode: str = "offline", project: str = "cxrray",
+              weights: str | None = None) -> SweepOutcome:
+    """Run every unfinished spec, then gather predictions and results from the trial folders.
+
+    ``data``: the prepared dataset, or one per ``data_id`` when the specs read several
+    (the phases of staged pretraining). ``weights``: a local ImageNet state-dict file
+    for specs with ``pretrained`` (recorded as ``init=file:<name>``).
+    """
     run_dir = Path(run_dir).resolve()
     if len({s.trial_id for s in specs}) != len(specs):
         raise ValueError("two specs in the sweep are identical (same trial id)")
+    by_id = {data.data_id: data} if isinstance(data, PreparedData) else dict(data)
+    unknown = sorted({s.data_id for s in specs} - set(by_id))
+    if unknown:
+        raise ValueError(f"specs read data {unknown} that was not prepared (prepared: {sorted(by_id)})")
     skipped = [s.trial_id for s in specs if is_finished(run_dir, s)]
     todo = [s for s in specs if not is_finished(run_dir, s)]
     print(f"[cxrray] {len(specs)} trials: {len(skipped)} already finished, {len(todo)} to run", flush=True)
     if todo:
-        ctx = {"run_dir": str(run_dir), "shard_dir": str(Path(shard_dir).resolve()),
-               "class_weights": class_weights, "wandb": wandb_mode, "project": project}
+        ctx = {"run_dir": str(run_dir), "wandb": wandb_mode, "project": project,
+               "weights": str(Path(weights).resolve()) if weights else None,
+               "data": {k: {"shard_dir": str(d.shard_dir.resolve()), "class_weights": d.class_weights,
+                            "splits": list(d.splits)} for k, d in by_id.items()}}
         launch_trials(todo, ctx, resources, len(specs))
     return collect(specs, run_dir, skipped)
+
+
+def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
+    """Run dependent waves in order (staged pretraining): wave k+1 starts from checkpoints of wave k.
+
+    A spec whose upstream stage did not finish is not started; it is reported as failed
+    (``blocked by <id>``) while every independent cell still runs. Keyword arguments go to ``run_sweep``.
+    """
+    run_dir = Path(kwargs["run_dir"]).resolve()
+    done_before = [s.trial_id for w in waves for s in w if is_finished(run_dir, s)]
+    for k, wave in enumerate(waves):
+        ready = [s for s in wave if not s.init_from or (run_dir / "trials" / s.init_from / PREDICTIONS).exists()]
+        for s in wave:
+            if s not in ready:
+                print(f"[cxrray] {s.run_name} ({s.trial_id}) blocked: its pretraining stage {s.init_from} "
+                      f"did not finish", flush=True)
+        if ready:
+            print(f"[cxrray] wave {k + 1}/{len(waves)}: {len(ready)} trial(s)", flush=True)
+            run_sweep(ready, **kwargs)
+    return collect([s for w in waves for s in w], run_dir, done_before)
 
 
 def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = None) -> SweepOutcome:
@@ -160,10 +195,12 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
             meta = json.loads((d / "trial.json").read_text())
             rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "finished",
                                     "init": meta["init"], "best_epoch": meta["best_epoch"],
-                                    "best_val_auroc": meta["best_val_auroc"]})
+                                    "best_val_auroc": meta["best_val_auroc"]} | meta.get("metrics", {}))
         else:
             failed.append(s.trial_id)
-            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "failed"})
+            blocked = s.init_from and not (run_dir / "trials" / s.init_from / PREDICTIONS).exists()
+            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name,
+                                    "status": f"blocked by {s.init_from}" if blocked else "failed"})
     predictions = pl.concat(preds, how="diagonal") if preds else pl.DataFrame()
     results = pl.DataFrame(rows, infer_schema_length=None)
     if not predictions.is_empty():
