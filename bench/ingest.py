@@ -43,9 +43,9 @@ def run() -> list[dict]:
     from cxrray.data.shards import ingest, read_split
     from cxrray.data.splits import assign_splits
     from cxrray.data.tasks import TASKS
-    from cxrray.training.heads import make_head
     from cxrray.models import build_backbone
     from cxrray.representations.augment import AugmentConfig
+    from cxrray.training.heads import make_head
     from cxrray.training.loop import InputPipeline
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

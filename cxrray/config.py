@@ -57,17 +57,22 @@ class TrialSpec:
     pretrained: bool = False
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
     init_from: str = ""  # trial id of the pretraining stage whose weights (not head) start this one
+    fold: int = 0  # cross-validation fold (repeat * k + fold) the data_id was split for
 
     @property
     def trial_id(self) -> str:
-        """Stable 12-hex-digit hash of every field: trial name, W&B id, resume key."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable 12-hex-digit hash of every field that differs from its default: trial name, W&B id,
+        resume key. Leaving defaults out keeps every existing id when a later version adds a field."""
+        blob = json.dumps(_non_default(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
     def run_name(self) -> str:
-        """Readable name, e.g. ``lungs_removed.resnet18.none.s0``."""
-        return f"{self.representation}.{self.backbone}.{self.pretraining}.s{self.seed}"
+        """Readable name, e.g. ``lungs_removed.resnet18.none.s0``; design, task and fold join it when
+        they are not the defaults (``original.resnet18.none.single.CL3.f2.s0``)."""
+        extra = "".join(f".{v}" for v, d in ((self.design, "random"), (self.task, "CL2")) if v != d)
+        fold = f".f{self.fold}" if self.fold else ""
+        return f"{self.representation}.{self.backbone}.{self.pretraining}{extra}{fold}.s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able), the inverse of ``from_dict``."""
@@ -87,6 +92,20 @@ class TrialSpec:
         out = {k: v for k, v in self.to_dict().items() if k != "recipe"}
         out.update({f"recipe.{k}": v for k, v in dataclasses.asdict(self.recipe).items()})
         return out
+
+
+def _non_default(obj: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = _non_default(value)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if value != default:
+            out[f.name] = value
+    return out
 
 
 def _check_keys(cls: type, d: dict[str, Any]) -> None:

@@ -20,13 +20,20 @@ import argparse
 import time
 from pathlib import Path
 
-from cxrray.analysis.tables import analyze
+from cxrray.analysis.summary import finish_study
 from cxrray.data.manifest import read_manifest
-from cxrray.data.phantom import write_phantom
-from cxrray.tuning.cli import add_resource_args, add_training_args, recipe_from, resources_from, run_cli
+from cxrray.tuning import cli
 from cxrray.tuning.prepare import prepare_data
 from cxrray.tuning.runner import run_sweep, start_ray
-from cxrray.tuning.study import HIDE_SEEK_REPRESENTATIONS, hide_seek_specs
+from cxrray.tuning.study import HIDE_SEEK_REPRESENTATIONS, expand_search, hide_seek_specs, parse_search
+
+PRESETS = {
+    "demo": {},  # the defaults below: phantom, basecnn + resnet18, 64 px, 4 epochs, CL2
+    # Sadre et al.: CL3 on COVIDx, AlexNet / VGG-11 / ResNet-50 from ImageNet, 224 px, the study's recipe
+    # (Adam 1e-4, batch 32, 20 epochs, class weights 1,1,4) with sampler-balanced batches.
+    "paper": {"backbones": ["alexnet", "vgg11", "resnet50"], "task": "CL3", "recipe": "hide_seek",
+              "image_size": 224, "pretrained": True, "balanced": True, "seeds": [0, 1, 2]},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,17 +53,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--backbones", nargs="+", help="default: basecnn resnet18")
     s.add_argument("--seeds", nargs="+", type=int, default=[0])
     s.add_argument("--task", default="CL2", help="CL2 (NCV vs CVP), CL3 or CL4")
-    add_training_args(p, "demo", 64)
-    add_resource_args(p, "runs/hide_seek")
+    cli.add_training_args(p, "demo", 64)
+    cli.add_resource_args(p, "runs/hide_seek")
     p.add_argument("--smoke-test", action="store_true",
                    help="smallest real sweep: 2 representations x basecnn, 1 epoch, 24 phantom patients")
-    args = p.parse_args(argv)
+    args = cli.parse_study(p, argv, "hide_seek", PRESETS)
     if args.smoke_test:  # smallest real sweep; explicit axes still win
         args.representations = args.representations or ["original", "lungs_removed"]
         args.backbones = args.backbones or ["basecnn"]
-        args.epochs, args.phantom_patients, args.image_size = 1, min(args.phantom_patients, 36), 32
+        args.epochs, args.image_size = cli.smoke_epochs(args, argv), 32
+        args.phantom_patients = min(args.phantom_patients, 36)
     args.representations = args.representations or list(HIDE_SEEK_REPRESENTATIONS)
     args.backbones = args.backbones or ["basecnn", "resnet18"]
+    cli.check_names(representation=args.representations, backbone=args.backbones, task=[args.task],
+                    recipe=[args.recipe])
     return args
 
 
@@ -65,30 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     run_dir = args.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = args.manifest
-    if manifest is None:
-        manifest = run_dir / "data" / "phantom" / "manifest.csv"
-        if not manifest.exists():
-            print(f"[cxrray] generating phantom: {args.phantom_patients} patients, confound {args.confound}",
-                  flush=True)
-            write_phantom(manifest.parent, n_patients=args.phantom_patients, confound=args.confound,
-                          seed=args.phantom_seed)
+    manifest = cli.phantom_or_manifest(run_dir, args.manifest, n_patients=args.phantom_patients,
+                                       confound=args.confound, seed=args.phantom_seed)
     read_manifest(manifest)  # a wrong column fails here, before Ray starts or anything is computed
     start_ray(run_dir, num_cpus=None, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed)
-    recipe = recipe_from(args)
+    recipe = cli.recipe_from(args)
     specs = hide_seek_specs(data_id=data.data_id, representations=args.representations, backbones=args.backbones,
                             seeds=args.seeds, task=args.task, image_size=args.image_size,
                             pretrained=args.pretrained, recipe=recipe)
-    outcome = run_sweep(specs, run_dir=run_dir, data=data, resources=resources_from(args), wandb_mode=args.wandb,
-                        project=args.project, weights=args.weights)
-    print()
-    print(analyze(run_dir))
-    print(f"\n[cxrray] {len(outcome.finished)}/{len(specs)} trials finished in {time.time() - t0:.0f} s; "
-          f"results in {run_dir} (predictions.parquet, results.parquet, analysis/)")
-    return 0 if not outcome.failed else 1
+    specs = expand_search(specs, parse_search(args.search))
+    outcome = run_sweep(specs, run_dir=run_dir, data=data, **cli.sweep_options(args))
+    return finish_study(run_dir, outcome, len(specs), t0, args.wandb, args.project)
 
 
 if __name__ == "__main__":
-    run_cli(main, "hide_seek.py")
+    cli.run_cli(main, "hide_seek.py")

@@ -24,16 +24,23 @@ import argparse
 import time
 from pathlib import Path
 
-from cxrray.analysis.tables import analyze
+from cxrray.analysis.summary import finish_study
 from cxrray.data.manifest import read_manifest
 from cxrray.data.phantom import write_phantom
 from cxrray.data.phantom_phases import write_multilabel_phantom, write_pneumonia_phantom
-from cxrray.tuning.cli import add_resource_args, add_training_args, recipe_from, resources_from, run_cli
+from cxrray.tuning import cli
 from cxrray.tuning.prepare import prepare_data
 from cxrray.tuning.runner import run_waves, start_ray
 from cxrray.tuning.staged import PATHS, PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs
 
 DATA_OPTIONS = {"nih14": "nih14", "pneu_high": "pneumonia_high", "pneu_low": "pneumonia_low", "target": "manifest"}
+
+
+PRESETS = {
+    "demo": {"epochs": 4},  # phantom stand-ins, resnet18, 64 px; the recipes' other settings as published
+    # Fricks et al.: DenseNet-121 from ImageNet, the staged recipes (up to 100 epochs, early stopping), 512 px.
+    "paper": {"backbones": ["densenet121"], "pretrained": True, "image_size": 512, "seeds": [0, 1, 2, 3, 4]},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,18 +59,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--representation", default="original")
     s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the target phase")
     s.add_argument("--task", default="CL2", help="target task")
-    add_training_args(p, "staged", 64)
-    add_resource_args(p, "runs/staged_pretraining")
+    cli.add_training_args(p, "staged", 64)
+    cli.add_resource_args(p, "runs/staged_pretraining")
     p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: basecnn, 32 px, 1 epoch, "
                    "small phantoms")
-    args = p.parse_args(argv)
+    args = cli.parse_study(p, argv, "staged_pretraining", PRESETS)
     for name in args.paths:
         PATHS.get(name)
+    if args.search:
+        raise ValueError("--search is for hide_seek.py and source_bias.py; staged phases use their recipes")
     if args.smoke_test:
         args.backbones, args.image_size, args.phantom_patients = ["basecnn"], 32, min(args.phantom_patients, 36)
-        args.epochs = 1
-    elif args.epochs is None and not args.manifest:
-        args.epochs = 4  # the CPU demo; the presets train up to 100 epochs with early stopping
+        args.epochs = cli.smoke_epochs(args, argv)
+    cli.check_names(backbone=args.backbones, task=[args.task], recipe=[args.recipe],
+                representation=[args.representation])
     return args
 
 
@@ -97,21 +106,16 @@ def main(argv: list[str] | None = None) -> int:
                               task=phase_of[key].task if key in phase_of else args.task,
                               fractions=phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS)
             for key, path in manifests.items()}
-    recipes = {name: recipe_from(args, PHASES.get(name).recipe if args.recipe == "staged" else args.recipe)
+    recipes = {name: cli.recipe_from(args, PHASES.get(name).recipe if args.recipe == "staged" else args.recipe)
                for name in PHASES.names()}
-    recipes["target"] = recipe_from(args, "staged_phase3" if args.recipe == "staged" else args.recipe)
+    recipes["target"] = cli.recipe_from(args, "staged_phase3" if args.recipe == "staged" else args.recipe)
     waves = staged_specs(data_ids={k: d.data_id for k, d in data.items()}, paths=args.paths,
                          backbones=args.backbones, representation=args.representation, task=args.task,
                          seeds=args.seeds, image_size=args.image_size, pretrained=args.pretrained, recipes=recipes)
     outcome = run_waves(waves, run_dir=run_dir, data={d.data_id: d for d in data.values()},
-                        resources=resources_from(args), wandb_mode=args.wandb, project=args.project,
-                        weights=args.weights)
-    print()
-    print(analyze(run_dir))
-    n = sum(map(len, waves))
-    print(f"\n[cxrray] {len(outcome.finished)}/{n} trials finished in {time.time() - t0:.0f} s; results in {run_dir}")
-    return 0 if not outcome.failed else 1
+                        **cli.sweep_options(args))
+    return finish_study(run_dir, outcome, sum(map(len, waves)), t0, args.wandb, args.project)
 
 
 if __name__ == "__main__":
-    run_cli(main, "staged_pretraining.py")
+    cli.run_cli(main, "staged_pretraining.py")

@@ -1,6 +1,5 @@
 """seg_crop, top_crop, the enhancement stack and histogram matching, on synthetic inputs."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,10 +1,9 @@
 import numpy as np
 import polars as pl
 import pytest
+from conftest import ASAH
 
 from cxrray.analysis.delong import auroc_ci, auroc_cov, naive_auroc_var, paired_test, unpaired_test
-
-from conftest import ASAH
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -71,3 +70,12 @@ def test_matches_pROC_unpaired(asah, a, b, d, p):
 def test_degenerate_labels_are_refused():
     with pytest.raises(ValueError, match="both positive and negative"):
         auroc_ci(np.ones(5, bool), np.arange(5.0))
+
+
+def test_unpaired_test_without_spread_does_not_divide_by_zero():
+    from cxrray.analysis.delong import unpaired_test
+
+    y = np.array([0, 0, 1, 1])
+    perfect = np.array([0.1, 0.2, 0.8, 0.9])
+    t = unpaired_test(y, perfect, y, perfect)
+    assert (t.auc1, t.auc2, t.p) == (1.0, 1.0, 1.0)

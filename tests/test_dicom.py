@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from cxrray.data.images import ImageReadError, read_image, write_dicom
 
 

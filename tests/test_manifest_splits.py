@@ -2,12 +2,11 @@ import shutil
 
 import polars as pl
 import pytest
+from conftest import REAL_MINI
 
 from cxrray.data.images import ImageReadError, read_image
 from cxrray.data.manifest import ManifestError, load_manifest, manifest_fingerprint, read_manifest
 from cxrray.data.splits import LeakageError, assign_splits, check_no_leakage
-
-from conftest import REAL_MINI
 
 
 def test_real_mini_manifest_loads():

@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from cxrray.data import phantom
-from cxrray.data.images import read_image, read_mask
+from cxrray.data.images import read_image
 from cxrray.data.manifest import LABELS, load_manifest
 
 

@@ -34,6 +34,19 @@ def test_trial_id_is_stable_hash_of_every_field():
     assert a.run_name == "original.basecnn.none.s0"
 
 
+def test_adding_a_field_with_a_default_keeps_every_existing_id():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(TrialSpec):  # a future cxrray with one more axis
+        new_axis: str = "x"
+
+    base = dict(study="s", data_id="d", representation="original", backbone="basecnn", seed=3)
+    assert Later(**base).trial_id == TrialSpec(**base).trial_id  # finished trials stay finished
+    assert Later(**base, new_axis="y").trial_id != TrialSpec(**base).trial_id
+    assert _spec(design="single", task="CL3", fold=2).run_name == "original.basecnn.none.single.CL3.f2.s0"
+
+
 def test_spec_round_trip_and_unknown_key():
     a = _spec(seed=4, recipe=TrainRecipe(epochs=9))
     assert TrialSpec.from_dict(a.to_dict()) == a

@@ -46,9 +46,8 @@ def test_hide_seek_pixels_are_exact(name):
 
 @pytest.mark.parametrize("name", REPRESENTATIONS.names())
 def test_representation_on_real_cxr(name):
-    from PIL import Image
-
     from conftest import REAL_MINI
+    from PIL import Image
 
     row = next(l for l in REAL_MINI.read_text().splitlines()[1:] if ",masks/" in l).split(",")
     img = torch.tensor(np.asarray(Image.open(REAL_MINI.parent / row[0]).convert("L")) / 255.0)[None, None]

@@ -4,12 +4,11 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import REAL_MINI
 
 from cxrray.segmentation.metrics import overlap_metrics
 from cxrray.segmentation.postprocess import clean_mask, mask_quality
 from cxrray.segmentation.unet import UNet
-
-from conftest import REAL_MINI
 
 
 def test_unet_shapes_and_size_check():

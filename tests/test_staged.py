@@ -91,6 +91,7 @@ def _sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
                            "--out", str(out), *extra], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_staged_sweep_paths_a_c_f_reuse_phase_one(tmp_path):
     proc = _sweep(tmp_path, "--paths", "a", "c", "f")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,7 +1,6 @@
 """The pure training helpers, run without Ray on real phantom images."""
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 

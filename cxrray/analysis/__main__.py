@@ -11,8 +11,12 @@ from cxrray.analysis.tables import analyze
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cxrray.analysis", description=__doc__)
     p.add_argument("run_dir", help="a sweep's run directory (holds predictions.parquet, results.parquet)")
+    p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM (0: skip)")
+    p.add_argument("--family", nargs="+", default=["study", "task", "seed", "fold"],
+                   help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "
+                        "e.g. --family study compares every pair of trials of the study")
     args = p.parse_args(argv)
-    print(analyze(args.run_dir))
+    print(analyze(args.run_dir, saliency=args.saliency, family=tuple(args.family)))
     return 0
 
 

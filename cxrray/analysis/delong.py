@@ -119,6 +119,8 @@ def unpaired_test(y1: np.ndarray, s1: np.ndarray, y2: np.ndarray, s2: np.ndarray
     """
     a1, a2 = auroc_ci(y1, s1), auroc_ci(y2, s2)
     n1, n2 = a1.n_pos + a1.n_neg, a2.n_pos + a2.n_neg
+    if a1.var + a2.var <= 0:  # both AUROCs without spread (e.g. both perfect): as the paired test does
+        return DelongTest(a1.auc, a2.auc, 0.0, 1.0 if a1.auc == a2.auc else 0.0)
     d = (a1.auc - a2.auc) / np.sqrt(a1.var + a2.var)
     df = (a1.var + a2.var) ** 2 / (a1.var**2 / (n1 - 1) + a2.var**2 / (n2 - 1))
     return DelongTest(a1.auc, a2.auc, float(d), float(2 * stats.t.sf(abs(d), df)))

@@ -8,7 +8,8 @@ Columns (paths relative to the manifest file)::
 Hasan et al.: NOR normal, CVP COVID-19 pneumonia, OVP other viral, OBP other
 bacterial; plus PNA (pneumonia, type unknown) and OTH (abnormal, not
 pneumonia) for collections that do not say more. Optional ``finding_<Name>``
-columns (1 / 0 / empty = unknown) carry multilabel targets (ChestX-ray14). An optional ``split`` column (train/val/test) fixes the split.
+columns (1 / 0 / empty = unknown) carry multilabel targets (ChestX-ray14).
+An optional ``split`` column (train/val/test) fixes the split.
 Errors name the manifest file and the 1-based data row (header = line 1).
 """
 

@@ -22,10 +22,10 @@ import polars as pl
 from cxrray.data.manifest import read_manifest
 from cxrray.data.shards import SCALE, decode_manifest, read_split
 
+
 def pack(manifest_path: str | Path, out: str | Path, *, size: int, dtype: str = "uint8",
          shard_mb: float = 256.0) -> dict[str, int]:
     """Write shards under ``out``; returns counts of packed and quarantined rows. Needs Ray started."""
-    import ray.data
 
     if dtype not in SCALE:
         raise ValueError(f"dtype must be one of {list(SCALE)}, got {dtype!r}")

@@ -103,7 +103,8 @@ def vgg11(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
 @backbone(gradcam_layer="features.10", min_size=64)
 def alexnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """AlexNet (torchvision; timm has none), first conv replaced for ``in_chans``."""
-    from torchvision.models import AlexNet_Weights, alexnet as tv_alexnet
+    from torchvision.models import AlexNet_Weights
+    from torchvision.models import alexnet as tv_alexnet
 
     model = tv_alexnet(weights=AlexNet_Weights.IMAGENET1K_V1 if pretrained else None)
     if in_chans != 3:

@@ -8,9 +8,8 @@ is (B, C, H, W) float and ``mask`` is (B, 1, H, W) with lung = 1. Importing this
 package registers every built-in representation.
 """
 
-from cxrray.representations.base import REPRESENTATIONS, apply_representation, lung_box
 from cxrray.representations import crops, enhance, hide_seek  # noqa: F401  (register their representations)
-
+from cxrray.representations.base import REPRESENTATIONS, apply_representation, lung_box
 
 
 def out_channels(name: str) -> int:

@@ -35,7 +35,25 @@ class Tracker:
         if self.run is not None:
             self.run.summary.update(metrics)
 
+    def artifact(self, path: Path, name: str, kind: str) -> None:
+        """Attach a file (the trial's predictions) to the run as a versioned artifact."""
+        if self.run is not None:
+            import wandb
+
+            art = wandb.Artifact(name, type=kind)
+            art.add_file(str(path))
+            self.run.log_artifact(art)
+
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def summary_run(study: str, directory: Path, mode: str, project: str):
+    """The study's own W&B run (id ``<study>-summary``, resumed each time): results and analysis tables."""
+    import wandb
+
+    return wandb.init(id=f"{study}-summary", name=f"{study} summary", project=project, group=study,
+                      job_type="summary", dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
+                      settings=wandb.Settings(console="off", x_disable_stats=True))

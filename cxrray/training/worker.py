@@ -112,6 +112,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         start, best = state["epoch"] + 1, state["best"]
+    if rank == 0:
+        _log_attempt(trial_dir, start)
     tracker = Tracker(config["wandb"], run_id=spec.trial_id, name=spec.run_name, project=config["project"],
                       group=spec.study, config=spec.flat() | {"init": init},
                       directory=trial_dir) if rank == 0 else None
@@ -149,10 +151,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
+        _maybe_inject_fault(spec, trial_dir)
         if stop:  # early stopping: the best-on-validation weights are restored in _finish
             break
+    _maybe_inject_fault(spec, trial_dir)  # also when a resumed attempt had no epoch left to run
     if rank == 0:
         _finish(model, best, pipe, head, device, spec, init, trial_dir, tracker, config.get("splits", ("val", "test")))
+
+
+def _log_attempt(trial_dir: Path, start_epoch: int) -> None:
+    """Append one line per (re)start: the audit that shows a retried trial went on from its checkpoint."""
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    with (trial_dir / "attempts.log").open("a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch}\n")
+
+
+FAULT_ENV = "CXRRAY_FAULT_INJECT"
+
+
+def _maybe_inject_fault(spec: TrialSpec, trial_dir: Path) -> None:
+    """Reliability testing: ``CXRRAY_FAULT_INJECT="<run_name>:<n>[,...]"`` makes that trial raise after
+    an epoch's checkpoint during its first ``n`` attempts (``attempts.log``). Unset: does nothing."""
+    log = trial_dir / "attempts.log"
+    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        name, _, n = item.rpartition(":")
+        attempts = len(log.read_text().splitlines()) if log.exists() else 0
+        if name == spec.run_name and attempts <= int(n):
+            raise RuntimeError(f"injected fault ({FAULT_ENV}) in {spec.run_name}, attempt {attempts}")
 
 
 def _recording(batches, path: Path):
@@ -202,4 +227,5 @@ def _finish(model: nn.Module, best: dict[str, Any], pipe: InputPipeline, head: H
     tmp = trial_dir / f".{PREDICTIONS}.tmp"
     pl.concat(frames).write_parquet(tmp)
     os.replace(tmp, trial_dir / PREDICTIONS)  # the file's existence marks the trial finished
+    tracker.artifact(trial_dir / PREDICTIONS, f"predictions-{spec.trial_id}", "predictions")
     tracker.finish()

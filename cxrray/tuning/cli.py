@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cxrray.config import TrainRecipe
+from cxrray.data.tasks import TASKS
+from cxrray.models import BACKBONES
 from cxrray.registry import UnknownNameError
+from cxrray.representations import REPRESENTATIONS
 from cxrray.training.recipes import RECIPES
-from cxrray.tuning.study import Resources
+from cxrray.tuning.study import Resources, parse_search
 
 
 def add_training_args(p: argparse.ArgumentParser, default_recipe: str, image_size: int) -> None:
@@ -28,11 +33,19 @@ def add_training_args(p: argparse.ArgumentParser, default_recipe: str, image_siz
                    "a timm/torch cache is used through HF_HOME / TORCH_HOME)")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--balanced", action="store_true", help="class-balanced batches")
+    t.add_argument("--search", nargs="+", default=[], metavar="FIELD=V1,V2",
+                   help="hyper-parameter axes over recipe fields, e.g. lr=1e-3,1e-4 batch_size=16,32; every "
+                   "setting trains, the analysis keeps per cell the one with the best validation AUROC")
 
 
 def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r = p.add_argument_group("resources and logging")
     r.add_argument("--out", type=Path, default=Path(out), help="run directory (resumes if it exists)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (every run does; "
+                   "this flag also checks that there is one): unfinished trials go on from their last epoch "
+                   "checkpoint, finished ones are never rerun")
+    r.add_argument("--storage", help="Ray checkpoint storage (default <out>/ray); on a multi-node cluster a "
+                   "shared path (NFS) or a cloud URI (s3://..., gs://...) that every node reaches")
     r.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
     r.add_argument("--cpus-per-worker", type=float, default=1.0)
     r.add_argument("--gpu", action="store_true", help="one GPU per worker")
@@ -52,6 +65,12 @@ def recipe_from(args: argparse.Namespace, name: str | None = None) -> TrainRecip
     return dataclasses.replace(RECIPES.get(name or args.recipe), **overrides, **flags)
 
 
+def sweep_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``run_sweep`` / ``run_waves`` that come from the command line."""
+    return {"resources": resources_from(args), "wandb_mode": args.wandb, "project": args.project,
+            "weights": args.weights, "storage": args.storage}
+
+
 def resources_from(args: argparse.Namespace) -> Resources:
     return Resources(num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu,
                      max_concurrent_trials=args.max_concurrent, max_failures=args.max_failures)
@@ -64,3 +83,110 @@ def run_cli(main: Callable[[], int], prog: str) -> None:
     except (ValueError, UnknownNameError, FileNotFoundError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
+                presets: Mapping[str, Mapping[str, Any]]) -> argparse.Namespace:
+    """Parse a study CLI with ``--preset`` and ``--config study.yaml``.
+
+    Precedence: command line > YAML file > preset > built-in defaults. The YAML is
+    checked against the parser (the study's typed options) before anything runs:
+    an unknown or misspelt key, a wrong type or an unknown choice is an error that
+    names the file and the key.
+    """
+    p.add_argument("--config", type=Path, help="YAML study file; its keys are this command's options "
+                   "(image_size or image-size, backbones, seeds, recipe, ...), relative paths are relative to it")
+    p.add_argument("--preset", choices=sorted(presets), help="study size: demo (this machine, minutes; default) "
+                   "or paper (the study's full sizes and recipes)")
+    pre, _ = p.parse_known_args(argv)
+    values = load_study_yaml(pre.config, p, study) if pre.config else {}
+    preset = pre.preset or values.pop("preset", None) or "demo"
+    values.pop("preset", None)
+    if preset not in presets:
+        raise ValueError(f"{pre.config}: unknown preset {preset!r}; valid: {sorted(presets)}")
+    p.set_defaults(**(dict(presets[preset]) | values), preset=preset)
+    args = p.parse_args(argv)
+    parse_search(args.search)  # a bad hyper-parameter axis fails here, before Ray starts
+    if args.resume and not (args.out / "ray").exists() and not args.storage:
+        raise ValueError(f"--resume: nothing to resume in {args.out.resolve()} (no ray/ folder)")
+    return args
+
+
+def load_study_yaml(path: Path, p: argparse.ArgumentParser, study: str) -> dict[str, Any]:
+    """Read and validate a YAML study file against the parser's options; returns option values."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: study file not found") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a study file is a mapping of option: value, got {type(raw).__name__}")
+    if raw.pop("study", study) != study:
+        raise ValueError(f"{path}: this is a study for another command (study: {raw.get('study')}); run it "
+                         f"with sweeps/<study>.py")
+    actions = {a.dest: a for a in p._actions if a.dest not in ("help", "config")}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            near = difflib.get_close_matches(dest, list(actions), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"{path}: unknown key {key!r} for study {study}{hint}; valid: {sorted(actions)}")
+        out[dest] = _typed(actions[dest], value, f"{path}: key {key!r}", Path(path).parent)
+    return out
+
+
+def _typed(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
+    """Convert a YAML value the way argparse would convert the same option on the command line."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    items = value if isinstance(value, list) else [value]
+    if not many and isinstance(value, list):
+        raise ValueError(f"{where} takes one value, got a list")
+    conv = []
+    for item in items:
+        try:
+            v = action.type(item) if action.type is not None and item is not None else item
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {item!r} is not a valid {getattr(action.type, '__name__', 'value')} "
+                             f"({exc})") from None
+        if isinstance(v, Path) and not v.is_absolute():
+            v = (base / v).resolve()
+        if action.choices is not None and v not in action.choices:
+            raise ValueError(f"{where}: {v!r} is not one of {sorted(action.choices)}")
+        conv.append(v)
+    return conv if many else conv[0]
+
+
+def check_names(**names: list[str]) -> None:
+    """Every name exists in its registry (``backbone=[...]``, ``task=[...]`` ...), before Ray starts."""
+    registries = {"backbone": BACKBONES, "representation": REPRESENTATIONS, "task": TASKS, "recipe": RECIPES}
+    for kind, values in names.items():
+        for v in values:
+            registries[kind].get(v)
+
+
+def smoke_epochs(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Epochs of a ``--smoke-test``: 1 unless ``--epochs`` was given on the command line."""
+    given = argv if argv is not None else sys.argv[1:]
+    return args.epochs if any(a == "--epochs" or a.startswith("--epochs=") for a in given) else 1
+
+
+def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int, confound: float,
+                        seed: int) -> Path:
+    """The given manifest, or the embedded phantom (generated once under ``run_dir/data/phantom``)."""
+    from cxrray.data.phantom import write_phantom
+
+    if manifest is not None:
+        return manifest
+    path = run_dir / "data" / "phantom" / "manifest.csv"
+    if not path.exists():
+        print(f"[cxrray] generating phantom: {n_patients} patients, confound {confound}", flush=True)
+        write_phantom(path.parent, n_patients=n_patients, confound=confound, seed=seed)
+    return path

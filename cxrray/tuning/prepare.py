@@ -35,15 +35,18 @@ class PreparedData:
 
 
 def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, task: str,
-                 split_seed: int = 0, fractions: tuple[float, ...] = (0.6, 0.2, 0.2), name: str = "") -> PreparedData:
+                 split_seed: int = 0, fractions: tuple[float, ...] = (0.6, 0.2, 0.2), name: str = "",
+                 frame: tuple[pl.DataFrame, pl.DataFrame] | None = None) -> PreparedData:
     """Split by patient, ingest into shards (cached), quarantine bad rows; needs Ray started.
 
     ``fractions``: (train, val, test), or (train, val) for a pretraining phase
     that is never tested. Writes ``<run_dir>/splits.csv`` (row, patient, split)
     and ``<run_dir>/quarantine.csv`` (every row left out, with the reason naming
     file and row); with ``name`` (one of several datasets of a study) ``splits-<name>.csv`` and so on.
+    ``frame``: the already-read ``(rows, quarantine)`` of ``manifest_path`` (for instance a dataset
+    design's rows with their ``split``), so derived datasets keep the manifest's row numbers.
     """
-    manifest, quarantine = read_manifest(manifest_path)
+    manifest, quarantine = frame if frame is not None else read_manifest(manifest_path)
     the_task = TASKS.get(task)
     missing = [c for c in the_task.finding_columns if c not in manifest.columns]
     if missing:

@@ -12,17 +12,20 @@ re-running a sweep (after a crash, or with more cells) runs only what is missing
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
 
 from cxrray.config import TrialSpec
-from cxrray.training.worker import PREDICTIONS
+from cxrray.training.tracking import summary_run
+from cxrray.training.worker import FAULT_ENV, PREDICTIONS
 from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.study import Resources
 
@@ -46,10 +49,10 @@ def is_finished(run_dir: Path, spec: TrialSpec) -> bool:
 
 def _trial_fn(config: dict[str, Any]) -> None:
     """Tune function trainable: one Ray Train fit for one spec."""
+    import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
-    import ray.data
 
     from cxrray.data.shards import read_split
     from cxrray.training.worker import train_loop_per_worker
@@ -69,7 +72,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
                            "wandb": ctx["wandb"], "project": ctx["project"]},
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker}),
-        run_config=RunConfig(name=spec.trial_id, storage_path=str(Path(ctx["run_dir"]) / "ray" / "train"),
+        run_config=RunConfig(name=spec.trial_id, storage_path=f"{ctx['storage']}/train",
                              callbacks=[TuneReportCallback()],
                              failure_config=FailureConfig(max_failures=res.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
@@ -88,20 +91,33 @@ def _trial_dirname(trial) -> str:
     return f"{spec.run_name}-{spec.trial_id}"
 
 
-def _progress_callback(total: int, already_done: int):
+def status_line(trials: list, current, done: int, failed: int, best: tuple[float, str]) -> str:
+    """'done 3 | running 1 | pending 4 | failed 0 | best so far: <run> val AUROC 0.912'."""
+    states = [t.status for t in trials if t is not current]
+    text = (f"done {done} | running {states.count('RUNNING')} | pending {states.count('PENDING')} | "
+            f"failed {failed}")
+    return text + (f" | best so far: {best[1]} val AUROC {best[0]:.3f}" if best[1] else "")
+
+
+def _progress_callback(total: int, already_done: int, run_dir: str):
     """A Tune callback printing one line per epoch and per finished trial: what a person watching wants."""
     from ray import tune
 
     class Progress(tune.Callback):
         def __init__(self) -> None:
             self.done, self.t0 = already_done, time.time()
+            self.best, self.failed = (float("-inf"), ""), 0
 
-        def _finished(self, trial, status: str, extra: str = "") -> None:
+        def _finished(self, trial, trials, status: str, extra: str = "") -> None:
             self.done += 1
+            self.failed += status == "FAILED"
             auroc = (trial.last_result or {}).get("best_val_auroc")
             best = f" best val AUROC {auroc:.3f}" if isinstance(auroc, float) else ""
             print(f"[cxrray] {self.done}/{total} {status}: {_spec_of(trial).run_name}{best} "
                   f"({time.time() - self.t0:.0f} s elapsed){extra}", flush=True)
+            if isinstance(auroc, float) and auroc == auroc and auroc > self.best[0]:
+                self.best = (auroc, _spec_of(trial).run_name)
+            print("[cxrray] " + status_line(trials, trial, self.done - self.failed, self.failed, self.best), flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             spec = _spec_of(trial)
@@ -111,10 +127,15 @@ def _progress_callback(total: int, already_done: int):
                   flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._finished(trial, "done")
+            self._finished(trial, trials, "done")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._finished(trial, "FAILED", f"; traceback in {trial.local_path}/error.txt")
+            src, dst = Path(trial.local_path) / "error.txt", Path(run_dir) / "trials" / _spec_of(trial).trial_id
+            if src.exists():  # keep the traceback with the trial, not only in Ray's session folder
+                dst.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst / "error.txt")
+                src = dst / "error.txt"
+            self._finished(trial, trials, "FAILED", f"; traceback in {src}")
 
     return Progress()
 
@@ -129,8 +150,8 @@ def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resour
                      "resources": resources.__dict__},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials,
                                     trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name="tune", storage_path=str(Path(ctx["run_dir"]) / "ray"),
-                                  callbacks=[_progress_callback(total, total - len(specs))], verbose=0,
+        run_config=tune.RunConfig(name="tune", storage_path=ctx["storage"],
+                                  callbacks=[_progress_callback(total, total - len(specs), ctx["run_dir"])], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     tuner.fit()
@@ -138,12 +159,14 @@ def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resour
 
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],
               resources: Resources = Resources(), wandb_mode: str = "offline", project: str = "cxrray",
-              weights: str | None = None) -> SweepOutcome:
+              weights: str | None = None, storage: str | None = None) -> SweepOutcome:
     """Run every unfinished spec, then gather predictions and results from the trial folders.
 
     ``data``: the prepared dataset, or one per ``data_id`` when the specs read several
     (the phases of staged pretraining). ``weights``: a local ImageNet state-dict file
-    for specs with ``pretrained`` (recorded as ``init=file:<name>``).
+    for specs with ``pretrained`` (recorded as ``init=file:<name>``). ``storage``: where Ray keeps
+    checkpoints (default ``<run_dir>/ray``); on a multi-node cluster a shared path (NFS) or a cloud URI
+    (``s3://...``, ``gs://...``) that every node can reach.
     """
     run_dir = Path(run_dir).resolve()
     if len({s.trial_id for s in specs}) != len(specs):
@@ -157,11 +180,29 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
     print(f"[cxrray] {len(specs)} trials: {len(skipped)} already finished, {len(todo)} to run", flush=True)
     if todo:
         ctx = {"run_dir": str(run_dir), "wandb": wandb_mode, "project": project,
+               "storage": storage or str(run_dir / "ray"),
                "weights": str(Path(weights).resolve()) if weights else None,
                "data": {k: {"shard_dir": str(d.shard_dir.resolve()), "class_weights": d.class_weights,
                             "splits": list(d.splits)} for k, d in by_id.items()}}
         launch_trials(todo, ctx, resources, len(specs))
-    return collect(specs, run_dir, skipped)
+    outcome = collect(specs, run_dir, skipped)
+    log_study_summary(outcome, run_dir, wandb_mode, project)
+    return outcome
+
+
+def log_study_summary(outcome: SweepOutcome, run_dir: Path, wandb_mode: str, project: str) -> None:
+    """One W&B run per study (id ``<study>-summary``) holding the results table and the status counts."""
+    if wandb_mode == "disabled" or outcome.results.is_empty():
+        return
+    import wandb
+
+    study = outcome.results["study"][0]
+    run = summary_run(study, run_dir, wandb_mode, project)
+    table = outcome.results.select([c for c in outcome.results.columns if outcome.results[c].dtype != pl.Null])
+    run.log({"results": wandb.Table(dataframe=table.to_pandas())})
+    run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
+                        "skipped": len(outcome.skipped)})
+    run.finish()
 
 
 def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
@@ -199,7 +240,9 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
         else:
             failed.append(s.trial_id)
             blocked = s.init_from and not (run_dir / "trials" / s.init_from / PREDICTIONS).exists()
-            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name,
+            err = d / "error.txt"
+            last = err.read_text().strip().splitlines()[-1][:300] if err.exists() else ""
+            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "error": last,
                                     "status": f"blocked by {s.init_from}" if blocked else "failed"})
     predictions = pl.concat(preds, how="diagonal") if preds else pl.DataFrame()
     results = pl.DataFrame(rows, infer_schema_length=None)
@@ -223,12 +266,15 @@ def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: str = "
     tmp = run_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp), "WANDB_SILENT": "true"}
+    env |= {k: v for k, v in os.environ.items() if k == FAULT_ENV}  # reliability tests only
     if ray.is_initialized():
         return
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-             runtime_env={"env_vars": env}, log_to_driver=verbose_workers, configure_logging=True, logging_level="WARNING")
+             runtime_env={"env_vars": env}, log_to_driver=verbose_workers, configure_logging=True,
+             logging_level="WARNING")
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per epoch is the progress view
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

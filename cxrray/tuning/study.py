@@ -6,11 +6,16 @@ decides which cells exist, so a reviewer can read the whole design here.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import polars as pl
+
 from cxrray.config import TrainRecipe, TrialSpec
+from cxrray.data.designs import DESIGNS, DesignError, leave_out_sources
+from cxrray.data.splits import kfold_splits
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
 from cxrray.representations import REPRESENTATIONS
@@ -48,3 +53,69 @@ def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_
                   image_size=image_size, pretrained=pretrained, recipe=recipe)
         for rep, bb, seed in itertools.product(representations, backbones, seeds)
     ]
+
+
+def design_splits(rows: pl.DataFrame, design: str, task: str, *, folds: int = 1, seed: int = 0,
+                  test_sources: Sequence[str] = ()) -> Iterator[tuple[int, pl.DataFrame]]:
+    """``(fold, rows with split)`` for one dataset design of Hasan et al.
+
+    single / multiple: a patient-level 60/20/20 holdout (``folds=1``) or k-fold
+    cross-validation (``folds=k``: fold f is the test partition; stratified by
+    label, and by source for multiple). independent: the named ``test_sources``
+    (one fold), or, when none are named, each source that can form the design
+    left out in turn (fold i = the i-th such source).
+    """
+    the_task = TASKS.get(task)
+    if design == "independent":
+        if test_sources:
+            yield 0, DESIGNS.get("independent")(rows, the_task, seed=seed, test_sources=list(test_sources))
+            return
+        left_out = list(leave_out_sources(rows, the_task, seed=seed))
+        if not left_out:
+            raise DesignError(f"independent design for {task}: no source can be held out with every class on "
+                              f"both sides (sources {sorted(rows['source'].unique().to_list())})")
+        yield from ((i, df) for i, (_, df) in enumerate(left_out))
+        return
+    holdout = DESIGNS.get(design)(rows, the_task, seed=seed)
+    if folds <= 1:
+        yield 0, holdout
+        return
+    stratify = ("label", "source") if design == "multiple" else ("label",)
+    for _, fold, df in kfold_splits(holdout.drop("split"), k=folds, seed=seed, stratify=stratify):
+        yield fold, df
+
+
+def source_bias_specs(*, data_ids: dict[tuple[str, str, int], str], backbones: Sequence[str],
+                      seeds: Sequence[int] = (0,), image_size: int = 64, pretrained: bool = False,
+                      recipe: TrainRecipe = TrainRecipe(), representation: str = "original",
+                      study: str = "source_bias") -> list[TrialSpec]:
+    """Design x task x fold (``data_ids`` keys) x backbone x seed: every name checked against its registry."""
+    for name in backbones:
+        BACKBONES.get(name)
+    return [
+        TrialSpec(study=study, data_id=data_id, representation=representation, backbone=bb, task=task,
+                  design=design, fold=fold, seed=seed, image_size=image_size, pretrained=pretrained, recipe=recipe)
+        for ((design, task, fold), data_id), bb, seed in itertools.product(data_ids.items(), backbones, seeds)
+    ]
+
+
+def parse_search(items: Sequence[str]) -> dict[str, list]:
+    """``["lr=1e-3,1e-4", "batch_size=16,32"]`` -> typed values per recipe field (errors name the field)."""
+    fields = {f.name: f.type for f in dataclasses.fields(TrainRecipe)}
+    out: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--search {item!r}: expected FIELD=V1,V2 with FIELD one of {sorted(fields)}")
+        cast = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+        out[key] = [cast[str(fields[key])](v) for v in values.split(",")]
+    return out
+
+
+def expand_search(specs: list[TrialSpec], search: dict[str, list]) -> list[TrialSpec]:
+    """Every spec x every combination of the hyper-parameter values (recipe fields)."""
+    if not search:
+        return specs
+    names = sorted(search)
+    return [dataclasses.replace(s, recipe=dataclasses.replace(s.recipe, **dict(zip(names, combo))))
+            for s in specs for combo in itertools.product(*(search[n] for n in names))]

@@ -1,0 +1,155 @@
+"""DeLong comparisons between cells, multiple-comparison adjustment, and the shortcut rule.
+
+``pairwise_tests``: every pair of trials within a family (default: same study,
+task, seed and fold, as the 15 pairs of the six staged-pretraining paths):
+DeLong's paired test when both trials scored the same test images, the
+unpaired test otherwise; Bonferroni and Holm adjustment within the family.
+
+``shortcut_findings``: the hide-and-seek verdict per backbone. The documented
+rule: a **shortcut is flagged** when, for ``lungs_removed`` or ``lungs_boxed_out``,
+the lower bound of the Bonferroni-corrected (1 - 0.05/m, m = the number of
+lung-hiding trials tested) DeLong CI of the AUROC is above 0.5: the model still
+separates the classes with the lungs hidden, more than chance allows after
+correction. The retained fraction (AUROC - 0.5) / (AUROC_original - 0.5) says
+how much of the original signal survives.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from cxrray.analysis.delong import auroc_ci, auroc_cov, paired_test, unpaired_test
+
+POSITIVE = "CVP"
+HIDDEN = ("lungs_removed", "lungs_boxed_out")
+
+
+def bonferroni(p: Sequence[float]) -> np.ndarray:
+    """p x m, capped at 1."""
+    p = np.asarray(p, float)
+    return np.minimum(p * len(p), 1.0)
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment: sorted p_(i) x (m - i + 1), made monotone, capped at 1."""
+    p = np.asarray(p, float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(np.maximum.accumulate(p[order] * (m - np.arange(m))), 1.0)
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def _scores(test: pl.DataFrame, trial_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    part = test.filter(pl.col("trial_id") == trial_id).sort("row")
+    return part["row"].to_numpy(), (part["label"] == POSITIVE).to_numpy(), part[f"prob_{POSITIVE}"].to_numpy()
+
+
+def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
+                   family: Sequence[str] = ("study", "task", "seed", "fold")) -> pl.DataFrame:
+    """DeLong test for every pair of trials within each family, with Bonferroni and Holm adjustment."""
+    test = predictions.filter(pl.col("split") == "test")
+    family = [c for c in family if c in aurocs.columns]
+    label = [c for c in ("representation", "backbone", "pretraining", "design") if c in aurocs.columns]
+    out = []
+    for key, group in aurocs.drop_nans("auroc").group_by(family or [pl.lit(0)], maintain_order=True):
+        rows = []
+        for a, b in itertools.combinations(group.iter_rows(named=True), 2):
+            ra, ya, sa = _scores(test, a["trial_id"])
+            rb, yb, sb = _scores(test, b["trial_id"])
+            paired = np.array_equal(ra, rb)
+            t = paired_test(ya, sa, sb) if paired else unpaired_test(ya, sa, yb, sb)
+            rows.append({"family": " / ".join(map(str, key)) if family else "all",
+                         "a": ".".join(str(a[c]) for c in label), "b": ".".join(str(b[c]) for c in label),
+                         "auroc_a": a["auroc"], "auroc_b": b["auroc"], "test": "paired" if paired else "unpaired",
+                         "stat": t.stat, "p": t.p})
+        if rows:
+            p = [r["p"] for r in rows]
+            for r, pb, ph in zip(rows, bonferroni(p), holm(p)):
+                r |= {"p_bonferroni": float(pb), "p_holm": float(ph), "n_tests": len(rows)}
+            out.extend(rows)
+    return pl.DataFrame(out, infer_schema_length=None) if out else pl.DataFrame()
+
+
+def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
+    """Per lung-hiding trial: AUROC, corrected CI, retained fraction, paired test against ``original``, flag."""
+    if "representation" not in aurocs.columns:
+        return pl.DataFrame()
+    test = predictions.filter(pl.col("split") == "test")
+    hidden = aurocs.filter(pl.col("representation").is_in(HIDDEN)).drop_nans("auroc")
+    m = max(hidden.height, 1)
+    match = [c for c in ("backbone", "task", "pretraining", "design", "seed", "fold") if c in aurocs.columns]
+    rows = []
+    for h in hidden.iter_rows(named=True):
+        _, y, s = _scores(test, h["trial_id"])
+        ci = auroc_ci(y, s, level=1 - alpha / m)
+        orig = aurocs.filter((pl.col("representation") == "original")
+                             & pl.all_horizontal([pl.col(c) == h[c] for c in match]))
+        row = {c: h[c] for c in ("representation", *match)} | {
+            "auroc": ci.auc, "ci_lo_corrected": ci.lo, "ci_hi_corrected": ci.hi, "level": 1 - alpha / m,
+            "auroc_original": None, "retained": None, "p_vs_original": None, "shortcut": bool(ci.lo > 0.5)}
+        if orig.height:
+            o = orig.row(0, named=True)
+            ro, yo, so = _scores(test, o["trial_id"])
+            rh, _, _ = _scores(test, h["trial_id"])
+            row |= {"auroc_original": o["auroc"],
+                    "retained": (ci.auc - 0.5) / (o["auroc"] - 0.5) if o["auroc"] != 0.5 else None,
+                    "p_vs_original": paired_test(y, s, so).p if np.array_equal(ro, rh) else None}
+        rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
+    """The findings in plain words, one sentence per lung-hiding trial."""
+    out = []
+    for r in findings.iter_rows(named=True):
+        who = f"{r['backbone']} on {r['representation']}" + (f" (seed {r['seed']})" if "seed" in r else "")
+        ci = f"AUROC {r['auroc']:.3f}, {100 * r['level']:.1f} % CI [{r['ci_lo_corrected']:.3f}, " \
+             f"{r['ci_hi_corrected']:.3f}]"
+        kept = f"; it keeps {100 * r['retained']:.0f} % of the original signal above chance " \
+               f"(original AUROC {r['auroc_original']:.3f})" if r["retained"] is not None else ""
+        verdict = ("SHORTCUT: the model separates the classes without the lungs, above chance after correction"
+                   if r["shortcut"] else "no shortcut flagged: the corrected CI includes chance")
+        out.append(f"{who}: {ci}{kept}. {verdict}.")
+    return out
+
+
+def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
+    """Hasan et al.'s bias measure: AUROC of the single and multiple designs minus the independent one
+    (per backbone, task and seed; folds pooled by trial), with the unpaired DeLong CI and p of the drop."""
+    if "design" not in aurocs.columns or "independent" not in set(aurocs["design"]):
+        return pl.DataFrame()
+    test = predictions.filter(pl.col("split") == "test")
+    z = stats.norm.ppf(0.5 + level / 2)
+    keys = [c for c in ("backbone", "task", "seed") if c in aurocs.columns]
+    rows = []
+    for key, group in aurocs.drop_nans("auroc").group_by(keys, maintain_order=True):
+        stats_by = {}
+        for design, part in group.group_by("design"):
+            aucs, variances = [], []
+            for tid in part["trial_id"]:
+                _, y, s = _scores(test, tid)
+                a, v = auroc_cov(y, s[None, :])
+                aucs.append(float(a[0]))
+                variances.append(float(v[0, 0]))
+            k = len(aucs)  # mean over folds: variance of a mean of independent folds
+            stats_by[design[0]] = (float(np.mean(aucs)), float(np.sum(variances)) / k**2, k)
+        if "independent" not in stats_by:
+            continue
+        ind, v_ind, _ = stats_by["independent"]
+        for design in ("single", "multiple"):
+            if design in stats_by:
+                auc, v, k = stats_by[design]
+                se = np.sqrt(v + v_ind)
+                drop = auc - ind
+                rows.append(dict(zip(keys, key)) | {
+                    "design": design, "auroc": auc, "folds": k, "auroc_independent": ind, "drop": drop,
+                    "drop_lo": drop - z * se, "drop_hi": drop + z * se,
+                    "p": float(2 * stats.norm.sf(abs(drop) / se)) if se > 0 else float("nan")})
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()

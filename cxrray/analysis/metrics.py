@@ -1,0 +1,115 @@
+"""Per-trial and per-cell classification metrics from stored per-image predictions.
+
+Per trial (test split): accuracy; per class sensitivity, specificity, PPV, F1
+and one-vs-rest AUROC; macro AUROC; the confusion matrix. Per cell (every axis
+but seed and fold): mean and sd over seeds/folds, and the pooled value (all
+test predictions of the cell together). Accuracy per severity level (COVIDGR).
+scikit-learn computes the counts and AUROCs; nothing here retrains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import confusion_matrix
+
+from cxrray.analysis.delong import auroc_ci
+
+CELL_AXES = ("study", "representation", "backbone", "task", "pretraining", "design")
+SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
+
+
+def prob_columns(frame: pl.DataFrame) -> list[str]:
+    """The ``prob_<class>`` columns that hold values for this frame's task, in class order."""
+    return [c for c in frame.columns if c.startswith("prob_") and frame[c].null_count() < frame.height]
+
+
+def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Accuracy, macro AUROC and per-class sensitivity / specificity / PPV / F1 / one-vs-rest AUROC with its
+    95 % DeLong CI."""
+    pred = prob.argmax(1)
+    cm = confusion_matrix(y, pred, labels=list(range(len(classes))))
+    out = {"n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else np.nan}
+    aurocs = []
+    for k, c in enumerate(classes):
+        tp, fn = cm[k, k], cm[k].sum() - cm[k, k]
+        fp, tn = cm[:, k].sum() - cm[k, k], cm.sum() - cm[k].sum() - cm[:, k].sum() + cm[k, k]
+        sens = tp / (tp + fn) if tp + fn else np.nan
+        ppv = tp / (tp + fp) if tp + fp else np.nan
+        out |= {f"sens_{c}": sens, f"spec_{c}": tn / (tn + fp) if tn + fp else np.nan, f"ppv_{c}": ppv,
+                f"f1_{c}": 2 * sens * ppv / (sens + ppv) if sens + ppv > 0 else np.nan}
+        pos = y == k
+        ci = auroc_ci(pos, prob[:, k]) if 0 < pos.sum() < len(y) else None  # one-vs-rest, DeLong CI
+        out |= {f"auroc_{c}": ci.auc if ci else np.nan, f"auroc_{c}_lo": ci.lo if ci else np.nan,
+                f"auroc_{c}_hi": ci.hi if ci else np.nan}
+        aurocs.append(out[f"auroc_{c}"])
+    out["auroc_macro"] = float(np.nanmean(aurocs)) if not np.isnan(aurocs).all() else np.nan
+    return out
+
+
+def _arrays(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    cols = prob_columns(part)
+    return part["target"].to_numpy(), part.select(cols).to_numpy(), [c[len("prob_"):] for c in cols]
+
+
+def trial_metrics(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
+    """One row per finished single-label trial: spec axes plus ``class_metrics`` on ``split``."""
+    rows = []
+    for (tid,), part in predictions.filter(pl.col("split") == split).group_by("trial_id", maintain_order=True):
+        if (part["target"] < 0).all():
+            continue  # multilabel pretraining phase: evaluated by its own macro AUROC
+        y, prob, classes = _arrays(part)
+        rows.append({"trial_id": tid} | class_metrics(y, prob, classes))
+    if not rows:
+        return pl.DataFrame()
+    keep = [c for c in (*CELL_AXES, "trial_id", "fold", "seed") if c in results.columns]
+    return results.select(keep).join(pl.DataFrame(rows, infer_schema_length=None), on="trial_id")
+
+
+def confusion_matrices(predictions: pl.DataFrame, split: str = "test") -> dict[str, pl.DataFrame]:
+    """Per trial: the confusion matrix as a table (rows = true class, columns = predicted)."""
+    out = {}
+    for (tid,), part in predictions.filter(pl.col("split") == split).group_by("trial_id", maintain_order=True):
+        if (part["target"] < 0).all():
+            continue
+        y, prob, classes = _arrays(part)
+        cm = confusion_matrix(y, prob.argmax(1), labels=list(range(len(classes))))
+        out[tid] = pl.DataFrame({"true": classes} | {f"pred_{c}": cm[:, k] for k, c in enumerate(classes)})
+    return out
+
+
+def cell_summary(per_trial: pl.DataFrame, predictions: pl.DataFrame, split: str = "test") -> pl.DataFrame:
+    """Per cell (axes without seed/fold): mean and sd over seeds/folds of each metric, and pooled values."""
+    if per_trial.is_empty():
+        return per_trial
+    axes = [c for c in CELL_AXES if c in per_trial.columns]
+    metric_cols = [c for c in per_trial.columns if c not in (*axes, "trial_id", "fold", "seed", "n")]
+    agg = [pl.len().alias("n_trials")]
+    agg += [pl.col(c).mean().alias(f"{c}_mean") for c in metric_cols]
+    agg += [pl.col(c).std().alias(f"{c}_sd") for c in metric_cols]
+    summary = per_trial.group_by(axes, maintain_order=True).agg(agg)
+    test = predictions.filter(pl.col("split") == split)
+    pooled = []
+    for row in per_trial.group_by(axes, maintain_order=True).agg(pl.col("trial_id")).iter_rows(named=True):
+        y, prob, classes = _arrays(test.filter(pl.col("trial_id").is_in(row["trial_id"])))
+        m = class_metrics(y, prob, classes)
+        pooled.append({a: row[a] for a in axes} | {"accuracy_pooled": m["accuracy"],
+                                                   "auroc_macro_pooled": m["auroc_macro"]})
+    return summary.join(pl.DataFrame(pooled), on=axes, how="left")
+
+
+def severity_accuracy(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
+    """Accuracy per severity level (Normal-PCR+, Mild, Moderate, Severe ...) per cell, pooled over seeds/folds."""
+    test = predictions.filter((pl.col("split") == split) & (pl.col("target") >= 0) & (pl.col("severity") != ""))
+    if test.is_empty():
+        return pl.DataFrame()
+    axes = [c for c in CELL_AXES if c in results.columns]
+    rows = []
+    for (tid,), part in test.group_by("trial_id", maintain_order=True):
+        y, prob, _ = _arrays(part)
+        rows.append(pl.DataFrame({"trial_id": tid, "severity": part["severity"], "correct": prob.argmax(1) == y}))
+    joined = pl.concat(rows).join(results.select("trial_id", *axes), on="trial_id")
+    order = {s: i for i, s in enumerate(SEVERITY_ORDER)}
+    return (joined.group_by(*axes, "severity").agg(pl.len().alias("n"), pl.col("correct").mean().alias("accuracy"))
+            .with_columns(pl.col("severity").replace_strict(order, default=len(order)).alias("_o"))
+            .sort(*axes, "_o").drop("_o"))

@@ -1,0 +1,115 @@
+"""Grad-CAM from saved trial models: where does the classifier look, and how much of it is lungs?
+
+Maps come from the grad-cam package (``GradCAM``, batched), at each backbone's
+declared target layer, for the predicted class and the counterfactual class
+(the other class of a binary task; the runner-up otherwise). The saliency mass
+inside a region is sum(map * region) / sum(map): 1.0 when all of it lies in the
+lungs, 0.0 when none does. Per cell the mean share gets a seeded bootstrap CI.
+Nothing retrains: the model is ``trials/<id>/model.pt``, the images the trial's
+test shard, the preprocessing the trial's own ``InputPipeline``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from cxrray.config import TrialSpec
+from cxrray.data.shards import SCALE
+from cxrray.data.tasks import TASKS
+from cxrray.models import BACKBONES, build_backbone
+from cxrray.representations import out_channels
+from cxrray.representations.base import lung_box
+from cxrray.training.heads import make_head
+from cxrray.training.loop import InputPipeline
+
+
+def saliency_mass(cam: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Share of each map's mass inside ``region`` ((B, H, W) maps and regions); NaN for an empty map."""
+    cam = np.asarray(cam, np.float64).reshape(len(cam), -1)
+    region = np.asarray(region, bool).reshape(len(region), -1)
+    total = cam.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (cam * region).sum(1) / total, np.nan)
+
+
+def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.ndarray,
+            batch_size: int = 32) -> np.ndarray:
+    """Grad-CAM maps (B, H, W) in [0, 1] for ``classes[i]`` of image i, ``batch_size`` images per pass."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval()
+    out = []
+    with GradCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            out.append(cam(input_tensor=xb, targets=[ClassifierOutputTarget(int(c)) for c in classes[i:i + len(xb)]]))
+    return np.concatenate(out) if out else np.zeros((0, *x.shape[-2:]))
+
+
+def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module]:
+    """The trial's spec and its best-on-validation model, on the CPU, in eval mode."""
+    meta = json.loads((run_dir / "trials" / trial_id / "trial.json").read_text())
+    spec = TrialSpec.from_dict(meta["spec"])
+    head = make_head(TASKS.get(spec.task))
+    model, _ = build_backbone(spec.backbone, head.num_outputs, out_channels(spec.representation), False,
+                              spec.image_size)
+    model.load_state_dict(torch.load(run_dir / "trials" / trial_id / "model.pt", map_location="cpu",
+                                     weights_only=True))
+    return spec, model.eval()
+
+
+def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.ndarray]:
+    """Up to ``limit`` test images of the trial (decoded from its shards, in manifest-row order)."""
+    shard = next(p for p in (run_dir / "shards").glob(f"{spec.data_id}-{spec.image_size}px"))
+    df = pl.read_parquet(shard / "test" / "*.parquet").sort("row").head(limit)
+    n, size, dtype = df.height, int(df["size"][0]), str(df["pixel_dtype"][0])
+    image = np.frombuffer(b"".join(df["image"].to_list()), dtype=dtype).reshape(n, size, size)
+    mask = np.frombuffer(b"".join(df["mask"].to_list()), dtype=np.uint8).reshape(n, size, size)
+    return {"image": image.astype(np.float32) / np.float32(SCALE[dtype]), "mask": mask.copy(),
+            "row": df["row"].to_numpy(), "label": df["label"].to_numpy()}
+
+
+def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_size: int = 32
+                   ) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """Per test image: predicted and counterfactual class, and each map's mass inside the lungs and the
+    lung box. Also returns the maps and images (for grids)."""
+    run_dir = Path(run_dir)
+    spec, model = load_trial(run_dir, trial_id)
+    task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
+    if task.multilabel or task.hierarchical:
+        raise ValueError(f"trial {trial_id}: Grad-CAM per class needs a softmax task, not {task.name}")
+    batch = _test_images(run_dir, spec, limit)
+    x = InputPipeline(spec.representation, bdef.mean, bdef.std).to_inputs(batch, torch.device("cpu"))
+    with torch.no_grad():
+        prob = torch.softmax(model(x), 1).numpy()
+    order = np.argsort(-prob, 1)
+    pred = order[:, 0]
+    other = 1 - pred if task.num_classes == 2 else order[:, 1]
+    lungs = batch["mask"] > 0
+    box = lung_box(torch.as_tensor(batch["mask"])[:, None].float())[:, 0].numpy()
+    maps = {"pred": gradcam(model, bdef.gradcam_layer, x, pred, batch_size),
+            "counter": gradcam(model, bdef.gradcam_layer, x, other, batch_size)}
+    rows = pl.DataFrame({"trial_id": trial_id, "row": batch["row"], "label": batch["label"],
+                         "pred": [task.classes[i] for i in pred], "counter": [task.classes[i] for i in other],
+                         "lung_share_pred": saliency_mass(maps["pred"], lungs),
+                         "box_share_pred": saliency_mass(maps["pred"], box),
+                         "lung_share_counter": saliency_mass(maps["counter"], lungs),
+                         "lung_area": lungs.reshape(len(lungs), -1).mean(1)})
+    return rows, maps | {"image": batch["image"], "mask": batch["mask"], "classes": np.asarray(task.classes)[pred]}
+
+
+def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean (seeded; NaNs dropped)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    if len(v) < 2:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
+    return tuple(np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2]).tolist())

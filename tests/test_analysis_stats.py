@@ -1,0 +1,146 @@
+"""Analysis statistics from stored predictions: metrics, DeLong families with Holm/Bonferroni, shortcut rule."""
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import precision_recall_fscore_support
+
+from cxrray.analysis.compare import bonferroni, holm, pairwise_tests, shortcut_findings, shortcut_sentences
+from cxrray.analysis.delong import paired_test
+from cxrray.analysis.metrics import class_metrics, severity_accuracy
+from cxrray.analysis.tables import analyze, trial_aurocs
+
+SEVERITIES = np.array(["Mild", "Moderate", "Severe", "Normal-PCR+"])
+
+
+def _run(tmp_path, signal: dict[str, float], n: int = 120, seed: int = 0):
+    """A stored 'run': one CL2 trial per representation whose CVP score carries ``signal`` of the label."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.4
+    label = np.where(y, "CVP", "NOR")
+    severity = np.where(y, SEVERITIES[rng.integers(0, 4, n)], "none")
+    preds, res = [], []
+    for k, (rep, strength) in enumerate(signal.items()):
+        score = 1 / (1 + np.exp(-(strength * (2 * y - 1) + rng.normal(0, 1, n))))
+        tid = f"t{k}"
+        preds.append(pl.DataFrame({"row": np.arange(1, n + 1), "patient_id": [f"p{i}" for i in range(n)],
+                                   "source": "a", "label": label, "severity": severity, "target": y.astype(int),
+                                   "prob_NCV": 1 - score, "prob_CVP": score, "trial_id": tid, "split": "test"}))
+        res.append({"study": "hide_seek", "representation": rep, "backbone": "resnet18", "task": "CL2",
+                    "pretraining": "none", "design": "random", "seed": 0, "fold": 0, "trial_id": tid,
+                    "run_name": f"{rep}.resnet18.none.s0", "status": "finished", "init": "random",
+                    "best_val_auroc": 0.9})
+    pl.concat(preds).write_parquet(tmp_path / "predictions.parquet")
+    pl.DataFrame(res).write_parquet(tmp_path / "results.parquet")
+    return pl.concat(preds), pl.DataFrame(res)
+
+
+def test_bonferroni_and_holm_known_values():
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert np.allclose(bonferroni(p), [0.04, 0.16, 0.12, 0.02])
+    assert np.allclose(holm(p), [0.03, 0.06, 0.06, 0.02])  # 0.005*4, 0.01*3, 0.03*2, max(0.04*1, 0.06)
+    rng = np.random.default_rng(1)
+    for _ in range(50):  # Holm's definition, brute force
+        q = rng.random(7) ** 3
+        order = np.argsort(q)
+        ref = np.empty(7)
+        for i, j in enumerate(order):
+            ref[j] = min(1.0, max((7 - r) * q[order[r]] for r in range(i + 1)))
+        assert np.allclose(holm(q), ref)
+        assert (holm(q) <= bonferroni(q) + 1e-15).all() and (holm(q) >= q).all()
+
+
+def test_class_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    prob = rng.dirichlet(np.ones(3), 200)
+    prob[np.arange(200), y] += 0.3
+    m = class_metrics(y, prob / prob.sum(1, keepdims=True), ["NOR", "NCP", "CVP"])
+    p, r, f, _ = precision_recall_fscore_support(y, prob.argmax(1), labels=[0, 1, 2])
+    for k, c in enumerate(["NOR", "NCP", "CVP"]):
+        assert m[f"sens_{c}"] == pytest.approx(r[k]) and m[f"ppv_{c}"] == pytest.approx(p[k])
+        assert m[f"f1_{c}"] == pytest.approx(f[k])
+        neg = y != k
+        assert m[f"spec_{c}"] == pytest.approx((prob.argmax(1)[neg] != k).mean())
+    assert m["accuracy"] == pytest.approx((prob.argmax(1) == y).mean())
+
+
+def test_pairwise_tests_paired_unpaired_and_adjusted(tmp_path):
+    preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 1.0, "lungs_boxed_out": 0.0})
+    aurocs = trial_aurocs(preds, res)
+    pairs = pairwise_tests(preds, aurocs)
+    assert pairs.height == 3 and set(pairs["test"]) == {"paired"} and set(pairs["n_tests"]) == {3}
+    t0 = preds.filter(pl.col("trial_id") == "t0").sort("row")
+    t2 = preds.filter(pl.col("trial_id") == "t2").sort("row")
+    direct = paired_test((t0["label"] == "CVP").to_numpy(), t0["prob_CVP"].to_numpy(), t2["prob_CVP"].to_numpy())
+    row = pairs.filter((pl.col("a") == "original.resnet18.none.random") & (pl.col("b").str.starts_with("lungs_boxed")))
+    assert row["p"][0] == pytest.approx(direct.p, abs=1e-12)
+    assert np.allclose(pairs["p_holm"], holm(pairs["p"].to_numpy()))
+    shifted = preds.with_columns(pl.when(pl.col("trial_id") == "t2").then(pl.col("row") + 1000).otherwise(pl.col("row"))
+                                 .alias("row"))
+    mixed = pairwise_tests(shifted, aurocs)
+    assert sorted(mixed["test"]) == ["paired", "unpaired", "unpaired"]  # other test images: unpaired test
+
+
+def test_shortcut_rule_flags_signal_without_lungs_only(tmp_path):
+    preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 2.0, "lungs_boxed_out": 0.0}, n=300)
+    aurocs = trial_aurocs(preds, res)
+    f = shortcut_findings(preds, aurocs)
+    flags = dict(zip(f["representation"], f["shortcut"]))
+    assert flags == {"lungs_removed": True, "lungs_boxed_out": False}
+    assert set(f["level"]) == {1 - 0.05 / 2}  # Bonferroni over the two lung-hiding trials
+    lr = f.filter(pl.col("representation") == "lungs_removed").row(0, named=True)
+    orig = aurocs.filter(pl.col("representation") == "original")["auroc"][0]
+    assert lr["retained"] == pytest.approx((lr["auroc"] - 0.5) / (orig - 0.5))
+    text = shortcut_sentences(f)
+    assert "SHORTCUT" in text[0] and "no shortcut flagged" in text[1]
+
+
+def test_severity_accuracy_counts(tmp_path):
+    preds, res = _run(tmp_path, {"original": 3.0})
+    sev = severity_accuracy(preds, res)
+    test = preds.filter(pl.col("label") == "CVP")
+    for r in sev.filter(pl.col("severity") != "none").iter_rows(named=True):
+        part = test.filter(pl.col("severity") == r["severity"])
+        assert r["n"] == part.height
+        assert r["accuracy"] == pytest.approx((part["prob_CVP"] > 0.5).mean())
+    assert sev["severity"].to_list()[:2] == ["none", "Normal-PCR+"]  # clinical order
+
+
+def test_analysis_is_identical_when_run_twice(tmp_path):
+    _run(tmp_path, {"original": 3.0, "lungs_removed": 1.5, "lungs_boxed_out": 0.2})
+    first_text = analyze(tmp_path)
+    first = {p.relative_to(tmp_path): p.read_bytes() for p in sorted((tmp_path / "analysis").rglob("*.csv"))}
+    second_text = analyze(tmp_path)
+    second = {p.relative_to(tmp_path): p.read_bytes() for p in sorted((tmp_path / "analysis").rglob("*.csv"))}
+    assert first_text == second_text and first == second
+    assert {"trial_metrics.csv", "cell_metrics.csv", "delong_pairs.csv", "shortcut_findings.csv",
+            "severity_accuracy.csv"} <= {p.name for p in first}
+    assert "Shortcut findings" in first_text and "after Holm" in first_text
+
+
+def test_saliency_mass_inside_and_outside_the_mask():
+    from cxrray.analysis.saliency import saliency_mass
+
+    mask = np.zeros((2, 16, 16), bool)
+    mask[:, 4:12, 3:7] = True
+    cam = np.zeros((2, 16, 16))
+    cam[0][mask[0]] = np.linspace(0.1, 1, mask[0].sum())  # all of it inside
+    cam[1][~mask[1]] = 0.7  # all of it outside
+    assert saliency_mass(cam, mask).tolist() == [1.0, 0.0]
+    half = np.where(mask[0], 1.0, 0.0) + np.where(np.roll(mask[0], 8, axis=1), 1.0, 0.0)
+    assert saliency_mass(half[None], mask[:1])[0] == pytest.approx(0.5)
+    assert np.isnan(saliency_mass(np.zeros((1, 16, 16)), mask[:1])[0])  # an empty map has no share
+
+
+def test_design_drop_uses_the_independent_design_as_reference(tmp_path):
+    from cxrray.analysis.compare import design_drops
+
+    preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.5}, n=200)
+    res = res.with_columns(pl.Series("design", ["single", "independent"]), pl.lit("original").alias("representation"))
+    aurocs = trial_aurocs(preds, res)
+    drops = design_drops(preds, aurocs)
+    assert drops.height == 1 and drops["design"][0] == "single"
+    single, ind = (aurocs.filter(pl.col("design") == d)["auroc"][0] for d in ("single", "independent"))
+    r = drops.row(0, named=True)
+    assert r["drop"] == pytest.approx(single - ind) and r["drop_lo"] > 0 and r["p"] < 0.05

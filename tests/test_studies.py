@@ -1,0 +1,134 @@
+"""Study CLIs: presets, YAML study files checked before Ray starts, source-bias designs, and reliability."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cxrray.data.manifest import load_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ("hide_seek", "staged_pretraining", "source_bias")
+
+
+def _cli(name):
+    spec = importlib.util.spec_from_file_location(f"sweep_{name}", ROOT / "sweeps" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"} | (env or {})
+    return subprocess.run([sys.executable, str(ROOT / "sweeps" / f"{name}.py"), *args], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_presets_yaml_and_command_line_precedence(name, tmp_path):
+    cli = _cli(name)
+    demo, paper = cli.parse_args([]), cli.parse_args(["--preset", "paper"])
+    assert demo.preset == "demo" and paper.preset == "paper"
+    for key, value in cli.PRESETS["paper"].items():
+        assert getattr(paper, key) == value
+    study = tmp_path / "study.yaml"
+    study.write_text("preset: paper\nimage-size: 96\nseeds: [4, 5]\nbackbones: resnet18\n")
+    args = cli.parse_args(["--config", str(study), "--image-size", "48"])
+    assert args.preset == "paper" and args.image_size == 48 and args.seeds == [4, 5]  # CLI > YAML > preset
+    assert args.backbones == ["resnet18"]  # one value where a list is expected is read as a list
+
+
+@pytest.mark.parametrize("text, message", [
+    ("backbone: [resnet18]\n", "unknown key 'backbone' for study hide_seek (did you mean 'backbones'?)"),
+    ("image_size: large\n", "key 'image_size': 'large' is not a valid int"),
+    ("pretrained: 1\n", "key 'pretrained' must be true or false"),
+    ("wandb: sometimes\n", "'sometimes' is not one of"),
+    ("study: source_bias\n", "this is a study for another command"),
+    ("backbones: [resnet181]\n", "unknown backbone 'resnet181'; valid:"),
+])
+def test_bad_yaml_study_is_rejected_before_ray_starts(tmp_path, text, message):
+    study = tmp_path / "study.yaml"
+    study.write_text(text)
+    proc = _run("hide_seek", "--config", str(study), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr
+    if "unknown backbone" not in message:  # registry names are checked after the file is read
+        assert str(study) in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "ray").exists()
+
+
+def test_resume_needs_a_run(tmp_path):
+    proc = _run("hide_seek", "--resume", "--out", str(tmp_path / "nothing"))
+    assert proc.returncode == 2 and "nothing to resume" in proc.stderr
+
+
+def test_design_splits_folds_and_left_out_sources(tmp_path):
+    from cxrray.data.phantom import write_phantom
+    from cxrray.tuning.study import design_splits
+
+    rows = load_manifest(write_phantom(tmp_path / "ph", n_patients=80, confound=0.6, seed=2, size=32))
+    folds = list(design_splits(rows, "multiple", "CL2", folds=3, seed=0))
+    assert [f for f, _ in folds] == [0, 1, 2]
+    tests = [set(df.filter(pl.col("split") == "test")["patient_id"]) for _, df in folds]
+    assert not (tests[0] & tests[1]) and not (tests[1] & tests[2])  # each patient tested once
+    out = list(design_splits(rows, "independent", "CL2"))
+    held = [set(df.filter(pl.col("split") == "test")["source"]) for _, df in out]
+    assert len(out) >= 2 and all(len(h) == 1 for h in held) and len({min(h) for h in held}) == len(out)
+    for _, df in out:  # the held-out source never trains
+        test = set(df.filter(pl.col("split") == "test")["source"])
+        assert not set(df.filter(pl.col("split") != "test")["source"]) & test
+
+
+def test_source_bias_smoke_sweep(tmp_path):
+    proc = _run("source_bias", "--smoke-test", "--out", str(tmp_path), "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = pl.read_parquet(tmp_path / "results.parquet")
+    assert sorted(results["design"]) == ["multiple", "single"] and set(results["status"]) == {"finished"}
+    single = pl.read_csv(tmp_path / "splits-single-CL2-0.csv")
+    by_class = single.with_columns((pl.col("label") == "CVP").alias("covid")).group_by("covid").agg(
+        pl.col("source").n_unique())
+    assert by_class["source"].to_list() == [1, 1]  # single design: one source per class
+    assert "| design" in proc.stdout and "| single" in proc.stdout
+
+
+def test_failing_trial_is_retried_from_its_checkpoint_then_reported(tmp_path):
+    """One trial fails once (retried from its epoch-1 checkpoint, finishes); one always fails: it is
+    reported with its error while the sweep completes."""
+    faults = "original.basecnn.none.s0:1,lungs_removed.basecnn.none.s0:99"
+    proc = _run("hide_seek", "--smoke-test", "--epochs", "2", "--out", str(tmp_path), "--wandb", "disabled",
+                env={"CXRRAY_FAULT_INJECT": faults})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = pl.read_parquet(tmp_path / "results.parquet")
+    status = dict(zip(results["representation"], results["status"]))
+    assert status == {"original": "finished", "lungs_removed": "failed"}
+    ok, bad = (results.filter(pl.col("representation") == r).row(0, named=True) for r in ("original", "lungs_removed"))
+    starts = (tmp_path / "trials" / ok["trial_id"] / "attempts.log").read_text().split()
+    assert [s for s in starts if s.startswith("start_epoch")] == ["start_epoch=0", "start_epoch=1"]  # resumed
+    assert "injected fault" in (tmp_path / "trials" / bad["trial_id"] / "error.txt").read_text()
+    assert "1/2 done" in proc.stdout and "2/2 FAILED: lungs_removed" in proc.stdout
+    assert "failed 1" in proc.stdout  # the live status line
+
+
+def test_search_axes_expand_and_validation_picks_the_setting():
+    from cxrray.analysis.tables import select_by_validation
+    from cxrray.config import TrialSpec
+    from cxrray.tuning.study import expand_search, parse_search
+
+    search = parse_search(["lr=1e-3,1e-4", "batch_size=16,32"])
+    assert search == {"lr": [1e-3, 1e-4], "batch_size": [16, 32]}
+    with pytest.raises(ValueError, match="FIELD one of"):
+        parse_search(["learning_rate=1"])
+    base = [TrialSpec(study="s", data_id="d", representation=r, backbone="basecnn")
+            for r in ("original", "lungs_removed")]
+    specs = expand_search(base, search)
+    assert len(specs) == 8 and len({s.trial_id for s in specs}) == 8
+    aurocs = pl.DataFrame({"trial_id": [s.trial_id for s in specs],
+                           "representation": [s.representation for s in specs],
+                           "backbone": "basecnn", "seed": 0, "best_val_auroc": [0.6, 0.9, 0.7, 0.8] * 2,
+                           "auroc": [0.99, 0.5, 0.98, 0.97] * 2})
+    best = select_by_validation(aurocs)
+    assert best.height == 2 and set(best["auroc"]) == {0.5}  # chosen by validation, even when test disagrees
