@@ -132,3 +132,14 @@ def test_search_axes_expand_and_validation_picks_the_setting():
                            "auroc": [0.99, 0.5, 0.98, 0.97] * 2})
     best = select_by_validation(aurocs)
     assert best.height == 2 and set(best["auroc"]) == {0.5}  # chosen by validation, even when test disagrees
+
+
+def test_status_line_counts_trials_tune_has_not_created_yet():
+    from types import SimpleNamespace
+
+    from cxrray.tuning.runner import status_line
+
+    current, other = SimpleNamespace(status="RUNNING"), SimpleNamespace(status="RUNNING")
+    line = status_line([current, other], current, total=10, done=3, failed=1, best=(0.91, "original.resnet18.none.s0"))
+    assert line == ("done 3 | running 1 | pending 5 | failed 1 | best so far: original.resnet18.none.s0 "
+                    "val AUROC 0.910")

@@ -54,6 +54,7 @@ def summary_run(study: str, directory: Path, mode: str, project: str):
     """The study's own W&B run (id ``<study>-summary``, resumed each time): results and analysis tables."""
     import wandb
 
+    os.environ.setdefault("WANDB_SILENT", "true")
     return wandb.init(id=f"{study}-summary", name=f"{study} summary", project=project, group=study,
                       job_type="summary", dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
                       settings=wandb.Settings(console="off", x_disable_stats=True))

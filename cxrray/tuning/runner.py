@@ -91,10 +91,12 @@ def _trial_dirname(trial) -> str:
     return f"{spec.run_name}-{spec.trial_id}"
 
 
-def status_line(trials: list, current, done: int, failed: int, best: tuple[float, str]) -> str:
-    """'done 3 | running 1 | pending 4 | failed 0 | best so far: <run> val AUROC 0.912'."""
-    states = [t.status for t in trials if t is not current]
-    text = (f"done {done} | running {states.count('RUNNING')} | pending {states.count('PENDING')} | "
+def status_line(trials: list, current, total: int, done: int, failed: int, best: tuple[float, str]) -> str:
+    """'done 3 | running 1 | pending 4 | failed 0 | best so far: <run> val AUROC 0.912'.
+
+    Tune creates grid trials lazily, so pending = total - done - failed - running."""
+    running = [t.status for t in trials if t is not current].count("RUNNING")
+    text = (f"done {done} | running {running} | pending {max(total - done - failed - running, 0)} | "
             f"failed {failed}")
     return text + (f" | best so far: {best[1]} val AUROC {best[0]:.3f}" if best[1] else "")
 
@@ -117,7 +119,8 @@ def _progress_callback(total: int, already_done: int, run_dir: str):
                   f"({time.time() - self.t0:.0f} s elapsed){extra}", flush=True)
             if isinstance(auroc, float) and auroc == auroc and auroc > self.best[0]:
                 self.best = (auroc, _spec_of(trial).run_name)
-            print("[cxrray] " + status_line(trials, trial, self.done - self.failed, self.failed, self.best), flush=True)
+            line = status_line(trials, trial, total, self.done - self.failed, self.failed, self.best)
+            print(f"[cxrray] {line}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             spec = _spec_of(trial)
