@@ -23,17 +23,14 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cxrray.data.shards import SCALE
+from cxrray.data.shards import read_split_local
 from cxrray.representations import apply_representation
 
 
 def _split(shard_dir: Path, split: str) -> dict[str, np.ndarray]:
-    df = pl.read_parquet(shard_dir / split / "*.parquet").sort("row")
-    n, size, dtype = df.height, int(df["size"][0]), str(df["pixel_dtype"][0])
-    image = np.frombuffer(b"".join(df["image"].to_list()), dtype=dtype).reshape(n, 1, size, size)
-    mask = np.frombuffer(b"".join(df["mask"].to_list()), dtype=np.uint8).reshape(n, 1, size, size)
-    return {"image": image.astype(np.float32) / np.float32(SCALE[dtype]), "mask": mask.astype(np.float32),
-            "source": df["source"].to_numpy()}
+    batch = read_split_local(shard_dir / split)
+    return {"image": batch["image"][:, None], "mask": batch["mask"][:, None].astype(np.float32),
+            "source": batch["source"]}
 
 
 def _features(batch: dict[str, np.ndarray], representation: str, thumb: int) -> np.ndarray:

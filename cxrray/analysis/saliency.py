@@ -19,7 +19,7 @@ import polars as pl
 import torch
 
 from cxrray.config import TrialSpec
-from cxrray.data.shards import SCALE
+from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
 from cxrray.representations import out_channels
@@ -67,12 +67,7 @@ def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module
 def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.ndarray]:
     """Up to ``limit`` test images of the trial (decoded from its shards, in manifest-row order)."""
     shard = next(p for p in (run_dir / "shards").glob(f"{spec.data_id}-{spec.image_size}px"))
-    df = pl.read_parquet(shard / "test" / "*.parquet").sort("row").head(limit)
-    n, size, dtype = df.height, int(df["size"][0]), str(df["pixel_dtype"][0])
-    image = np.frombuffer(b"".join(df["image"].to_list()), dtype=dtype).reshape(n, size, size)
-    mask = np.frombuffer(b"".join(df["mask"].to_list()), dtype=np.uint8).reshape(n, size, size)
-    return {"image": image.astype(np.float32) / np.float32(SCALE[dtype]), "mask": mask.copy(),
-            "row": df["row"].to_numpy(), "label": df["label"].to_numpy()}
+    return read_split_local(shard / "test", limit)
 
 
 def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_size: int = 32

@@ -48,6 +48,13 @@ def decode(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return batch
 
 
+def read_split_local(split_dir: str | Path, limit: int | None = None) -> dict[str, np.ndarray]:
+    """One split's shards decoded in this process, in manifest-row order (analysis; no Ray)."""
+    df = pl.read_parquet(Path(split_dir) / "*.parquet").sort("row")
+    df = df.head(limit) if limit else df
+    return decode({c: df[c].to_numpy() for c in df.columns})
+
+
 def read_split(split_dir: str | Path) -> "ray.data.Dataset":  # noqa: F821
     """One split's shards as a Ray Dataset of decoded float32 images and uint8 masks."""
     import ray.data
