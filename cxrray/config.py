@@ -58,6 +58,7 @@ class TrialSpec:
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
     init_from: str = ""  # trial id of the pretraining stage whose weights (not head) start this one
     fold: int = 0  # cross-validation fold (repeat * k + fold) the data_id was split for
+    setting: str = ""  # the hyper-parameter setting of a --search sweep, e.g. "lr=0.001", for names only
 
     @property
     def trial_id(self) -> str:
@@ -69,10 +70,12 @@ class TrialSpec:
     @property
     def run_name(self) -> str:
         """Readable name, e.g. ``lungs_removed.resnet18.none.s0``; design, task and fold join it when
-        they are not the defaults (``original.resnet18.none.single.CL3.f2.s0``)."""
+        they are not the defaults (``original.resnet18.none.single.CL3.f2.s0``), a searched setting ends it
+        (``original.resnet18.none.s0.lr=0.001``)."""
         extra = "".join(f".{v}" for v, d in ((self.design, "random"), (self.task, "CL2")) if v != d)
         fold = f".f{self.fold}" if self.fold else ""
-        return f"{self.representation}.{self.backbone}.{self.pretraining}{extra}{fold}.s{self.seed}"
+        setting = f".{self.setting}" if self.setting else ""
+        return f"{self.representation}.{self.backbone}.{self.pretraining}{extra}{fold}.s{self.seed}{setting}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able), the inverse of ``from_dict``."""

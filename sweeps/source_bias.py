@@ -24,7 +24,6 @@ from pathlib import Path
 
 from cxrray.analysis.summary import finish_study
 from cxrray.data.designs import DESIGNS
-from cxrray.data.manifest import read_manifest
 from cxrray.tuning import cli
 from cxrray.tuning.prepare import prepare_data
 from cxrray.tuning.runner import run_sweep, start_ray
@@ -36,6 +35,15 @@ PRESETS = {
     # frequency class weights; Single and Multiple by 5-fold cross-validation.
     "paper": {"backbones": ["cvrnet", "resnet50", "xception", "densenet121"], "tasks": ["CL2", "CL3", "CL4"],
               "recipe": "cvrnet", "image_size": 224, "pretrained": True, "folds": 5},
+    # Haghanifar et al. (COVID-CXNet): the hierarchical model (normal vs pneumonia, then COVID-19 vs other
+    # pneumonia) against the flat 3-class one, same network and recipe, in one table (rows single / CL3, CL3H).
+    "covid_cxnet": {"designs": ["single"], "tasks": ["CL3", "CL3H"], "backbones": ["covid_cxnet"],
+                    "recipe": "covid_cxnet", "image_size": 224, "pretrained": True},
+    # Tabik et al. (COVID-SDNet baseline): one source, segmentation crop, ResNet-50 + FC 512, SGD batch 16,
+    # 5 x 5-fold CV; the analysis reports accuracy per severity level (severity_accuracy.csv).
+    "covid_sdnet": {"designs": ["single"], "tasks": ["CL2"], "backbones": ["covid_sdnet"], "recipe": "covid_sdnet",
+                    "representation": "seg_crop", "image_size": 224, "pretrained": True, "folds": 5,
+                    "seeds": [0, 1, 2, 3, 4]},
 }
 
 
@@ -48,9 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--split-seed", type=int, default=0)
     s = p.add_argument_group("sweep axes")
     s.add_argument("--designs", nargs="+", default=DESIGNS.names(), help="single, multiple, independent")
-    s.add_argument("--tasks", nargs="+", default=["CL2"], help="CL2, CL3, CL4")
+    s.add_argument("--tasks", nargs="+", default=["CL2"], help="CL2, CL3, CL4, CL3H (hierarchical CL3)")
     s.add_argument("--backbones", nargs="+", default=["basecnn", "resnet18"])
     s.add_argument("--seeds", nargs="+", type=int, default=[0])
+    s.add_argument("--representation", default="original", help="input representation (seg_crop for COVID-SDNet)")
     s.add_argument("--folds", type=int, default=1, help="k-fold CV for single/multiple (1: 60/20/20 holdout)")
     s.add_argument("--test-sources", nargs="+", default=[],
                    help="independent design: held-out sources (default: each viable source in turn)")
@@ -65,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.phantom_patients = min(args.phantom_patients, 60)
     for name in args.designs:
         DESIGNS.get(name)
-    cli.check_names(backbone=args.backbones, task=args.tasks, recipe=[args.recipe])
+    cli.check_names(backbone=args.backbones, task=args.tasks, recipe=[args.recipe],
+                    representation=[args.representation])
     return args
 
 
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = cli.phantom_or_manifest(run_dir, args.manifest, n_patients=args.phantom_patients,
                                        confound=args.confound, seed=1)
-    rows, quarantine = read_manifest(manifest)  # a wrong column fails here, before Ray starts
+    rows, quarantine = cli.checked_manifest(manifest)  # a wrong column or leak fails here, before Ray starts
     frames = {(design, task, fold): df for design in args.designs for task in args.tasks
               for fold, df in design_splits(rows, design, task, folds=args.folds, seed=args.split_seed,
                                             test_sources=args.test_sources)}  # DesignError before Ray starts
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                               frame=(df, quarantine)) for key, df in frames.items()}
     specs = source_bias_specs(data_ids={k: d.data_id for k, d in data.items()}, backbones=args.backbones,
                               seeds=args.seeds, image_size=args.image_size, pretrained=args.pretrained,
-                              recipe=cli.recipe_from(args))
+                              recipe=cli.recipe_from(args), representation=args.representation)
     specs = expand_search(specs, parse_search(args.search))
     outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         **cli.sweep_options(args))

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from cxrray.analysis.summary import finish_study
-from cxrray.data.manifest import read_manifest
 from cxrray.data.phantom import write_phantom
 from cxrray.data.phantom_phases import write_multilabel_phantom, write_pneumonia_phantom
 from cxrray.tuning import cli
@@ -89,7 +88,7 @@ def _phantoms(run_dir: Path, keys: list[str], args: argparse.Namespace) -> dict[
         if given is None and not path.exists():
             print(f"[cxrray] generating phantom stand-in for {key}", flush=True)
             makers[key](path.parent)
-        read_manifest(path)  # a wrong column fails here, before Ray starts
+        cli.checked_manifest(path)  # a wrong column or a leaked patient fails here, before Ray starts
         out[key] = path
     return out
 

@@ -3,6 +3,7 @@
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from sklearn.metrics import precision_recall_fscore_support
 
 from cxrray.analysis.compare import bonferroni, holm, pairwise_tests, shortcut_findings, shortcut_sentences
@@ -144,3 +145,36 @@ def test_design_drop_uses_the_independent_design_as_reference(tmp_path):
     single, ind = (aurocs.filter(pl.col("design") == d)["auroc"][0] for d in ("single", "independent"))
     r = drops.row(0, named=True)
     assert r["drop"] == pytest.approx(single - ind) and r["drop_lo"] > 0 and r["p"] < 0.05
+
+
+class _RegionModel(torch.nn.Module):
+    """Class 1's logit is the mean input inside ``region``: only those pixels matter."""
+
+    def __init__(self, region: torch.Tensor) -> None:
+        super().__init__()
+        self.region = region
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x[:, 0] * self.region).sum((1, 2)) / self.region.sum()
+        return torch.stack([torch.zeros_like(s), 8 * s], 1)
+
+
+def test_lime_share_follows_what_the_model_uses():
+    """LIME (lime package, SLIC superpixels) puts the evidence inside the lungs for a model that reads only
+    the lungs, and outside for one that reads only the rest; seeded, so the maps repeat."""
+    from cxrray.analysis.lime_maps import lime_maps
+    from cxrray.analysis.saliency import saliency_mass
+
+    size = 64
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    ell = lambda cx: ((yy - size / 2) / (size * 0.28)) ** 2 + ((xx - size * cx) / (size * 0.15)) ** 2 <= 1  # noqa: E731
+    lungs = ell(0.31) | ell(0.69)  # 26 % of the image
+    x = 0.5 + 0.5 * torch.rand(3, 1, size, size, generator=torch.Generator().manual_seed(0))
+    masks = lungs.numpy()[None].repeat(3, 0)
+    probs = lambda z: torch.softmax(z, 1)  # noqa: E731
+    inside = lime_maps(_RegionModel(lungs.float()), x, np.ones(3), probs, hide_value=0.0, num_samples=300)
+    outside = lime_maps(_RegionModel((~lungs).float()), x, np.ones(3), probs, hide_value=0.0, num_samples=300)
+    assert (saliency_mass(inside, masks) > 0.6).all()  # observed 0.74-0.75 (superpixels straddle the edge)
+    assert (saliency_mass(outside, masks) < 0.15).all()  # observed 0.06-0.08
+    again = lime_maps(_RegionModel(lungs.float()), x, np.ones(3), probs, hide_value=0.0, num_samples=300)
+    assert np.array_equal(inside, again)

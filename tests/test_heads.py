@@ -105,3 +105,25 @@ def test_selection_key_prefers_auroc_or_loss_and_ranks_nan_last():
     assert selection_key({"auroc": 0.8, "loss": 0.4}, "auroc") > selection_key(good, "auroc")
     with pytest.raises(ValueError, match="valid: auroc, loss"):
         selection_key(good, "acc")
+
+
+def test_margin_head_for_capsule_lengths():
+    """COVID-CAPS's margin loss: zero when the true capsule is long (>= 0.9) and the others short (<= 0.1);
+    class weights weight images; probabilities are the normalised lengths."""
+    import torch
+
+    from cxrray.data.tasks import TASKS
+    from cxrray.training.heads import MarginHead, make_head
+
+    head = make_head(TASKS.get("CL2"), [1.0, 3.0], output="capsule_lengths")
+    assert isinstance(head, MarginHead)
+    t = torch.tensor([0, 1])
+    assert head.loss(torch.tensor([[0.95, 0.05], [0.0, 0.92]]), t).item() == 0.0
+    lengths = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    per = (0.9 - 0.5) ** 2 + 0.5 * (0.5 - 0.1) ** 2
+    assert abs(head.loss(lengths, t).item() - per) < 1e-6  # same per-image loss, any weights
+    wrong = torch.tensor([[0.0, 0.9], [0.9, 0.0]])
+    assert head.loss(wrong, t).item() > 0.8
+    assert torch.allclose(head.probs(torch.tensor([[0.2, 0.6]])), torch.tensor([[0.25, 0.75]]))
+    with pytest.raises(ValueError, match="single-label"):
+        make_head(TASKS.get("NIH14"), output="capsule_lengths")

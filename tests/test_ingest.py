@@ -113,7 +113,7 @@ def test_ray_data_path_gives_the_in_memory_tensors(tmp_path, phantom_manifest, r
     on images decoded straight from the files (up to uint16 storage)."""
     import torch
 
-    from cxrray.data.images import read_mask
+    from cxrray.data.images import read_mask, resize_mask
     from cxrray.representations.augment import AugmentConfig
     from cxrray.training.loop import InputPipeline
 
@@ -124,8 +124,7 @@ def test_ray_data_path_gives_the_in_memory_tensors(tmp_path, phantom_manifest, r
     batch = next(iter(ds.iter_batches(batch_size=16, batch_format="numpy")))
     by_row = {r["row"]: r for r in manifest.iter_rows(named=True)}
     memory = {"image": np.stack([resize(read_image(by_row[int(i)]["image_path"]), 48) for i in batch["row"]]),
-              "mask": np.stack([resize(read_mask(by_row[int(i)]["mask_path"]), 48, nearest=True)
-                                for i in batch["row"]])}
+              "mask": np.stack([resize_mask(read_mask(by_row[int(i)]["mask_path"]), 48) for i in batch["row"]])}
     a = pipe.to_inputs(batch, torch.device("cpu"), torch.Generator().manual_seed(5))
     b = pipe.to_inputs(memory, torch.device("cpu"), torch.Generator().manual_seed(5))
     assert a.shape == (16, 1, 48, 48)

@@ -84,3 +84,35 @@ def test_local_weights_file_loads_matching_tensors(tmp_path):
     assert init == "file:w.pt"
     assert torch.equal(model.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
     assert model.fc.out_features == 2  # the head keeps its own shape (random init)
+
+
+def test_parameter_counts_match_the_publications():
+    """Re-implementations land on the published counts: exactly where the paper gives enough detail
+    (COVID-CAPS, CoroNet in Keras's convention, the timm comparators), closely where it does not."""
+    from cxrray.models.params import PUBLISHED, counts
+
+    got = {p.name: (counts(p.name, p.image_size, p.num_classes), p.count) for p in PUBLISHED}
+    for name in ("vgg19", "efficientnet_b1", "densenet169", "resnet152", "inception_v3"):
+        assert got[name][0][0] == got[name][1], name
+    for name in ("coronet", "covid_caps"):  # Keras counts batch-norm statistics as parameters
+        assert got[name][0][1] == got[name][1], name
+    assert abs(got["darkcovidnet"][0][0] / got["darkcovidnet"][1] - 1) < 0.01
+    assert abs(got["covidnet"][0][0] / got["covidnet"][1] - 1) < 0.05
+    assert 38e6 < got["covidnet_large"][0][0] < 42e6
+
+
+def test_capsule_routing_and_squash():
+    """Squash keeps direction and maps lengths into [0, 1); routing sends the input capsules to the
+    output capsule they agree with."""
+    from cxrray.models.published import Capsule, squash
+
+    v = squash(torch.tensor([[3.0, 4.0], [0.03, 0.04]]))
+    assert torch.allclose(v.norm(dim=-1), torch.tensor([25 / 26, 0.0025 / 1.0025]), atol=1e-5)
+    assert torch.allclose(v[0] / v[0].norm(), torch.tensor([0.6, 0.8]))
+    caps = Capsule(d_in=2, n_caps=2, d_caps=2, routings=3)
+    with torch.no_grad():
+        caps.weight.copy_(torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]]))
+    u = torch.tensor([[[1.0, 1.0]] * 6])  # every input predicts (1, 1) for capsule 0 and (1, -1) for 1
+    out = caps(u)
+    assert out.shape == (1, 2, 2) and (out.norm(dim=-1) < 1).all()
+    assert torch.allclose(out[0, 0] / out[0, 0].norm(), torch.tensor([1.0, 1.0]) / 2 ** 0.5, atol=1e-5)

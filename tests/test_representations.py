@@ -82,8 +82,24 @@ def test_augment_is_seeded_and_keeps_image_and_mask_aligned():
     img, m = out1
     agree = ((img > 0.5) == (m > 0.5)).float().mean()
     assert agree > 0.97
-    assert set(m.unique().tolist()) <= {0.0, 1.0}  # nearest keeps the mask binary
+    assert set(m.unique().tolist()) <= {0.0, 1.0}  # thresholding keeps the mask binary
     assert not torch.equal(m, mask)  # it did move
+    assert (img[m == 0] == 0).all()  # covering: no lung content outside the warped mask
+
+
+def test_resized_mask_covers_every_pixel_with_lung_content():
+    """Downsampling: outside the resized mask, the resized image holds nothing of the lungs."""
+    import numpy as np
+
+    from cxrray.data.images import resize, resize_mask
+
+    yy, xx = np.mgrid[0:256, 0:256]
+    lung = (((yy - 110) / 60.0) ** 2 + ((xx - 80) / 30.0) ** 2 <= 1).astype(np.uint8)
+    small_img, small_mask = resize(lung.astype(np.float32), 64), resize_mask(lung, 64)
+    assert set(np.unique(small_mask)) == {0, 1}
+    assert small_img[small_mask == 0].max() == 0.0
+    nearest = resize(lung, 64, nearest=True)
+    assert small_img[nearest == 0].max() > 0.1  # the rim a nearest-neighbour mask leaves behind
 
 
 def test_augment_intensity_shift_is_bounded():

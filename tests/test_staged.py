@@ -47,7 +47,9 @@ def test_paths_share_their_upstream_phases():
 def test_head_keys_are_the_class_layers(name):
     keys = head_keys(name, 1)
     assert keys and all(k.endswith(("weight", "bias")) for k in keys)
-    assert len(keys) == (10 if name == "cvrnet" else 2)  # one class layer; five for CVR-Net's five heads
+    # one class layer (weight, bias); five for CVR-Net's five heads; COVID-CAPS's class capsules have one
+    # weight matrix and no bias
+    assert len(keys) == {"cvrnet": 10, "covid_caps": 1}.get(name, 2)
 
 
 def test_stage_weights_carry_over_and_the_head_is_replaced(tmp_path):

@@ -143,3 +143,26 @@ def test_status_line_counts_trials_tune_has_not_created_yet():
     line = status_line([current, other], current, total=10, done=3, failed=1, best=(0.91, "original.resnet18.none.s0"))
     assert line == ("done 3 | running 1 | pending 5 | failed 1 | best so far: original.resnet18.none.s0 "
                     "val AUROC 0.910")
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_preset_parses_and_names_resolve(name):
+    """Every preset of every study (paper, covid_cxnet, covid_sdnet, ...) is a valid study."""
+    cli = _cli(name)
+    for preset in cli.PRESETS:
+        args = cli.parse_args(["--preset", preset])
+        assert args.preset == preset
+
+
+def test_covid_sdnet_preset_end_to_end_reports_accuracy_per_severity(tmp_path):
+    """The COVID-SDNet preset (segmentation crop, ResNet-50 + FC 512, k-fold) on the phantom, shrunk to a
+    smoke size: the analysis writes accuracy per severity level for the COVID-19 positives."""
+    proc = _run("source_bias", "--preset", "covid_sdnet", "--image-size", "32", "--epochs", "1", "--folds", "2",
+                "--seeds", "0", "--phantom-patients", "48", "--wandb", "disabled", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = pl.read_parquet(tmp_path / "results.parquet")
+    assert set(results["backbone"]) == {"covid_sdnet"} and set(results["representation"]) == {"seg_crop"}
+    assert sorted(results["fold"].to_list()) == [0, 1]
+    sev = pl.read_csv(tmp_path / "analysis" / "severity_accuracy.csv")
+    assert sev.height > 0 and {"severity", "accuracy"} <= set(sev.columns)
+    assert set(sev["severity"].to_list()) & {"Normal-PCR+", "Mild", "Moderate", "Severe"}

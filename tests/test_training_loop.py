@@ -33,7 +33,7 @@ def test_training_reduces_loss_and_predicts_every_image(phantom_manifest):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     first = train_epoch(model, batches, pipe, opt, head, torch.device("cpu"), gen)["train_loss"]
-    for _ in range(12):
+    for _ in range(20):
         last = train_epoch(model, batches, pipe, opt, head, torch.device("cpu"), gen)["train_loss"]
     assert last < first * 0.8
     pred = predict(model, batches, pipe, head, torch.device("cpu"))

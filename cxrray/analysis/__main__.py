@@ -12,11 +12,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cxrray.analysis", description=__doc__)
     p.add_argument("run_dir", help="a sweep's run directory (holds predictions.parquet, results.parquet)")
     p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM (0: skip)")
+    p.add_argument("--lime", type=int, default=0, help="of those, images per trial also explained with LIME "
+                   "(COVID-CXNet's second method; about 0.5 s per image at 64 px on a CPU)")
     p.add_argument("--family", nargs="+", default=["study", "task", "seed", "fold"],
                    help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "
                         "e.g. --family study compares every pair of trials of the study")
     args = p.parse_args(argv)
-    print(analyze(args.run_dir, saliency=args.saliency, family=tuple(args.family)))
+    print(analyze(args.run_dir, saliency=args.saliency, family=tuple(args.family), lime=args.lime))
     return 0
 
 

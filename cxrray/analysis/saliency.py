@@ -1,6 +1,7 @@
 """Grad-CAM from saved trial models: where does the classifier look, and how much of it is lungs?
 
-Maps come from the grad-cam package (``GradCAM``, batched), at each backbone's
+Maps come from the grad-cam package (``GradCAM``, batched; ``HiResCAM`` for a
+backbone whose head flattens the feature map, such as the base CNN), at each backbone's
 declared target layer, for the predicted class and the counterfactual class
 (the other class of a binary task; the runner-up otherwise). The saliency mass
 inside a region is sum(map * region) / sum(map): 1.0 when all of it lies in the
@@ -38,14 +39,18 @@ def saliency_mass(cam: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.ndarray,
-            batch_size: int = 32) -> np.ndarray:
-    """Grad-CAM maps (B, H, W) in [0, 1] for ``classes[i]`` of image i, ``batch_size`` images per pass."""
-    from pytorch_grad_cam import GradCAM
+            batch_size: int = 32, method: str = "gradcam") -> np.ndarray:
+    """Class-activation maps (B, H, W) in [0, 1] for ``classes[i]`` of image i, ``batch_size`` images per
+    pass: ``method`` "gradcam" (Grad-CAM) or "hirescam" (HiResCAM, for flatten heads)."""
+    from pytorch_grad_cam import GradCAM, HiResCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    methods = {"gradcam": GradCAM, "hirescam": HiResCAM}
+    if method not in methods:
+        raise ValueError(f"unknown CAM method {method!r}; valid: {sorted(methods)}")
     model.eval()
     out = []
-    with GradCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+    with methods[method](model=model, target_layers=[model.get_submodule(layer)]) as cam:
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
             out.append(cam(input_tensor=xb, targets=[ClassifierOutputTarget(int(c)) for c in classes[i:i + len(xb)]]))
@@ -56,7 +61,7 @@ def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module
     """The trial's spec and its best-on-validation model, on the CPU, in eval mode."""
     meta = json.loads((run_dir / "trials" / trial_id / "trial.json").read_text())
     spec = TrialSpec.from_dict(meta["spec"])
-    head = make_head(TASKS.get(spec.task))
+    head = make_head(TASKS.get(spec.task), output=BACKBONES.get(spec.backbone).output)
     model, _ = build_backbone(spec.backbone, head.num_outputs, out_channels(spec.representation), False,
                               spec.image_size)
     model.load_state_dict(torch.load(run_dir / "trials" / trial_id / "model.pt", map_location="cpu",
@@ -70,10 +75,11 @@ def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.nda
     return read_split_local(shard / "test", limit)
 
 
-def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_size: int = 32
-                   ) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_size: int = 32, lime: int = 0,
+                   lime_samples: int = 300) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
     """Per test image: predicted and counterfactual class, and each map's mass inside the lungs and the
-    lung box. Also returns the maps and images (for grids)."""
+    lung box. Also returns the maps and images (for grids). ``lime``: also explain the first ``lime``
+    images with LIME (``lime_share_pred``; NaN for the others)."""
     run_dir = Path(run_dir)
     spec, model = load_trial(run_dir, trial_id)
     task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
@@ -81,21 +87,31 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
         raise ValueError(f"trial {trial_id}: Grad-CAM per class needs a softmax task, not {task.name}")
     batch = _test_images(run_dir, spec, limit)
     x = InputPipeline(spec.representation, bdef.mean, bdef.std).to_inputs(batch, torch.device("cpu"))
+    head = make_head(task, output=bdef.output)
     with torch.no_grad():
-        prob = torch.softmax(model(x), 1).numpy()
+        prob = head.probs(model(x)).numpy()
     order = np.argsort(-prob, 1)
     pred = order[:, 0]
     other = 1 - pred if task.num_classes == 2 else order[:, 1]
     lungs = batch["mask"] > 0
     box = lung_box(torch.as_tensor(batch["mask"])[:, None].float())[:, 0].numpy()
-    maps = {"pred": gradcam(model, bdef.gradcam_layer, x, pred, batch_size),
-            "counter": gradcam(model, bdef.gradcam_layer, x, other, batch_size)}
+    maps = {"pred": gradcam(model, bdef.gradcam_layer, x, pred, batch_size, bdef.cam),
+            "counter": gradcam(model, bdef.gradcam_layer, x, other, batch_size, bdef.cam)}
     rows = pl.DataFrame({"trial_id": trial_id, "row": batch["row"], "label": batch["label"],
                          "pred": [task.classes[i] for i in pred], "counter": [task.classes[i] for i in other],
                          "lung_share_pred": saliency_mass(maps["pred"], lungs),
                          "box_share_pred": saliency_mass(maps["pred"], box),
                          "lung_share_counter": saliency_mass(maps["counter"], lungs),
                          "lung_area": lungs.reshape(len(lungs), -1).mean(1)})
+    if lime:
+        from cxrray.analysis.lime_maps import lime_maps
+
+        n = min(lime, len(x))
+        maps["lime"] = lime_maps(model, x[:n], pred[:n], head.probs, hide_value=(0.0 - bdef.mean) / bdef.std,
+                                 num_samples=lime_samples, seed=int(batch["row"][0]))
+        share = np.full(len(x), np.nan)
+        share[:n] = saliency_mass(maps["lime"], lungs[:n])
+        rows = rows.with_columns(pl.Series("lime_share_pred", share))
     return rows, maps | {"image": batch["image"], "mask": batch["mask"], "classes": np.asarray(task.classes)[pred]}
 
 

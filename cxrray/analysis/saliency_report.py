@@ -10,21 +10,22 @@ import polars as pl
 from cxrray.analysis.saliency import bootstrap_ci, trial_saliency
 
 
-def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64
+def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: int = 0
                     ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict]]:
-    """(per-image shares, per-trial summary with CIs, maps per trial) for every softmax trial in ``aurocs``."""
+    """(per-image shares, per-trial summary with CIs, maps per trial) for every softmax trial in ``aurocs``;
+    ``lime`` images per trial also get a LIME share."""
     per_image, summary, maps = [], [], {}
     for r in aurocs.iter_rows(named=True):
         if not (run_dir / "trials" / r["trial_id"] / "model.pt").exists():
             continue
         try:
-            rows, m = trial_saliency(run_dir, r["trial_id"], limit=limit)
+            rows, m = trial_saliency(run_dir, r["trial_id"], limit=limit, lime=lime)
         except ValueError:  # multilabel / hierarchical: no per-class map
             continue
         per_image.append(rows)
         maps[r["trial_id"]] = m | {"representation": r["representation"], "backbone": r["backbone"]}
         entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
-        for col in ("lung_share_pred", "box_share_pred", "lung_share_counter"):
+        for col in ("lung_share_pred", "box_share_pred", "lung_share_counter", "lime_share_pred")[:3 + bool(lime)]:
             v = rows[col].to_numpy()
             lo, hi = bootstrap_ci(v)
             entry |= {col: float(np.nanmean(v)) if (~np.isnan(v)).any() else np.nan, f"{col}_lo": lo,

@@ -42,6 +42,7 @@ def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wa
     print(analyze(run_dir))
     if not outcome.results.is_empty():
         log_analysis(run_dir, outcome.results["study"][0], wandb_mode, project)
-    print(f"\n[cxrray] {len(outcome.finished)}/{total} trials finished in {time.time() - t0:.0f} s; "
+    stopped = f" ({len(outcome.stopped)} more stopped early by ASHA)" if outcome.stopped else ""
+    print(f"\n[cxrray] {len(outcome.finished)}/{total} trials finished{stopped} in {time.time() - t0:.0f} s; "
           f"results in {run_dir} (predictions.parquet, results.parquet, analysis/, report.html)")
     return 0 if not outcome.failed else 1

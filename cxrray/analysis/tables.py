@@ -130,11 +130,12 @@ def plot_aurocs(aurocs: pl.DataFrame, path: Path, rows: str = "representation") 
 FAMILY = ("study", "task", "seed", "fold")
 
 
-def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY) -> str:
+def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0) -> str:
     """Recompute every table from ``run_dir``'s stored predictions; write them under ``analysis/``.
 
     ``saliency``: test images per trial for Grad-CAM from the saved models (0 skips it).
     ``family``: the columns whose equal values make one family of DeLong tests (adjusted together).
+    ``lime``: of those, images per trial also explained with LIME (0 skips it; slower than Grad-CAM).
     """
     run_dir = Path(run_dir)
     pred_path, res_path = run_dir / "predictions.parquet", run_dir / "results.parquet"
@@ -162,7 +163,7 @@ def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = F
         plot_aurocs(aurocs.drop_nans("auroc"), out / "auroc_forest.png", rows)
     text += _statistics(predictions, results, aurocs, out, family)
     if saliency and aurocs.height:
-        text += _saliency(run_dir, aurocs, out, saliency)
+        text += _saliency(run_dir, aurocs, out, saliency, min(lime, saliency))
     text += _bias(run_dir, predictions, results, aurocs, out)
     (out / "auroc_table.md").write_text(text + "\n")
     report = write_report(run_dir, text)
@@ -201,9 +202,9 @@ def _bias(run_dir: Path, predictions: pl.DataFrame, results: pl.DataFrame, auroc
     return text
 
 
-def _saliency(run_dir: Path, aurocs: pl.DataFrame, out: Path, limit: int) -> str:
-    """Grad-CAM shares inside the lungs (CSV, bar chart) and example grids; a line per trial."""
-    per_image, summary, maps = saliency_tables(run_dir, aurocs, limit)
+def _saliency(run_dir: Path, aurocs: pl.DataFrame, out: Path, limit: int, lime: int = 0) -> str:
+    """Grad-CAM (and LIME) shares inside the lungs (CSV, bar chart) and example grids; a line per trial."""
+    per_image, summary, maps = saliency_tables(run_dir, aurocs, limit, lime)
     if summary.is_empty():
         return ""
     per_image.write_csv(out / "saliency_per_image.csv")
@@ -213,7 +214,9 @@ def _saliency(run_dir: Path, aurocs: pl.DataFrame, out: Path, limit: int) -> str
     lines = [f"- {r['representation']} / {r['backbone']}: " + (
         f"{r['lung_share_pred']:.2f} [{r['lung_share_pred_lo']:.2f}, {r['lung_share_pred_hi']:.2f}] of the "
         f"Grad-CAM mass in the lungs (lung area {r['lung_area']:.2f})" if r["lung_share_pred"] == r["lung_share_pred"]
-        else "no Grad-CAM signal (every map empty)") for r in summary.iter_rows(named=True)]
+        else "no Grad-CAM signal (every map empty)") + (
+        f"; LIME {r['lime_share_pred']:.2f} [{r['lime_share_pred_lo']:.2f}, {r['lime_share_pred_hi']:.2f}]"
+        if lime and r.get("lime_share_pred") == r.get("lime_share_pred") else "") for r in summary.iter_rows(named=True)]
     return "\n\nSaliency inside the lungs (predicted class, 95 % bootstrap CI):\n" + "\n".join(lines)
 
 

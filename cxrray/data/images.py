@@ -101,6 +101,15 @@ def read_mask(path: str | Path) -> np.ndarray:
     return (arr > 0).astype(np.uint8)
 
 
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A lung mask at ``size``, covering: a pixel is lung when the image resize draws on any lung pixel
+    for it. Nearest-neighbour masks leave a rim of partly-lung pixels outside the mask, through which
+    lung content leaks into ``lungs_removed`` / ``lungs_boxed_out`` (seen on the unconfounded phantom)."""
+    if mask.shape == (size, size):
+        return mask.astype(np.uint8)
+    return (resize((mask > 0).astype(np.float32), size) > 1e-6).astype(np.uint8)
+
+
 def resize(arr: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
     """Resize to ``size`` x ``size`` (bilinear for images, nearest for masks)."""
     if arr.shape == (size, size):

@@ -4,8 +4,10 @@ Each image has a body outline, two lungs with exact ground-truth masks, ribs,
 heart, spine and diaphragm shadows. Disease opacities are placed **only inside
 the lungs** (multiplied by the lung mask); each source (hospital) leaves its
 signature **only outside the lungs** (a burn-in text block in the top rows, a
-laterality marker in a lower corner, a collimation border) plus global
-intensity gamma and noise level. ``confound`` in [0, 1] is the probability that
+laterality marker in a lower corner, a collimation border, its intensity
+gamma and noise level, all applied outside the lungs; inside them every source
+has the same gamma 1 and noise level), so a model that sees only the lungs
+cannot tell the hospital. ``confound`` in [0, 1] is the probability that
 an image's source is its class's home source (1 = each class from its own
 source, as in COVIDx; 0 = source independent of label). Everything is
 deterministic from ``seed``; patient ``i`` depends only on ``(seed, i)``.
@@ -22,6 +24,8 @@ from PIL import Image
 
 from cxrray.data.images import write_dicom
 from cxrray.data.manifest import LABELS, REQUIRED_COLUMNS
+
+LUNG_NOISE = 0.03  # the one noise level inside the lungs, whatever the source
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,10 @@ def render(label: str, severity: str, style: SourceStyle, rng: np.random.Generat
     rng_disease, rng_noise = rng.spawn(2)
     img += _disease(label, SEVERITY_AMPLITUDE[severity], yy, xx, lungs, rng_disease) * lung
     _stamp_source(img, style)
-    img = np.clip(img, 0, 1) ** style.gamma
-    img = np.clip(img + rng_noise.normal(0, style.noise, img.shape), 0, 1)
+    img = np.clip(img, 0, 1)
+    img = np.where(lung, img, img ** style.gamma)  # the source's gamma and noise stay outside the lungs
+    sigma = np.where(lung, LUNG_NOISE, style.noise)
+    img = np.clip(img + rng_noise.normal(0, 1.0, img.shape) * sigma, 0, 1)
     return img.astype(np.float32), lung.astype(np.uint8)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cxrray.data.images import ImageReadError, read_image, read_mask, resize
+from cxrray.data.images import ImageReadError, read_image, read_mask, resize, resize_mask
 from cxrray.data.manifest import REQUIRED_COLUMNS
 
 SCALE = {"uint8": 255.0, "uint16": 65535.0}
@@ -74,8 +74,11 @@ class IngestResult:
         return self.shard_dir / split
 
 
-def load_batch(batch: dict[str, np.ndarray], size: int, require_masks: bool) -> dict[str, np.ndarray]:
-    """Decode one batch of manifest rows; bad rows get an ``error`` text instead of raising."""
+def load_batch(batch: dict[str, np.ndarray], size: int, require_masks: bool,
+               cover_masks: bool = True) -> dict[str, np.ndarray]:
+    """Decode one batch of manifest rows; bad rows get an ``error`` text instead of raising.
+
+    ``cover_masks``: masks resized *covering* (for hiding the lungs); False: nearest (segmentation targets)."""
     n = len(batch["row"])
     images = np.zeros((n, size, size), np.float32)
     masks = np.zeros((n, size, size), np.uint8)
@@ -88,7 +91,7 @@ def load_batch(batch: dict[str, np.ndarray], size: int, require_masks: bool) -> 
                 mask = read_mask(mpath)
                 if mask.shape != img.shape:
                     raise ImageReadError(f"{mpath}: mask shape {mask.shape} differs from image shape {img.shape}")
-                masks[i] = resize(mask, size, nearest=True)
+                masks[i] = resize_mask(mask, size) if cover_masks else resize(mask, size, nearest=True)
             elif require_masks:
                 raise ImageReadError(f"{batch['image_path'][i]}: no lung mask (mask_path is empty)")
             images[i] = resize(img, size)
@@ -105,7 +108,7 @@ def _in_split(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]
 
 
 def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
-                    rows_per_block: int = 32) -> tuple["ray.data.Dataset", pl.DataFrame]:  # noqa: F821
+                    rows_per_block: int = 32, cover_masks: bool = True) -> tuple["ray.data.Dataset", pl.DataFrame]:  # noqa: F821
     """Decode every row in parallel Ray tasks: (encoded good rows, materialised; bad rows with the error).
 
     A bad row never raises: it comes back in the second table (row, image_path, error).
@@ -118,7 +121,8 @@ def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, d
     table = manifest.select("row", *REQUIRED_COLUMNS, "split",
                             *[pl.col(c).cast(pl.Utf8).fill_null("") for c in findings]).to_arrow()
     ds = ray.data.from_arrow(table).repartition(max(1, manifest.height // rows_per_block))
-    ds = ds.map_batches(load_batch, fn_kwargs={"size": size, "require_masks": require_masks},
+    ds = ds.map_batches(load_batch, fn_kwargs={"size": size, "require_masks": require_masks,
+                                               "cover_masks": cover_masks},
                         batch_format="numpy", batch_size=rows_per_block).materialize()
     bad = ds.filter(expr="error != ''").select_columns(["row", "image_path", "error"]).to_pandas()
     bad_rows = pl.from_pandas(bad).sort("row") if len(bad) else pl.DataFrame(

@@ -31,17 +31,24 @@ class BackboneDef:
     mean: float = 0.5
     std: float = 0.25
     description: str = ""
+    # Class-activation method: "gradcam" for heads that pool globally; "hirescam" (Draelos & Carin 2020)
+    # for heads that flatten the feature map (position-specific weights), where Grad-CAM's spatial
+    # averaging of the gradients is not faithful to what the model uses.
+    cam: str = "gradcam"
+    output: str = "logits"  # "logits", or "capsule_lengths" (COVID-CAPS: margin loss, see training.heads)
 
 
 BACKBONES: Registry[BackboneDef] = Registry("backbone")
 
 
-def backbone(gradcam_layer: str, min_size: int = 32, description: str = "") -> Callable:
+def backbone(gradcam_layer: str, min_size: int = 32, description: str = "", cam: str = "gradcam",
+             output: str = "logits") -> Callable:
     """Decorator registering a build function under its own name."""
 
     def deco(fn: Callable[[int, int, bool], nn.Module]) -> Callable:
         BACKBONES.register(fn.__name__)(BackboneDef(fn.__name__, fn, gradcam_layer, min_size,
-                                                    description=description or (fn.__doc__ or "").strip()))
+                                                    description=description or (fn.__doc__ or "").strip(), cam=cam,
+                                                    output=output))
         return fn
 
     return deco
@@ -64,7 +71,7 @@ class BaseCNN(nn.Module):
         return self.head(self.features(x))
 
 
-@backbone(gradcam_layer="features.8", min_size=16)
+@backbone(gradcam_layer="features.8", min_size=16, cam="hirescam")
 def basecnn(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """Base CNN of COVID-CXNet (Haghanifar et al. 2020); never pretrained."""
     return BaseCNN(num_classes, in_chans)

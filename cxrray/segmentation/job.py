@@ -72,7 +72,7 @@ def train_segmenter(manifest_path: str | Path, out: str | Path, cfg: SegConfig =
     rows, _ = read_manifest(manifest_path)
     rows = assign_splits(rows.filter(pl.col("mask_path") != "").drop("split", strict=False),
                          (2 / 3, 1 / 3), names=("train", "test"), seed=split_seed)
-    good, bad = decode_manifest(rows, size=cfg.size, require_masks=True)
+    good, bad = decode_manifest(rows, size=cfg.size, require_masks=True, cover_masks=False)
     if bad.height:
         print(f"[cxrray] {bad.height} masked row(s) unreadable, left out: {bad['error'].to_list()[:3]}")
     shards = out / "shards"

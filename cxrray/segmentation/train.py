@@ -69,7 +69,7 @@ def train_unet(images: np.ndarray, masks: np.ndarray, cfg: SegConfig = SegConfig
         total = 0.0
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            x, y = augment(x_all[idx].to(device), y_all[idx].to(device), gen, cfg.augment)
+            x, y = augment(x_all[idx].to(device), y_all[idx].to(device), gen, cfg.augment, cover=False)
             if cfg.gamma:
                 g = torch.exp((torch.rand(len(idx), generator=gen) * 2 - 1) * np.log1p(cfg.gamma))
                 x = x.clamp_min(0) ** g.to(device)[:, None, None, None]

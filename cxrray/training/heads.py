@@ -7,6 +7,7 @@ Three kinds, chosen from the task (``make_head``):
   logit difference (Fricks et al.'s "1 sigmoid").
 - ``MultilabelHead``: one sigmoid per finding (ChestX-ray14), BCE with
   unknown findings (NaN) masked out of the loss, unweighted as in Fricks et al.
+- ``MarginHead``: capsule lengths (COVID-CAPS) with the margin loss.
 - ``HierarchicalHead``: COVID-CXNet's two stages in one network: output 0 is
   pneumonia vs normal (all images), output 1 is COVID-19 vs other pneumonia
   (trained on pneumonia images only). P(NOR) = 1 - p0, P(NCP) = p0 (1 - p1),
@@ -152,8 +153,34 @@ class HierarchicalHead(Head):
         return int((self.probs(logits).argmax(1) == cls).sum()), len(cls)
 
 
-def make_head(task: Task, class_weights: list[float] | None = None, label_smoothing: float = 0.0) -> Head:
-    """The head a task needs (class weights and smoothing apply to softmax heads)."""
+class MarginHead(SoftmaxHead):
+    """Capsule-network outputs (class capsule lengths in [0, 1)) with the margin loss of Sabour et al.
+    (m+ 0.9, m- 0.1, lambda 0.5), each image weighted by its class weight as in COVID-CAPS. Probabilities
+    are the lengths normalised to sum to 1 (the ranking AUROC needs)."""
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        t = nn.functional.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        per = (t * torch.relu(0.9 - logits) ** 2 + 0.5 * (1 - t) * torch.relu(logits - 0.1) ** 2).sum(1)
+        w = self.weight_tensor()
+        if w is None:
+            return per.mean()
+        w = w.to(logits.device)[targets]
+        return (per * w).sum() / w.sum()
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits / logits.sum(1, keepdim=True).clamp_min(1e-8)
+
+
+def make_head(task: Task, class_weights: list[float] | None = None, label_smoothing: float = 0.0,
+              output: str = "logits") -> Head:
+    """The head a task needs (class weights and smoothing apply to softmax heads); ``output`` is the
+    backbone's kind of output ("capsule_lengths" -> margin loss)."""
+    if output == "capsule_lengths":
+        if task.multilabel or task.hierarchical:
+            raise ValueError(f"capsule outputs (margin loss) need a single-label task, not {task.name}")
+        return MarginHead(task, class_weights)
+    if output != "logits":
+        raise ValueError(f"unknown model output {output!r}; valid: logits, capsule_lengths")
     if task.multilabel:
         return MultilabelHead(task)
     if task.hierarchical:

@@ -41,6 +41,11 @@ _add("covid_sdnet", TrainRecipe(epochs=30, batch_size=16, lr=1e-3, optimizer="sg
                                 class_weights="none"))
 # Haghanifar et al. (COVID-CXNet): Adam ~1e-4 (LR range test), batch 16, label smoothing (0.1 here).
 _add("covid_cxnet", TrainRecipe(epochs=30, batch_size=16, lr=1e-4, label_smoothing=0.1))
+# Wang et al. (COVID-Net): Adam 2e-4, batch 8, 10 epochs, class weights 1,1,4 (normal, pneumonia, COVID-19)
+# and COVID-19 batch re-balancing (sampler-balanced batches here); use with the top_crop representation.
+_add("covidnet", TrainRecipe(epochs=10, batch_size=8, lr=2e-4, class_weights="1,1,4", balanced=True))
+# Afshar et al. (COVID-CAPS): Adam 1e-3, batch 16, 100 epochs, margin loss weighted for the rarer positives.
+_add("covid_caps", TrainRecipe(epochs=100, batch_size=16, lr=1e-3))
 
 
 def resolve_class_weights(recipe: TrainRecipe, frequency_weights: list[float]) -> list[float] | None:

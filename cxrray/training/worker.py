@@ -75,27 +75,96 @@ def _checkpoint_state(ckpt_dir: str) -> dict[str, Any]:
     return torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
 
 
+class TrainSession:
+    """What a trial needs from Ray Train: rank, device, DDP wrapping, dataset shards, checkpointed reports."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        self._train = ray.train
+        self.rank = ray.train.get_context().get_world_rank()
+        self.device = ray.train.torch.get_device()
+        self.prepare_model = ray.train.torch.prepare_model
+
+    def dataset(self, split: str):
+        return self._train.get_dataset_shard(split)
+
+    def load_state(self) -> dict[str, Any] | None:
+        ckpt = self._train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return _checkpoint_state(d)
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is None:
+            self._train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / "state.pt")
+            self._train.report(metrics, checkpoint=self._train.Checkpoint.from_directory(d))
+
+
+class InlineSession:
+    """A one-worker trial trained inside its Tune actor (``launcher="inline"``).
+
+    Tune reuses the actor for the next trial, so torch, the models and the shards stay loaded:
+    no worker group to start per trial. The epoch checkpoint lives in the trial folder
+    (``resume.pt``, replaced atomically), which serves both Tune's retries and a resumed sweep.
+    A scheduler STOP (ASHA) arrives as ``SystemExit`` from ``report``.
+    """
+
+    rank = 0
+
+    def __init__(self, datasets: dict[str, Any], trial_dir: Path, use_gpu: bool) -> None:
+        import ray.tune
+
+        self._tune, self._datasets, self._path = ray.tune, datasets, trial_dir / "resume.pt"
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def dataset(self, split: str):
+        return self._datasets[split]
+
+    def load_state(self) -> dict[str, Any] | None:
+        return torch.load(self._path, map_location="cpu", weights_only=False) if self._path.exists() else None
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self._path)
+        self._tune.report(metrics)
+
+    def finished(self) -> None:
+        self._path.unlink(missing_ok=True)  # model.pt and the predictions hold what is worth keeping
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: spec, class_weights, trial_dir, wandb, project."""
-    import ray.train
-    import ray.train.torch
+    run_trial(config, TrainSession())
 
+
+def run_trial(config: dict[str, Any], session) -> None:
+    """Train one spec on ``session`` (``TrainSession`` or ``InlineSession``), reporting every epoch."""
     spec = TrialSpec.from_dict(config["spec"])
     task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device()
+    rank, device = session.rank, session.device
     trial_dir = Path(config["trial_dir"])
     r = spec.recipe
     weights = resolve_class_weights(r, config["class_weights"]) if config["class_weights"] else None
-    head = make_head(task, weights, r.label_smoothing)
+    head = make_head(task, weights, r.label_smoothing, bdef.output)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG state
         torch.manual_seed(spec.seed)
         model, init = _initial_model(spec, head, trial_dir, config.get("weights"))
     cuda = device.type == "cuda"  # GPU paths: channels_last memory layout and bfloat16 autocast
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare_model(model)
     optimizer = make_optimizer(model, r)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=r.plateau_factor,
                                                            patience=max(r.plateau_patience - 1, 0)) \
@@ -103,10 +172,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pipe = InputPipeline(spec.representation, bdef.mean, bdef.std,
                          AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=cuda)
     start, best = 0, {"val_auroc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = _checkpoint_state(d)
+    state = session.load_state()
+    if state is not None:
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
@@ -118,52 +185,63 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                       group=spec.study, config=spec.flat() | {"init": init},
                       directory=trial_dir) if rank == 0 else None
     gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + rank)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_ds = ray.train.get_dataset_shard("val")
-    for epoch in range(start, r.epochs):
-        t0 = time.time()
-        gen.manual_seed(spec.seed * 1_000_003 + rank * 7919 + epoch)  # resumable: seed per epoch
-        batches = train_shard.iter_batches(batch_size=r.batch_size, batch_format="numpy",
-                                           local_shuffle_buffer_size=4 * r.batch_size,
-                                           local_shuffle_seed=spec.seed + epoch)
-        if epoch == start:  # an audit trail: which manifest rows trained this model, per worker
-            batches = _recording(batches, trial_dir / f"train_rows.rank{rank}.txt")
-        if r.balanced:
-            batches = rebalance(batches, head, gen, r.batch_size)
-        metrics = train_epoch(model, batches, pipe, optimizer, head, device, gen, amp=cuda, accum=r.grad_accum)
-        val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, head, device,
-                               amp=cuda), head)
-        metrics |= {f"val_{k}": v for k, v in val.items()} | {"epoch": epoch, "epoch_s": time.time() - t0}
-        if best["state"] is None or selection_key(val, r.select_by) > selection_key(
-                {"auroc": best["val_auroc"], "loss": best["val_loss"]}, r.select_by):
-            best = {"val_auroc": val["auroc"], "val_loss": val["loss"], "epoch": epoch,
-                    "state": copy.deepcopy(_unwrap(model).state_dict())}
-        if scheduler is not None:
-            scheduler.step(val["loss"])
-        stop = bool(r.early_stop) and epoch - best["epoch"] >= r.early_stop  # same decision on every rank
-        metrics |= {"best_val_auroc": best["val_auroc"], "lr": optimizer.param_groups[0]["lr"], "stopped": stop}
-        if rank == 0:
-            tracker.log(metrics, step=epoch)
-            with tempfile.TemporaryDirectory() as d:
-                torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict() if scheduler else None,
-                            "epoch": epoch, "best": best}, Path(d) / "state.pt")
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
-        _maybe_inject_fault(spec, trial_dir)
-        if stop:  # early stopping: the best-on-validation weights are restored in _finish
-            break
+    train_shard, val_ds = session.dataset("train"), session.dataset("val")
+    train_s, last_ckpt = 0.0, float("-inf")
+    every_s = float(config.get("checkpoint_every_s", 0.0))
+    try:
+        for epoch in range(start, r.epochs):
+            t0 = time.time()
+            gen.manual_seed(spec.seed * 1_000_003 + rank * 7919 + epoch)  # resumable: seed per epoch
+            batches = train_shard.iter_batches(batch_size=r.batch_size, batch_format="numpy",
+                                               local_shuffle_buffer_size=4 * r.batch_size,
+                                               local_shuffle_seed=spec.seed + epoch)
+            if epoch == start:  # an audit trail: which manifest rows trained this model, per worker
+                batches = _recording(batches, trial_dir / f"train_rows.rank{rank}.txt")
+            if r.balanced:
+                batches = rebalance(batches, head, gen, r.batch_size)
+            metrics = train_epoch(model, batches, pipe, optimizer, head, device, gen, amp=cuda, accum=r.grad_accum)
+            val = evaluate(predict(model, val_ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, head,
+                                   device, amp=cuda), head)
+            metrics |= {f"val_{k}": v for k, v in val.items()} | {"epoch": epoch, "epoch_s": time.time() - t0,
+                                                                   "epochs_done": epoch + 1}
+            if best["state"] is None or selection_key(val, r.select_by) > selection_key(
+                    {"auroc": best["val_auroc"], "loss": best["val_loss"]}, r.select_by):
+                best = {"val_auroc": val["auroc"], "val_loss": val["loss"], "epoch": epoch,
+                        "state": copy.deepcopy(_unwrap(model).state_dict())}
+            if scheduler is not None:
+                scheduler.step(val["loss"])
+            stop = bool(r.early_stop) and epoch - best["epoch"] >= r.early_stop  # same decision on every rank
+            metrics |= {"best_val_auroc": best["val_auroc"], "lr": optimizer.param_groups[0]["lr"], "stopped": stop}
+            train_s += time.time() - t0
+            if rank == 0:
+                tracker.log(metrics, step=epoch)
+            # A checkpoint per epoch costs a full state write (0.3 s for ResNet-18 here); keep the first of each
+            # attempt, then at most one per ``checkpoint_every_s``: a resume loses at most that much work.
+            save = epoch == start or time.time() - last_ckpt >= every_s
+            last_ckpt = time.time() if save else last_ckpt
+            session.report(metrics, {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict() if scheduler else None,
+                                     "epoch": epoch, "best": best} if rank == 0 and save else None)
+            _maybe_inject_fault(spec, trial_dir)
+            if stop:  # early stopping: the best-on-validation weights are restored in _finish
+                break
+    except SystemExit:  # a scheduler (ASHA) stopped this trial at a report: close its W&B run cleanly
+        if tracker is not None:
+            tracker.finish()
+        raise
     _maybe_inject_fault(spec, trial_dir)  # also when a resumed attempt had no epoch left to run
     if rank == 0:
-        _finish(model, best, pipe, head, device, spec, init, trial_dir, tracker, config.get("splits", ("val", "test")))
+        _finish(model, best, pipe, head, device, spec, init, trial_dir, tracker, config.get("splits", ("val", "test")),
+                session, train_s)
+    if hasattr(session, "finished"):
+        session.finished()
 
 
 def _log_attempt(trial_dir: Path, start_epoch: int) -> None:
     """Append one line per (re)start: the audit that shows a retried trial went on from its checkpoint."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     with (trial_dir / "attempts.log").open("a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch}\n")
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch} pid={os.getpid()}\n")
 
 
 FAULT_ENV = "CXRRAY_FAULT_INJECT"
@@ -204,16 +282,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _finish(model: nn.Module, best: dict[str, Any], pipe: InputPipeline, head: Head, device: torch.device,
-            spec: TrialSpec, init: str, trial_dir: Path, tracker: Tracker, splits: tuple[str, ...]) -> None:
+            spec: TrialSpec, init: str, trial_dir: Path, tracker: Tracker, splits: tuple[str, ...],
+            session, train_s: float) -> None:
     """Reload the best-on-validation weights, predict val and test (a pretraining phase may have no
-    test split), write them atomically."""
-    import ray.train
-
+    test split), write them atomically. ``train_s``: seconds in this attempt's training loops."""
     if best["state"] is not None:
         _unwrap(model).load_state_dict(best["state"])
     frames, scores = [], {}
     for split in (s for s in ("val", "test") if s in splits):
-        ds = ray.train.get_dataset_shard(split)
+        ds = session.dataset(split)
         pred = predict(model, ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, head, device)
         frames.append(predictions_frame(pred, spec, split))
         scores |= {f"{split}_{k}": v for k, v in evaluate(pred).items()}
@@ -222,7 +299,7 @@ def _finish(model: nn.Module, best: dict[str, Any], pipe: InputPipeline, head: H
     torch.save(_unwrap(model).state_dict(), trial_dir / "model.pt")
     meta = {"spec": spec.to_dict(), "trial_id": spec.trial_id, "run_name": spec.run_name, "init": init,
             "best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "metrics": scores,
-            "finished": time.time()}
+            "train_s": train_s, "finished": time.time()}
     (trial_dir / "trial.json").write_text(json.dumps(meta, indent=1))
     tmp = trial_dir / f".{PREDICTIONS}.tmp"
     pl.concat(frames).write_parquet(tmp)

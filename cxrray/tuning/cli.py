@@ -11,12 +11,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from cxrray.config import TrainRecipe
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
 from cxrray.registry import UnknownNameError
 from cxrray.representations import REPRESENTATIONS
 from cxrray.training.recipes import RECIPES
+from cxrray.tuning.asha import EarlyStop
 from cxrray.tuning.study import Resources, parse_search
 
 
@@ -36,6 +39,10 @@ def add_training_args(p: argparse.ArgumentParser, default_recipe: str, image_siz
     t.add_argument("--search", nargs="+", default=[], metavar="FIELD=V1,V2",
                    help="hyper-parameter axes over recipe fields, e.g. lr=1e-3,1e-4 batch_size=16,32; every "
                    "setting trains, the analysis keeps per cell the one with the best validation AUROC")
+    t.add_argument("--asha", action="store_true", help="ASHA early stopping of weak --search settings, compared "
+                   "only within their protocol cell (every representation/backbone/seed cell still finishes)")
+    t.add_argument("--asha-grace", type=int, default=1, help="epochs before ASHA first judges a setting")
+    t.add_argument("--asha-reduction", type=float, default=2.0, help="ASHA keeps the top 1/R at each rung")
 
 
 def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
@@ -49,7 +56,12 @@ def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
     r.add_argument("--cpus-per-worker", type=float, default=1.0)
     r.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    r.add_argument("--launcher", choices=["auto", "inline", "train"], default="auto",
+                   help="inline: a one-worker trial trains inside its (reused) Tune actor, seconds of start-up "
+                   "per trial; train: a Ray Train worker group per trial; auto (default): inline for one worker")
     r.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
+    r.add_argument("--checkpoint-every-s", type=float, default=30.0, help="epoch checkpoints at most this often "
+                   "(seconds; the first epoch of each attempt always): a resume or retry redoes at most this much")
     r.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
     r.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     r.add_argument("--project", default="cxrray")
@@ -68,12 +80,20 @@ def recipe_from(args: argparse.Namespace, name: str | None = None) -> TrainRecip
 def sweep_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``run_sweep`` / ``run_waves`` that come from the command line."""
     return {"resources": resources_from(args), "wandb_mode": args.wandb, "project": args.project,
-            "weights": args.weights, "storage": args.storage}
+            "weights": args.weights, "storage": args.storage, "early_stop": early_stop_from(args)}
+
+
+def early_stop_from(args: argparse.Namespace) -> EarlyStop | None:
+    """``--asha``: ASHA over the ``--search`` axes (an error without them: protocol axes never stop early)."""
+    if not args.asha:
+        return None
+    return EarlyStop(tuple(sorted(parse_search(args.search))), args.asha_grace, args.asha_reduction)
 
 
 def resources_from(args: argparse.Namespace) -> Resources:
     return Resources(num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu,
-                     max_concurrent_trials=args.max_concurrent, max_failures=args.max_failures)
+                     max_concurrent_trials=args.max_concurrent, max_failures=args.max_failures,
+                     launcher=args.launcher, checkpoint_every_s=args.checkpoint_every_s)
 
 
 def run_cli(main: Callable[[], int], prog: str) -> None:
@@ -107,6 +127,9 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
     p.set_defaults(**(dict(presets[preset]) | values), preset=preset)
     args = p.parse_args(argv)
     parse_search(args.search)  # a bad hyper-parameter axis fails here, before Ray starts
+    early = early_stop_from(args)  # --asha without --search fails here too
+    if early is not None and not resources_from(args).inline():
+        raise ValueError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
     if args.resume and not (args.out / "ray").exists() and not args.storage:
         raise ValueError(f"--resume: nothing to resume in {args.out.resolve()} (no ray/ folder)")
     return args
@@ -176,6 +199,18 @@ def smoke_epochs(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Epochs of a ``--smoke-test``: 1 unless ``--epochs`` was given on the command line."""
     given = argv if argv is not None else sys.argv[1:]
     return args.epochs if any(a == "--epochs" or a.startswith("--epochs=") for a in given) else 1
+
+
+def checked_manifest(path: Path):
+    """``read_manifest`` plus the leakage check of a given ``split`` column, before Ray starts: a wrong
+    column or a patient in two splits stops the run with the file, patient and rows named."""
+    from cxrray.data.manifest import read_manifest
+    from cxrray.data.splits import check_no_leakage
+
+    rows, quarantine = read_manifest(path)
+    if "split" in rows.columns:
+        check_no_leakage(rows.filter(pl.col("split") != ""))
+    return rows, quarantine
 
 
 def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int, confound: float,

@@ -26,6 +26,7 @@ import polars as pl
 from cxrray.config import TrialSpec
 from cxrray.training.tracking import summary_run
 from cxrray.training.worker import FAULT_ENV, PREDICTIONS
+from cxrray.tuning.asha import STOPPED, EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.study import Resources
 
@@ -37,6 +38,7 @@ class SweepOutcome:
     skipped: list[str]  # already finished before this run
     predictions: pl.DataFrame
     results: pl.DataFrame
+    stopped: tuple[str, ...] = ()  # hyper-parameter settings ASHA stopped early (no predictions, not failures)
 
 
 def trial_dir(run_dir: Path, spec: TrialSpec) -> Path:
@@ -44,32 +46,54 @@ def trial_dir(run_dir: Path, spec: TrialSpec) -> Path:
 
 
 def is_finished(run_dir: Path, spec: TrialSpec) -> bool:
-    return (trial_dir(run_dir, spec) / PREDICTIONS).exists()
+    """Done for good: predictions written, or stopped early by ASHA (never trained again)."""
+    d = trial_dir(run_dir, spec)
+    return (d / PREDICTIONS).exists() or (d / STOPPED).exists()
+
+
+_SHARDS: dict[tuple[str, str], Any] = {}  # materialised shards kept by a reused Tune actor
+
+
+def _read_splits(data: dict[str, Any], cache: bool) -> dict[str, Any]:
+    """The run's shards as materialised Ray Datasets (cached across trials in one actor when ``cache``)."""
+    import ray.data
+
+    from cxrray.data.shards import read_split
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    if not cache:
+        return {s: read_split(Path(data["shard_dir"]) / s).materialize() for s in data["splits"]}
+    keys = {(data["shard_dir"], s) for s in data["splits"]}
+    for k in set(_SHARDS) - keys:  # keep one dataset's shards at a time
+        del _SHARDS[k]
+    for k in keys - set(_SHARDS):
+        _SHARDS[k] = read_split(Path(k[0]) / k[1]).materialize()
+    return {s: _SHARDS[(data["shard_dir"], s)] for s in data["splits"]}
 
 
 def _trial_fn(config: dict[str, Any]) -> None:
-    """Tune function trainable: one Ray Train fit for one spec."""
-    import ray.data
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from cxrray.data.shards import read_split
-    from cxrray.training.worker import train_loop_per_worker
+    """Tune function trainable: one spec, trained inline or as one Ray Train fit."""
+    from cxrray.training.worker import InlineSession, run_trial, train_loop_per_worker
 
     spec = TrialSpec.from_dict(config["spec"])
     ctx, res = config["ctx"], Resources(**config["resources"])
     data = ctx["data"][spec.data_id]
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    # Read the shards *before* the workers take their CPUs: on a small machine the
-    # training workers hold nearly every core and a read task could wait forever.
-    datasets = {s: read_split(Path(data["shard_dir"]) / s).materialize() for s in data["splits"]}
+    loop_config = {"spec": config["spec"], "class_weights": data["class_weights"], "splits": tuple(data["splits"]),
+                   "weights": ctx.get("weights"), "trial_dir": str(Path(ctx["run_dir"]) / "trials" / spec.trial_id),
+                   "wandb": ctx["wandb"], "project": ctx["project"], "checkpoint_every_s": res.checkpoint_every_s}
+    # Read the shards *before* any training starts: on a small machine the training workers hold
+    # nearly every core and a read task could wait forever.
+    datasets = _read_splits(data, cache=res.inline())
+    if res.inline():
+        run_trial(loop_config, InlineSession(datasets, Path(loop_config["trial_dir"]), res.use_gpu))
+        return
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": config["spec"], "class_weights": data["class_weights"],
-                           "splits": tuple(data["splits"]), "weights": ctx.get("weights"),
-                           "trial_dir": str(Path(ctx["run_dir"]) / "trials" / spec.trial_id),
-                           "wandb": ctx["wandb"], "project": ctx["project"]},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker}),
         run_config=RunConfig(name=spec.trial_id, storage_path=f"{ctx['storage']}/train",
@@ -130,7 +154,9 @@ def _progress_callback(total: int, already_done: int, run_dir: str):
                   flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._finished(trial, trials, "done")
+            tdir = Path(run_dir) / "trials" / _spec_of(trial).trial_id
+            stopped = (tdir / STOPPED).exists() and not (tdir / PREDICTIONS).exists()
+            self._finished(trial, trials, "stopped early (ASHA)" if stopped else "done")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             src, dst = Path(trial.local_path) / "error.txt", Path(run_dir) / "trials" / _spec_of(trial).trial_id
@@ -143,16 +169,28 @@ def _progress_callback(total: int, already_done: int, run_dir: str):
     return Progress()
 
 
-def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resources, total: int) -> None:
+def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resources, total: int,
+                  early_stop: EarlyStop | None = None) -> None:
     """Run ``specs`` as one Tune experiment (the only place that touches Tune)."""
     from ray import tune
 
+    scheduler = None
+    if early_stop is not None:
+        if not resources.inline():
+            raise ValueError("ASHA early stopping needs one-worker inline trials (--launcher auto/inline): a Ray "
+                             "Train fit running inside a Tune trial cannot be stopped between epochs")
+        scheduler = cell_scheduler(specs, early_stop, _spec_of, lambda spec, result: mark_stopped(
+            Path(ctx["run_dir"]) / "trials" / spec.trial_id, spec, result))
+
+    # inline: the trial actor trains, so it holds the worker's resources; train: the worker group does.
+    need = {"cpu": resources.cpus_per_worker, "gpu": int(resources.use_gpu)} if resources.inline() else {"cpu": 0.01}
     tuner = tune.Tuner(
-        tune.with_resources(_trial_fn, {"cpu": 0.01}),
+        tune.with_resources(_trial_fn, need),
         param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx,
                      "resources": resources.__dict__},
-        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials,
-                                    trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, scheduler=scheduler,
+                                    trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=ctx["storage"],
                                   callbacks=[_progress_callback(total, total - len(specs), ctx["run_dir"])], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
@@ -162,14 +200,16 @@ def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resour
 
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],
               resources: Resources = Resources(), wandb_mode: str = "offline", project: str = "cxrray",
-              weights: str | None = None, storage: str | None = None) -> SweepOutcome:
+              weights: str | None = None, storage: str | None = None,
+              early_stop: EarlyStop | None = None) -> SweepOutcome:
     """Run every unfinished spec, then gather predictions and results from the trial folders.
 
     ``data``: the prepared dataset, or one per ``data_id`` when the specs read several
     (the phases of staged pretraining). ``weights``: a local ImageNet state-dict file
     for specs with ``pretrained`` (recorded as ``init=file:<name>``). ``storage``: where Ray keeps
     checkpoints (default ``<run_dir>/ray``); on a multi-node cluster a shared path (NFS) or a cloud URI
-    (``s3://...``, ``gs://...``) that every node can reach.
+    (``s3://...``, ``gs://...``) that every node can reach. ``early_stop``: ASHA over the hyper-parameter
+    axes, one bracket per protocol cell (protocol cells always finish).
     """
     run_dir = Path(run_dir).resolve()
     if len({s.trial_id for s in specs}) != len(specs):
@@ -187,7 +227,7 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
                "weights": str(Path(weights).resolve()) if weights else None,
                "data": {k: {"shard_dir": str(d.shard_dir.resolve()), "class_weights": d.class_weights,
                             "splits": list(d.splits)} for k, d in by_id.items()}}
-        launch_trials(todo, ctx, resources, len(specs))
+        launch_trials(todo, ctx, resources, len(specs), early_stop)
     outcome = collect(specs, run_dir, skipped)
     log_study_summary(outcome, run_dir, wandb_mode, project)
     return outcome
@@ -230,10 +270,16 @@ def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
 
 def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = None) -> SweepOutcome:
     """Gather per-trial predictions and a results table (spec fields + training metadata)."""
-    preds, rows, finished, failed = [], [], [], []
+    preds, rows, finished, failed, stopped = [], [], [], [], []
     for s in specs:
         d = trial_dir(run_dir, s)
-        if (d / PREDICTIONS).exists():
+        if not (d / PREDICTIONS).exists() and (d / STOPPED).exists():
+            stopped.append(s.trial_id)
+            meta = json.loads((d / STOPPED).read_text())
+            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name,
+                                    "status": f"stopped by ASHA after epoch {meta['epochs_done']}",
+                                    "best_val_auroc": meta["best_val_auroc"]})
+        elif (d / PREDICTIONS).exists():
             finished.append(s.trial_id)
             preds.append(pl.read_parquet(d / PREDICTIONS))
             meta = json.loads((d / "trial.json").read_text())
@@ -252,7 +298,7 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
     if not predictions.is_empty():
         predictions.write_parquet(run_dir / "predictions.parquet")
     results.write_parquet(run_dir / "results.parquet")
-    return SweepOutcome(finished, failed, skipped or [], predictions, results)
+    return SweepOutcome(finished, failed, skipped or [], predictions, results, tuple(stopped))
 
 
 def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: str = "offline",

@@ -32,6 +32,18 @@ class Resources:
     use_gpu: bool = False
     max_concurrent_trials: int = 1
     max_failures: int = 1  # retries of a failing trial, from its last checkpoint
+    # "inline": a one-worker trial trains inside its Tune actor, which Tune reuses for the next trial
+    # (no worker group to start: seconds per trial instead of tens); "train": a Ray Train worker group
+    # per trial; "auto": inline when num_workers == 1.
+    launcher: str = "auto"
+    checkpoint_every_s: float = 30.0  # epoch checkpoints at most this often (and the first of each attempt)
+
+    def inline(self) -> bool:
+        if self.launcher not in ("auto", "inline", "train"):
+            raise ValueError(f"unknown launcher {self.launcher!r}; valid: auto, inline, train")
+        if self.launcher == "inline" and self.num_workers != 1:
+            raise ValueError(f"launcher 'inline' trains on one worker; num_workers is {self.num_workers}")
+        return self.launcher == "inline" or (self.launcher == "auto" and self.num_workers == 1)
 
 
 def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_REPRESENTATIONS,
@@ -117,5 +129,6 @@ def expand_search(specs: list[TrialSpec], search: dict[str, list]) -> list[Trial
     if not search:
         return specs
     names = sorted(search)
-    return [dataclasses.replace(s, recipe=dataclasses.replace(s.recipe, **dict(zip(names, combo))))
+    return [dataclasses.replace(s, recipe=dataclasses.replace(s.recipe, **dict(zip(names, combo))),
+                                setting=",".join(f"{n}={v}" for n, v in zip(names, combo)))
             for s in specs for combo in itertools.product(*(search[n] for n in names))]

@@ -1,0 +1,66 @@
+"""Parameter counts of the registry entries next to the published ones.
+
+``python -m cxrray.models.params`` prints the table in the README. Counts are built at the input
+size and class count of the publication; "with BN statistics" adds batch-norm running means and
+variances, which Keras (the framework of most of the COVID-19 papers) reports as non-trainable
+parameters and PyTorch keeps as buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cxrray.models import build_backbone
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    image_size: int
+    num_classes: int
+    count: int | None  # as published (None: only approximately, see note)
+    source: str
+    note: str = ""
+
+
+PUBLISHED = (
+    Published("vgg19", 224, 1000, 143_667_240, "Simonyan & Zisserman 2015 (ImageNet head)"),
+    Published("efficientnet_b1", 240, 1000, 7_794_184, "Tan & Le 2019 (7.8 M)"),
+    Published("densenet169", 224, 1000, 14_149_480, "Huang et al. 2017"),
+    Published("resnet152", 224, 1000, 60_192_808, "He et al. 2016"),
+    Published("inception_v3", 299, 1000, 23_834_568, "Szegedy et al. 2016 (without auxiliary head)"),
+    Published("darkcovidnet", 256, 3, 1_164_434, "Ozturk et al. 2020 (CVR-Net's table: about 1.9 M)",
+              "flatten width: the paper's last map is 13x13, this one 8x8 at 256 px"),
+    Published("coronet", 150, 4, 33_969_964, "Khan et al. 2020",
+              "matches at 150 px; the paper's stated 224 px would give 46.5 M"),
+    Published("covid_caps", 224, 2, 295_488, "Afshar et al. 2020"),
+    Published("covidnet", 224, 3, 11_750_000, "Wang et al. 2020 (11.75 M)", "channel widths inferred"),
+    Published("covidnet_large", 224, 3, None, "COVIDNet-CXR4-A / CXR-3A (about 40 M)", "channel widths inferred"),
+)
+
+
+def counts(name: str, image_size: int, num_classes: int) -> tuple[int, int]:
+    """(trainable parameters, plus batch-norm running statistics) of a freshly built entry."""
+    model, _ = build_backbone(name, num_classes, 3, False, image_size)
+    with torch.no_grad():  # materialise lazy layers at this input size
+        model.eval()(torch.zeros(1, 3, image_size, image_size))
+    params = sum(p.numel() for p in model.parameters())
+    stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    return params, params + stats
+
+
+def table() -> str:
+    lines = ["| model | input | classes | parameters (PyTorch) | with BN statistics (Keras count) | published | "
+             "source | note |", "|---|---|---|---|---|---|---|---|"]
+    for p in PUBLISHED:
+        ours, keras = counts(p.name, p.image_size, p.num_classes)
+        pub = f"{p.count:,}" if p.count else "about 40 M"
+        lines.append(f"| `{p.name}` | {p.image_size} | {p.num_classes} | {ours:,} | {keras:,} | {pub} | {p.source} "
+                     f"| {p.note} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())

@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Known-answer validation of the hide-and-seek protocol on the phantom.
+
+The same sweep on phantoms that differ only in the source confound (0, 0.5, 1
+by default), then the checks of ``cxrray.analysis.validation``: with the
+confound on the shortcut is flagged and Grad-CAM leaves the lungs; with it off
+the lung-hiding representations are at chance while ``lungs_isolated`` keeps
+the signal; the shortcut signal grows with the confound. Exit 1 when a check
+fails. Results: ``<out>/confound-<c>/`` (each a full run with its analysis)
+and ``<out>/validation.md``.
+
+    python sweeps/validate.py                    # CI size, a few minutes on 2 CPUs
+    python sweeps/validate.py --preset cluster --gpu --max-concurrent 8   # larger, on a GPU cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from cxrray.analysis.tables import analyze
+from cxrray.analysis.validation import format_checks, known_answer_checks
+from cxrray.data.phantom import write_phantom
+from cxrray.tuning import cli
+from cxrray.tuning.prepare import prepare_data
+from cxrray.tuning.runner import run_sweep, start_ray
+from cxrray.tuning.study import hide_seek_specs
+
+REPRESENTATIONS = ("original", "lungs_isolated", "lungs_removed", "lungs_boxed_out")
+PRESETS = {
+    "demo": {},  # the defaults below: 160 patients, basecnn, 32 px, 8 epochs, 1 seed (~100 s on 2 CPUs)
+    "cluster": {"phantom_patients": 1000, "backbones": ["basecnn", "resnet18", "densenet121"], "image_size": 128,
+                "epochs": 20, "seeds": [0, 1, 2], "confounds": [0.0, 0.25, 0.5, 0.75, 1.0]},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--confounds", nargs="+", type=float, default=[0.0, 0.5, 1.0],
+                   help="phantom source confounds (0 and 1 are required: they carry the known answers)")
+    p.add_argument("--phantom-patients", type=int, default=160)
+    p.add_argument("--phantom-seed", type=int, default=0)
+    p.add_argument("--backbones", nargs="+", default=["basecnn"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM")
+    cli.add_training_args(p, "demo", 32)
+    cli.add_resource_args(p, "runs/validate")
+    p.set_defaults(epochs=8)
+    args = cli.parse_study(p, argv, "validate", PRESETS)
+    if 0.0 not in args.confounds or 1.0 not in args.confounds:
+        raise ValueError(f"--confounds must include 0 and 1 (the known answers), got {args.confounds}")
+    cli.check_names(backbone=args.backbones, recipe=[args.recipe])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0, out = time.time(), args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start_ray(out, wandb_mode=args.wandb, address=args.address, verbose_workers=args.verbose)
+    runs = {}
+    for c in sorted(args.confounds):
+        run_dir = out / f"confound-{c:g}"
+        manifest = run_dir / "data" / "phantom" / "manifest.csv"
+        if not manifest.exists():  # the same patients and images; only which hospital a class comes from differs
+            write_phantom(manifest.parent, n_patients=args.phantom_patients, confound=c, seed=args.phantom_seed)
+        data = prepare_data(manifest, run_dir, image_size=args.image_size, task="CL2")
+        specs = hide_seek_specs(data_id=data.data_id, representations=REPRESENTATIONS, backbones=args.backbones,
+                                seeds=args.seeds, image_size=args.image_size, recipe=cli.recipe_from(args),
+                                study=f"validate-confound-{c:g}")
+        print(f"[cxrray] confound {c:g}: {len(specs)} trials", flush=True)
+        outcome = run_sweep(specs, run_dir=run_dir, data=data, **cli.sweep_options(args))
+        if outcome.failed:
+            print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
+            return 1
+        analyze(run_dir, saliency=args.saliency)
+        runs[c] = run_dir
+    checks, table = known_answer_checks(runs)
+    text = format_checks(checks)
+    with_cols = table.with_columns(table["hidden_mean_auroc"].round(3), table["saliency_in_lungs_original"].round(3))
+    md = "\n".join(["| " + " | ".join(with_cols.columns) + " |", "|" + "---|" * with_cols.width]
+                   + ["| " + " | ".join(str(v) for v in row) + " |" for row in with_cols.iter_rows()])
+    (out / "validation.md").write_text(f"# Known-answer validation\n\n{md}\n\n```\n{text}\n```\n")
+    table.write_csv(out / "validation.csv")
+    print(f"\nTest AUROC [95 % DeLong CI] per confound (backbones {', '.join(args.backbones)}, seeds "
+          f"{args.seeds}):\n{md}\n\n{text}")
+    ok = all(c.passed for c in checks)
+    print(f"\n[cxrray] validation {'passed' if ok else 'FAILED'} in {time.time() - t0:.0f} s; {out / 'validation.md'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    cli.run_cli(main, "validate.py")
