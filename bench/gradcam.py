@@ -1,6 +1,8 @@
 """Grad-CAM batched vs one image at a time, side by side in one run, with identical maps.
 
-Goal (issues 7, 8): >= 1.3x on this CPU. ResNet-18 at 128 px, 64 images, batches of 32.
+Goal (issues 7, 8): >= 1.3x on this CPU. ResNet-18 at 128 px, 64 images, batches of 32. Each side
+runs three times, interleaved, and keeps its fastest pass: on this shared 2-core VM a single pass of
+the batched path varied between 25 and 60 images/s from run to run.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ def run() -> list[dict]:
         x = torch.randn(64, 1, 128, 128, generator=torch.Generator().manual_seed(1))
     classes = np.arange(64) % 2
     gradcam(model, "layer4", x[:4], classes[:4])  # warm-up
-    t = time.perf_counter()
-    single = gradcam(model, "layer4", x, classes, batch_size=1)
-    t_single = time.perf_counter() - t
-    t = time.perf_counter()
-    batched = gradcam(model, "layer4", x, classes, batch_size=32)
-    t_batched = time.perf_counter() - t
+    t_single = t_batched = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        single = gradcam(model, "layer4", x, classes, batch_size=1)
+        t_single = min(t_single, time.perf_counter() - t)
+        t = time.perf_counter()
+        batched = gradcam(model, "layer4", x, classes, batch_size=32)
+        t_batched = min(t_batched, time.perf_counter() - t)
     diff = float(np.abs(single - batched).max())
     ratio = t_single / t_batched
     return [{"benchmark": "Grad-CAM batched / one at a time", "value": ratio, "unit": "x", "goal": ">= 1.3",

@@ -3,9 +3,9 @@
 
 With no arguments it generates the embedded phantom dataset (source confound
 on, as in COVIDx) and runs the CPU demo: 5 representations x 2 backbones
-(basecnn, resnet18) x 1 seed at 64 px, each trial a Ray Train fit inside a
-Ray Tune sweep, ending with a table of test AUROC and 95 % DeLong CIs.
-About 5-10 minutes on 2 CPU cores. Re-running with the same --out resumes:
+(basecnn, resnet18) x 1 seed at 64 px, each trial a fit inside a Ray Tune
+sweep, ending with a table of test AUROC and 95 % DeLong CIs.
+About 2 minutes on 2 CPU cores. Re-running with the same --out resumes:
 finished trials are never rerun, new cells (more seeds, backbones) are added.
 
     python sweeps/hide_seek.py                       # demo on the phantom

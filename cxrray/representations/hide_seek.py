@@ -17,10 +17,18 @@ def original(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return image
 
 
+def lung_interior(mask: torch.Tensor) -> torch.Tensor:
+    """Pixels whose 3x3 neighbourhood is all lung. cxrray's masks are *covering* (a resized or warped
+    pixel that draws on any lung pixel is lung, so hiding the lungs hides all of them); isolating the
+    lungs therefore keeps only the interior, so that no partly-outside pixel carries the source."""
+    inside = (mask > 0.5).to(torch.float32)
+    return -torch.nn.functional.max_pool2d(-inside, 3, stride=1, padding=1) > 0.5
+
+
 @REPRESENTATIONS.register()
 def lungs_isolated(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Only pixels inside the lung mask."""
-    return image * (mask > 0.5)
+    """Only pixels inside the lung mask (its interior: see ``lung_interior``)."""
+    return image * lung_interior(mask)
 
 
 @REPRESENTATIONS.register()
