@@ -144,6 +144,8 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int,
         target = out / split
         target.mkdir(parents=True, exist_ok=True)
         if counts[split]:
-            part.repartition(max(1, counts[split] // 256)).write_parquet(str(target), compression="zstd")
+            # Sorted by manifest row: decoding finishes in any order, and a shard's row order is the order a
+            # seeded shuffle starts from, so without it two ingests of one manifest train differently.
+            part.sort("row").repartition(max(1, counts[split] // 256)).write_parquet(str(target), compression="zstd")
     bad_rows.write_csv(out / "bad_rows.csv")
     return IngestResult(out, counts, bad_rows)
