@@ -102,6 +102,7 @@ def test_wrong_manifest_column_fails_before_any_compute(tmp_path):
     assert not (tmp_path / "run" / "ray").exists() and not (tmp_path / "run" / "shards").exists()
 
 
+@pytest.mark.slow  # ~45 s; Ray Train itself stays in CI through the U-Net job (test_segmentation)
 def test_two_worker_fit_splits_data_and_reports_what_predictions_give(tmp_path):
     """DDP with two workers: disjoint training rows, and the reported validation AUROC is the one
     recomputed from the saved per-image predictions."""
