@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cxrray.analysis.tables import analyze
+from cxrray.analysis.tables import analyze, format_table
 from cxrray.analysis.validation import format_checks, known_answer_checks
 from cxrray.data.phantom import write_phantom
 from cxrray.tuning import cli
@@ -77,13 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         runs[c] = run_dir
     checks, table = known_answer_checks(runs)
     text = format_checks(checks)
-    with_cols = table.with_columns(table["hidden_mean_auroc"].round(3), table["saliency_in_lungs_original"].round(3))
-    md = "\n".join(["| " + " | ".join(with_cols.columns) + " |", "|" + "---|" * with_cols.width]
-                   + ["| " + " | ".join(str(v) for v in row) + " |" for row in with_cols.iter_rows()])
+    rounded = table.with_columns(table["hidden_mean_auroc"].round(3), table["saliency_in_lungs_original"].round(3))
+    md = format_table(rounded, f"Test AUROC [95 % DeLong CI] per confound (backbones {', '.join(args.backbones)}, "
+                               f"seeds {args.seeds}):")
     (out / "validation.md").write_text(f"# Known-answer validation\n\n{md}\n\n```\n{text}\n```\n")
     table.write_csv(out / "validation.csv")
-    print(f"\nTest AUROC [95 % DeLong CI] per confound (backbones {', '.join(args.backbones)}, seeds "
-          f"{args.seeds}):\n{md}\n\n{text}")
+    print(f"\n{md}\n\n{text}")
     ok = all(c.passed for c in checks)
     print(f"\n[cxrray] validation {'passed' if ok else 'FAILED'} in {time.time() - t0:.0f} s; {out / 'validation.md'}")
     return 0 if ok else 1

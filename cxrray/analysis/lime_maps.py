@@ -44,8 +44,7 @@ def lime_maps(model: torch.nn.Module, x: torch.Tensor, classes: np.ndarray, prob
     out = np.zeros((len(x), x.shape[-2], x.shape[-1]), np.float32)
     for i in range(len(x)):
         img = x[i].permute(1, 2, 0).numpy().astype(np.float64)
-        img3 = np.repeat(img, 3, axis=-1) if chans == 1 else img[..., :3] if chans >= 3 else np.concatenate(
-            [img, img[..., :1]], axis=-1)
+        img3 = np.repeat(img, 3, axis=-1) if chans == 1 else img  # LIME segments RGB-shaped images
         explainer = lime_image.LimeImageExplainer(random_state=seed + i)
         with contextlib.redirect_stderr(io.StringIO()):  # lime draws a tqdm bar per image
             exp = explainer.explain_instance(img3, classify, labels=(int(classes[i]),), top_labels=None,

@@ -105,6 +105,9 @@ class TrainSession:
             torch.save(state, Path(d) / "state.pt")
             self._train.report(metrics, checkpoint=self._train.Checkpoint.from_directory(d))
 
+    def finished(self) -> None:
+        """Ray Train keeps its checkpoints under the run's storage; nothing to clean here."""
+
 
 class InlineSession:
     """A one-worker trial trained inside its Tune actor (``launcher="inline"``).
@@ -233,8 +236,7 @@ def run_trial(config: dict[str, Any], session) -> None:
     if rank == 0:
         _finish(model, best, pipe, head, device, spec, init, trial_dir, tracker, config.get("splits", ("val", "test")),
                 session, train_s)
-    if hasattr(session, "finished"):
-        session.finished()
+    session.finished()
 
 
 def _log_attempt(trial_dir: Path, start_epoch: int) -> None:
