@@ -59,6 +59,7 @@ class TrialSpec:
     init_from: str = ""  # trial id of the pretraining stage whose weights (not head) start this one
     fold: int = 0  # cross-validation fold (repeat * k + fold) the data_id was split for
     setting: str = ""  # the hyper-parameter setting of a --search sweep, e.g. "lr=0.001", for names only
+    method: str = "standard"  # how the trial trains (cxrray.training.methods): "standard" fit or "fucitnet"
 
     @property
     def trial_id(self) -> str:
@@ -70,9 +71,11 @@ class TrialSpec:
     @property
     def run_name(self) -> str:
         """Readable name, e.g. ``lungs_removed.resnet18.none.s0``; design, task and fold join it when
-        they are not the defaults (``original.resnet18.none.single.CL3.f2.s0``), a searched setting ends it
+        they are not the defaults (``original.resnet18.none.single.CL3.f2.s0``), so does a training method other than
+        the standard fit (``seg_crop.covid_sdnet.none.single.fucitnet.s0``), a searched setting ends it
         (``original.resnet18.none.s0.lr=0.001``)."""
-        extra = "".join(f".{v}" for v, d in ((self.design, "random"), (self.task, "CL2")) if v != d)
+        extra = "".join(f".{v}" for v, d in ((self.design, "random"), (self.task, "CL2"), (self.method, "standard"))
+                        if v != d)
         fold = f".f{self.fold}" if self.fold else ""
         setting = f".{self.setting}" if self.setting else ""
         return f"{self.representation}.{self.backbone}.{self.pretraining}{extra}{fold}.s{self.seed}{setting}"

@@ -5,7 +5,8 @@ Designs (PROTOCOLS.md section 3): ``single`` (each class from one source),
 ``multiple`` (each class mixes sources), ``independent`` (test sources never
 seen in training). The drop from Single/Multiple to Independent is the bias.
 Tasks CL2 (NCV vs CVP), CL3 (NOR, NCP, CVP), CL4 (NOR, OBP, OVP, CVP).
-Per-image predictions keep severity, for the per-severity accuracy of COVIDGR.
+Per-image predictions keep severity, for the per-severity accuracy of COVIDGR;
+``--methods fucitnet`` adds COVID-SDNet's class-inherent transformations (FuCiTNet).
 
 With no arguments it runs the CPU demo on the phantom with a partial source
 confound (each class mostly, not only, from its own hospital).
@@ -39,11 +40,12 @@ PRESETS = {
     # pneumonia) against the flat 3-class one, same network and recipe, in one table (rows single / CL3, CL3H).
     "covid_cxnet": {"designs": ["single"], "tasks": ["CL3", "CL3H"], "backbones": ["covid_cxnet"],
                     "recipe": "covid_cxnet", "image_size": 224, "pretrained": True},
-    # Tabik et al. (COVID-SDNet baseline): one source, segmentation crop, ResNet-50 + FC 512, SGD batch 16,
-    # 5 x 5-fold CV; the analysis reports accuracy per severity level (severity_accuracy.csv).
+    # Tabik et al. (COVID-SDNet): one source, segmentation crop, ResNet-50 + FC 512, SGD batch 16, 5 x 5-fold CV;
+    # the baseline classifier ("standard") next to the full methodology ("fucitnet": class-inherent generators,
+    # the 4-class P+/P-/N+/N- classifier and the fusion rule); accuracy per severity level in severity_accuracy.csv.
     "covid_sdnet": {"designs": ["single"], "tasks": ["CL2"], "backbones": ["covid_sdnet"], "recipe": "covid_sdnet",
                     "representation": "seg_crop", "image_size": 224, "pretrained": True, "folds": 5,
-                    "seeds": [0, 1, 2, 3, 4]},
+                    "seeds": [0, 1, 2, 3, 4], "methods": ["standard", "fucitnet"]},
 }
 
 
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--backbones", nargs="+", default=["basecnn", "resnet18"])
     s.add_argument("--seeds", nargs="+", type=int, default=[0])
     s.add_argument("--representation", default="original", help="input representation (seg_crop for COVID-SDNet)")
+    s.add_argument("--methods", nargs="+", default=["standard"], help="training methods: standard, fucitnet "
+                   "(COVID-SDNet's class-inherent transformations; single-label tasks, one worker per trial)")
     s.add_argument("--folds", type=int, default=1, help="k-fold CV for single/multiple (1: 60/20/20 holdout)")
     s.add_argument("--test-sources", nargs="+", default=[],
                    help="independent design: held-out sources (default: each viable source in turn)")
@@ -75,7 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in args.designs:
         DESIGNS.get(name)
     cli.check_names(backbone=args.backbones, task=args.tasks, recipe=[args.recipe],
-                    representation=[args.representation])
+                    representation=[args.representation], method=args.methods)
+    staged = sorted(set(args.methods) - {"standard"})
+    if staged and args.num_workers > 1:
+        raise ValueError(f"methods {staged} train on one worker per trial; got --num-workers {args.num_workers}")
+    if staged and args.asha:
+        raise ValueError(f"--asha compares settings epoch by epoch of one fit; methods {staged} train in stages")
     return args
 
 
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                               frame=(df, quarantine)) for key, df in frames.items()}
     specs = source_bias_specs(data_ids={k: d.data_id for k, d in data.items()}, backbones=args.backbones,
                               seeds=args.seeds, image_size=args.image_size, pretrained=args.pretrained,
-                              recipe=cli.recipe_from(args), representation=args.representation)
+                              recipe=cli.recipe_from(args), representation=args.representation, methods=args.methods)
     specs = expand_search(specs, parse_search(args.search))
     outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         **cli.sweep_options(args))

@@ -8,7 +8,7 @@ from cxrray.data.tasks import TASKS
 from cxrray.models import build_backbone
 from cxrray.training.heads import HierarchicalHead, MultilabelHead, SoftmaxHead, make_head
 from cxrray.training.loop import InputPipeline, evaluate, predict, rebalance, train_epoch
-from cxrray.training.worker import selection_key
+from cxrray.training.outputs import selection_key
 
 
 def test_make_head_follows_the_task():

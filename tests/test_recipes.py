@@ -9,9 +9,8 @@ from cxrray.config import TrainRecipe
 from cxrray.data.tasks import TASKS
 from cxrray.models import build_backbone
 from cxrray.training.heads import make_head
-from cxrray.training.loop import InputPipeline, train_epoch
+from cxrray.training.loop import InputPipeline, make_optimizer, train_epoch
 from cxrray.training.recipes import RECIPES, resolve_class_weights
-from cxrray.training.worker import make_optimizer
 
 
 @pytest.mark.parametrize("name", RECIPES.names())

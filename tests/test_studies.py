@@ -83,18 +83,34 @@ def test_design_splits_folds_and_left_out_sources(tmp_path):
         assert not set(df.filter(pl.col("split") != "test")["source"]) & test
 
 
-def test_source_bias_smoke_sweep(tmp_path):
-    proc = _run("source_bias", "--smoke-test", "--out", str(tmp_path), "--wandb", "disabled")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_source_bias_smoke_sweep_with_fucitnet_a_retry_and_a_failure(tmp_path):
+    """Single and multiple designs x the standard fit and FuCiTNet (COVID-SDNet's class-inherent
+    transformations) in one sweep. The single-design FuCiTNet trial fails once after its stage-1 epoch and
+    goes on from that checkpoint into stage 2; the multiple-design standard trial always fails and is reported
+    while the rest finish; the analysis has the method axis and accuracy per severity level per method."""
+    faults = "original.basecnn.none.single.fucitnet.s0:1,original.basecnn.none.multiple.s0:99"
+    proc = _run("source_bias", "--smoke-test", "--methods", "standard", "fucitnet", "--out", str(tmp_path),
+                "--wandb", "disabled", env={"CXRRAY_FAULT_INJECT": faults})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = pl.read_parquet(tmp_path / "results.parquet")
-    assert sorted(results["design"]) == ["multiple", "single"] and set(results["status"]) == {"finished"}
+    status = {(r["design"], r["method"]): r["status"] for r in results.iter_rows(named=True)}
+    assert status == {("single", "standard"): "finished", ("single", "fucitnet"): "finished",
+                      ("multiple", "standard"): "failed", ("multiple", "fucitnet"): "finished"}
+    retried = results.filter((pl.col("design") == "single") & (pl.col("method") == "fucitnet"))["trial_id"][0]
+    starts = [s for s in (tmp_path / "trials" / retried / "attempts.log").read_text().split() if "start_epoch" in s]
+    assert starts == ["start_epoch=0", "start_epoch=1"]  # the retry went on into stage 2 from the checkpoint
+    assert (tmp_path / "trials" / retried / "fucitnet.pt").exists()
+    assert "epoch 2/2 (stage 2)" in proc.stdout and "FAILED: original.basecnn.none.multiple.s0" in proc.stdout
     single = pl.read_csv(tmp_path / "splits-single-CL2-0.csv")
     by_class = single.with_columns((pl.col("label") == "CVP").alias("covid")).group_by("covid").agg(
         pl.col("source").n_unique())
     assert by_class["source"].to_list() == [1, 1]  # single design: one source per class
-    assert "| design" in proc.stdout and "| single" in proc.stdout
+    assert "| condition" in proc.stdout and "| single / fucitnet" in proc.stdout  # design / method rows
+    sev = pl.read_csv(tmp_path / "analysis" / "severity_accuracy.csv")
+    assert set(sev["method"]) == {"standard", "fucitnet"}
 
 
+@pytest.mark.slow  # retry and failure are also in the source-bias smoke sweep above (CI)
 def test_failing_trial_is_retried_from_its_checkpoint_then_reported(tmp_path):
     """One trial fails once (retried from its epoch-1 checkpoint, finishes); one always fails: it is
     reported with its error while the sweep completes."""
@@ -154,15 +170,22 @@ def test_every_preset_parses_and_names_resolve(name):
         assert args.preset == preset
 
 
+@pytest.mark.slow  # ~70 s; FuCiTNet through the runner is in the source-bias smoke sweep (CI)
 def test_covid_sdnet_preset_end_to_end_reports_accuracy_per_severity(tmp_path):
     """The COVID-SDNet preset (segmentation crop, ResNet-50 + FC 512, k-fold) on the phantom, shrunk to a
-    smoke size: the analysis writes accuracy per severity level for the COVID-19 positives."""
+    smoke size: the baseline classifier and the FuCiTNet methodology (generators, 4-class classifier, fusion)
+    in one sweep; the analysis writes accuracy per severity level for each method."""
     proc = _run("source_bias", "--preset", "covid_sdnet", "--image-size", "32", "--epochs", "1", "--folds", "2",
                 "--seeds", "0", "--phantom-patients", "48", "--wandb", "disabled", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = pl.read_parquet(tmp_path / "results.parquet")
     assert set(results["backbone"]) == {"covid_sdnet"} and set(results["representation"]) == {"seg_crop"}
-    assert sorted(results["fold"].to_list()) == [0, 1]
+    assert sorted(zip(results["method"], results["fold"])) == [("fucitnet", 0), ("fucitnet", 1), ("standard", 0),
+                                                               ("standard", 1)]
+    for tid in results.filter(pl.col("method") == "fucitnet")["trial_id"]:
+        assert (tmp_path / "trials" / tid / "fucitnet.pt").exists()
+    assert "epoch 2/2 (stage 2)" in proc.stdout
     sev = pl.read_csv(tmp_path / "analysis" / "severity_accuracy.csv")
-    assert sev.height > 0 and {"severity", "accuracy"} <= set(sev.columns)
+    assert sev.height > 0 and {"severity", "accuracy", "method"} <= set(sev.columns)
+    assert set(sev["method"]) == {"standard", "fucitnet"}
     assert set(sev["severity"].to_list()) & {"Normal-PCR+", "Mild", "Moderate", "Severe"}

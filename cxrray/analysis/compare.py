@@ -56,7 +56,7 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
     """DeLong test for every pair of trials within each family, with Bonferroni and Holm adjustment."""
     test = predictions.filter(pl.col("split") == "test")
     family = [c for c in family if c in aurocs.columns]
-    label = [c for c in ("representation", "backbone", "pretraining", "design") if c in aurocs.columns]
+    label = [c for c in ("representation", "backbone", "method", "pretraining", "design") if c in aurocs.columns]
     out = []
     for key, group in aurocs.drop_nans("auroc").group_by(family or [pl.lit(0)], maintain_order=True):
         rows = []
@@ -84,7 +84,7 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, alpha: fl
     test = predictions.filter(pl.col("split") == "test")
     hidden = aurocs.filter(pl.col("representation").is_in(HIDDEN)).drop_nans("auroc")
     m = max(hidden.height, 1)
-    match = [c for c in ("backbone", "task", "pretraining", "design", "seed", "fold") if c in aurocs.columns]
+    match = [c for c in ("backbone", "method", "task", "pretraining", "design", "seed", "fold") if c in aurocs.columns]
     rows = []
     for h in hidden.iter_rows(named=True):
         _, y, s = _scores(test, h["trial_id"])
@@ -127,7 +127,7 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
         return pl.DataFrame()
     test = predictions.filter(pl.col("split") == "test")
     z = stats.norm.ppf(0.5 + level / 2)
-    keys = [c for c in ("backbone", "task", "seed") if c in aurocs.columns]
+    keys = [c for c in ("backbone", "method", "task", "seed") if c in aurocs.columns]
     rows = []
     for key, group in aurocs.drop_nans("auroc").group_by(keys, maintain_order=True):
         stats_by = {}

@@ -15,7 +15,7 @@ from sklearn.metrics import confusion_matrix
 
 from cxrray.analysis.delong import auroc_ci
 
-CELL_AXES = ("study", "representation", "backbone", "task", "pretraining", "design")
+CELL_AXES = ("study", "representation", "backbone", "method", "task", "pretraining", "design")
 SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 
 

@@ -42,7 +42,7 @@ def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = 
                      "n_pos": ci.n_pos, "n_neg": ci.n_neg})
     aur = pl.DataFrame(rows, schema={"trial_id": pl.Utf8, "auroc": pl.Float64, "ci_lo": pl.Float64,
                                      "ci_hi": pl.Float64, "n_pos": pl.Int64, "n_neg": pl.Int64})
-    keep = [c for c in ("trial_id", "study", "representation", "backbone", "task", "pretraining", "design",
+    keep = [c for c in ("trial_id", "study", "representation", "backbone", "method", "task", "pretraining", "design",
                         "fold", "seed", "init", "best_val_auroc") if c in results.columns]
     return results.select(keep).join(aur, on="trial_id", how="inner")
 
@@ -60,7 +60,7 @@ def _order(reps: list[str]) -> list[str]:
     return known + sorted(r for r in reps if r not in known)
 
 
-AXES = ("representation", "pretraining", "design", "task")
+AXES = ("representation", "pretraining", "design", "task", "method")
 
 
 def row_axis(aurocs: pl.DataFrame) -> tuple[str, pl.DataFrame]:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrray.config import TrainRecipe
 from cxrray.data.tasks import Task
 from cxrray.representations import apply_representation
 from cxrray.representations.augment import AugmentConfig, augment
@@ -79,6 +80,15 @@ def rebalance(batches: Iterable[dict[str, np.ndarray]], head: Head, generator: t
             size -= batch_size
     if size:
         yield {k: np.concatenate(v) for k, v in pending.items()}
+
+
+def make_optimizer(model: nn.Module, r: TrainRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser (Adam or SGD with momentum)."""
+    if r.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+    raise ValueError(f"unknown optimizer {r.optimizer!r}; valid: adam, sgd")
 
 
 def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline,

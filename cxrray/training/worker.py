@@ -9,52 +9,27 @@ resumed trial continues from its last finished epoch.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
-from cxrray.config import TrainRecipe, TrialSpec
+from cxrray.config import TrialSpec
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
 from cxrray.representations import out_channels
 from cxrray.representations.augment import AugmentConfig
+from cxrray.training.fucitnet_trial import run_fucitnet_trial
 from cxrray.training.heads import Head, make_head
-from cxrray.training.loop import InputPipeline, evaluate, predict, rebalance, train_epoch
+from cxrray.training.loop import InputPipeline, evaluate, make_optimizer, predict, rebalance, train_epoch
+from cxrray.training.methods import METHODS
+from cxrray.training.outputs import log_attempt, maybe_inject_fault, predictions_frame, selection_key, write_outputs
 from cxrray.training.recipes import resolve_class_weights
 from cxrray.training.tracking import Tracker
-
-PREDICTIONS = "predictions.parquet"
-
-
-def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) -> pl.DataFrame:
-    """Per-image predictions as a table: ``prob_<class>`` per class; multilabel tasks add ``y_<finding>``
-    (1, 0, NaN = unknown) and leave ``target`` at -1."""
-    task = TASKS.get(spec.task)
-    cols = {k: pred[k] for k in ("row", "patient_id", "source", "label", "severity")}
-    multilabel = pred["target"].ndim == 2
-    cols["target"] = np.full(len(pred["row"]), -1) if multilabel else pred["target"]
-    cols.update({f"prob_{c}": pred["prob"][:, i] for i, c in enumerate(task.classes)})
-    if multilabel:
-        cols.update({f"y_{c}": pred["target"][:, i] for i, c in enumerate(task.classes)})
-    return pl.DataFrame(cols).with_columns(pl.lit(spec.trial_id).alias("trial_id"), pl.lit(split).alias("split"))
-
-
-def selection_key(val: dict[str, float], select_by: str) -> tuple[float, float]:
-    """Larger is better: validation AUROC then lower loss, or lower loss alone; NaN ranks last."""
-    fin = lambda x: x if x == x else float("-inf")  # noqa: E731  (NaN -> -inf)
-    if select_by == "loss":
-        return (fin(-val["loss"]), 0.0)
-    if select_by == "auroc":
-        return (fin(val["auroc"]), fin(-val["loss"]))
-    raise ValueError(f"unknown select_by {select_by!r}; valid: auroc, loss")
 
 
 def _initial_model(spec: TrialSpec, head: Head, trial_dir: Path, weights: str | None):
@@ -155,6 +130,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def run_trial(config: dict[str, Any], session) -> None:
     """Train one spec on ``session`` (``TrainSession`` or ``InlineSession``), reporting every epoch."""
     spec = TrialSpec.from_dict(config["spec"])
+    method = METHODS.get(spec.method)
+    if method is not None:  # a staged method (FuCiTNet) trains its own models, same session and outputs
+        run_fucitnet_trial(config, session, method)
+        return
     task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
     rank, device = session.rank, session.device
     trial_dir = Path(config["trial_dir"])
@@ -183,7 +162,7 @@ def run_trial(config: dict[str, Any], session) -> None:
             scheduler.load_state_dict(state["scheduler"])
         start, best = state["epoch"] + 1, state["best"]
     if rank == 0:
-        _log_attempt(trial_dir, start)
+        log_attempt(trial_dir, start)
     tracker = Tracker(config["wandb"], run_id=spec.trial_id, name=spec.run_name, project=config["project"],
                       group=spec.study, config=spec.flat() | {"init": init},
                       directory=trial_dir) if rank == 0 else None
@@ -225,39 +204,18 @@ def run_trial(config: dict[str, Any], session) -> None:
             session.report(metrics, {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict() if scheduler else None,
                                      "epoch": epoch, "best": best} if rank == 0 and save else None)
-            _maybe_inject_fault(spec, trial_dir)
+            maybe_inject_fault(spec, trial_dir)
             if stop:  # early stopping: the best-on-validation weights are restored in _finish
                 break
     except SystemExit:  # a scheduler (ASHA) stopped this trial at a report: close its W&B run cleanly
         if tracker is not None:
             tracker.finish()
         raise
-    _maybe_inject_fault(spec, trial_dir)  # also when a resumed attempt had no epoch left to run
+    maybe_inject_fault(spec, trial_dir)  # also when a resumed attempt had no epoch left to run
     if rank == 0:
         _finish(model, best, pipe, head, device, spec, init, trial_dir, tracker, config.get("splits", ("val", "test")),
                 session, train_s)
     session.finished()
-
-
-def _log_attempt(trial_dir: Path, start_epoch: int) -> None:
-    """Append one line per (re)start: the audit that shows a retried trial went on from its checkpoint."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    with (trial_dir / "attempts.log").open("a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch} pid={os.getpid()}\n")
-
-
-FAULT_ENV = "CXRRAY_FAULT_INJECT"
-
-
-def _maybe_inject_fault(spec: TrialSpec, trial_dir: Path) -> None:
-    """Reliability testing: ``CXRRAY_FAULT_INJECT="<run_name>:<n>[,...]"`` makes that trial raise after
-    an epoch's checkpoint during its first ``n`` attempts (``attempts.log``). Unset: does nothing."""
-    log = trial_dir / "attempts.log"
-    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
-        name, _, n = item.rpartition(":")
-        attempts = len(log.read_text().splitlines()) if log.exists() else 0
-        if name == spec.run_name and attempts <= int(n):
-            raise RuntimeError(f"injected fault ({FAULT_ENV}) in {spec.run_name}, attempt {attempts}")
 
 
 def _recording(batches, path: Path):
@@ -268,15 +226,6 @@ def _recording(batches, path: Path):
         yield b
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(map(str, rows)) + "\n")
-
-
-def make_optimizer(model: nn.Module, r: TrainRecipe) -> torch.optim.Optimizer:
-    """The recipe's optimiser (Adam or SGD with momentum)."""
-    if r.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-    if r.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
-    raise ValueError(f"unknown optimizer {r.optimizer!r}; valid: adam, sgd")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -296,15 +245,6 @@ def _finish(model: nn.Module, best: dict[str, Any], pipe: InputPipeline, head: H
         pred = predict(model, ds.iter_batches(batch_size=128, batch_format="numpy"), pipe, head, device)
         frames.append(predictions_frame(pred, spec, split))
         scores |= {f"{split}_{k}": v for k, v in evaluate(pred).items()}
-    tracker.summary(scores)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(_unwrap(model).state_dict(), trial_dir / "model.pt")
-    meta = {"spec": spec.to_dict(), "trial_id": spec.trial_id, "run_name": spec.run_name, "init": init,
-            "best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "metrics": scores,
-            "train_s": train_s, "finished": time.time()}
-    (trial_dir / "trial.json").write_text(json.dumps(meta, indent=1))
-    tmp = trial_dir / f".{PREDICTIONS}.tmp"
-    pl.concat(frames).write_parquet(tmp)
-    os.replace(tmp, trial_dir / PREDICTIONS)  # the file's existence marks the trial finished
-    tracker.artifact(trial_dir / PREDICTIONS, f"predictions-{spec.trial_id}", "predictions")
-    tracker.finish()
+    write_outputs(trial_dir, spec, frames, scores, {"model.pt": _unwrap(model).state_dict()},
+                  {"init": init, "best_epoch": best["epoch"], "best_val_auroc": best["val_auroc"], "train_s": train_s},
+                  tracker)

@@ -18,6 +18,7 @@ from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
 from cxrray.registry import UnknownNameError
 from cxrray.representations import REPRESENTATIONS
+from cxrray.training.methods import METHODS
 from cxrray.training.recipes import RECIPES
 from cxrray.tuning.asha import EarlyStop
 from cxrray.tuning.study import Resources, parse_search
@@ -189,7 +190,8 @@ def _typed(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
 
 def check_names(**names: list[str]) -> None:
     """Every name exists in its registry (``backbone=[...]``, ``task=[...]`` ...), before Ray starts."""
-    registries = {"backbone": BACKBONES, "representation": REPRESENTATIONS, "task": TASKS, "recipe": RECIPES}
+    registries = {"backbone": BACKBONES, "representation": REPRESENTATIONS, "task": TASKS, "recipe": RECIPES,
+                  "method": METHODS}
     for kind, values in names.items():
         for v in values:
             registries[kind].get(v)

@@ -24,8 +24,8 @@ from typing import Any
 import polars as pl
 
 from cxrray.config import TrialSpec
+from cxrray.training.outputs import FAULT_ENV, PREDICTIONS
 from cxrray.training.tracking import summary_run
-from cxrray.training.worker import FAULT_ENV, PREDICTIONS
 from cxrray.tuning.asha import STOPPED, EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.study import Resources
@@ -148,7 +148,9 @@ def _progress_callback(total: int, already_done: int, run_dir: str):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             spec = _spec_of(trial)
-            print(f"[cxrray]   {spec.run_name} epoch {result.get('epoch', 0) + 1}/{spec.recipe.epochs}: "
+            stage = f" (stage {result['stage']})" if "stage" in result else ""  # staged methods (FuCiTNet)
+            print(f"[cxrray]   {spec.run_name} epoch {result.get('epoch', 0) + 1}/"
+                  f"{result.get('epochs_total', spec.recipe.epochs)}{stage}: "
                   f"train loss {result.get('train_loss', float('nan')):.3f}, "
                   f"val AUROC {result.get('val_auroc', float('nan')):.3f} ({result.get('epoch_s', 0):.1f} s)",
                   flush=True)

@@ -19,6 +19,8 @@ from cxrray.data.splits import kfold_splits
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
 from cxrray.representations import REPRESENTATIONS
+from cxrray.training.fucitnet_trial import check_fucitnet
+from cxrray.training.methods import METHODS
 
 HIDE_SEEK_REPRESENTATIONS = ("original", "lungs_isolated", "lungs_removed", "lungs_framed", "lungs_boxed_out")
 
@@ -100,15 +102,22 @@ def design_splits(rows: pl.DataFrame, design: str, task: str, *, folds: int = 1,
 def source_bias_specs(*, data_ids: dict[tuple[str, str, int], str], backbones: Sequence[str],
                       seeds: Sequence[int] = (0,), image_size: int = 64, pretrained: bool = False,
                       recipe: TrainRecipe = TrainRecipe(), representation: str = "original",
-                      study: str = "source_bias") -> list[TrialSpec]:
-    """Design x task x fold (``data_ids`` keys) x backbone x seed: every name checked against its registry."""
+                      study: str = "source_bias", methods: Sequence[str] = ("standard",)) -> list[TrialSpec]:
+    """Design x task x fold (``data_ids`` keys) x backbone x method x seed: every name checked against its
+    registry, and every method against the task (FuCiTNet needs single-label tasks)."""
     for name in backbones:
         BACKBONES.get(name)
-    return [
+    specs = [
         TrialSpec(study=study, data_id=data_id, representation=representation, backbone=bb, task=task,
-                  design=design, fold=fold, seed=seed, image_size=image_size, pretrained=pretrained, recipe=recipe)
-        for ((design, task, fold), data_id), bb, seed in itertools.product(data_ids.items(), backbones, seeds)
+                  design=design, fold=fold, seed=seed, image_size=image_size, pretrained=pretrained, recipe=recipe,
+                  method=method)
+        for ((design, task, fold), data_id), bb, method, seed in itertools.product(data_ids.items(), backbones,
+                                                                                    methods, seeds)
     ]
+    for spec in specs:
+        if METHODS.get(spec.method) is not None:
+            check_fucitnet(spec)
+    return specs
 
 
 def parse_search(items: Sequence[str]) -> dict[str, list]:

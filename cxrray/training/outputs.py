@@ -1,0 +1,86 @@
+"""What every finished trial leaves behind, whatever its training method.
+
+``trials/<id>/predictions.parquet`` (per-image probabilities for val and test, written
+atomically: its existence marks the trial finished), ``trial.json`` (spec, selection,
+scores, training seconds) and the weights. Shared by the standard fit (``worker``) and
+the staged methods (``fucitnet_trial``) so the analysis reads one format; also the attempts log
+and the fault-injection hook of the reliability tests. No Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from cxrray.config import TrialSpec
+from cxrray.data.tasks import TASKS
+
+PREDICTIONS = "predictions.parquet"
+
+
+def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) -> pl.DataFrame:
+    """Per-image predictions as a table: ``prob_<class>`` per class; multilabel tasks add ``y_<finding>``
+    (1, 0, NaN = unknown) and leave ``target`` at -1."""
+    task = TASKS.get(spec.task)
+    cols = {k: pred[k] for k in ("row", "patient_id", "source", "label", "severity")}
+    multilabel = pred["target"].ndim == 2
+    cols["target"] = np.full(len(pred["row"]), -1) if multilabel else pred["target"]
+    cols.update({f"prob_{c}": pred["prob"][:, i] for i, c in enumerate(task.classes)})
+    if multilabel:
+        cols.update({f"y_{c}": pred["target"][:, i] for i, c in enumerate(task.classes)})
+    return pl.DataFrame(cols).with_columns(pl.lit(spec.trial_id).alias("trial_id"), pl.lit(split).alias("split"))
+
+
+def selection_key(val: dict[str, float], select_by: str) -> tuple[float, float]:
+    """Larger is better: validation AUROC then lower loss, or lower loss alone; NaN ranks last."""
+    fin = lambda x: x if x == x else float("-inf")  # noqa: E731  (NaN -> -inf)
+    if select_by == "loss":
+        return (fin(-val["loss"]), 0.0)
+    if select_by == "auroc":
+        return (fin(val["auroc"]), fin(-val["loss"]))
+    raise ValueError(f"unknown select_by {select_by!r}; valid: auroc, loss")
+
+
+def log_attempt(trial_dir: Path, start_epoch: int) -> None:
+    """Append one line per (re)start: the audit that shows a retried trial went on from its checkpoint."""
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    with (trial_dir / "attempts.log").open("a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch} pid={os.getpid()}\n")
+
+
+def write_outputs(trial_dir: Path, spec: TrialSpec, frames: list[pl.DataFrame], scores: dict[str, float],
+                  weights: dict[str, dict[str, Any]], meta: dict[str, Any], tracker) -> None:
+    """Weights files, ``trial.json`` and (last, atomically) the predictions; logs them to the tracker."""
+    tracker.summary(scores)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    for name, state in weights.items():
+        torch.save(state, trial_dir / name)
+    meta = {"spec": spec.to_dict(), "trial_id": spec.trial_id, "run_name": spec.run_name, **meta,
+            "metrics": scores, "finished": time.time()}
+    (trial_dir / "trial.json").write_text(json.dumps(meta, indent=1))
+    tmp = trial_dir / f".{PREDICTIONS}.tmp"
+    pl.concat(frames).write_parquet(tmp)
+    os.replace(tmp, trial_dir / PREDICTIONS)  # the file's existence marks the trial finished
+    tracker.artifact(trial_dir / PREDICTIONS, f"predictions-{spec.trial_id}", "predictions")
+    tracker.finish()
+
+
+FAULT_ENV = "CXRRAY_FAULT_INJECT"
+
+
+def maybe_inject_fault(spec: TrialSpec, trial_dir: Path) -> None:
+    """Reliability testing: ``CXRRAY_FAULT_INJECT="<run_name>:<n>[,...]"`` makes that trial raise after
+    an epoch's checkpoint during its first ``n`` attempts (``attempts.log``). Unset: does nothing."""
+    log = trial_dir / "attempts.log"
+    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        name, _, n = item.rpartition(":")
+        attempts = len(log.read_text().splitlines()) if log.exists() else 0
+        if name == spec.run_name and attempts <= int(n):
+            raise RuntimeError(f"injected fault ({FAULT_ENV}) in {spec.run_name}, attempt {attempts}")
