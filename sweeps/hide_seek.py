@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = cli.phantom_or_manifest(run_dir, args.manifest, n_patients=args.phantom_patients,
                                        confound=args.confound, seed=args.phantom_seed)
-    cli.checked_manifest(manifest)  # a wrong column or a leaked patient fails here, before Ray starts or anything is computed
+    cli.checked_manifest(manifest)  # a wrong column or a leaked patient fails here, before Ray starts
     start_ray(run_dir, num_cpus=None, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed)

@@ -149,12 +149,12 @@ class GuideScore(nn.Module):
 
 
 class PairClassifier(nn.Module):
-    """Stage 2 training view: frozen generators feed the K x K classifier; ``train()`` leaves them in eval."""
+    """Stage 2 training view: the generators (no gradients, ``train()`` leaves them in eval) feed the K x K
+    classifier."""
 
     def __init__(self, generators: Generators, classifier: nn.Module) -> None:
         super().__init__()
         self.generators, self.classifier = generators, classifier
-        generators.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "PairClassifier":
         super().train(mode)

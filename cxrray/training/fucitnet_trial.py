@@ -38,7 +38,7 @@ from cxrray.training.fucitnet import (
 )
 from cxrray.training.heads import SoftmaxHead, make_head
 from cxrray.training.loop import InputPipeline, evaluate, make_optimizer, predict, train_epoch
-from cxrray.training.outputs import log_attempt, maybe_inject_fault, predictions_frame, selection_key, write_outputs
+from cxrray.training.outputs import EpochReporter, predictions_frame, selection_key, write_outputs
 from cxrray.training.recipes import resolve_class_weights
 from cxrray.training.tracking import Tracker
 
@@ -54,32 +54,18 @@ def check_fucitnet(spec: TrialSpec) -> None:
 def run_fucitnet_trial(config: dict[str, Any], session, cfg: FuCiTConfig) -> None:
     """Train stage 1 then stage 2 of one spec on ``session``, reporting every epoch; write fused predictions."""
     trial = _FuCiTTrial(config, session, cfg)
-    start = trial.resume()
-    if session.rank == 0:
-        log_attempt(trial.trial_dir, start)
-    spec = trial.spec
-    tracker = Tracker(config["wandb"], run_id=spec.trial_id, name=spec.run_name, project=config["project"],
-                      group=spec.study, config=spec.flat() | {"init": trial.init, "fucitnet": dataclasses.asdict(cfg)},
-                      directory=trial.trial_dir) if session.rank == 0 else None
-    train_s, last_ckpt, every_s = 0.0, float("-inf"), float(config.get("checkpoint_every_s", 0.0))
-    try:
-        for epoch in range(start, trial.stage1 + spec.recipe.epochs):
+    start, spec = trial.resume(), trial.spec
+    total, train_s = trial.stage1 + spec.recipe.epochs, 0.0
+    with EpochReporter(config, session, spec, start, {"init": trial.init, "fucitnet": dataclasses.asdict(cfg)}
+                       ) as report:
+        for epoch in range(start, total):
             t0 = time.time()
             metrics = trial.epoch(epoch) | {"epoch": epoch, "epoch_s": time.time() - t0, "epochs_done": epoch + 1,
-                                            "epochs_total": trial.stage1 + spec.recipe.epochs}
+                                            "epochs_total": total}
             train_s += time.time() - t0
-            if tracker is not None:
-                tracker.log(metrics, step=epoch)
-            save = epoch == start or time.time() - last_ckpt >= every_s
-            last_ckpt = time.time() if save else last_ckpt
-            session.report(metrics, trial.state(epoch) if session.rank == 0 and save else None)
-            maybe_inject_fault(spec, trial.trial_dir)
-    except SystemExit:  # a scheduler stopped this trial at a report: close its W&B run cleanly
-        if tracker is not None:
-            tracker.finish()
-        raise
+            report(epoch, metrics, lambda: trial.state(epoch))
     if session.rank == 0:
-        trial.finish(tracker, train_s, tuple(config.get("splits", ("val", "test"))))
+        trial.finish(report.tracker, train_s, tuple(config.get("splits", ("val", "test"))))
     session.finished()
 
 
@@ -114,6 +100,9 @@ class _FuCiTTrial:
                      "clf_opt": make_optimizer(self.clf, r)}
         self.pipe = InputPipeline(spec.representation, bdef.mean, bdef.std,
                                   AugmentConfig(hflip=r.hflip) if r.augment else None)
+        self.guide_score = GuideScore(self.gens, self.guide, self.k)  # views sharing the trained modules
+        self.pair_model = PairClassifier(self.gens, self.clf)
+        self.fused = FusedClassifier(self.gens, self.clf, self.k)
         self.stage1 = cfg.stage1_epochs or r.epochs
         self.best: dict[str, Any] = {"stage1": None, "stage2": None}
         self.gen = torch.Generator()
@@ -147,8 +136,7 @@ class _FuCiTTrial:
             o = self.opts
             metrics = stage1_epoch(self.gens, self.guide, self.perceptual, self._batches("train", epoch), self.pipe,
                                    o["gen_opt"], o["guide_opt"], head, self.cfg, device, self.gen)
-            val = evaluate(predict(GuideScore(self.gens, self.guide, self.k), self._batches("val"), self.pipe, head,
-                                   device), head)
+            val = evaluate(predict(self.guide_score, self._batches("val"), self.pipe, head, device), head)
             if self.best["stage1"] is None or selection_key(val, "auroc") > selection_key(self.best["stage1"]["val"],
                                                                                           "auroc"):
                 self.best["stage1"] = {"epoch": epoch, "val": val, "gens": copy.deepcopy(self.gens.state_dict()),
@@ -157,11 +145,10 @@ class _FuCiTTrial:
                 "stage": 1, "train_loss": metrics["guide_loss"], "train_acc": metrics["guide_acc"]}
         if epoch == self.stage1:  # stage 2 starts from the best generators of stage 1
             self.gens.load_state_dict(self.best["stage1"]["gens"])
-        metrics = train_epoch(PairClassifier(self.gens, self.clf), self._batches("train", epoch), self.pipe,
+        metrics = train_epoch(self.pair_model, self._batches("train", epoch), self.pipe,
                               self.opts["clf_opt"], self.pair_head, device, self.gen, amp=device.type == "cuda",
                               accum=spec.recipe.grad_accum)
-        val = evaluate(predict(FusedClassifier(self.gens, self.clf, self.k), self._batches("val"), self.pipe, head,
-                               device), head)
+        val = evaluate(predict(self.fused, self._batches("val"), self.pipe, head, device), head)
         select, best = spec.recipe.select_by, self.best["stage2"]
         if best is None or selection_key(val, select) > selection_key(best["val"], select):
             self.best["stage2"] = {"epoch": epoch, "val": val, "clf": copy.deepcopy(self.clf.state_dict())}
@@ -175,10 +162,9 @@ class _FuCiTTrial:
         self.guide.load_state_dict(best["stage1"]["guide"])
         if best["stage2"] is not None:
             self.clf.load_state_dict(best["stage2"]["clf"])
-        model = FusedClassifier(self.gens, self.clf, self.k)
         frames, scores = [], {}
         for split in (s for s in ("val", "test") if s in splits):
-            pred = predict(model, self._batches(split), self.pipe, self.head, self.device)
+            pred = predict(self.fused, self._batches(split), self.pipe, self.head, self.device)
             frames.append(predictions_frame(pred, self.spec, split))
             scores |= {f"{split}_{m}": v for m, v in evaluate(pred).items()}
         stage2 = best["stage2"] or {"epoch": -1, "val": {"auroc": float("nan")}}

@@ -27,7 +27,7 @@ from cxrray.training.fucitnet_trial import run_fucitnet_trial
 from cxrray.training.heads import Head, make_head
 from cxrray.training.loop import InputPipeline, evaluate, make_optimizer, predict, rebalance, train_epoch
 from cxrray.training.methods import METHODS
-from cxrray.training.outputs import log_attempt, maybe_inject_fault, predictions_frame, selection_key, write_outputs
+from cxrray.training.outputs import EpochReporter, maybe_inject_fault, predictions_frame, selection_key, write_outputs
 from cxrray.training.recipes import resolve_class_weights
 from cxrray.training.tracking import Tracker
 
@@ -161,16 +161,10 @@ def run_trial(config: dict[str, Any], session) -> None:
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         start, best = state["epoch"] + 1, state["best"]
-    if rank == 0:
-        log_attempt(trial_dir, start)
-    tracker = Tracker(config["wandb"], run_id=spec.trial_id, name=spec.run_name, project=config["project"],
-                      group=spec.study, config=spec.flat() | {"init": init},
-                      directory=trial_dir) if rank == 0 else None
     gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + rank)
     train_shard, val_ds = session.dataset("train"), session.dataset("val")
-    train_s, last_ckpt = 0.0, float("-inf")
-    every_s = float(config.get("checkpoint_every_s", 0.0))
-    try:
+    train_s = 0.0
+    with EpochReporter(config, session, spec, start, {"init": init}) as report:
         for epoch in range(start, r.epochs):
             t0 = time.time()
             gen.manual_seed(spec.seed * 1_000_003 + rank * 7919 + epoch)  # resumable: seed per epoch
@@ -195,26 +189,15 @@ def run_trial(config: dict[str, Any], session) -> None:
             stop = bool(r.early_stop) and epoch - best["epoch"] >= r.early_stop  # same decision on every rank
             metrics |= {"best_val_auroc": best["val_auroc"], "lr": optimizer.param_groups[0]["lr"], "stopped": stop}
             train_s += time.time() - t0
-            if rank == 0:
-                tracker.log(metrics, step=epoch)
-            # A checkpoint per epoch costs a full state write (0.3 s for ResNet-18 here); keep the first of each
-            # attempt, then at most one per ``checkpoint_every_s``: a resume loses at most that much work.
-            save = epoch == start or time.time() - last_ckpt >= every_s
-            last_ckpt = time.time() if save else last_ckpt
-            session.report(metrics, {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict() if scheduler else None,
-                                     "epoch": epoch, "best": best} if rank == 0 and save else None)
-            maybe_inject_fault(spec, trial_dir)
+            report(epoch, metrics, lambda: {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                            "scheduler": scheduler.state_dict() if scheduler else None,
+                                            "epoch": epoch, "best": best})
             if stop:  # early stopping: the best-on-validation weights are restored in _finish
                 break
-    except SystemExit:  # a scheduler (ASHA) stopped this trial at a report: close its W&B run cleanly
-        if tracker is not None:
-            tracker.finish()
-        raise
     maybe_inject_fault(spec, trial_dir)  # also when a resumed attempt had no epoch left to run
     if rank == 0:
-        _finish(model, best, pipe, head, device, spec, init, trial_dir, tracker, config.get("splits", ("val", "test")),
-                session, train_s)
+        _finish(model, best, pipe, head, device, spec, init, trial_dir, report.tracker,
+                config.get("splits", ("val", "test")), session, train_s)
     session.finished()
 
 
