@@ -34,8 +34,10 @@ from pathlib import Path
 
 def _overheads(run_dir: Path, specs: list, t_start: float) -> tuple[list[float], list[float]]:
     """Per-trial overhead and training seconds, in finishing order."""
-    metas = sorted((json.loads((run_dir / "trials" / s.trial_id / "trial.json").read_text()) for s in specs),
-                   key=lambda m: m["finished"])
+    from cxrray.config import RunLayout
+
+    layout = RunLayout(run_dir)
+    metas = sorted((json.loads(layout.trial(s.trial_id).meta.read_text()) for s in specs), key=lambda m: m["finished"])
     over, train, prev = [], [], t_start
     for m in metas:
         over.append(m["finished"] - prev - m["train_s"])

@@ -13,6 +13,11 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class UserError(ValueError):
+    """Bad input from the user (a manifest, an option, a study file): the CLIs print its message in one
+    line and exit 2. Any other exception is a bug and keeps its traceback."""
+
+
 class UnknownNameError(KeyError):
     """Raised for a name that is not registered; the message lists valid names."""
 

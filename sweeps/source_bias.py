@@ -80,11 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         DESIGNS.get(name)
     cli.check_names(backbone=args.backbones, task=args.tasks, recipe=[args.recipe],
                     representation=[args.representation], method=args.methods)
-    staged = sorted(set(args.methods) - {"standard"})
-    if staged and args.num_workers > 1:
-        raise ValueError(f"methods {staged} train on one worker per trial; got --num-workers {args.num_workers}")
-    if staged and args.asha:
-        raise ValueError(f"--asha compares settings epoch by epoch of one fit; methods {staged} train in stages")
+    cli.check_method_resources(args.methods, args)  # each method's capabilities, before Ray starts
     return args
 
 

@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in args.paths:
         PATHS.get(name)
     if args.search:
-        raise ValueError("--search is for hide_seek.py and source_bias.py; staged phases use their recipes")
+        raise cli.UserError("--search is for hide_seek.py and source_bias.py; staged phases use their recipes")
     if args.smoke_test:
         args.backbones, args.image_size, args.phantom_patients = ["basecnn"], 32, min(args.phantom_patients, 36)
         args.epochs = cli.smoke_epochs(args, argv)
@@ -84,7 +84,7 @@ def _phantoms(run_dir: Path, keys: list[str], args: argparse.Namespace) -> dict[
               "target": lambda d: write_phantom(d, n_patients=n, confound=args.confound, seed=0)}
     for key in keys:
         given = getattr(args, DATA_OPTIONS[key])
-        path = given or run_dir / "data" / key / "manifest.csv"
+        path = given or cli.generated_manifest(run_dir, key)
         if given is None and not path.exists():
             print(f"[cxrray] generating phantom stand-in for {key}", flush=True)
             makers[key](path.parent)

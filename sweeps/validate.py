@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from cxrray.analysis.tables import analyze, format_table
+from cxrray.analysis.run import analyze
+from cxrray.analysis.tables import format_table
 from cxrray.analysis.validation import format_checks, known_answer_checks
 from cxrray.data.phantom import write_phantom
 from cxrray.tuning import cli
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.set_defaults(epochs=8)
     args = cli.parse_study(p, argv, "validate", PRESETS)
     if 0.0 not in args.confounds or 1.0 not in args.confounds:
-        raise ValueError(f"--confounds must include 0 and 1 (the known answers), got {args.confounds}")
+        raise cli.UserError(f"--confounds must include 0 and 1 (the known answers), got {args.confounds}")
     cli.check_names(backbone=args.backbones, recipe=[args.recipe])
     return args
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     for c in sorted(args.confounds):
         run_dir = out / f"confound-{c:g}"
-        manifest = run_dir / "data" / "phantom" / "manifest.csv"
+        manifest = cli.generated_manifest(run_dir)
         if not manifest.exists():  # the same patients and images; only which hospital a class comes from differs
             write_phantom(manifest.parent, n_patients=args.phantom_patients, confound=c, seed=args.phantom_seed)
         data = prepare_data(manifest, run_dir, image_size=args.image_size, task="CL2")

@@ -1,16 +1,79 @@
-"""Data flows one way: a module imports only from its own stage or earlier ones."""
+"""The plan's layering, enforced: the allowed imports between parts and the never-rules with their reasons.
+
+Parts and rules follow the target layering (``shared/architecture.json``): data flows one way,
+data -> representations -> models -> training -> tuning -> analysis, with the Core (specs, trial
+context, run layout, registries) at the bottom. A violation names the file, the import and the reason.
+"""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-STAGES = ["data", "representations", "segmentation", "models", "training", "tuning", "analysis"]
-FOUNDATION = {"config", "registry"}
-PKG = Path(__file__).resolve().parents[1] / "cxrray"
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "cxrray"
+
+PARTS = {  # part -> the paths it is made of (relative to the repository root)
+    "Core": ("cxrray/config.py", "cxrray/registry.py", "cxrray/__init__.py"),
+    "Data": ("cxrray/data/",),
+    "Segmentation": ("cxrray/segmentation/",),
+    "Representations": ("cxrray/representations/",),
+    "Models": ("cxrray/models/",),
+    "Training": ("cxrray/training/",),
+    "Tuning": ("cxrray/tuning/",),
+    "Analysis": ("cxrray/analysis/",),
+    "Sweeps": ("sweeps/",),
+}
+ALLOWED = {  # part -> the parts it may import besides itself
+    "Core": set(),
+    "Data": {"Core"},
+    "Representations": {"Core"},
+    "Models": {"Core"},
+    "Segmentation": {"Core", "Data", "Representations"},
+    "Training": {"Core", "Data", "Representations", "Models"},
+    "Tuning": {"Core", "Data", "Representations", "Models", "Training"},
+    "Analysis": {"Core", "Data", "Representations", "Models"},
+    "Sweeps": {"Tuning", "Analysis", "Data"},
+}
+NEVER = {  # (importer, imported): why not
+    ("Data", "Representations"): "data flows one way",
+    ("Data", "Models"): "data flows one way",
+    ("Data", "Training"): "data flows one way",
+    ("Data", "Tuning"): "data flows one way",
+    ("Data", "Analysis"): "data flows one way",
+    ("Representations", "Data"): "masking is tensor ops on any batch",
+    ("Representations", "Models"): "masking knows no model",
+    ("Representations", "Training"): "masking knows no trainer",
+    ("Models", "Training"): "a model knows no loop",
+    ("Models", "Tuning"): "a model knows no sweep",
+    ("Training", "Tuning"): "a trial knows no sweep",
+    ("Training", "Analysis"): "analysis reruns from stored predictions",
+    ("Tuning", "Analysis"): "the sweep writes predictions; analysis reads them",
+    ("Analysis", "Tuning"): "analysis needs no Ray Tune",
+    ("Analysis", "Training"): "analysis reads stored predictions and models, not the loop",
+    ("Core", "Data"): "specs stay at the bottom",
+    ("Core", "Models"): "specs stay at the bottom",
+    ("Core", "Training"): "specs stay at the bottom",
+}
+
+
+def _part_of_file(path: Path) -> str:
+    rel = path.relative_to(ROOT).as_posix()
+    return next(p for p, prefixes in PARTS.items() if any(rel == x or rel.startswith(x) for x in prefixes))
+
+
+def _part_of_module(module: str) -> str | None:
+    rel = module.replace(".", "/")
+    for part, prefixes in PARTS.items():
+        for x in prefixes:
+            stem = x.rstrip("/").removesuffix(".py")
+            if rel == stem or rel.startswith(stem + "/"):
+                return part
+    return "Core" if rel == "cxrray" else None
 
 
 def _imports(path: Path) -> set[str]:
+    """Every cxrray module the file imports, at any depth (lazy imports inside functions count too)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cxrray"):
@@ -20,37 +83,51 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def _stage(module: str) -> str | None:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else None
+FILES = sorted([*PKG.rglob("*.py"), *(ROOT / "sweeps").glob("*.py")])
 
 
-FILES = sorted(PKG.rglob("*.py"))
-
-
-@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PKG)))
-def test_import_direction(path):
-    rel = path.relative_to(PKG)
-    own = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layering(path):
+    own = _part_of_file(path)
     for mod in _imports(path):
-        target = _stage(mod)
-        if target is None:
+        target = _part_of_module(mod)
+        if target is None or target == own:
             continue
-        if own in FOUNDATION or own == "__init__":
-            assert target in FOUNDATION, f"{rel} (foundation) imports {mod}"
-            continue
-        if target in FOUNDATION:
-            continue
-        assert STAGES.index(target) <= STAGES.index(own), f"{rel} ({own}) imports later stage {mod}"
+        reason = NEVER.get((own, target))
+        assert reason is None, f"{path.relative_to(ROOT)} ({own}) imports {mod} ({target}): never, {reason}"
+        assert target in ALLOWED[own], f"{path.relative_to(ROOT)} ({own}) imports {mod} ({target}), not allowed"
+
+
+def test_the_rules_forbid_what_the_plan_forbids():
+    """The never-rules are not shadowed by the allowed arrows, and a planted violation is caught."""
+    assert not [pair for pair in NEVER if pair[1] in ALLOWED[pair[0]]]
+    assert _part_of_module("cxrray.tuning.runner") == "Tuning" and _part_of_module("cxrray.config") == "Core"
+    assert NEVER[("Analysis", "Tuning")] and NEVER[("Analysis", "Training")]
 
 
 def test_pure_training_helpers_import_no_ray():
-    for name in ("loop.py", "outputs.py", "fucitnet.py", "fucitnet_trial.py", "heads.py"):
+    for name in ("loop.py", "outputs.py", "methods.py", "standard.py", "fucitnet.py", "fucitnet_trial.py", "heads.py",
+                 "worker.py"):
         tree = ast.parse((PKG / "training" / name).read_text())
         mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not any(m.split(".")[0] == "ray" for m in mods), f"training/{name} imports Ray"
 
 
+def test_no_module_spells_a_run_folder_path():
+    """Paths under --out come from RunLayout / TrialDir (cxrray/config.py); nobody else joins their names."""
+    spelled = ('"trials"', '"shards"', '"trial.json"', '"model.pt"', '"resume.pt"', '"attempts.log"',
+               '"stopped.json"', '"predictions.parquet"', '"results.parquet"', '"report.html"', '/ "analysis"')
+    offenders = []
+    for path in FILES:
+        own_folders = path.name in ("config.py", "shard.py") or "segmentation" in path.parts
+        if own_folders:  # the layout itself; the packer and the U-Net job write folders of their own
+            continue
+        text = path.read_text()
+        offenders += [f"{path.relative_to(ROOT)}: {s}" for s in spelled if s in text]
+    assert not offenders, offenders
+
+
 def test_every_stage_exists():
-    assert all((PKG / s / "__init__.py").exists() for s in STAGES)
+    assert all((PKG / s / "__init__.py").exists()
+               for s in ("data", "representations", "segmentation", "models", "training", "tuning", "analysis"))

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from cxrray.config import TrainRecipe, TrialSpec
+from cxrray.config import DataRef, TrainRecipe, TrialContext, TrialSpec
 from cxrray.data.images import read_image, read_mask, resize
 from cxrray.data.manifest import load_manifest
 from cxrray.data.tasks import TASKS
@@ -23,10 +23,12 @@ from cxrray.training.fucitnet import (
     perceptual_network,
     stage1_epoch,
 )
-from cxrray.training.fucitnet_trial import check_fucitnet, run_fucitnet_trial
+from cxrray.training.fucitnet_trial import FuCiTNet
 from cxrray.training.heads import make_head
 from cxrray.training.loop import InputPipeline
 from cxrray.training.methods import METHODS
+from cxrray.training.standard import Standard
+from cxrray.training.worker import run_trial
 
 
 def test_generator_is_five_residual_blocks_of_64_maps_and_keeps_the_image_size():
@@ -74,9 +76,15 @@ def test_fused_classifier_returns_log_probabilities_of_the_task_classes():
 def test_only_single_label_tasks_take_fucitnet():
     for task in ("CL3H", "NIH14"):
         with pytest.raises(ValueError, match="single-label"):
-            check_fucitnet(TrialSpec(study="s", data_id="d", representation="original", backbone="basecnn",
-                                     task=task, method="fucitnet"))
-    assert METHODS.get("standard") is None and METHODS.get("fucitnet") == FuCiTConfig()
+            METHODS.get("fucitnet").validate(TrialSpec(study="s", data_id="d", representation="original",
+                                                       backbone="basecnn", task=task, method="fucitnet"))
+    fuc, std = METHODS.get("fucitnet"), METHODS.get("standard")
+    assert isinstance(std, Standard) and isinstance(fuc, FuCiTNet) and fuc.config == FuCiTConfig()
+    assert (std.multi_worker, std.asha, fuc.multi_worker, fuc.asha) == (True, True, False, False)
+    with pytest.raises(ValueError, match="one worker per trial"):
+        fuc.check_resources(num_workers=2, asha=False)
+    with pytest.raises(ValueError, match="--asha"):
+        fuc.check_resources(num_workers=1, asha=True)
     with pytest.raises(KeyError, match="valid: fucitnet, standard"):
         METHODS.get("fucitnett")
 
@@ -183,10 +191,10 @@ def _trial(tmp_path, phantom_manifest, **session_kw):
     spec = TrialSpec(study="covid_sdnet", data_id="d", representation="seg_crop", backbone="basecnn", image_size=32,
                      recipe=TrainRecipe(epochs=2, batch_size=16, lr=3e-3), method="fucitnet")
     trial_dir = tmp_path / "trials" / spec.trial_id
-    config = {"spec": spec.to_dict(), "class_weights": [1.0, 1.0], "trial_dir": str(trial_dir), "wandb": "disabled",
-              "project": "t", "checkpoint_every_s": 0.0}
+    config = TrialContext(spec=spec, run_dir=str(tmp_path), data=DataRef("d", "", (1.0, 1.0)), wandb="disabled",
+                          project="t", checkpoint_every_s=0.0)
     session = _Session(datasets, **session_kw)
-    cfg = FuCiTConfig(features=16, blocks=2, guide="basecnn")
+    cfg = FuCiTNet(FuCiTConfig(features=16, blocks=2, guide="basecnn"))
     return spec, trial_dir, config, session, cfg
 
 
@@ -194,7 +202,7 @@ def test_fucitnet_trial_writes_fused_predictions_and_resumes_to_the_same_result(
     """Stage 1 (2 epochs) then stage 2 (2 epochs); killed after the first stage-2 epoch, a new attempt goes on
     from the checkpoint and ends with exactly the predictions of an uninterrupted run."""
     spec, trial_dir, config, session, cfg = _trial(tmp_path / "a", phantom_manifest)
-    run_fucitnet_trial(config, session, cfg)
+    run_trial(config, session, cfg)
     assert [r["stage"] for r in session.reports] == [1, 1, 2, 2]
     pred = pl.read_parquet(trial_dir / "predictions.parquet")
     assert set(pred["split"]) == {"val", "test"} and set(pred["trial_id"]) == {spec.trial_id}
@@ -207,10 +215,10 @@ def test_fucitnet_trial_writes_fused_predictions_and_resumes_to_the_same_result(
 
     _, trial_dir_b, config_b, crashed, _ = _trial(tmp_path / "b", phantom_manifest, stop_after=2)
     with pytest.raises(RuntimeError, match="worker lost"):
-        run_fucitnet_trial(config_b, crashed, cfg)
+        run_trial(config_b, crashed, cfg)
     assert not (trial_dir_b / "predictions.parquet").exists()
     _, _, _, retry, _ = _trial(tmp_path / "b", phantom_manifest, state=crashed.state)
-    run_fucitnet_trial(config_b, retry, cfg)
+    run_trial(config_b, retry, cfg)
     assert [r["epoch"] for r in retry.reports] == [3]
     assert "start_epoch=3" in (trial_dir_b / "attempts.log").read_text().splitlines()[-1]
     resumed = pl.read_parquet(trial_dir_b / "predictions.parquet")

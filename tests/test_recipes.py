@@ -37,8 +37,9 @@ def test_fixed_class_weights_need_one_per_class():
     assert resolve_class_weights(TrainRecipe(class_weights="1,1,4"), [0.5, 1, 2]) == [1.0, 1.0, 4.0]
     with pytest.raises(ValueError, match="3 values for 2 classes"):
         resolve_class_weights(TrainRecipe(class_weights="1,1,4"), [1, 1])
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        make_optimizer(nn.Linear(2, 2), TrainRecipe(optimizer="rmsprop"))
+    with pytest.raises(ValueError, match="optimizer 'rmsprop' is not valid; valid: adam, sgd"):
+        TrainRecipe(optimizer="rmsprop")  # refused where it is written, before any Ray actor
+    assert isinstance(make_optimizer(nn.Linear(2, 2), TrainRecipe(optimizer="sgd")), torch.optim.SGD)
 
 
 def test_gradient_accumulation_equals_the_larger_batch():

@@ -30,7 +30,8 @@ def test_training_reduces_loss_and_predicts_every_image(phantom_manifest):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model, _ = build_backbone("basecnn", 2, 1, image_size=32)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # 1e-3: the base CNN (no normalisation layers) oscillates at 3e-3 with the current torch/numpy builds
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     first = train_epoch(model, batches, pipe, opt, head, torch.device("cpu"), gen)["train_loss"]
     for _ in range(20):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cxrray.analysis.tables import analyze
+from cxrray.analysis.run import analyze
+from cxrray.registry import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +19,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "
                         "e.g. --family study compares every pair of trials of the study")
     args = p.parse_args(argv)
-    print(analyze(args.run_dir, saliency=args.saliency, family=tuple(args.family), lime=args.lime))
+    try:
+        print(analyze(args.run_dir, saliency=args.saliency, family=tuple(args.family), lime=args.lime))
+    except UserError as exc:  # bad input in one line; a bug keeps its traceback
+        print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

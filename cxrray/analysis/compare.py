@@ -6,12 +6,14 @@ DeLong's paired test when both trials scored the same test images, the
 unpaired test otherwise; Bonferroni and Holm adjustment within the family.
 
 ``shortcut_findings``: the hide-and-seek verdict per backbone. The documented
-rule: a **shortcut is flagged** when, for ``lungs_removed`` or ``lungs_boxed_out``,
+rule: a **shortcut is flagged** when, for a representation that hides the lungs
+(``lungs_removed``, ``lungs_boxed_out``: their registry entries say so),
 the lower bound of the Bonferroni-corrected (1 - 0.05/m, m = the number of
 lung-hiding trials tested) DeLong CI of the AUROC is above 0.5: the model still
 separates the classes with the lungs hidden, more than chance allows after
 correction. The retained fraction (AUROC - 0.5) / (AUROC_original - 0.5) says
-how much of the original signal survives.
+how much of the original signal survives. Every trial is scored on its task's
+positive class (the ``positive`` column of the AUROC table). Step ``delong``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import polars as pl
 from scipy import stats
 
 from cxrray.analysis.delong import auroc_ci, auroc_cov, paired_test, unpaired_test
+from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.data.tasks import TASKS
+from cxrray.representations import lung_hiding
 
-POSITIVE = "CVP"
-HIDDEN = ("lungs_removed", "lungs_boxed_out")
+REFERENCE = "original"  # the whole image: what a lung-hiding representation is compared with
 
 
 def bonferroni(p: Sequence[float]) -> np.ndarray:
@@ -46,9 +50,11 @@ def holm(p: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _scores(test: pl.DataFrame, trial_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    part = test.filter(pl.col("trial_id") == trial_id).sort("row")
-    return part["row"].to_numpy(), (part["label"] == POSITIVE).to_numpy(), part[f"prob_{POSITIVE}"].to_numpy()
+def _scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, is-positive, positive-class score) of one trial's test images, in row order."""
+    part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
+    index = TASKS.get(trial["task"]).classes.index(trial["positive"])
+    return part["row"].to_numpy(), (part["target"] == index).to_numpy(), part[f"prob_{trial['positive']}"].to_numpy()
 
 
 def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
@@ -61,8 +67,8 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
     for key, group in aurocs.drop_nans("auroc").group_by(family or [pl.lit(0)], maintain_order=True):
         rows = []
         for a, b in itertools.combinations(group.iter_rows(named=True), 2):
-            ra, ya, sa = _scores(test, a["trial_id"])
-            rb, yb, sb = _scores(test, b["trial_id"])
+            ra, ya, sa = _scores(test, a)
+            rb, yb, sb = _scores(test, b)
             paired = np.array_equal(ra, rb)
             t = paired_test(ya, sa, sb) if paired else unpaired_test(ya, sa, yb, sb)
             rows.append({"family": " / ".join(map(str, key)) if family else "all",
@@ -82,22 +88,22 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, alpha: fl
     if "representation" not in aurocs.columns:
         return pl.DataFrame()
     test = predictions.filter(pl.col("split") == "test")
-    hidden = aurocs.filter(pl.col("representation").is_in(HIDDEN)).drop_nans("auroc")
+    hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding())).drop_nans("auroc")
     m = max(hidden.height, 1)
     match = [c for c in ("backbone", "method", "task", "pretraining", "design", "seed", "fold") if c in aurocs.columns]
     rows = []
     for h in hidden.iter_rows(named=True):
-        _, y, s = _scores(test, h["trial_id"])
+        _, y, s = _scores(test, h)
         ci = auroc_ci(y, s, level=1 - alpha / m)
-        orig = aurocs.filter((pl.col("representation") == "original")
+        orig = aurocs.filter((pl.col("representation") == REFERENCE)
                              & pl.all_horizontal([pl.col(c) == h[c] for c in match]))
         row = {c: h[c] for c in ("representation", *match)} | {
             "auroc": ci.auc, "ci_lo_corrected": ci.lo, "ci_hi_corrected": ci.hi, "level": 1 - alpha / m,
             "auroc_original": None, "retained": None, "p_vs_original": None, "shortcut": bool(ci.lo > 0.5)}
         if orig.height:
             o = orig.row(0, named=True)
-            ro, yo, so = _scores(test, o["trial_id"])
-            rh, _, _ = _scores(test, h["trial_id"])
+            ro, yo, so = _scores(test, o)
+            rh, _, _ = _scores(test, h)
             row |= {"auroc_original": o["auroc"],
                     "retained": (ci.auc - 0.5) / (o["auroc"] - 0.5) if o["auroc"] != 0.5 else None,
                     "p_vs_original": paired_test(y, s, so).p if np.array_equal(ro, rh) else None}
@@ -133,8 +139,8 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
         stats_by = {}
         for design, part in group.group_by("design"):
             aucs, variances = [], []
-            for tid in part["trial_id"]:
-                _, y, s = _scores(test, tid)
+            for trial in part.iter_rows(named=True):
+                _, y, s = _scores(test, trial)
                 a, v = auroc_cov(y, s[None, :])
                 aucs.append(float(a[0]))
                 variances.append(float(v[0, 0]))
@@ -153,3 +159,39 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
                     "drop_lo": drop - z * se, "drop_hi": drop + z * se,
                     "p": float(2 * stats.norm.sf(abs(drop) / se)) if se > 0 else float("nan")})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def pvalue_matrices(pairs: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """Per family: (heading, the pairwise p-value matrix, raw above the diagonal and Holm-adjusted below)."""
+    out = []
+    for (family,), g in pairs.group_by("family", maintain_order=True):
+        names = sorted(set(g["a"]) | set(g["b"]))
+        idx = {n: i for i, n in enumerate(names)}
+        m = np.full((len(names), len(names)), np.nan)
+        for r in g.iter_rows(named=True):
+            i, j = sorted((idx[r["a"]], idx[r["b"]]))
+            m[i, j], m[j, i] = r["p"], r["p_holm"]
+        out.append((f"{family}: raw p above the diagonal, Holm-adjusted below ({g.height} tests)",
+                    pl.DataFrame({"cell": names} | {n: m[:, k] for k, n in enumerate(names)})))
+    return out
+
+
+@analysis_step(order=30)
+def delong(run: LoadedRun) -> Artifacts:
+    """DeLong tests between every pair of trials of a family (Bonferroni, Holm) and the shortcut findings."""
+    a = Artifacts()
+    pairs = pairwise_tests(run.predictions, run.aurocs, run.options.family) if run.aurocs.height else pl.DataFrame()
+    if not pairs.is_empty():
+        a.tables["delong_pairs"] = pairs
+        a.text += (f"\n\nDeLong tests: {pairs.height} pair(s) in {pairs['family'].n_unique()} famil(ies); "
+                   f"{int((pairs['p'] < 0.05).sum())} with raw p < 0.05, {int((pairs['p_holm'] < 0.05).sum())} after "
+                   f"Holm, {int((pairs['p_bonferroni'] < 0.05).sum())} after Bonferroni (analysis/delong_pairs.csv).")
+    findings = shortcut_findings(run.predictions, run.aurocs) if run.aurocs.height else pl.DataFrame()
+    if not findings.is_empty():
+        a.tables["shortcut_findings"] = findings
+        a.text += "\n\nShortcut findings (rule: lower bound of the Bonferroni-corrected CI above 0.5):\n" + \
+            "\n".join(f"- {s}" for s in shortcut_sentences(findings))
+    a.sections = [Section("Shortcut findings", tables=("shortcut_findings",)),
+                  Section("DeLong p-values", extra=tuple(pvalue_matrices(pairs)) if pairs.height else (),
+                          note="" if pairs.height else "fewer than two trials")]
+    return a

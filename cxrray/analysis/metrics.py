@@ -4,7 +4,7 @@ Per trial (test split): accuracy; per class sensitivity, specificity, PPV, F1
 and one-vs-rest AUROC; macro AUROC; the confusion matrix. Per cell (every axis
 but seed and fold): mean and sd over seeds/folds, and the pooled value (all
 test predictions of the cell together). Accuracy per severity level (COVIDGR).
-scikit-learn computes the counts and AUROCs; nothing here retrains.
+scikit-learn computes the counts and AUROCs; nothing here retrains. Step ``metrics``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import polars as pl
 from sklearn.metrics import confusion_matrix
 
 from cxrray.analysis.delong import auroc_ci
+from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.config import CELL_AXES
 
-CELL_AXES = ("study", "representation", "backbone", "method", "task", "pretraining", "design")
 SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 
 
@@ -113,3 +114,22 @@ def severity_accuracy(predictions: pl.DataFrame, results: pl.DataFrame, split: s
     return (joined.group_by(*axes, "severity").agg(pl.len().alias("n"), pl.col("correct").mean().alias("accuracy"))
             .with_columns(pl.col("severity").replace_strict(order, default=len(order)).alias("_o"))
             .sort(*axes, "_o").drop("_o"))
+
+
+@analysis_step(order=20)
+def metrics(run: LoadedRun) -> Artifacts:
+    """Per-class metrics per trial and per cell, confusion matrices, accuracy per severity level."""
+    a = Artifacts(sections=[Section("Per-class metrics (mean over seeds/folds)", tables=("cell_metrics",)),
+                            Section("Accuracy per severity", tables=("severity_accuracy",))])
+    per_trial = trial_metrics(run.predictions, run.results)
+    if per_trial.is_empty() or run.aurocs.is_empty():
+        return a
+    ids = run.aurocs["trial_id"].implode()
+    per_trial = per_trial.filter(pl.col("trial_id").is_in(ids))
+    analysed = run.predictions.filter(pl.col("trial_id").is_in(per_trial["trial_id"].implode()))
+    a.tables |= {"trial_metrics": per_trial, "cell_metrics": cell_summary(per_trial, run.predictions)}
+    a.detail |= {f"confusion/{tid}": cm for tid, cm in confusion_matrices(analysed).items()}
+    severity = severity_accuracy(analysed, run.results)
+    if not severity.is_empty():
+        a.tables["severity_accuracy"] = severity
+    return a

@@ -6,7 +6,7 @@ declared target layer, for the predicted class and the counterfactual class
 (the other class of a binary task; the runner-up otherwise). The saliency mass
 inside a region is sum(map * region) / sum(map): 1.0 when all of it lies in the
 lungs, 0.0 when none does. Per cell the mean share gets a seeded bootstrap CI.
-Nothing retrains: the model is ``trials/<id>/model.pt``, the images the trial's
+Nothing retrains: the model is the trial's ``TrialDir.model``, the images the trial's
 test shard, the preprocessing the trial's own ``InputPipeline``.
 """
 
@@ -19,14 +19,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from cxrray.config import TrialSpec
+from cxrray.config import RunLayout, TrialSpec
 from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
-from cxrray.representations import out_channels
-from cxrray.representations.base import lung_box
-from cxrray.training.heads import make_head
-from cxrray.training.loop import InputPipeline
+from cxrray.models.backbones import CamMethod
+from cxrray.representations import InputPipeline, lung_box, out_channels
 
 
 def saliency_mass(cam: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -39,7 +37,7 @@ def saliency_mass(cam: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.ndarray,
-            batch_size: int = 32, method: str = "gradcam") -> np.ndarray:
+            batch_size: int = 32, method: CamMethod = "gradcam") -> np.ndarray:
     """Class-activation maps (B, H, W) in [0, 1] for ``classes[i]`` of image i, ``batch_size`` images per
     pass: ``method`` "gradcam" (Grad-CAM) or "hirescam" (HiResCAM, for flatten heads)."""
     from pytorch_grad_cam import GradCAM, HiResCAM
@@ -59,20 +57,17 @@ def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.nda
 
 def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module]:
     """The trial's spec and its best-on-validation model, on the CPU, in eval mode."""
-    meta = json.loads((run_dir / "trials" / trial_id / "trial.json").read_text())
-    spec = TrialSpec.from_dict(meta["spec"])
-    head = make_head(TASKS.get(spec.task), output=BACKBONES.get(spec.backbone).output)
-    model, _ = build_backbone(spec.backbone, head.num_outputs, out_channels(spec.representation), False,
-                              spec.image_size)
-    model.load_state_dict(torch.load(run_dir / "trials" / trial_id / "model.pt", map_location="cpu",
-                                     weights_only=True))
+    trial = RunLayout(Path(run_dir)).trial(trial_id)
+    spec = TrialSpec.from_dict(json.loads(trial.meta.read_text())["spec"])
+    model, _ = build_backbone(spec.backbone, TASKS.get(spec.task).num_outputs, out_channels(spec.representation),
+                              False, spec.image_size)
+    model.load_state_dict(torch.load(trial.model, map_location="cpu", weights_only=True))
     return spec, model.eval()
 
 
 def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.ndarray]:
     """Up to ``limit`` test images of the trial (decoded from its shards, in manifest-row order)."""
-    shard = next(p for p in (run_dir / "shards").glob(f"{spec.data_id}-{spec.image_size}px"))
-    return read_split_local(shard / "test", limit)
+    return read_split_local(RunLayout(Path(run_dir)).shards_of(spec) / "test", limit)
 
 
 def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_size: int = 32, lime: int = 0,
@@ -83,13 +78,12 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
     run_dir = Path(run_dir)
     spec, model = load_trial(run_dir, trial_id)
     task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
-    if task.multilabel or task.hierarchical:
+    if task.kind != "single":
         raise ValueError(f"trial {trial_id}: Grad-CAM per class needs a softmax task, not {task.name}")
     batch = _test_images(run_dir, spec, limit)
     x = InputPipeline(spec.representation, bdef.mean, bdef.std).to_inputs(batch, torch.device("cpu"))
-    head = make_head(task, output=bdef.output)
     with torch.no_grad():
-        prob = head.probs(model(x)).numpy()
+        prob = bdef.probs(model(x)).numpy()
     order = np.argsort(-prob, 1)
     pred = order[:, 0]
     other = 1 - pred if task.num_classes == 2 else order[:, 1]
@@ -107,7 +101,7 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
         from cxrray.analysis.lime_maps import lime_maps
 
         n = min(lime, len(x))
-        maps["lime"] = lime_maps(model, x[:n], pred[:n], head.probs, hide_value=(0.0 - bdef.mean) / bdef.std,
+        maps["lime"] = lime_maps(model, x[:n], pred[:n], bdef.probs, hide_value=(0.0 - bdef.mean) / bdef.std,
                                  num_samples=lime_samples, seed=int(batch["row"][0]))
         share = np.full(len(x), np.nan)
         share[:n] = saliency_mass(maps["lime"], lungs[:n])

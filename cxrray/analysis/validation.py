@@ -23,7 +23,10 @@ from pathlib import Path
 
 import polars as pl
 
-HIDDEN = ("lungs_removed", "lungs_boxed_out")
+from cxrray.config import RunLayout
+from cxrray.representations import lung_hiding
+
+HIDDEN = lung_hiding()  # lungs_removed, lungs_boxed_out: their registry entries say they hide the lungs
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,10 @@ class Check:
 
 
 def _tables(run_dir: Path) -> dict[str, pl.DataFrame]:
-    a = Path(run_dir) / "analysis"
-    out = {"auroc": pl.read_csv(a / "trial_aurocs.csv"), "shortcut": pl.read_csv(a / "shortcut_findings.csv")}
-    sal = a / "saliency_in_lungs.csv"
+    layout = RunLayout(Path(run_dir))
+    out = {"auroc": pl.read_csv(layout.analysis_file("trial_aurocs.csv")),
+           "shortcut": pl.read_csv(layout.analysis_file("shortcut_findings.csv"))}
+    sal = layout.analysis_file("saliency_in_lungs.csv")
     out["saliency"] = pl.read_csv(sal) if sal.exists() else pl.DataFrame()
     return out
 

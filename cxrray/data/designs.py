@@ -18,13 +18,13 @@ import polars as pl
 
 from cxrray.data.splits import assign_splits, check_no_leakage
 from cxrray.data.tasks import Task
-from cxrray.registry import Registry
+from cxrray.registry import Registry, UserError
 
 Design = Callable[..., pl.DataFrame]
 DESIGNS: Registry[Design] = Registry("dataset design")
 
 
-class DesignError(ValueError):
+class DesignError(UserError):
     """The manifest's sources cannot form the requested design."""
 
 

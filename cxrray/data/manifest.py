@@ -20,6 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
+from cxrray.registry import UserError
+
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "image_path", "mask_path", "patient_id", "source", "label",
     "severity", "view", "sex", "age",
@@ -33,7 +35,7 @@ SEVERITIES: tuple[str, ...] = ("", "none", "Normal-PCR+", "Mild", "Moderate", "S
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A manifest problem; the message names the file and, where known, the row."""
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from cxrray.data.images import write_dicom
 from cxrray.data.manifest import LABELS, REQUIRED_COLUMNS
+from cxrray.registry import UserError
 
 LUNG_NOISE = 0.03  # the one noise level inside the lungs, whatever the source
 
@@ -157,7 +158,7 @@ def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_pati
                   label_probs: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)) -> Path:
     """Write images, masks and ``manifest.csv`` under ``out_dir``; return the manifest path."""
     if not 0.0 <= confound <= 1.0:
-        raise ValueError(f"confound must be in [0, 1], got {confound}")
+        raise UserError(f"confound must be in [0, 1], got {confound}")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import polars as pl
 
 from cxrray.data.phantom import write_phantom
 from cxrray.data.tasks import NIH14_FINDINGS
+from cxrray.registry import UserError
 
 
 def write_multilabel_phantom(out_dir: str | Path, *, n_patients: int = 120, seed: int = 100,
@@ -50,6 +51,6 @@ def write_pneumonia_phantom(out_dir: str | Path, *, prevalence: float, n_patient
                             size: int = 256, confound: float = 0.0) -> Path:
     """Phantom of normal and (viral or bacterial) pneumonia patients at ``prevalence``."""
     if not 0.0 < prevalence < 1.0:
-        raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
+        raise UserError(f"prevalence must be in (0, 1), got {prevalence}")
     return write_phantom(out_dir, n_patients=n_patients, confound=confound, seed=seed, size=size,
                          label_probs=(1 - prevalence, 0.0, prevalence / 2, prevalence / 2))

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import polars as pl
 
+from cxrray.registry import UserError
+
 HOLDOUT_PRESETS: dict[str, tuple[float, ...]] = {
     "60/20/20": (0.6, 0.2, 0.2),  # hide-and-seek demo, Fricks phase 3
     "70/10/20": (0.7, 0.1, 0.2),  # Fricks phase 1 (ChestX-ray14)
@@ -19,7 +21,7 @@ HOLDOUT_PRESETS: dict[str, tuple[float, ...]] = {
 }
 
 
-class LeakageError(ValueError):
+class LeakageError(UserError):
     """A patient appears in more than one split."""
 
 
@@ -53,7 +55,7 @@ def assign_splits(df: pl.DataFrame, fractions: Sequence[float] = (0.6, 0.2, 0.2)
         return df
     names = tuple(names or ("train", "val", "test")[:len(fractions)])
     if len(names) != len(fractions) or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"fractions {tuple(fractions)} must be non-negative, sum to 1 and match names {names}")
+        raise UserError(f"fractions {tuple(fractions)} must be non-negative, sum to 1 and match names {names}")
     patients = _patients(df, stratify)
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}

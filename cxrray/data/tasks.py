@@ -14,8 +14,10 @@ NCP = OVP + OBP (+ PNA); NCV = NOR + NCP (+ OTH). Tasks:
   ``finding_<Name>`` columns; an empty cell is unknown and masked out of the loss.
 
 Rows whose label belongs to no class of a task are not part of that task
-(``Task.includes``). The last class of a binary task is the positive one.
-Severity stays a manifest attribute for per-severity metrics.
+(``Task.includes``). A single-label task names its ``positive`` class (the one every
+analysis scores: AUROC, verdicts, DeLong tests, saliency) and how to call it in prose;
+that class lives here and nowhere else. Severity stays a manifest attribute for
+per-severity metrics.
 """
 
 from __future__ import annotations
@@ -41,6 +43,27 @@ class Task:
     members: dict[str, tuple[str, ...]] = field(default_factory=dict)  # class -> manifest labels
     multilabel: bool = False
     hierarchical: bool = False  # two binary stages (normal vs pneumonia, then COVID vs other pneumonia)
+    positive: str | None = None  # the class the analysis scores (None: multilabel, scored per finding)
+    positive_name: str = ""  # the positive class in prose ("COVID-19")
+
+    def __post_init__(self) -> None:
+        if self.positive is not None and self.positive not in self.classes:
+            raise ValueError(f"task {self.name}: positive class {self.positive!r} is not one of {self.classes}")
+
+    @property
+    def kind(self) -> str:
+        """"single" (one class per image, softmax), "hierarchical" or "multilabel"."""
+        return "multilabel" if self.multilabel else "hierarchical" if self.hierarchical else "single"
+
+    @property
+    def num_outputs(self) -> int:
+        """Outputs of the network: one per class, or the two binary stages of a hierarchical task."""
+        return 2 if self.hierarchical else self.num_classes
+
+    @property
+    def positive_label(self) -> str:
+        """The positive class in prose, for titles: "COVID-19 vs rest"."""
+        return self.positive_name or str(self.positive)
 
     @property
     def num_classes(self) -> int:
@@ -86,12 +109,14 @@ def _add(task: Task) -> None:
     TASKS.register(task.name)(task)
 
 
-_add(Task("CL2", ("NCV", "CVP"), {"NCV": ("NOR", "OVP", "OBP", "PNA", "OTH"), "CVP": ("CVP",)}))
-_add(Task("CL3", ("NOR", "NCP", "CVP"), {"NOR": ("NOR",), "NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)}))
+COVID = {"positive": "CVP", "positive_name": "COVID-19"}
+_add(Task("CL2", ("NCV", "CVP"), {"NCV": ("NOR", "OVP", "OBP", "PNA", "OTH"), "CVP": ("CVP",)}, **COVID))
+_add(Task("CL3", ("NOR", "NCP", "CVP"), {"NOR": ("NOR",), "NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)}, **COVID))
 _add(Task("CL4", ("NOR", "OBP", "OVP", "CVP"),
-          {"NOR": ("NOR",), "OBP": ("OBP",), "OVP": ("OVP",), "CVP": ("CVP",)}))
-_add(Task("PNEU", ("NOPNEU", "PNEU"), {"NOPNEU": ("NOR", "OTH"), "PNEU": ("PNA", "OVP", "OBP", "CVP")}))
-_add(Task("CVP_NCP", ("NCP", "CVP"), {"NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)}))
+          {"NOR": ("NOR",), "OBP": ("OBP",), "OVP": ("OVP",), "CVP": ("CVP",)}, **COVID))
+_add(Task("PNEU", ("NOPNEU", "PNEU"), {"NOPNEU": ("NOR", "OTH"), "PNEU": ("PNA", "OVP", "OBP", "CVP")},
+          positive="PNEU", positive_name="pneumonia"))
+_add(Task("CVP_NCP", ("NCP", "CVP"), {"NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)}, **COVID))
 _add(Task("CL3H", ("NOR", "NCP", "CVP"), {"NOR": ("NOR",), "NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)},
-          hierarchical=True))
+          hierarchical=True, **COVID))
 _add(Task("NIH14", NIH14_FINDINGS, multilabel=True))

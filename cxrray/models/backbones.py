@@ -10,20 +10,36 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
+from cxrray.config import check_choice
 from cxrray.registry import Registry
 
 log = logging.getLogger(__name__)
 
+# Class-activation method: "gradcam" for heads that pool globally; "hirescam" (Draelos & Carin 2020) for heads
+# that flatten the feature map (position-specific weights), where Grad-CAM's spatial averaging of the gradients
+# is not faithful to what the model uses.
+CamMethod = Literal["gradcam", "hirescam"]
+# What the network outputs: class "logits", or "capsule_lengths" (COVID-CAPS: margin loss, see training.heads).
+OutputKind = Literal["logits", "capsule_lengths"]
+# ImageNet normalisation for a 1-channel input (timm sums the RGB filters of the first conv): the means and
+# standard deviations of the three ImageNet channels, averaged. Non-ImageNet networks use (x - 0.5) / 0.25.
+IMAGENET_GRAY = {"mean": 0.449, "std": 0.226}
+
 
 @dataclass(frozen=True)
 class BackboneDef:
+    """A registered network and what travels with it: Grad-CAM layer and method, minimum input size,
+    input normalisation, output kind."""
+
     name: str
     build: Callable[[int, int, bool], nn.Module]  # (num_classes, in_chans, pretrained) -> module
     gradcam_layer: str  # dotted module path of the Grad-CAM target layer
@@ -31,24 +47,31 @@ class BackboneDef:
     mean: float = 0.5
     std: float = 0.25
     description: str = ""
-    # Class-activation method: "gradcam" for heads that pool globally; "hirescam" (Draelos & Carin 2020)
-    # for heads that flatten the feature map (position-specific weights), where Grad-CAM's spatial
-    # averaging of the gradients is not faithful to what the model uses.
-    cam: str = "gradcam"
-    output: str = "logits"  # "logits", or "capsule_lengths" (COVID-CAPS: margin loss, see training.heads)
+    cam: CamMethod = "gradcam"
+    output: OutputKind = "logits"
+
+    def __post_init__(self) -> None:
+        check_choice(f"backbone {self.name}", "cam", self.cam, CamMethod)
+        check_choice(f"backbone {self.name}", "output", self.output, OutputKind)
+
+    def probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Per-class probabilities of a single-label network's outputs (softmax of logits; capsule lengths
+        normalised to sum to 1, the ranking AUROC needs)."""
+        if self.output == "capsule_lengths":
+            return outputs / outputs.sum(1, keepdim=True).clamp_min(1e-8)
+        return torch.softmax(outputs, 1)
 
 
 BACKBONES: Registry[BackboneDef] = Registry("backbone")
 
 
-def backbone(gradcam_layer: str, min_size: int = 32, description: str = "", cam: str = "gradcam",
-             output: str = "logits") -> Callable:
-    """Decorator registering a build function under its own name."""
+def backbone(gradcam_layer: str, min_size: int = 32, description: str = "", cam: CamMethod = "gradcam",
+             output: OutputKind = "logits", mean: float = 0.5, std: float = 0.25) -> Callable:
+    """Decorator registering a build function under its own name, with the facts that travel with it."""
 
     def deco(fn: Callable[[int, int, bool], nn.Module]) -> Callable:
-        BACKBONES.register(fn.__name__)(BackboneDef(fn.__name__, fn, gradcam_layer, min_size,
-                                                    description=description or (fn.__doc__ or "").strip(), cam=cam,
-                                                    output=output))
+        BACKBONES.register(fn.__name__)(BackboneDef(fn.__name__, fn, gradcam_layer, min_size, mean, std,
+                                                    description or (fn.__doc__ or "").strip(), cam, output))
         return fn
 
     return deco
@@ -83,31 +106,31 @@ def _timm(arch: str, num_classes: int, in_chans: int, pretrained: bool) -> nn.Mo
     return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
 
 
-@backbone(gradcam_layer="layer4", min_size=32)
+@backbone(gradcam_layer="layer4", min_size=32, **IMAGENET_GRAY)
 def resnet18(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """ResNet-18 (timm); the small real backbone of the CPU demo."""
     return _timm("resnet18", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="layer4", min_size=32)
+@backbone(gradcam_layer="layer4", min_size=32, **IMAGENET_GRAY)
 def resnet50(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """ResNet-50 (timm), as in Sadre et al. and COVID-SDNet."""
     return _timm("resnet50", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="features.norm5", min_size=32)
+@backbone(gradcam_layer="features.norm5", min_size=32, **IMAGENET_GRAY)
 def densenet121(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """DenseNet-121 (timm), as in Fricks et al. and COVID-CXNet."""
     return _timm("densenet121", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="features.18", min_size=32)
+@backbone(gradcam_layer="features.18", min_size=32, **IMAGENET_GRAY)
 def vgg11(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """VGG-11 (timm), as in Sadre et al."""
     return _timm("vgg11", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="features.10", min_size=64)
+@backbone(gradcam_layer="features.10", min_size=64, **IMAGENET_GRAY)
 def alexnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """AlexNet (torchvision; timm has none), first conv replaced for ``in_chans``."""
     from torchvision.models import AlexNet_Weights
@@ -126,7 +149,7 @@ def alexnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     return model
 
 
-@backbone(gradcam_layer="conv4", min_size=64)
+@backbone(gradcam_layer="conv4", min_size=64, **IMAGENET_GRAY)
 def xception(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """Xception (timm ``legacy_xception``, the original Chollet architecture), as in Hasan et al."""
     return _timm("legacy_xception", num_classes, in_chans, pretrained)
@@ -145,7 +168,7 @@ class CovidCXNet(nn.Module):
         return self.head(self.backbone(x))
 
 
-@backbone(gradcam_layer="backbone.features.norm5", min_size=32)
+@backbone(gradcam_layer="backbone.features.norm5", min_size=32, **IMAGENET_GRAY)
 def covid_cxnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """COVID-CXNet: DenseNet-121 (CheXNet init in the paper; ImageNet or random here) + GAP + FC 10 + dropout."""
     return CovidCXNet(num_classes, in_chans, pretrained)
@@ -193,17 +216,16 @@ class CVRNet(nn.Module):
         return torch.log(self.head_probs(x).mean(0).clamp_min(1e-8))
 
 
-@backbone(gradcam_layer="resnet.layer4", min_size=64)
+@backbone(gradcam_layer="resnet.layer4", min_size=64, **IMAGENET_GRAY)
 def cvrnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """CVR-Net multi-scale, multi-branch fusion of Hasan et al.; Grad-CAM per branch (resnet.layer4, xception.act4)."""
     return CVRNet(num_classes, in_chans, pretrained)
 
 
-_WARNED: set[str] = set()
-
-
+@functools.lru_cache(maxsize=1)
 def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """Can the weight hub be reached? Checked quickly, so an offline run does not sit in download retries."""
+    """Can the weight hub be reached? Checked once per process (the answer is cached), quickly, so an offline
+    run does not sit in download retries."""
     import socket
 
     try:
@@ -251,10 +273,9 @@ def _cache_only(active: bool):
         hub.HF_HUB_OFFLINE = before
 
 
-def _warn_once(key: str, msg: str, *args) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        log.warning(msg, *args)
+class PretrainedUnavailable(UserWarning):
+    """Pretrained weights could not be had; the network starts from random init (recorded as ``init=random``).
+    Python's warning filter shows it once per backbone and process."""
 
 
 def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
@@ -291,8 +312,9 @@ def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: b
                 model = spec.build(num_classes, in_chans, True)
             init = "imagenet"
         except Exception as exc:  # offline, missing cache, no weights for this arch
-            _warn_once(name, "pretrained weights for %s unavailable (%s: %s); using random init (recorded as "
-                       "init=random)", name, type(exc).__name__, str(exc).splitlines()[0][:160])
+            warnings.warn(f"pretrained weights for {name} unavailable ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:160]}); using random init (recorded as init=random)",
+                          PretrainedUnavailable, stacklevel=1)
             model = spec.build(num_classes, in_chans, False)
     else:
         model = spec.build(num_classes, in_chans, False)

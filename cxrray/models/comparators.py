@@ -12,34 +12,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cxrray.models.backbones import _timm, backbone
+from cxrray.models.backbones import IMAGENET_GRAY, _timm, backbone
 
 
-@backbone(gradcam_layer="features.34", min_size=32)
+@backbone(gradcam_layer="features.34", min_size=32, **IMAGENET_GRAY)
 def vgg19(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """VGG-19 (timm), a CVR-Net comparator (Hasan et al.); 224 px in the study."""
     return _timm("vgg19", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="bn2", min_size=32)
+@backbone(gradcam_layer="bn2", min_size=32, **IMAGENET_GRAY)
 def efficientnet_b1(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """EfficientNet-B1 (timm), a CVR-Net comparator; native input 240 px."""
     return _timm("efficientnet_b1", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="features.norm5", min_size=32)
+@backbone(gradcam_layer="features.norm5", min_size=32, **IMAGENET_GRAY)
 def densenet169(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """DenseNet-169 (timm), a CVR-Net comparator."""
     return _timm("densenet169", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="layer4", min_size=32)
+@backbone(gradcam_layer="layer4", min_size=32, **IMAGENET_GRAY)
 def resnet152(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """ResNet-152 (timm), a CVR-Net comparator."""
     return _timm("resnet152", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="Mixed_7c", min_size=75)
+@backbone(gradcam_layer="Mixed_7c", min_size=75, **IMAGENET_GRAY)
 def inception_v3(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """Inception-v3 (timm), a CVR-Net comparator; native input 299 px, at least 75 px."""
     return _timm("inception_v3", num_classes, in_chans, pretrained)
@@ -106,7 +106,7 @@ class CoroNet(nn.Module):
         return self.head(self.backbone.forward_features(x))
 
 
-@backbone(gradcam_layer="backbone.conv4", min_size=64, cam="hirescam")
+@backbone(gradcam_layer="backbone.conv4", min_size=64, cam="hirescam", **IMAGENET_GRAY)
 def coronet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """CoroNet (Khan et al. 2020): Xception + flatten + dense 256 head."""
     return CoroNet(num_classes, in_chans, pretrained)
@@ -126,7 +126,7 @@ class CovidSDNet(nn.Module):
         return self.head(self.backbone(x))
 
 
-@backbone(gradcam_layer="backbone.layer4", min_size=32)
+@backbone(gradcam_layer="backbone.layer4", min_size=32, **IMAGENET_GRAY)
 def covid_sdnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """COVID-SDNet baseline classifier: ResNet-50 + FC 512 + softmax (use with ``seg_crop``)."""
     return CovidSDNet(num_classes, in_chans, pretrained)

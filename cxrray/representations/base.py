@@ -1,15 +1,65 @@
-"""Representation registry and the shared lung-box helper."""
+"""Representation registry (each entry carries its domain facts) and the shared lung-box helper."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from cxrray.registry import Registry
 
-Representation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-REPRESENTATIONS: Registry[Representation] = Registry("representation")
+RepresentationFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RepresentationDef:
+    """A registered representation: ``fn(image (B,C,H,W), mask (B,1,H,W)) -> image`` and what the rest of the
+    pipeline must know about it (the timm ``PretrainedCfg`` idea): the channels it outputs for a 1-channel
+    input (the model's ``in_chans``), whether it hides the lungs (a shortcut verdict reads these), whether it is
+    one of Sadre et al.'s hide-and-seek five, and its place in every table and figure."""
+
+    name: str
+    fn: RepresentationFn
+    channels: int = 1
+    hides_lungs: bool = False
+    hide_seek: bool = False
+    order: int = 100
+    description: str = ""
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fn(image, mask)
+
+
+REPRESENTATIONS: Registry[RepresentationDef] = Registry("representation")
+
+
+def representation(*, channels: int = 1, hides_lungs: bool = False, hide_seek: bool = False,
+                   order: int = 100) -> Callable[[RepresentationFn], RepresentationFn]:
+    """Decorator registering a representation function under its own name, with its facts."""
+
+    def deco(fn: RepresentationFn) -> RepresentationFn:
+        REPRESENTATIONS.register(fn.__name__)(RepresentationDef(
+            fn.__name__, fn, channels, hides_lungs, hide_seek, order, (fn.__doc__ or "").strip().splitlines()[0]))
+        return fn
+
+    return deco
+
+
+def display_order(names: list[str]) -> list[str]:
+    """Registered representations by their declared order, then any other label alphabetically."""
+    known = sorted((n for n in names if n in REPRESENTATIONS), key=lambda n: (REPRESENTATIONS.get(n).order, n))
+    return known + sorted(n for n in names if n not in REPRESENTATIONS)
+
+
+def hide_seek_representations() -> tuple[str, ...]:
+    """The five representations of Sadre et al., in protocol order."""
+    return tuple(display_order([n for n in REPRESENTATIONS.names() if REPRESENTATIONS.get(n).hide_seek]))
+
+
+def lung_hiding() -> tuple[str, ...]:
+    """Representations that hide the lungs (a model that still works on them reads something else)."""
+    return tuple(display_order([n for n in REPRESENTATIONS.names() if REPRESENTATIONS.get(n).hides_lungs]))
 
 
 def _span(flags: torch.Tensor) -> torch.Tensor:
@@ -38,4 +88,4 @@ def apply_representation(name: str, image: torch.Tensor, mask: torch.Tensor) -> 
             or image.shape[0] != mask.shape[0]:
         raise ValueError(f"expected image (B,C,H,W) and mask (B,1,H,W), got {tuple(image.shape)} "
                          f"and {tuple(mask.shape)}")
-    return REPRESENTATIONS.get(name)(image, mask)
+    return REPRESENTATIONS.get(name).fn(image, mask)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from kornia.enhance import equalize_clahe
 
-from cxrray.representations.base import REPRESENTATIONS
+from cxrray.representations.base import representation
 
 
 def _median_where(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -46,14 +46,13 @@ def clahe(image: torch.Tensor, clip_limit: float = 2.0, grid: tuple[int, int] = 
     return equalize_clahe(image.clamp(0, 1), clip_limit=clip_limit, grid_size=grid)
 
 
-@REPRESENTATIONS.register()
+@representation(channels=3, order=20)
 def enhance_stack(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """COVID-CXNet input: [original, CLAHE, BEASF(1.5)] as 3 channels (first channel of the input)."""
     x = image[:, :1]
     return torch.cat([x, clahe(x), beasf(x, 1.5)], dim=1)
 
 
-enhance_stack.out_channels = 3  # type: ignore[attr-defined]
 
 
 def match_histogram(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from cxrray.representations.base import REPRESENTATIONS, lung_box
+from cxrray.representations.base import lung_box, representation
 
 
-@REPRESENTATIONS.register()
+@representation(hide_seek=True, order=0)
 def original(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The whole image."""
     return image
@@ -25,25 +25,25 @@ def lung_interior(mask: torch.Tensor) -> torch.Tensor:
     return -torch.nn.functional.max_pool2d(-inside, 3, stride=1, padding=1) > 0.5
 
 
-@REPRESENTATIONS.register()
+@representation(hide_seek=True, order=1)
 def lungs_isolated(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Only pixels inside the lung mask (its interior: see ``lung_interior``)."""
     return image * lung_interior(mask)
 
 
-@REPRESENTATIONS.register()
+@representation(hides_lungs=True, hide_seek=True, order=2)
 def lungs_removed(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Only pixels outside the lung mask."""
     return image * (mask <= 0.5)
 
 
-@REPRESENTATIONS.register()
+@representation(hide_seek=True, order=3)
 def lungs_framed(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Only pixels inside the bounding box of both lungs."""
     return image * lung_box(mask)
 
 
-@REPRESENTATIONS.register()
+@representation(hides_lungs=True, hide_seek=True, order=4)
 def lungs_boxed_out(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Only pixels outside the lung bounding box (hides the lung shape too)."""
     return image * ~lung_box(mask)

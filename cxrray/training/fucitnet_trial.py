@@ -1,7 +1,7 @@
-"""One FuCiTNet trial (method ``fucitnet``): class-inherent generators, then the K x K classifier.
+"""Method ``fucitnet``: class-inherent generators, then the K x K classifier (FuCiTNet / COVID-SDNet).
 
-Runs on the same session as a standard trial (``worker.InlineSession`` / ``TrainSession``) and
-leaves the same outputs (``outputs.write_outputs``): per-image *fused* probabilities of the task's
+A peer of ``standard``: the generic driver (``worker.run_trial``) runs it on the same session and
+leaves the same outputs: per-image *fused* probabilities of the task's
 classes for val and test, so every analysis table (AUROC, severity accuracy, DeLong tests) reads a
 FuCiTNet trial like any other. Epochs count across both stages (stage 1: the generators and their
 guide; stage 2: the classifier), each checkpointed, so a retried or resumed trial goes on from its
@@ -13,18 +13,15 @@ model is not defined by the publications, so the saliency stage leaves these tri
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from cxrray.config import TrialSpec
+from cxrray.config import TrialContext
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
-from cxrray.representations import out_channels
+from cxrray.representations import InputPipeline, out_channels
 from cxrray.representations.augment import AugmentConfig
 from cxrray.training.fucitnet import (
     FuCiTConfig,
@@ -37,49 +34,47 @@ from cxrray.training.fucitnet import (
     stage1_epoch,
 )
 from cxrray.training.heads import SoftmaxHead, make_head
-from cxrray.training.loop import InputPipeline, evaluate, make_optimizer, predict, train_epoch
-from cxrray.training.outputs import EpochReporter, predictions_frame, selection_key, write_outputs
+from cxrray.training.loop import make_optimizer, train_epoch
+from cxrray.training.methods import (
+    Best,
+    TrialMethod,
+    TrialResult,
+    copy_state,
+    epoch_generator,
+    predict_splits,
+    register,
+    train_batches,
+    validate_split,
+)
 from cxrray.training.recipes import resolve_class_weights
-from cxrray.training.tracking import Tracker
+from cxrray.training.session import Session
 
 
-def check_fucitnet(spec: TrialSpec) -> None:
-    """FuCiTNet needs one class label per image (a plain softmax task); raise naming the task otherwise."""
-    task = TASKS.get(spec.task)
-    if task.multilabel or task.hierarchical:
-        raise ValueError(f"method fucitnet needs a single-label task (one generator per class); {spec.task} is "
-                         f"{'multilabel' if task.multilabel else 'hierarchical'}")
+@register("fucitnet", FuCiTConfig())
+class FuCiTNet(TrialMethod):
+    """FuCiTNet with its settings (``FuCiTConfig``): single-label tasks (one generator per class), one worker
+    per trial (DDP over three models is not built), no ASHA (two stages are not one comparable fit); its weights
+    are ``fucitnet.pt``, which the saliency stage does not explain."""
 
+    multi_worker, asha, task_kinds = False, False, frozenset({"single"})
 
-def run_fucitnet_trial(config: dict[str, Any], session, cfg: FuCiTConfig) -> None:
-    """Train stage 1 then stage 2 of one spec on ``session``, reporting every epoch; write fused predictions."""
-    trial = _FuCiTTrial(config, session, cfg)
-    start, spec = trial.resume(), trial.spec
-    total, train_s = trial.stage1 + spec.recipe.epochs, 0.0
-    with EpochReporter(config, session, spec, start, {"init": trial.init, "fucitnet": dataclasses.asdict(cfg)}
-                       ) as report:
-        for epoch in range(start, total):
-            t0 = time.time()
-            metrics = trial.epoch(epoch) | {"epoch": epoch, "epoch_s": time.time() - t0, "epochs_done": epoch + 1,
-                                            "epochs_total": total}
-            train_s += time.time() - t0
-            report(epoch, metrics, lambda: trial.state(epoch))
-    if session.rank == 0:
-        trial.finish(report.tracker, train_s, tuple(config.get("splits", ("val", "test"))))
-    session.finished()
+    def __init__(self, config: FuCiTConfig) -> None:
+        self.config = config
+
+    def build(self, ctx: TrialContext, session: Session) -> _FuCiTTrial:
+        return _FuCiTTrial(ctx, session, self.config)
 
 
 class _FuCiTTrial:
     """The models, optimisers and best-on-validation states of one FuCiTNet trial."""
 
-    def __init__(self, config: dict[str, Any], session, cfg: FuCiTConfig) -> None:
-        self.spec = spec = TrialSpec.from_dict(config["spec"])
-        check_fucitnet(spec)
+    def __init__(self, ctx: TrialContext, session: Session, cfg: FuCiTConfig) -> None:
+        self.ctx, self.spec = ctx, ctx.spec
+        spec = ctx.spec
         task, bdef, r = TASKS.get(spec.task), BACKBONES.get(spec.backbone), spec.recipe
         self.session, self.cfg, self.k, self.device = session, cfg, task.num_classes, session.device
-        self.trial_dir = Path(config["trial_dir"])
         chans = out_channels(spec.representation)
-        weights = resolve_class_weights(r, config["class_weights"]) if config["class_weights"] else None
+        weights = resolve_class_weights(r, list(ctx.data.class_weights)) if ctx.data.class_weights else None
         self.head = make_head(task, weights, r.label_smoothing)
         assert isinstance(self.head, SoftmaxHead)
         self.pair_head = PairHead(task, weights)
@@ -88,7 +83,7 @@ class _FuCiTTrial:
             gens = Generators(self.k, chans, cfg)
             guide, guide_init = build_backbone(cfg.guide, self.k, chans, spec.pretrained, spec.image_size)
             clf, clf_init = build_backbone(spec.backbone, self.k ** 2, chans, spec.pretrained, spec.image_size,
-                                           weights=config.get("weights") if spec.pretrained else None)
+                                           weights=ctx.weights if spec.pretrained else None)
             perceptual, perc_init = perceptual_network(chans, spec.pretrained, cfg)
         self.init = f"{clf_init}; guide {guide_init}; perceptual {perc_init}"
         self.gens, self.guide, self.clf = (session.prepare_model(m) for m in (gens, guide, clf))
@@ -104,73 +99,54 @@ class _FuCiTTrial:
         self.pair_model = PairClassifier(self.gens, self.clf)
         self.fused = FusedClassifier(self.gens, self.clf, self.k)
         self.stage1 = cfg.stage1_epochs or r.epochs
-        self.best: dict[str, Any] = {"stage1": None, "stage2": None}
-        self.gen = torch.Generator()
+        self.epochs = self.stage1 + r.epochs
+        self.stage1_best, self.stage2_best = Best(), Best()
+        self.config = {"init": self.init, "fucitnet": dataclasses.asdict(cfg)}
 
-    def resume(self) -> int:
-        """Load the last checkpoint, if any; returns the first epoch still to run."""
-        state = self.session.load_state()
-        if state is None:
-            return 0
+    def load(self, state: dict[str, Any]) -> int:
         for name, obj in (self.models | self.opts).items():
             obj.load_state_dict(state[name])
-        self.best = state["best"]
+        self.stage1_best, self.stage2_best = Best.from_state(state["stage1"]), Best.from_state(state["stage2"])
         return state["epoch"] + 1
 
     def state(self, epoch: int) -> dict[str, Any]:
         return {name: obj.state_dict() for name, obj in (self.models | self.opts).items()} | {
-            "epoch": epoch, "best": self.best}
-
-    def _batches(self, split: str, epoch: int | None = None):
-        ds, r = self.session.dataset(split), self.spec.recipe
-        if epoch is None:
-            return ds.iter_batches(batch_size=64, batch_format="numpy")
-        return ds.iter_batches(batch_size=r.batch_size, batch_format="numpy",
-                               local_shuffle_buffer_size=4 * r.batch_size, local_shuffle_seed=self.spec.seed + epoch)
+            "epoch": epoch, "stage1": self.stage1_best.to_state(), "stage2": self.stage2_best.to_state()}
 
     def epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of stage 1 (generators + guide) or stage 2 (K x K classifier); keeps the best state."""
         spec, head, device = self.spec, self.head, self.device
-        self.gen.manual_seed(spec.seed * 1_000_003 + epoch)
+        gen = epoch_generator(spec, self.session.rank, epoch)
         if epoch < self.stage1:
             o = self.opts
-            metrics = stage1_epoch(self.gens, self.guide, self.perceptual, self._batches("train", epoch), self.pipe,
-                                   o["gen_opt"], o["guide_opt"], head, self.cfg, device, self.gen)
-            val = evaluate(predict(self.guide_score, self._batches("val"), self.pipe, head, device), head)
-            if self.best["stage1"] is None or selection_key(val, "auroc") > selection_key(self.best["stage1"]["val"],
-                                                                                          "auroc"):
-                self.best["stage1"] = {"epoch": epoch, "val": val, "gens": copy.deepcopy(self.gens.state_dict()),
-                                       "guide": copy.deepcopy(self.guide.state_dict())}
+            metrics = stage1_epoch(self.gens, self.guide, self.perceptual, train_batches(self.session, spec, epoch),
+                                   self.pipe, o["gen_opt"], o["guide_opt"], head, self.cfg, device, gen)
+            val = validate_split(self.guide_score, self.session, self.pipe, head, batch_size=64)
+            self.stage1_best.offer(epoch, val, "auroc", lambda: {"gens": copy_state(self.gens)(),
+                                                                 "guide": copy_state(self.guide)()})
             return metrics | {f"val_{m}": v for m, v in val.items()} | {
                 "stage": 1, "train_loss": metrics["guide_loss"], "train_acc": metrics["guide_acc"]}
         if epoch == self.stage1:  # stage 2 starts from the best generators of stage 1
-            self.gens.load_state_dict(self.best["stage1"]["gens"])
-        metrics = train_epoch(self.pair_model, self._batches("train", epoch), self.pipe,
-                              self.opts["clf_opt"], self.pair_head, device, self.gen, amp=device.type == "cuda",
+            self.gens.load_state_dict(self.stage1_best.state["gens"])
+        metrics = train_epoch(self.pair_model, train_batches(self.session, spec, epoch), self.pipe,
+                              self.opts["clf_opt"], self.pair_head, device, gen, amp=device.type == "cuda",
                               accum=spec.recipe.grad_accum)
-        val = evaluate(predict(self.fused, self._batches("val"), self.pipe, head, device), head)
-        select, best = spec.recipe.select_by, self.best["stage2"]
-        if best is None or selection_key(val, select) > selection_key(best["val"], select):
-            self.best["stage2"] = {"epoch": epoch, "val": val, "clf": copy.deepcopy(self.clf.state_dict())}
+        val = validate_split(self.fused, self.session, self.pipe, head, batch_size=64)
+        self.stage2_best.offer(epoch, val, spec.recipe.select_by, copy_state(self.clf))
         return metrics | {f"val_{m}": v for m, v in val.items()} | {
-            "stage": 2, "best_val_auroc": self.best["stage2"]["val"]["auroc"]}
+            "stage": 2, "best_val_auroc": self.stage2_best.val["auroc"]}
 
-    def finish(self, tracker: Tracker, train_s: float, splits: tuple[str, ...]) -> None:
-        """Best generators and classifier (validation), fused predictions for val and test, outputs written."""
-        best = self.best
-        self.gens.load_state_dict(best["stage1"]["gens"])
-        self.guide.load_state_dict(best["stage1"]["guide"])
-        if best["stage2"] is not None:
-            self.clf.load_state_dict(best["stage2"]["clf"])
-        frames, scores = [], {}
-        for split in (s for s in ("val", "test") if s in splits):
-            pred = predict(self.fused, self._batches(split), self.pipe, self.head, self.device)
-            frames.append(predictions_frame(pred, self.spec, split))
-            scores |= {f"{split}_{m}": v for m, v in evaluate(pred).items()}
-        stage2 = best["stage2"] or {"epoch": -1, "val": {"auroc": float("nan")}}
-        meta = {"init": self.init, "best_epoch": stage2["epoch"], "best_val_auroc": stage2["val"]["auroc"],
-                "stage1_best_epoch": best["stage1"]["epoch"], "stage1_val_auroc": best["stage1"]["val"]["auroc"],
-                "train_s": train_s}
+    def finish(self) -> TrialResult:
+        """Best generators and classifier (validation), fused predictions for val and test."""
+        s1, s2 = self.stage1_best, self.stage2_best
+        self.gens.load_state_dict(s1.state["gens"])
+        self.guide.load_state_dict(s1.state["guide"])
+        if s2.state is not None:
+            self.clf.load_state_dict(s2.state)
+        frames, scores = predict_splits(self.fused, self.session, self.pipe, self.head, self.spec,
+                                        self.ctx.data.splits, batch_size=64)
+        meta = {"init": self.init, "best_epoch": s2.epoch, "best_val_auroc": s2.val.get("auroc", float("nan")),
+                "stage1_best_epoch": s1.epoch, "stage1_val_auroc": s1.val["auroc"]}
         weights = {"fucitnet.pt": {"generators": self.gens.state_dict(), "guide": self.guide.state_dict(),
                                    "classifier": self.clf.state_dict()}}
-        write_outputs(self.trial_dir, self.spec, frames, scores, weights, meta, tracker)
+        return TrialResult(frames, scores, weights, meta)

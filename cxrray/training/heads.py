@@ -44,7 +44,7 @@ class Head:
 
     @property
     def num_outputs(self) -> int:
-        return self.task.num_classes
+        return self.task.num_outputs  # the task's fact: two binary stages for a hierarchical one
 
     def class_targets(self, labels: np.ndarray) -> np.ndarray:
         """Class index per image (what evaluation compares the probabilities with)."""
@@ -129,10 +129,6 @@ class HierarchicalHead(Head):
             raise ValueError(f"a hierarchical head needs classes (NOR, NCP, CVP), task {task.name} has {task.classes}")
         super().__init__(task)
         self.stage_weights = stage_weights
-
-    @property
-    def num_outputs(self) -> int:
-        return 2
 
     def targets(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
         c = torch.as_tensor(self.class_targets(batch["label"]))

@@ -1,15 +1,200 @@
-"""Training methods a trial can use (``TrialSpec.method``), timm-style registry.
+"""Training methods (``TrialSpec.method``) as a registry of small classes, and what every method shares.
 
-``standard``: one supervised fit of the backbone (``worker.run_trial``). ``fucitnet``: the
-class-inherent transformations of FuCiTNet / COVID-SDNet (``fucitnet``), two stages in one trial.
-A variant with other settings is one more registration, e.g. a lambda sweep.
+A method is a ``TrialMethod``: capability flags the studies ask before Ray starts (several workers per
+trial? ASHA? which task kinds?), a ``validate(spec)`` hook, and ``build(ctx, session)`` returning a
+``Trial`` that the generic driver (``worker.run_trial``) runs epoch by epoch: ``load`` a checkpoint,
+``epoch``, ``state``, ``finish``. The driver owns the epoch loop, the W&B run, the checkpoint cadence and
+the outputs, so a new method is one file with one class and its registration
+(``@METHODS.register("name")`` on an instance), imported by ``cxrray/training/__init__.py``.
+
+Registered: ``standard`` (one supervised fit of the backbone, ``standard.py``) and ``fucitnet`` (the
+class-inherent transformations of FuCiTNet / COVID-SDNet, ``fucitnet_trial.py``). Shared helpers: the
+seeded per-epoch generator, the shuffled training stream, the best-on-validation state and the
+val/test prediction loop. No Ray.
 """
 
 from __future__ import annotations
 
-from cxrray.registry import Registry
-from cxrray.training.fucitnet import FuCiTConfig
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
-METHODS: Registry[FuCiTConfig | None] = Registry("method")
-METHODS.register("standard")(None)
-METHODS.register("fucitnet")(FuCiTConfig())
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from cxrray.config import TrialContext, TrialDir, TrialSpec
+from cxrray.data.tasks import TASKS
+from cxrray.registry import Registry, UserError
+from cxrray.representations import InputPipeline
+from cxrray.training.heads import Head
+from cxrray.training.loop import evaluate, predict
+from cxrray.training.outputs import predictions_frame, selection_key
+from cxrray.training.session import Session
+
+
+@dataclass
+class TrialResult:
+    """What a trial hands the driver at the end (rank 0): per-split prediction frames, scores, weights files
+    (name -> state dict) and metadata for ``trial.json``."""
+
+    frames: list[pl.DataFrame]
+    scores: dict[str, float]
+    weights: dict[str, Any]
+    meta: dict[str, Any]
+
+
+class Trial(Protocol):
+    """One trial of a method, built for a context and a session."""
+
+    epochs: int  # epochs to run in all (every stage)
+    config: dict[str, Any]  # what the W&B run records besides the spec (init, method settings)
+
+    def load(self, state: dict[str, Any]) -> int:
+        """Restore a checkpoint; returns the first epoch still to run."""
+
+    def epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch and validate; returns its metrics (``stopped`` True ends the loop early)."""
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        """The checkpoint after ``epoch``."""
+
+    def finish(self) -> TrialResult:
+        """Best-on-validation weights restored; predictions for val and test (rank 0 only)."""
+
+
+class TrialMethod:
+    """A registered training method. Subclasses set the capability flags and implement ``build``."""
+
+    multi_worker: ClassVar[bool] = True  # can train as a multi-worker (DDP) Ray Train fit
+    asha: ClassVar[bool] = True  # reports one comparable validation metric per epoch of one fit
+    task_kinds: ClassVar[frozenset[str]] = frozenset({"single", "hierarchical", "multilabel"})
+
+    name: str = ""
+
+    def validate(self, spec: TrialSpec) -> None:
+        """Raise ``UserError`` when this method cannot train ``spec`` (checked before Ray starts)."""
+        kind = TASKS.get(spec.task).kind
+        if kind not in self.task_kinds:
+            words = {"single": "single-label", "hierarchical": "hierarchical", "multilabel": "multilabel"}
+            raise UserError(f"method {self.name} needs a {' or '.join(words[k] for k in sorted(self.task_kinds))} "
+                            f"task; {spec.task} is {words[kind]}")
+
+    def check_resources(self, num_workers: int, asha: bool) -> None:
+        """Raise ``UserError`` when the sweep's resources or scheduler ask what this method cannot do."""
+        if num_workers > 1 and not self.multi_worker:
+            raise UserError(f"method {self.name} trains on one worker per trial; got --num-workers {num_workers}")
+        if asha and not self.asha:
+            raise UserError(f"--asha compares settings epoch by epoch of one fit; method {self.name} cannot be "
+                            f"judged that way")
+
+    def build(self, ctx: TrialContext, session: Session) -> Trial:
+        raise NotImplementedError
+
+
+METHODS: Registry[TrialMethod] = Registry("method")
+
+
+def register(name: str, *args: Any, **kwargs: Any) -> Callable[[type[TrialMethod]], type[TrialMethod]]:
+    """Class decorator: register ``cls(*args, **kwargs)`` under ``name``. A variant with other settings is one
+    more registration of the same class (``register("fucitnet_l1", FuCiTConfig(lam=0.1))(FuCiTNet)``)."""
+
+    def deco(cls: type[TrialMethod]) -> type[TrialMethod]:
+        method = cls(*args, **kwargs)
+        method.name = name
+        METHODS.register(name)(method)
+        return cls
+
+    return deco
+
+
+def check_methods(specs: list[TrialSpec], num_workers: int = 1, asha: bool = False) -> None:
+    """Every spec's method exists, can train its task, and fits the sweep's resources (before Ray starts)."""
+    for spec in specs:
+        method = METHODS.get(spec.method)
+        method.validate(spec)
+        method.check_resources(num_workers, asha)
+
+
+@dataclass
+class Best:
+    """The best-on-validation epoch so far: its validation metrics and a copy of the weights worth keeping."""
+
+    epoch: int = -1
+    val: dict[str, float] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
+
+    def offer(self, epoch: int, val: dict[str, float], select_by: str, state: Callable[[], dict[str, Any]]) -> bool:
+        """Keep this epoch when it beats the best so far by ``select_by`` (the first epoch always)."""
+        if self.epoch >= 0 and selection_key(val, select_by) <= selection_key(self.val, select_by):
+            return False
+        self.epoch, self.val, self.state = epoch, dict(val), state()
+        return True
+
+    def to_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "val": self.val, "state": self.state}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any] | None) -> Best:
+        if not d:
+            return cls()
+        if "val" not in d:  # a checkpoint written before Best existed: {val_auroc, val_loss, epoch, state}
+            return cls(d["epoch"], {"auroc": d["val_auroc"], "loss": d["val_loss"]}, d["state"])
+        return cls(d["epoch"], d["val"], d["state"])
+
+
+def copy_state(model: nn.Module) -> Callable[[], dict[str, Any]]:
+    """A deferred deep copy of a module's weights (taken only when an epoch is kept)."""
+    return lambda: {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (or the module itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def epoch_generator(spec: TrialSpec, rank: int, epoch: int) -> torch.Generator:
+    """The augmentation / rebalancing generator of one epoch on one worker: seeded per epoch, so a resumed
+    trial draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(spec.seed * 1_000_003 + rank * 7919 + epoch)
+
+
+def train_batches(session: Session, spec: TrialSpec, epoch: int, audit: TrialDir | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of this worker's training split, shuffled with a seed per epoch. ``audit``: also write the
+    manifest rows it held to ``train_rows.rank<r>.txt`` (which rows trained this model, per worker)."""
+    r = spec.recipe
+    batches = session.dataset("train").iter_batches(batch_size=r.batch_size, batch_format="numpy",
+                                                    local_shuffle_buffer_size=4 * r.batch_size,
+                                                    local_shuffle_seed=spec.seed + epoch)
+    return _recording(batches, audit.train_rows(session.rank)) if audit is not None else iter(batches)
+
+
+def _recording(batches, path) -> Iterator[dict[str, np.ndarray]]:
+    rows = []
+    for b in batches:
+        rows.extend(int(x) for x in b["row"])
+        yield b
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(map(str, rows)) + "\n")
+
+
+def validate_split(model: nn.Module, session: Session, pipe: InputPipeline, head: Head, amp: bool = False,
+                   batch_size: int = 128) -> dict[str, float]:
+    """Accuracy, loss and AUROC on the validation split (selection, plateau, early stop use nothing else)."""
+    batches = session.dataset("val").iter_batches(batch_size=batch_size, batch_format="numpy")
+    return evaluate(predict(model, batches, pipe, head, session.device, amp=amp), head)
+
+
+def predict_splits(model: nn.Module, session: Session, pipe: InputPipeline, head: Head, spec: TrialSpec,
+                   splits: tuple[str, ...], batch_size: int = 128) -> tuple[list[pl.DataFrame], dict[str, float]]:
+    """The final per-image predictions of val and test (the test split is read here, once), and their scores.
+    A pretraining phase may have no test split."""
+    frames, scores = [], {}
+    for split in (s for s in ("val", "test") if s in splits):
+        batches = session.dataset(split).iter_batches(batch_size=batch_size, batch_format="numpy")
+        pred = predict(model, batches, pipe, head, session.device)
+        frames.append(predictions_frame(pred, spec, split))
+        scores |= {f"{split}_{k}": v for k, v in evaluate(pred).items()}
+    return frames, scores

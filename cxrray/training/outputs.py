@@ -1,11 +1,11 @@
 """What every finished trial leaves behind, whatever its training method.
 
-``trials/<id>/predictions.parquet`` (per-image probabilities for val and test, written
-atomically: its existence marks the trial finished), ``trial.json`` (spec, selection,
-scores, training seconds) and the weights. Shared by the standard fit (``worker``) and
-the staged methods (``fucitnet_trial``) so the analysis reads one format; also what every
-epoch does whatever the method (``EpochReporter``: W&B log, checkpoint cadence, report) and the
-fault-injection hook of the reliability tests. No Ray.
+``TrialDir.predictions`` (per-image probabilities for val and test, written atomically: its
+existence marks the trial finished), ``TrialDir.meta`` (spec, selection, scores, training
+seconds) and the weights. Written once, by the generic trial driver (``worker.run_trial``), for
+every registered method, so the analysis reads one format; also what every epoch does whatever
+the method (``EpochReporter``: W&B log, checkpoint cadence, report) and the fault-injection hook
+of the reliability tests. No Ray.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
-from cxrray.config import TrialSpec
+from cxrray.config import TrialContext, TrialDir, TrialSpec
 from cxrray.data.tasks import TASKS
+from cxrray.training.session import Session
 from cxrray.training.tracking import Tracker
-
-PREDICTIONS = "predictions.parquet"
 
 
 def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) -> pl.DataFrame:
@@ -51,10 +49,10 @@ def selection_key(val: dict[str, float], select_by: str) -> tuple[float, float]:
     raise ValueError(f"unknown select_by {select_by!r}; valid: auroc, loss")
 
 
-def log_attempt(trial_dir: Path, start_epoch: int) -> None:
+def log_attempt(trial_dir: TrialDir, start_epoch: int) -> None:
     """Append one line per (re)start: the audit that shows a retried trial went on from its checkpoint."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    with (trial_dir / "attempts.log").open("a") as f:
+    trial_dir.path.mkdir(parents=True, exist_ok=True)
+    with trial_dir.attempts.open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch} pid={os.getpid()}\n")
 
 
@@ -65,17 +63,16 @@ class EpochReporter:
     session report and the fault hook. As a context manager it closes the W&B run when a scheduler
     (ASHA) stops the trial at a report (``SystemExit``)."""
 
-    def __init__(self, config: dict[str, Any], session, spec: TrialSpec, start: int,
-                 extra_config: dict[str, Any]) -> None:
-        self.session, self.spec, self.start = session, spec, start
-        self.trial_dir = Path(config["trial_dir"])
-        self.every_s, self.last_ckpt = float(config.get("checkpoint_every_s", 0.0)), float("-inf")
+    def __init__(self, ctx: TrialContext, session: Session, start: int, extra_config: dict[str, Any]) -> None:
+        spec = ctx.spec
+        self.session, self.spec, self.start, self.trial_dir = session, spec, start, ctx.trial_dir
+        self.every_s, self.last_ckpt = ctx.checkpoint_every_s, float("-inf")
         self.tracker = None
         if session.rank == 0:
             log_attempt(self.trial_dir, start)
-            self.tracker = Tracker(config["wandb"], run_id=spec.trial_id, name=spec.run_name,
-                                   project=config["project"], group=spec.study, config=spec.flat() | extra_config,
-                                   directory=self.trial_dir)
+            self.tracker = Tracker(ctx.wandb, run_id=spec.trial_id, name=spec.run_name, project=ctx.project,
+                                   group=spec.study, config=spec.flat() | extra_config, directory=self.trial_dir.path)
+        self.fault = planned_fault(spec, self.trial_dir)  # read once per attempt, not every epoch
 
     def __enter__(self) -> "EpochReporter":
         return self
@@ -91,35 +88,44 @@ class EpochReporter:
         save = epoch == self.start or time.time() - self.last_ckpt >= self.every_s
         self.last_ckpt = time.time() if save else self.last_ckpt
         self.session.report(metrics, state() if self.session.rank == 0 and save else None)
-        maybe_inject_fault(self.spec, self.trial_dir)
+        self.inject_fault()
+
+    def inject_fault(self) -> None:
+        """Reliability tests only: fail this attempt after a checkpointed epoch (or with no epoch left)."""
+        if self.fault:
+            raise RuntimeError(self.fault)
 
 
-def write_outputs(trial_dir: Path, spec: TrialSpec, frames: list[pl.DataFrame], scores: dict[str, float],
-                  weights: dict[str, dict[str, Any]], meta: dict[str, Any], tracker) -> None:
-    """Weights files, ``trial.json`` and (last, atomically) the predictions; logs them to the tracker."""
+def write_outputs(trial_dir: TrialDir, spec: TrialSpec, frames: list[pl.DataFrame], scores: dict[str, float],
+                  weights: dict[str, dict[str, Any]], meta: dict[str, Any], tracker: Tracker | None) -> None:
+    """Weights files (name -> state dict), ``trial.json`` and (last, atomically) the predictions; logs them to
+    the tracker."""
+    tracker = tracker or Tracker("disabled", run_id="", name="", project="", group="", config={},
+                                 directory=trial_dir.path)
     tracker.summary(scores)
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    trial_dir.path.mkdir(parents=True, exist_ok=True)
     for name, state in weights.items():
-        torch.save(state, trial_dir / name)
+        torch.save(state, trial_dir.file(name))
     meta = {"spec": spec.to_dict(), "trial_id": spec.trial_id, "run_name": spec.run_name, **meta,
             "metrics": scores, "finished": time.time()}
-    (trial_dir / "trial.json").write_text(json.dumps(meta, indent=1))
-    tmp = trial_dir / f".{PREDICTIONS}.tmp"
+    trial_dir.meta.write_text(json.dumps(meta, indent=1))
+    tmp = trial_dir.path / f".{trial_dir.predictions.name}.tmp"
     pl.concat(frames).write_parquet(tmp)
-    os.replace(tmp, trial_dir / PREDICTIONS)  # the file's existence marks the trial finished
-    tracker.artifact(trial_dir / PREDICTIONS, f"predictions-{spec.trial_id}", "predictions")
+    os.replace(tmp, trial_dir.predictions)  # the file's existence marks the trial finished
+    tracker.artifact(trial_dir.predictions, f"predictions-{spec.trial_id}", "predictions")
     tracker.finish()
 
 
 FAULT_ENV = "CXRRAY_FAULT_INJECT"
 
 
-def maybe_inject_fault(spec: TrialSpec, trial_dir: Path) -> None:
-    """Reliability testing: ``CXRRAY_FAULT_INJECT="<run_name>:<n>[,...]"`` makes that trial raise after
-    an epoch's checkpoint during its first ``n`` attempts (``attempts.log``). Unset: does nothing."""
-    log = trial_dir / "attempts.log"
+def planned_fault(spec: TrialSpec, trial_dir: TrialDir) -> str:
+    """Reliability testing: ``CXRRAY_FAULT_INJECT="<run_name>:<n>[,...]"`` (passed to Ray workers explicitly)
+    makes that trial raise after an epoch's checkpoint during its first ``n`` attempts (``attempts.log``).
+    Returns the error message this attempt must raise, or "" (unset: nothing)."""
     for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
         name, _, n = item.rpartition(":")
-        attempts = len(log.read_text().splitlines()) if log.exists() else 0
+        attempts = len(trial_dir.attempts.read_text().splitlines()) if trial_dir.attempts.exists() else 0
         if name == spec.run_name and attempts <= int(n):
-            raise RuntimeError(f"injected fault ({FAULT_ENV}) in {spec.run_name}, attempt {attempts}")
+            return f"injected fault ({FAULT_ENV}) in {spec.run_name}, attempt {attempts}"
+    return ""

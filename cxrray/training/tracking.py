@@ -6,7 +6,6 @@ The run id is the trial id, so a resumed trial continues the same W&B run
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ class Tracker:
         import wandb
 
         directory.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
         self.run = wandb.init(id=run_id, name=name, project=project, group=group, config=config,
                               dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
-                              settings=wandb.Settings(console="off", x_disable_stats=True))
+                              settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.run is not None:
@@ -48,13 +46,3 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
-
-
-def summary_run(study: str, directory: Path, mode: str, project: str):
-    """The study's own W&B run (id ``<study>-summary``, resumed each time): results and analysis tables."""
-    import wandb
-
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return wandb.init(id=f"{study}-summary", name=f"{study} summary", project=project, group=study,
-                      job_type="summary", dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
-                      settings=wandb.Settings(console="off", x_disable_stats=True))

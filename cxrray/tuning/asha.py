@@ -7,24 +7,21 @@ only candidates, and ASHA (Li et al., 2020, Tune's ``AsyncHyperBandScheduler``)
 may stop the weak ones at a rung. ``CellASHA`` keeps one ASHA per protocol cell,
 so a setting is only ever compared with other settings of the same cell.
 
-A stopped setting is recorded in ``trials/<id>/stopped.json`` by the driver
+A stopped setting is recorded in ``TrialDir.stopped`` (``trials/<id>/stopped.json``) by the driver
 (not by the trial, which cannot tell a scheduler stop from a shutdown), so a
 resumed sweep does not train it again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cxrray.config import TrialSpec
-
-STOPPED = "stopped.json"
+from cxrray.config import TrialDir, TrialSpec
+from cxrray.registry import UserError
 
 
 @dataclass(frozen=True)
@@ -39,16 +36,15 @@ class EarlyStop:
 
     def __post_init__(self) -> None:
         if not self.axes:
-            raise ValueError("ASHA stops hyper-parameter settings early: give the axes to search (--search)")
+            raise UserError("ASHA stops hyper-parameter settings early: give the axes to search (--search)")
         if self.grace_period < 1 or self.reduction_factor <= 1:
-            raise ValueError(f"ASHA needs grace_period >= 1 and reduction_factor > 1, got {self.grace_period}, "
+            raise UserError(f"ASHA needs grace_period >= 1 and reduction_factor > 1, got {self.grace_period}, "
                              f"{self.reduction_factor}")
 
 
 def protocol_cell(spec: TrialSpec, axes: Sequence[str]) -> str:
     """The spec with its hyper-parameter axes blanked: every setting of one protocol cell shares it."""
-    recipe = {k: v for k, v in dataclasses.asdict(spec.recipe).items() if k not in axes}
-    return json.dumps({**spec.to_dict(), "recipe": recipe, "setting": ""}, sort_keys=True, default=str)
+    return spec.protocol_cell(tuple(axes))
 
 
 def selection_metric(spec: TrialSpec) -> tuple[str, str]:
@@ -109,9 +105,9 @@ def cell_scheduler(specs: Sequence[TrialSpec], early: EarlyStop, spec_of: Callab
     return CellASHA()
 
 
-def mark_stopped(trial_dir: Path, spec: TrialSpec, result: dict) -> None:
+def mark_stopped(trial_dir: TrialDir, spec: TrialSpec, result: dict) -> None:
     """Record an ASHA stop with the last epoch's metrics; such a trial counts as done on resume."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    trial_dir.path.mkdir(parents=True, exist_ok=True)
     keep = {k: result.get(k) for k in ("epochs_done", "val_auroc", "val_loss", "best_val_auroc")}
-    (trial_dir / STOPPED).write_text(json.dumps({"trial_id": spec.trial_id, "run_name": spec.run_name,
+    trial_dir.stopped.write_text(json.dumps({"trial_id": spec.trial_id, "run_name": spec.run_name,
                                                  "spec": spec.to_dict(), "stopped": time.time(), **keep}, indent=1))

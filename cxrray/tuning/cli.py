@@ -13,10 +13,10 @@ from typing import Any
 
 import polars as pl
 
-from cxrray.config import TrainRecipe
+from cxrray.config import RunLayout, TrainRecipe
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
-from cxrray.registry import UnknownNameError
+from cxrray.registry import UnknownNameError, UserError  # UserError: also for the CLIs in sweeps/
 from cxrray.representations import REPRESENTATIONS
 from cxrray.training.methods import METHODS
 from cxrray.training.recipes import RECIPES
@@ -98,10 +98,11 @@ def resources_from(args: argparse.Namespace) -> Resources:
 
 
 def run_cli(main: Callable[[], int], prog: str) -> None:
-    """Exit with ``main()``'s code; bad input (manifest, leakage, names) is one line on stderr, exit 2."""
+    """Exit with ``main()``'s code; bad input (``UserError``: manifest, leakage, options, study files; an unknown
+    registry name) is one line on stderr, exit 2. Any other exception is a bug and keeps its traceback."""
     try:
         sys.exit(main())
-    except (ValueError, UnknownNameError, FileNotFoundError) as exc:
+    except (UserError, UnknownNameError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
 
@@ -124,15 +125,15 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
     preset = pre.preset or values.pop("preset", None) or "demo"
     values.pop("preset", None)
     if preset not in presets:
-        raise ValueError(f"{pre.config}: unknown preset {preset!r}; valid: {sorted(presets)}")
+        raise UserError(f"{pre.config}: unknown preset {preset!r}; valid: {sorted(presets)}")
     p.set_defaults(**(dict(presets[preset]) | values), preset=preset)
     args = p.parse_args(argv)
     parse_search(args.search)  # a bad hyper-parameter axis fails here, before Ray starts
     early = early_stop_from(args)  # --asha without --search fails here too
     if early is not None and not resources_from(args).inline():
-        raise ValueError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
+        raise UserError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
     if args.resume and not (args.out / "ray").exists() and not args.storage:
-        raise ValueError(f"--resume: nothing to resume in {args.out.resolve()} (no ray/ folder)")
+        raise UserError(f"--resume: nothing to resume in {args.out.resolve()} (no ray/ folder)")
     return args
 
 
@@ -143,13 +144,13 @@ def load_study_yaml(path: Path, p: argparse.ArgumentParser, study: str) -> dict[
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: study file not found") from None
+        raise UserError(f"{path}: study file not found") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a study file is a mapping of option: value, got {type(raw).__name__}")
+        raise UserError(f"{path}: a study file is a mapping of option: value, got {type(raw).__name__}")
     if raw.pop("study", study) != study:
-        raise ValueError(f"{path}: this is a study for another command (study: {raw.get('study')}); run it "
+        raise UserError(f"{path}: this is a study for another command (study: {raw.get('study')}); run it "
                          f"with sweeps/<study>.py")
     actions = {a.dest: a for a in p._actions if a.dest not in ("help", "config")}
     out: dict[str, Any] = {}
@@ -158,7 +159,7 @@ def load_study_yaml(path: Path, p: argparse.ArgumentParser, study: str) -> dict[
         if dest not in actions:
             near = difflib.get_close_matches(dest, list(actions), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ValueError(f"{path}: unknown key {key!r} for study {study}{hint}; valid: {sorted(actions)}")
+            raise UserError(f"{path}: unknown key {key!r} for study {study}{hint}; valid: {sorted(actions)}")
         out[dest] = _typed(actions[dest], value, f"{path}: key {key!r}", Path(path).parent)
     return out
 
@@ -167,23 +168,23 @@ def _typed(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
     """Convert a YAML value the way argparse would convert the same option on the command line."""
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false, got {value!r}")
+            raise UserError(f"{where} must be true or false, got {value!r}")
         return value
     many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
     items = value if isinstance(value, list) else [value]
     if not many and isinstance(value, list):
-        raise ValueError(f"{where} takes one value, got a list")
+        raise UserError(f"{where} takes one value, got a list")
     conv = []
     for item in items:
         try:
             v = action.type(item) if action.type is not None and item is not None else item
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: {item!r} is not a valid {getattr(action.type, '__name__', 'value')} "
+            raise UserError(f"{where}: {item!r} is not a valid {getattr(action.type, '__name__', 'value')} "
                              f"({exc})") from None
         if isinstance(v, Path) and not v.is_absolute():
             v = (base / v).resolve()
         if action.choices is not None and v not in action.choices:
-            raise ValueError(f"{where}: {v!r} is not one of {sorted(action.choices)}")
+            raise UserError(f"{where}: {v!r} is not one of {sorted(action.choices)}")
         conv.append(v)
     return conv if many else conv[0]
 
@@ -195,6 +196,12 @@ def check_names(**names: list[str]) -> None:
     for kind, values in names.items():
         for v in values:
             registries[kind].get(v)
+
+
+def check_method_resources(methods: list[str], args: argparse.Namespace) -> None:
+    """Every training method can run with the sweep's workers and scheduler (its registry entry says)."""
+    for name in methods:
+        METHODS.get(name).check_resources(args.num_workers, args.asha)
 
 
 def smoke_epochs(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -215,6 +222,11 @@ def checked_manifest(path: Path):
     return rows, quarantine
 
 
+def generated_manifest(run_dir: Path, key: str = "phantom") -> Path:
+    """Where a run keeps the manifest of a dataset it generated (a phantom or a phantom stand-in)."""
+    return RunLayout(Path(run_dir)).data(key) / "manifest.csv"
+
+
 def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int, confound: float,
                         seed: int) -> Path:
     """The given manifest, or the embedded phantom (generated once under ``run_dir/data/phantom``)."""
@@ -222,7 +234,7 @@ def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int
 
     if manifest is not None:
         return manifest
-    path = run_dir / "data" / "phantom" / "manifest.csv"
+    path = generated_manifest(run_dir)
     if not path.exists():
         print(f"[cxrray] generating phantom: {n_patients} patients, confound {confound}", flush=True)
         write_phantom(path.parent, n_patients=n_patients, confound=confound, seed=seed)

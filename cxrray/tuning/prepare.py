@@ -1,6 +1,6 @@
 """Prepare a run's data once: manifest -> patient-level splits -> Ray Data shards.
 
-Shards are cached under ``<run_dir>/shards/<data_id>-<size>px`` and reused by
+Shards are cached under ``RunLayout.shards(data_id, size)`` and reused by
 every later trial and every resumed or extended sweep on the same data. Bad
 rows never stop the run: they are listed in ``quarantine.csv`` with the reason.
 """
@@ -13,10 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
+from cxrray.config import DataRef, RunLayout
 from cxrray.data.manifest import manifest_fingerprint, read_manifest
 from cxrray.data.shards import ingest
 from cxrray.data.splits import assign_splits
 from cxrray.data.tasks import TASKS
+from cxrray.registry import UserError
 from cxrray.training.loop import class_weights
 
 
@@ -32,6 +34,10 @@ class PreparedData:
     def splits(self) -> tuple[str, ...]:
         """The splits that have images (a pretraining phase may have no test split)."""
         return tuple(s for s, n in self.counts.items() if n)
+
+    def ref(self) -> DataRef:
+        """What a trial needs of this dataset (crosses into the trial's context)."""
+        return DataRef(self.data_id, str(self.shard_dir.resolve()), tuple(self.class_weights), self.splits)
 
 
 def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, task: str,
@@ -50,7 +56,7 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     the_task = TASKS.get(task)
     missing = [c for c in the_task.finding_columns if c not in manifest.columns]
     if missing:
-        raise ValueError(f"{manifest_path}: task {task} needs finding columns {missing} (1 / 0 / empty = unknown)")
+        raise UserError(f"{manifest_path}: task {task} needs finding columns {missing} (1 / 0 / empty = unknown)")
     outside = manifest.filter(~pl.col("label").is_in(the_task.labels))
     if outside.height and not the_task.multilabel:
         print(f"[cxrray] {outside.height} row(s) with labels {sorted(set(outside['label']))} are not part of task "
@@ -58,9 +64,9 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
         manifest = manifest.filter(pl.col("label").is_in(the_task.labels))
     manifest = assign_splits(manifest, fractions, seed=split_seed)
     data_id = manifest_fingerprint(manifest)
-    suffix = f"-{name}" if name else ""
-    manifest.select("row", "patient_id", "label", "source", "split").write_csv(run_dir / f"splits{suffix}.csv")
-    shard_dir = run_dir / "shards" / f"{data_id}-{image_size}px"
+    layout = RunLayout(Path(run_dir))
+    manifest.select("row", "patient_id", "label", "source", "split").write_csv(layout.splits(name))
+    shard_dir = layout.shards(data_id, image_size)
     done = shard_dir / "_done.json"
     if done.exists():
         counts = json.loads(done.read_text())["counts"]
@@ -75,15 +81,14 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     bad = bad.select(pl.col("row").cast(pl.Int64), "image_path",
                      pl.format("row {}: {}", pl.col("row"), pl.col("error")).alias("reason"))
     quarantine = pl.concat([quarantine, bad]).sort("row")
-    quarantine.write_csv(run_dir / f"quarantine{suffix}.csv")
+    quarantine.write_csv(layout.quarantine(name))
     if quarantine.height:
-        print(f"[cxrray] {quarantine.height} row(s) left out, listed in {run_dir / f'quarantine{suffix}.csv'}:",
-              flush=True)
+        print(f"[cxrray] {quarantine.height} row(s) left out, listed in {layout.quarantine(name)}:", flush=True)
         for r in quarantine.head(10).iter_rows(named=True):
             print(f"    {r['reason']}", flush=True)
     for split in ("train", "val", "test")[:len(fractions)]:
         if not counts.get(split):
-            raise ValueError(f"{manifest_path}: the {split} split has no usable images")
+            raise UserError(f"{manifest_path}: the {split} split has no usable images")
     train_labels = manifest.filter((pl.col("split") == "train") & ~pl.col("row").is_in(bad["row"].implode()))["label"]
     weights = [] if the_task.multilabel else class_weights(train_labels.to_list(), the_task)
     return PreparedData(data_id, shard_dir, counts, weights, quarantine)

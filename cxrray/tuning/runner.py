@@ -5,8 +5,10 @@ working pattern (``launch_trials``) is a Tune *function* trainable that builds
 a ``TorchTrainer`` and calls ``fit()``, forwarding metrics with
 ``TuneReportCallback``. That choice lives in this one module.
 
-A trial is finished when ``trials/<trial_id>/predictions.parquet`` exists, so
-re-running a sweep (after a crash, or with more cells) runs only what is missing.
+A trial is finished when its ``TrialDir.predictions`` exists, so re-running a sweep
+(after a crash, or with more cells) runs only what is missing. The driver hands each
+trial a ``TrialContext`` (spec, data, where to write, how to log); every path comes
+from the run's ``RunLayout``.
 """
 
 from __future__ import annotations
@@ -17,75 +19,58 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from cxrray.config import TrialSpec
-from cxrray.training.outputs import FAULT_ENV, PREDICTIONS
-from cxrray.training.tracking import summary_run
-from cxrray.tuning.asha import STOPPED, EarlyStop, cell_scheduler, mark_stopped
+from cxrray.config import DataRef, RunLayout, SweepOutcome, TrialContext, TrialSpec, WandbMode
+from cxrray.training.methods import check_methods
+from cxrray.training.outputs import FAULT_ENV
+from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
-from cxrray.tuning.study import Resources
+from cxrray.tuning.study import Resources, check_specs
+
+__all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
 
 
-@dataclass(frozen=True)
-class SweepOutcome:
-    finished: list[str]  # trial ids with predictions
-    failed: list[str]
-    skipped: list[str]  # already finished before this run
-    predictions: pl.DataFrame
-    results: pl.DataFrame
-    stopped: tuple[str, ...] = ()  # hyper-parameter settings ASHA stopped early (no predictions, not failures)
+class ShardCache:
+    """The run's shards as materialised Ray Datasets, read before any training starts (on a small machine
+    the training workers hold nearly every core and a read task could wait forever). One instance lives as
+    long as a reused Tune actor and keeps one dataset's splits at a time, so the next trial on the same data
+    reads nothing."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, tuple[str, ...]] | None = None
+        self._datasets: dict[str, Any] = {}
+
+    def get(self, data: DataRef, keep: bool) -> dict[str, Any]:
+        """The splits of ``data``; ``keep``: hold them for the next trial of this actor."""
+        import ray.data
+
+        from cxrray.data.shards import read_split
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        key = (data.shard_dir, data.splits)
+        if keep and key == self._key:
+            return self._datasets
+        datasets = {s: read_split(Path(data.shard_dir) / s).materialize() for s in data.splits}
+        self._key, self._datasets = (key, datasets) if keep else (None, {})
+        return datasets
 
 
-def trial_dir(run_dir: Path, spec: TrialSpec) -> Path:
-    return run_dir / "trials" / spec.trial_id
-
-
-def is_finished(run_dir: Path, spec: TrialSpec) -> bool:
-    """Done for good: predictions written, or stopped early by ASHA (never trained again)."""
-    d = trial_dir(run_dir, spec)
-    return (d / PREDICTIONS).exists() or (d / STOPPED).exists()
-
-
-_SHARDS: dict[tuple[str, str], Any] = {}  # materialised shards kept by a reused Tune actor
-
-
-def _read_splits(data: dict[str, Any], cache: bool) -> dict[str, Any]:
-    """The run's shards as materialised Ray Datasets (cached across trials in one actor when ``cache``)."""
-    import ray.data
-
-    from cxrray.data.shards import read_split
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    if not cache:
-        return {s: read_split(Path(data["shard_dir"]) / s).materialize() for s in data["splits"]}
-    keys = {(data["shard_dir"], s) for s in data["splits"]}
-    for k in set(_SHARDS) - keys:  # keep one dataset's shards at a time
-        del _SHARDS[k]
-    for k in keys - set(_SHARDS):
-        _SHARDS[k] = read_split(Path(k[0]) / k[1]).materialize()
-    return {s: _SHARDS[(data["shard_dir"], s)] for s in data["splits"]}
+_ACTOR_SHARDS = ShardCache()  # owned by the (reused) Tune actor process this module is loaded in
 
 
 def _trial_fn(config: dict[str, Any]) -> None:
-    """Tune function trainable: one spec, trained inline or as one Ray Train fit."""
-    from cxrray.training.worker import InlineSession, run_trial, train_loop_per_worker
+    """Tune function trainable: one trial context, trained inline or as one Ray Train fit."""
+    from cxrray.training.session import InlineSession
+    from cxrray.training.worker import run_trial, train_loop_per_worker
 
-    spec = TrialSpec.from_dict(config["spec"])
-    ctx, res = config["ctx"], Resources(**config["resources"])
-    data = ctx["data"][spec.data_id]
-    loop_config = {"spec": config["spec"], "class_weights": data["class_weights"], "splits": tuple(data["splits"]),
-                   "weights": ctx.get("weights"), "trial_dir": str(Path(ctx["run_dir"]) / "trials" / spec.trial_id),
-                   "wandb": ctx["wandb"], "project": ctx["project"], "checkpoint_every_s": res.checkpoint_every_s}
-    # Read the shards *before* any training starts: on a small machine the training workers hold
-    # nearly every core and a read task could wait forever.
-    datasets = _read_splits(data, cache=res.inline())
+    ctx, res = TrialContext.from_dict(config["trial"]), Resources(**config["resources"])
+    datasets = _ACTOR_SHARDS.get(ctx.data, keep=res.inline())
     if res.inline():
-        run_trial(loop_config, InlineSession(datasets, Path(loop_config["trial_dir"]), res.use_gpu))
+        run_trial(ctx, InlineSession(datasets, ctx.trial_dir.resume, res.use_gpu))
         return
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -93,10 +78,10 @@ def _trial_fn(config: dict[str, Any]) -> None:
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config=ctx.to_dict(),
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker}),
-        run_config=RunConfig(name=spec.trial_id, storage_path=f"{ctx['storage']}/train",
+        run_config=RunConfig(name=ctx.spec.trial_id, storage_path=f"{ctx.storage}/train",
                              callbacks=[TuneReportCallback()],
                              failure_config=FailureConfig(max_failures=res.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
@@ -107,7 +92,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
 
 
 def _spec_of(trial) -> TrialSpec:
-    return TrialSpec.from_dict(trial.config["spec"])
+    return TrialSpec.from_dict(trial.config["trial"]["spec"])
 
 
 def _trial_dirname(trial) -> str:
@@ -125,7 +110,7 @@ def status_line(trials: list, current, total: int, done: int, failed: int, best:
     return text + (f" | best so far: {best[1]} val AUROC {best[0]:.3f}" if best[1] else "")
 
 
-def _progress_callback(total: int, already_done: int, run_dir: str):
+def _progress_callback(total: int, already_done: int, layout: RunLayout):
     """A Tune callback printing one line per epoch and per finished trial: what a person watching wants."""
     from ray import tune
 
@@ -156,52 +141,53 @@ def _progress_callback(total: int, already_done: int, run_dir: str):
                   flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            tdir = Path(run_dir) / "trials" / _spec_of(trial).trial_id
-            stopped = (tdir / STOPPED).exists() and not (tdir / PREDICTIONS).exists()
+            tdir = layout.trial(_spec_of(trial).trial_id)
+            stopped = tdir.stopped.exists() and not tdir.done
             self._finished(trial, trials, "stopped early (ASHA)" if stopped else "done")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            src, dst = Path(trial.local_path) / "error.txt", Path(run_dir) / "trials" / _spec_of(trial).trial_id
+            src, dst = Path(trial.local_path) / "error.txt", layout.trial(_spec_of(trial).trial_id)
             if src.exists():  # keep the traceback with the trial, not only in Ray's session folder
-                dst.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst / "error.txt")
-                src = dst / "error.txt"
+                dst.path.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst.error)
+                src = dst.error
             self._finished(trial, trials, "FAILED", f"; traceback in {src}")
 
     return Progress()
 
 
-def launch_trials(specs: list[TrialSpec], ctx: dict[str, Any], resources: Resources, total: int,
+def launch_trials(contexts: list[TrialContext], resources: Resources, total: int,
                   early_stop: EarlyStop | None = None) -> None:
-    """Run ``specs`` as one Tune experiment (the only place that touches Tune)."""
+    """Run one Tune experiment over the trial contexts (the only place that touches Tune)."""
     from ray import tune
 
+    specs, layout = [c.spec for c in contexts], contexts[0].layout
     scheduler = None
     if early_stop is not None:
         if not resources.inline():
             raise ValueError("ASHA early stopping needs one-worker inline trials (--launcher auto/inline): a Ray "
                              "Train fit running inside a Tune trial cannot be stopped between epochs")
         scheduler = cell_scheduler(specs, early_stop, _spec_of, lambda spec, result: mark_stopped(
-            Path(ctx["run_dir"]) / "trials" / spec.trial_id, spec, result))
+            layout.trial(spec.trial_id), spec, result))
 
     # inline: the trial actor trains, so it holds the worker's resources; train: the worker group does.
     need = {"cpu": resources.cpus_per_worker, "gpu": int(resources.use_gpu)} if resources.inline() else {"cpu": 0.01}
     tuner = tune.Tuner(
         tune.with_resources(_trial_fn, need),
-        param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx,
+        param_space={"trial": tune.grid_search([c.to_dict() for c in contexts]),
                      "resources": resources.__dict__},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, scheduler=scheduler,
                                     trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name="tune", storage_path=ctx["storage"],
-                                  callbacks=[_progress_callback(total, total - len(specs), ctx["run_dir"])], verbose=0,
+        run_config=tune.RunConfig(name="tune", storage_path=contexts[0].storage,
+                                  callbacks=[_progress_callback(total, total - len(specs), layout)], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     tuner.fit()
 
 
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],
-              resources: Resources = Resources(), wandb_mode: str = "offline", project: str = "cxrray",
+              resources: Resources = Resources(), wandb_mode: WandbMode = "offline", project: str = "cxrray",
               weights: str | None = None, storage: str | None = None,
               early_stop: EarlyStop | None = None) -> SweepOutcome:
     """Run every unfinished spec, then gather predictions and results from the trial folders.
@@ -213,41 +199,27 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
     (``s3://...``, ``gs://...``) that every node can reach. ``early_stop``: ASHA over the hyper-parameter
     axes, one bracket per protocol cell (protocol cells always finish).
     """
-    run_dir = Path(run_dir).resolve()
+    layout = RunLayout(Path(run_dir).resolve())
     if len({s.trial_id for s in specs}) != len(specs):
         raise ValueError("two specs in the sweep are identical (same trial id)")
     by_id = {data.data_id: data} if isinstance(data, PreparedData) else dict(data)
     unknown = sorted({s.data_id for s in specs} - set(by_id))
     if unknown:
         raise ValueError(f"specs read data {unknown} that was not prepared (prepared: {sorted(by_id)})")
-    skipped = [s.trial_id for s in specs if is_finished(run_dir, s)]
-    todo = [s for s in specs if not is_finished(run_dir, s)]
+    check_specs(specs)
+    check_methods(specs, resources.num_workers, early_stop is not None)
+    skipped = [s.trial_id for s in specs if layout.trial(s.trial_id).finished]
+    todo = [s for s in specs if not layout.trial(s.trial_id).finished]
     print(f"[cxrray] {len(specs)} trials: {len(skipped)} already finished, {len(todo)} to run", flush=True)
     if todo:
-        ctx = {"run_dir": str(run_dir), "wandb": wandb_mode, "project": project,
-               "storage": storage or str(run_dir / "ray"),
-               "weights": str(Path(weights).resolve()) if weights else None,
-               "data": {k: {"shard_dir": str(d.shard_dir.resolve()), "class_weights": d.class_weights,
-                            "splits": list(d.splits)} for k, d in by_id.items()}}
-        launch_trials(todo, ctx, resources, len(specs), early_stop)
-    outcome = collect(specs, run_dir, skipped)
-    log_study_summary(outcome, run_dir, wandb_mode, project)
-    return outcome
-
-
-def log_study_summary(outcome: SweepOutcome, run_dir: Path, wandb_mode: str, project: str) -> None:
-    """One W&B run per study (id ``<study>-summary``) holding the results table and the status counts."""
-    if wandb_mode == "disabled" or outcome.results.is_empty():
-        return
-    import wandb
-
-    study = outcome.results["study"][0]
-    run = summary_run(study, run_dir, wandb_mode, project)
-    table = outcome.results.select([c for c in outcome.results.columns if outcome.results[c].dtype != pl.Null])
-    run.log({"results": wandb.Table(dataframe=table.to_pandas())})
-    run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
-                        "skipped": len(outcome.skipped)})
-    run.finish()
+        refs = {k: d.ref() for k, d in by_id.items()}
+        contexts = [TrialContext(spec=s, run_dir=str(layout.root), data=refs[s.data_id],
+                                 storage=storage or str(layout.ray), wandb=wandb_mode, project=project,
+                                 weights=str(Path(weights).resolve()) if weights else None,
+                                 checkpoint_every_s=resources.checkpoint_every_s, use_gpu=resources.use_gpu)
+                    for s in todo]
+        launch_trials(contexts, resources, len(specs), early_stop)
+    return collect(specs, layout.root, skipped)
 
 
 def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
@@ -256,10 +228,10 @@ def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
     A spec whose upstream stage did not finish is not started; it is reported as failed
     (``blocked by <id>``) while every independent cell still runs. Keyword arguments go to ``run_sweep``.
     """
-    run_dir = Path(kwargs["run_dir"]).resolve()
-    done_before = [s.trial_id for w in waves for s in w if is_finished(run_dir, s)]
+    layout = RunLayout(Path(kwargs["run_dir"]).resolve())
+    done_before = [s.trial_id for w in waves for s in w if layout.trial(s.trial_id).finished]
     for k, wave in enumerate(waves):
-        ready = [s for s in wave if not s.init_from or (run_dir / "trials" / s.init_from / PREDICTIONS).exists()]
+        ready = [s for s in wave if not s.init_from or layout.trial(s.init_from).done]
         for s in wave:
             if s not in ready:
                 print(f"[cxrray] {s.run_name} ({s.trial_id}) blocked: its pretraining stage {s.init_from} "
@@ -267,54 +239,54 @@ def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
         if ready:
             print(f"[cxrray] wave {k + 1}/{len(waves)}: {len(ready)} trial(s)", flush=True)
             run_sweep(ready, **kwargs)
-    return collect([s for w in waves for s in w], run_dir, done_before)
+    return collect([s for w in waves for s in w], layout.root, done_before)
 
 
 def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = None) -> SweepOutcome:
     """Gather per-trial predictions and a results table (spec fields + training metadata)."""
+    layout = RunLayout(Path(run_dir))
     preds, rows, finished, failed, stopped = [], [], [], [], []
     for s in specs:
-        d = trial_dir(run_dir, s)
-        if not (d / PREDICTIONS).exists() and (d / STOPPED).exists():
+        d = layout.trial(s.trial_id)
+        if not d.done and d.stopped.exists():
             stopped.append(s.trial_id)
-            meta = json.loads((d / STOPPED).read_text())
+            meta = json.loads(d.stopped.read_text())
             rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name,
                                     "status": f"stopped by ASHA after epoch {meta['epochs_done']}",
                                     "best_val_auroc": meta["best_val_auroc"]})
-        elif (d / PREDICTIONS).exists():
+        elif d.done:
             finished.append(s.trial_id)
-            preds.append(pl.read_parquet(d / PREDICTIONS))
-            meta = json.loads((d / "trial.json").read_text())
+            preds.append(pl.read_parquet(d.predictions))
+            meta = json.loads(d.meta.read_text())
             rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "finished",
                                     "init": meta["init"], "best_epoch": meta["best_epoch"],
                                     "best_val_auroc": meta["best_val_auroc"]} | meta.get("metrics", {}))
         else:
             failed.append(s.trial_id)
-            blocked = s.init_from and not (run_dir / "trials" / s.init_from / PREDICTIONS).exists()
-            err = d / "error.txt"
-            last = err.read_text().strip().splitlines()[-1][:300] if err.exists() else ""
+            blocked = s.init_from and not layout.trial(s.init_from).done
+            last = d.error.read_text().strip().splitlines()[-1][:300] if d.error.exists() else ""
             rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "error": last,
                                     "status": f"blocked by {s.init_from}" if blocked else "failed"})
     predictions = pl.concat(preds, how="diagonal") if preds else pl.DataFrame()
     results = pl.DataFrame(rows, infer_schema_length=None)
     if not predictions.is_empty():
-        predictions.write_parquet(run_dir / "predictions.parquet")
-    results.write_parquet(run_dir / "results.parquet")
+        predictions.write_parquet(layout.predictions)
+    results.write_parquet(layout.results)
     return SweepOutcome(finished, failed, skipped or [], predictions, results, tuple(stopped))
 
 
-def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: str = "offline",
+def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMode = "offline",
               address: str | None = None, verbose_workers: bool = False) -> None:
-    """Start (or join) Ray with W&B offline and temp files kept inside the run directory.
+    """Start (or join) Ray with W&B's mode and temp files kept inside the run directory.
 
-    Worker logs stay in Ray's session logs unless ``verbose_workers``; the driver
-    prints one line per epoch and per finished trial instead.
+    The environment the workers need is set here, once, and passed to them explicitly (``runtime_env``);
+    the driver's own environment is left as it is. Worker logs stay in Ray's session logs unless
+    ``verbose_workers``; the driver prints one line per epoch and per finished trial instead.
     """
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local instance; a cluster brings its own
-    os.environ["WANDB_MODE"] = wandb_mode  # must be set before ray.init: workers inherit it
-    tmp = run_dir / "tmp"
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local instance (read by ray.init); a cluster brings its own
+    tmp = RunLayout(Path(run_dir)).tmp
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp), "WANDB_SILENT": "true"}
     env |= {k: v for k, v in os.environ.items() if k == FAULT_ENV}  # reliability tests only

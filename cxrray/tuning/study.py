@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -18,11 +19,11 @@ from cxrray.data.designs import DESIGNS, DesignError, leave_out_sources
 from cxrray.data.splits import kfold_splits
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
-from cxrray.representations import REPRESENTATIONS
-from cxrray.training.fucitnet_trial import check_fucitnet
-from cxrray.training.methods import METHODS
+from cxrray.registry import UserError
+from cxrray.representations import REPRESENTATIONS, hide_seek_representations
+from cxrray.training.methods import METHODS, check_methods
 
-HIDE_SEEK_REPRESENTATIONS = ("original", "lungs_isolated", "lungs_removed", "lungs_framed", "lungs_boxed_out")
+HIDE_SEEK_REPRESENTATIONS = hide_seek_representations()  # Sadre et al.'s five, from their registry entries
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,9 @@ class Resources:
 
     def inline(self) -> bool:
         if self.launcher not in ("auto", "inline", "train"):
-            raise ValueError(f"unknown launcher {self.launcher!r}; valid: auto, inline, train")
+            raise UserError(f"unknown launcher {self.launcher!r}; valid: auto, inline, train")
         if self.launcher == "inline" and self.num_workers != 1:
-            raise ValueError(f"launcher 'inline' trains on one worker; num_workers is {self.num_workers}")
+            raise UserError(f"launcher 'inline' trains on one worker; num_workers is {self.num_workers}")
         return self.launcher == "inline" or (self.launcher == "auto" and self.num_workers == 1)
 
 
@@ -58,9 +59,9 @@ def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_
     for name in backbones:
         bdef = BACKBONES.get(name)
         if image_size < bdef.min_size:
-            raise ValueError(f"backbone {name!r} needs --image-size >= {bdef.min_size}, got {image_size}")
+            raise UserError(f"backbone {name!r} needs --image-size >= {bdef.min_size}, got {image_size}")
     if TASKS.get(task).multilabel:
-        raise ValueError(f"task {task!r} is multilabel; the hide-and-seek study trains single-label tasks "
+        raise UserError(f"task {task!r} is multilabel; the hide-and-seek study trains single-label tasks "
                          f"({[t for t in TASKS.names() if not TASKS.get(t).multilabel]})")
     return [
         TrialSpec(study=study, data_id=data_id, representation=rep, backbone=bb, task=task, seed=seed,
@@ -104,7 +105,7 @@ def source_bias_specs(*, data_ids: dict[tuple[str, str, int], str], backbones: S
                       recipe: TrainRecipe = TrainRecipe(), representation: str = "original",
                       study: str = "source_bias", methods: Sequence[str] = ("standard",)) -> list[TrialSpec]:
     """Design x task x fold (``data_ids`` keys) x backbone x method x seed: every name checked against its
-    registry, and every method against the task (FuCiTNet needs single-label tasks)."""
+    registry, and every method against the task (its registry entry says which task kinds it trains)."""
     for name in backbones:
         BACKBONES.get(name)
     specs = [
@@ -114,22 +115,42 @@ def source_bias_specs(*, data_ids: dict[tuple[str, str, int], str], backbones: S
         for ((design, task, fold), data_id), bb, method, seed in itertools.product(data_ids.items(), backbones,
                                                                                     methods, seeds)
     ]
-    for spec in specs:
-        if METHODS.get(spec.method) is not None:
-            check_fucitnet(spec)
+    check_methods(specs)
     return specs
 
 
+def check_specs(specs: Sequence[TrialSpec]) -> None:
+    """Every registry-typed field of every spec names a registered entry (errors list the valid names), and
+    every backbone gets inputs at least its minimum size: checked before Ray starts."""
+    for spec in specs:
+        REPRESENTATIONS.get(spec.representation)
+        TASKS.get(spec.task)
+        METHODS.get(spec.method)
+        bdef = BACKBONES.get(spec.backbone)
+        if spec.image_size < bdef.min_size:
+            raise UserError(f"backbone {spec.backbone!r} needs --image-size >= {bdef.min_size}, got {spec.image_size}")
+
+
 def parse_search(items: Sequence[str]) -> dict[str, list]:
-    """``["lr=1e-3,1e-4", "batch_size=16,32"]`` -> typed values per recipe field (errors name the field)."""
-    fields = {f.name: f.type for f in dataclasses.fields(TrainRecipe)}
+    """``["lr=1e-3,1e-4", "batch_size=16,32"]`` -> typed values per recipe field. Each value is checked as the
+    recipe checks it (a choice field takes only its choices), so a bad axis fails here, before Ray starts;
+    errors name the field and the value."""
+    hints = typing.get_type_hints(TrainRecipe)
     out: dict[str, list] = {}
     for item in items:
         key, sep, values = item.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--search {item!r}: expected FIELD=V1,V2 with FIELD one of {sorted(fields)}")
-        cast = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
-        out[key] = [cast[str(fields[key])](v) for v in values.split(",")]
+        if not sep or key not in hints:
+            raise UserError(f"--search {item!r}: expected FIELD=V1,V2 with FIELD one of {sorted(hints)}")
+        kind = hints[key]
+        cast = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind if kind in (int, float) else str
+        typed = []
+        for v in values.split(","):
+            try:
+                typed.append(cast(v))
+                dataclasses.replace(TrainRecipe(), **{key: typed[-1]})
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"--search {item!r}: value {v!r} is not valid for {key} ({exc})") from None
+        out[key] = typed
     return out
 
 

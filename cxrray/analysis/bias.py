@@ -1,0 +1,46 @@
+"""Step ``bias``: the dataset-design drop (Hasan et al.) and the source probe on the run's shards."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cxrray.analysis.compare import design_drops
+from cxrray.analysis.probe import source_probe
+from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.representations import hide_seek_representations, lung_hiding
+
+
+@analysis_step(order=50)
+def bias(run: LoadedRun) -> Artifacts:
+    """Design drop (AUROC minus the independent design's) and how identifiable the hospital is per representation."""
+    a = Artifacts(sections=[Section("Source probe", tables=("source_probe",)),
+                            Section("Dataset-design bias", tables=("design_drops",))])
+    drops = design_drops(run.predictions, run.aurocs) if run.aurocs.height else pl.DataFrame()
+    if not drops.is_empty():
+        a.tables["design_drops"] = drops
+        a.text += "\n\nDataset-design bias (AUROC minus the independent design's, 95 % CI):\n" + "\n".join(
+            f"- {r['backbone']} {r['task']} {r['design']}: {r['auroc']:.3f} vs independent "
+            f"{r['auroc_independent']:.3f}, drop {r['drop']:+.3f} [{r['drop_lo']:+.3f}, {r['drop_hi']:+.3f}], "
+            f"p = {r['p']:.3g}" for r in drops.iter_rows(named=True))
+    analysed = run.results.filter(pl.col("trial_id").is_in(run.aurocs["trial_id"].implode())) \
+        if run.aurocs.height else pl.DataFrame()
+    if analysed.is_empty() or "image_size" not in analysed.columns:
+        return a
+    first = analysed.row(0, named=True)
+    shard = run.layout.shards(first["data_id"], first["image_size"])
+    if not ((shard / "train").exists() and (shard / "test").exists()):
+        return a
+    probe = source_probe(shard, hide_seek_representations())
+    if probe.is_empty():
+        return a
+    a.tables["source_probe"] = probe
+    a.text += (f"\n\nSource probe (logistic regression on 16x16 thumbnails; chance {probe['chance'][0]:.2f} for "
+               f"{probe['n_sources'][0]} sources): " + "; ".join(
+                   f"{r['representation']} {r['balanced_accuracy']:.2f}" for r in probe.iter_rows(named=True))
+               + " balanced accuracy.")
+    hidden = probe.filter(pl.col("representation").is_in(lung_hiding()))
+    found = hidden.filter(pl.col("p_vs_majority") < 0.05)["representation"].to_list()
+    a.text += (f" With the lungs hidden ({', '.join(found)}) the hospital is still identifiable (binomial p < 0.05 "
+               f"against the majority-source rate)." if found else
+               " With the lungs hidden the probe is not better than guessing the majority source.")
+    return a

@@ -1,0 +1,75 @@
+"""Run every registered analysis step on a run directory's stored predictions; write tables, text, report.
+
+``analyze`` is the whole analysis: load the run once (``LoadedRun``), run the steps of ``ANALYSES`` in order,
+write each step's tables under ``analysis/`` (the folder is rewritten from what exists now, so a re-analysis
+with fewer steps leaves nothing stale), the prose to ``analysis/auroc_table.md`` and the report. Nothing here
+retrains; the training loop and Ray Tune are never imported.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+# Importing a step's module registers it: a new analysis is one module plus its line here.
+from cxrray.analysis import bias, compare, metrics, saliency_report, tables  # noqa: F401  (register the steps)
+from cxrray.analysis.report import write_report
+from cxrray.analysis.steps import AnalysisOptions, Artifacts, LoadedRun, ordered_steps
+from cxrray.config import RunLayout
+from cxrray.registry import UserError
+
+FAMILY = AnalysisOptions().family
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    text: str  # what the terminal shows (also analysis/auroc_table.md)
+    artifacts: dict[str, Artifacts]  # per step name, in step order
+    report: Path
+
+
+def load_run(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) -> LoadedRun:
+    """Read a run's gathered predictions and results; choose per protocol cell the setting best on validation."""
+    layout = RunLayout(Path(run_dir))
+    if not layout.predictions.exists() or not layout.results.exists():
+        raise UserError(f"{layout.root}: no predictions.parquet/results.parquet (has a trial finished?)")
+    predictions, results = pl.read_parquet(layout.predictions), pl.read_parquet(layout.results)
+    every = tables.trial_aurocs(predictions, results)
+    selected = tables.select_by_validation(every)
+    rows, labelled = tables.row_axis(selected)
+    return LoadedRun(layout, predictions, results, selected, labelled, rows, every.height, options)
+
+
+def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) -> AnalysisResult:
+    """Every registered step on ``run_dir``; tables under ``analysis/``, the text, and ``report.html``."""
+    run = load_run(run_dir, options)
+    out = run.layout.analysis
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    artifacts = {}
+    for step in ordered_steps():
+        made = step.run(run)
+        for name, frame in (made.tables | made.detail).items():
+            path = run.layout.analysis_file(f"{name}.csv")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_csv(path)
+        artifacts[step.name] = made
+    text = "".join(a.text for a in artifacts.values())
+    run.layout.analysis_file("auroc_table.md").write_text(text + "\n")
+    report = write_report(run, text, list(artifacts.values()))
+    return AnalysisResult(text, artifacts, report)
+
+
+def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0) -> str:
+    """Recompute every table from ``run_dir``'s stored predictions; returns the text and the report's path.
+
+    ``saliency``: test images per trial for Grad-CAM from the saved models (0 skips it).
+    ``family``: the columns whose equal values make one family of DeLong tests (adjusted together).
+    ``lime``: of those, images per trial also explained with LIME (0 skips it; slower than Grad-CAM).
+    """
+    result = run_analysis(run_dir, AnalysisOptions(saliency=saliency, lime=lime, family=tuple(family)))
+    return result.text + f"\n\nReport: {result.report}"

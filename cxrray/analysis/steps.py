@@ -1,0 +1,99 @@
+"""Analysis as registered steps over a loaded run.
+
+A step is a function ``(LoadedRun) -> Artifacts`` registered with ``@analysis_step(order)``: it reads the
+stored predictions and results (never the training loop, never Tune), and returns its tables, figures, prose
+and report sections. ``run.analyze`` runs the steps in order and writes every table as
+``analysis/<name>.csv``; the report and the W&B summary iterate the artifacts, so a file name is written in
+one place: the step that makes it. A new analysis is one function with its decorator, in its own module,
+imported by ``cxrray/analysis/run.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from cxrray.config import RunLayout
+from cxrray.registry import Registry
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What a user can choose about an analysis run."""
+
+    saliency: int = 32  # test images per trial for Grad-CAM (0 skips it)
+    lime: int = 0  # of those, images per trial also explained with LIME
+    family: tuple[str, ...] = ("study", "task", "seed", "fold")  # columns whose equal values form a DeLong family
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run directory's stored outputs, loaded once for every step."""
+
+    layout: RunLayout
+    predictions: pl.DataFrame  # per image, per trial, per split
+    results: pl.DataFrame  # per trial: spec fields, status, training metadata
+    selected: pl.DataFrame  # per analysed trial: test AUROC with DeLong CI (the setting chosen on validation)
+    aurocs: pl.DataFrame  # ``selected`` with the row axis' label column (``condition`` when several axes vary)
+    rows: str  # the axis the study's tables have as rows
+    n_trials: int  # analysed trials before the choice among hyper-parameter settings
+    options: AnalysisOptions
+
+    def figure(self, name: str) -> Path:
+        """Where a step writes figure ``name`` (``analysis/<name>.png``)."""
+        return self.layout.analysis_file(f"{name}.png")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One report section: the step's tables and figures (by name) in this order, and sub-tables shown
+    only here (heading, frame); ``colour``: a [0, 1] column shading table rows."""
+
+    title: str
+    tables: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()
+    extra: tuple[tuple[str, pl.DataFrame], ...] = ()
+    colour: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Artifacts:
+    """What one step made. ``tables`` -> ``analysis/<name>.csv``, the report and W&B; ``detail`` ->
+    ``analysis/<name>.csv`` only (per-trial files such as ``confusion/<id>``); ``figures``: name -> caption
+    of the PNGs the step wrote (``LoadedRun.figure``); ``text``: prose for the terminal and
+    ``analysis/auroc_table.md``."""
+
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    detail: dict[str, pl.DataFrame] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AnalysisStep:
+    name: str
+    order: int
+    run: Callable[[LoadedRun], Artifacts]
+    description: str = ""
+
+
+ANALYSES: Registry[AnalysisStep] = Registry("analysis step")
+
+
+def analysis_step(order: int) -> Callable[[Callable[[LoadedRun], Artifacts]], Callable[[LoadedRun], Artifacts]]:
+    """Register a step under its function's name; ``order`` places its text and report sections."""
+
+    def deco(fn: Callable[[LoadedRun], Artifacts]) -> Callable[[LoadedRun], Artifacts]:
+        ANALYSES.register(fn.__name__)(AnalysisStep(fn.__name__, order, fn, (fn.__doc__ or "").strip()))
+        return fn
+
+    return deco
+
+
+def ordered_steps() -> list[AnalysisStep]:
+    return sorted((ANALYSES.get(n) for n in ANALYSES.names()), key=lambda s: (s.order, s.name))
