@@ -51,7 +51,7 @@ class TrainRecipe:
     momentum: float = 0.9  # sgd only
     plateau_patience: int = 0  # >0: LR x plateau_factor after this many epochs without val-loss gain
     plateau_factor: float = 0.1
-    early_stop: int = 0  # >0: stop after this many epochs without val-loss gain (best weights kept)
+    early_stop: int = 0  # >0: stop after this many epochs without a new best by ``select_by`` (best weights kept)
     label_smoothing: float = 0.0
     class_weights: str = "frequency"  # frequency | none | fixed per-class weights, e.g. "1,1,4"
     grad_accum: int = 1  # optimizer step every k batches: keeps the effective batch when workers change

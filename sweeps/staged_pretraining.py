@@ -78,16 +78,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _phantoms(run_dir: Path, keys: list[str], args: argparse.Namespace) -> dict[str, Path]:
     """Manifest per dataset key: given on the command line, or a phantom stand-in (made once)."""
     out, n = {}, args.phantom_patients
-    makers = {"nih14": lambda d: write_multilabel_phantom(d, n_patients=n),
-              "pneu_high": lambda d: write_pneumonia_phantom(d, prevalence=0.24, n_patients=n, seed=200),
-              "pneu_low": lambda d: write_pneumonia_phantom(d, prevalence=0.02, n_patients=2 * n, seed=300),
-              "target": lambda d: write_phantom(d, n_patients=n, confound=args.confound, seed=0)}
+    makers = {"nih14": ({"patients": n}, lambda d: write_multilabel_phantom(d, n_patients=n)),
+              "pneu_high": ({"patients": n}, lambda d: write_pneumonia_phantom(d, prevalence=0.24, n_patients=n,
+                                                                               seed=200)),
+              "pneu_low": ({"patients": 2 * n}, lambda d: write_pneumonia_phantom(d, prevalence=0.02, n_patients=2 * n,
+                                                                                  seed=300)),
+              "target": ({"patients": n, "confound": args.confound},
+                         lambda d: write_phantom(d, n_patients=n, confound=args.confound, seed=0))}
     for key in keys:
         given = getattr(args, DATA_OPTIONS[key])
-        path = given or cli.generated_manifest(run_dir, key)
-        if given is None and not path.exists():
-            print(f"[cxrray] generating phantom stand-in for {key}", flush=True)
-            makers[key](path.parent)
+        path = given or cli.generated(run_dir, key, *makers[key])
         cli.checked_manifest(path)  # a wrong column or a leaked patient fails here, before Ray starts
         out[key] = path
     return out

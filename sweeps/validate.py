@@ -21,7 +21,6 @@ import time
 from cxrray.analysis.run import analyze
 from cxrray.analysis.tables import format_table
 from cxrray.analysis.validation import format_checks, known_answer_checks
-from cxrray.data.phantom import write_phantom
 from cxrray.tuning import cli
 from cxrray.tuning.prepare import prepare_data
 from cxrray.tuning.runner import run_sweep, start_ray
@@ -62,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     for c in sorted(args.confounds):
         run_dir = out / f"confound-{c:g}"
-        manifest = cli.generated_manifest(run_dir)
-        if not manifest.exists():  # the same patients and images; only which hospital a class comes from differs
-            write_phantom(manifest.parent, n_patients=args.phantom_patients, confound=c, seed=args.phantom_seed)
+        # the same patients and images; only which hospital a class comes from differs
+        manifest = cli.phantom_or_manifest(run_dir, None, n_patients=args.phantom_patients, confound=c,
+                                           seed=args.phantom_seed)
         data = prepare_data(manifest, run_dir, image_size=args.image_size, task="CL2")
         specs = hide_seek_specs(data_id=data.data_id, representations=REPRESENTATIONS, backbones=args.backbones,
                                 seeds=args.seeds, image_size=args.image_size, recipe=cli.recipe_from(args),

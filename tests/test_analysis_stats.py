@@ -179,3 +179,66 @@ def test_lime_share_follows_what_the_model_uses():
     assert (saliency_mass(outside, masks) < 0.15).all()  # observed 0.06-0.08
     again = lime_maps(_RegionModel(lungs.float()), x, np.ones(3), probs, hide_value=0.0, num_samples=300)
     assert np.array_equal(inside, again)
+
+
+def test_degeneracy_names_models_that_did_not_learn():
+    from cxrray.data.tasks import TASKS
+    from cxrray.training.outputs import degeneracy
+
+    task, rng = TASKS.get("CL2"), np.random.default_rng(0)
+    y = rng.random(40) < 0.5
+
+    def frame(score):
+        return pl.DataFrame({"prob_NCV": 1 - score, "prob_CVP": score, "target": y.astype(int)})
+
+    flat = 0.4988 + 2.5e-4 * y + rng.normal(0, 1e-5, 40)  # the demo's lungs_removed basecnn: perfectly ordered
+    assert degeneracy(frame(flat), task, [0.693] * 4).startswith("constant scores")
+    one_class = 0.55 + 0.3 * rng.random(40)  # varied, but every image called CVP
+    said = degeneracy(frame(one_class), task, [0.701, 0.695, 0.694])
+    assert "predicts CVP for every image" in said and "ln 2 = 0.693" in said
+    assert degeneracy(frame(one_class), task, [0.70, 0.52]) == ""  # it learned; the threshold chose one class
+    assert degeneracy(frame(np.clip(y + rng.normal(0, 0.3, 40), 0.01, 0.99)), task, [0.69]) == ""
+
+
+def test_a_degenerate_lung_hiding_trial_gets_no_verdict(tmp_path):
+    """A perfectly ordered but constant lungs_removed score gave 'AUROC 1.000 ... SHORTCUT'; now it is named
+    degenerate, untested, and the other lung-hiding trial keeps its verdict."""
+    from cxrray.data.tasks import TASKS
+    from cxrray.training.outputs import degeneracy
+
+    preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 3.0})
+    y = preds.filter(pl.col("trial_id") == "t1")["target"].to_numpy()
+    flat = 0.4988 + 2.5e-4 * y
+    preds = preds.with_columns(pl.when(pl.col("trial_id") == "t1").then(
+        pl.Series(np.tile(flat, 3))).otherwise(pl.col("prob_CVP")).alias("prob_CVP"))
+    preds = preds.with_columns((1 - pl.col("prob_CVP")).alias("prob_NCV"))
+    reasons = {tid: degeneracy(part, TASKS.get("CL2"), [0.693]) for (tid,), part in preds.group_by("trial_id")}
+    res = res.with_columns(pl.col("trial_id").replace_strict(reasons).alias("degenerate"))
+    preds.write_parquet(tmp_path / "predictions.parquet")
+    res.write_parquet(tmp_path / "results.parquet")
+    aurocs = trial_aurocs(preds, res)
+    assert aurocs.filter(pl.col("trial_id") == "t1")["auroc"][0] == 1.0  # the old rule flagged exactly this
+    f = shortcut_findings(preds, aurocs)
+    flags = dict(zip(f["representation"], f["shortcut"]))
+    assert flags == {"lungs_removed": False, "lungs_boxed_out": True}
+    assert set(f["level"]) == {0.95}  # only the one tested lung-hiding trial counts in the correction
+    text = analyze(tmp_path, saliency=0)
+    assert "no verdict: DEGENERATE model (constant scores" in text
+    assert "1 DEGENERATE trial(s), not used as evidence" in text and "lungs_removed.resnet18.none.s0" in text
+    assert "1.000 [1.000, 1.000], bal. acc. 0.50 DEGENERATE" in text
+
+
+def test_severity_accuracy_keeps_positives_and_negatives_apart_with_wilson_cis():
+    """A model calling every image COVID-19 used to read 'Mild 0.444' (positives right, negatives wrong,
+    pooled); now Mild is 1.0 for CVP and 0.0 for NCV, each with its Wilson interval."""
+    n = 9
+    label = np.array(["CVP"] * 4 + ["NOR"] * 5)
+    preds = pl.DataFrame({"row": np.arange(n), "patient_id": [f"p{i}" for i in range(n)], "source": "a",
+                          "label": label, "severity": ["Mild"] * n, "target": (label == "CVP").astype(int),
+                          "prob_NCV": 0.2, "prob_CVP": 0.8, "trial_id": "t", "split": "test"})
+    res = pl.DataFrame({"trial_id": ["t"], "study": ["s"], "representation": ["original"], "backbone": ["b"]})
+    sev = severity_accuracy(preds, res)
+    by = {r["class"]: r for r in sev.iter_rows(named=True)}
+    assert (by["CVP"]["n"], by["CVP"]["accuracy"], by["NCV"]["n"], by["NCV"]["accuracy"]) == (4, 1.0, 5, 0.0)
+    assert by["CVP"]["accuracy_lo"] == pytest.approx(0.5101, abs=1e-4) and by["CVP"]["accuracy_hi"] == 1.0
+    assert by["NCV"]["accuracy_lo"] == 0.0 and by["NCV"]["accuracy_hi"] == pytest.approx(0.4345, abs=1e-4)

@@ -79,3 +79,57 @@ def test_unpaired_test_without_spread_does_not_divide_by_zero():
     perfect = np.array([0.1, 0.2, 0.8, 0.9])
     t = unpaired_test(y, perfect, y, perfect)
     assert (t.auc1, t.auc2, t.p) == (1.0, 1.0, 1.0)
+
+
+def _clustered_sample(rng, n_patients=150, effect=1.0, patient_sd=1.5):
+    """Patients with 1-3 images sharing the patient's label and a strong patient effect on the score."""
+    sizes = rng.integers(1, 4, n_patients)
+    label = rng.random(n_patients) < 0.4
+    patient = np.repeat(np.arange(n_patients), sizes)
+    shift = np.repeat(rng.normal(0, patient_sd, n_patients) + effect * label, sizes)
+    return np.repeat(label, sizes), shift + rng.normal(0, 0.5, len(patient)), patient
+
+
+def test_clustered_delong_equals_plain_delong_with_one_image_per_patient():
+    rng = np.random.default_rng(3)
+    y = rng.random(120) < 0.35
+    s = np.vstack([y + rng.normal(0, 1, 120), 0.5 * y + rng.normal(0, 1, 120)])
+    a_plain, cov_plain = auroc_cov(y, s)
+    a_clust, cov_clust = auroc_cov(y, s, groups=np.arange(120) + 1000)
+    assert np.allclose(a_plain, a_clust, atol=1e-15)
+    assert np.allclose(cov_clust, cov_plain, rtol=1e-12, atol=1e-15)
+    from cxrray.analysis.delong import _clustered_cov, placements
+
+    aucs, v01, v10 = placements(y, s)  # the clustered formula itself, forced on singleton clusters
+    assert np.allclose(_clustered_cov(y, np.arange(120), aucs, v01, v10), cov_plain, rtol=1e-12, atol=1e-15)
+
+
+def test_clustered_delong_matches_a_patient_level_bootstrap():
+    """Several correlated images per patient: the clustered SE is within sampling error of a patient-level
+    bootstrap, while plain DeLong (images as independent) is too narrow."""
+    rng = np.random.default_rng(7)
+    y, s, patient = _clustered_sample(rng)
+    plain, clustered = auroc_ci(y, s), auroc_ci(y, s, groups=patient)
+    assert plain.auc == clustered.auc
+    ids = np.unique(patient)
+    members = [np.flatnonzero(patient == p) for p in ids]
+    boot = []
+    for _ in range(1000):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
+        if y[idx].all() or not y[idx].any():
+            continue
+        boot.append(auroc_cov(y[idx], s[idx])[0][0])
+    se_boot = float(np.std(boot, ddof=1))
+    assert 0.85 < np.sqrt(clustered.var) / se_boot < 1.15, (np.sqrt(clustered.var), se_boot)
+    assert np.sqrt(plain.var) / se_boot < 0.85  # what treating images as independent would claim
+
+
+def test_degenerate_variances_are_said_not_hidden():
+    """Zero spread in a paired difference: p 0 when the AUROCs differ (as the unpaired test), 1 when equal;
+    a single positive case: the variance cannot be estimated, so the CI is NaN, not [0, 1]."""
+    y = np.array([1, 1, 0, 0, 0], bool)
+    perfect, inverted = np.array([0.9, 0.8, 0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.9, 0.8, 0.7])
+    assert paired_test(y, perfect, inverted).p == 0.0 and paired_test(y, perfect, perfect).p == 1.0
+    assert unpaired_test(y, perfect, y, inverted).p == 0.0
+    one = auroc_ci(np.array([1, 0, 0, 0], bool), np.array([0.9, 0.1, 0.2, 0.3]))
+    assert one.auc == 1.0 and np.isnan(one.var) and np.isnan(one.lo) and np.isnan(one.hi)

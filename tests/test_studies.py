@@ -189,3 +189,23 @@ def test_covid_sdnet_preset_end_to_end_reports_accuracy_per_severity(tmp_path):
     assert sev.height > 0 and {"severity", "accuracy", "method"} <= set(sev.columns)
     assert set(sev["method"]) == {"standard", "fucitnet"}
     assert set(sev["severity"].to_list()) & {"Normal-PCR+", "Mild", "Moderate", "Severe"}
+
+def test_search_ties_are_broken_by_trial_id_whatever_the_order():
+    """Validation AUROC 1.000 is frequent: the chosen setting must not depend on the order trials finished in."""
+    from cxrray.analysis.tables import select_by_validation
+
+    rows = pl.DataFrame({"trial_id": ["b2", "a1", "c3"], "representation": "original", "backbone": "basecnn",
+                         "seed": 0, "fold": 0, "best_val_auroc": [1.0, 1.0, 0.9]})
+    picks = {select_by_validation(rows.sample(fraction=1.0, shuffle=True, seed=s))["trial_id"][0] for s in range(8)}
+    assert picks == {"a1"}
+
+
+def test_a_run_folder_holding_another_phantom_is_refused(tmp_path):
+    """--confound 0 into an --out holding the confound-1 phantom used to reuse it silently (the README's negative
+    control then returned the positive result)."""
+    from cxrray.tuning import cli
+
+    first = cli.phantom_or_manifest(tmp_path, None, n_patients=4, confound=1.0, seed=0)
+    assert cli.phantom_or_manifest(tmp_path, None, n_patients=4, confound=1.0, seed=0) == first  # same: reused
+    with pytest.raises(cli.UserError, match=r"confound 1.0 \(asked 0.0\); use another --out"):
+        cli.phantom_or_manifest(tmp_path, None, n_patients=4, confound=0.0, seed=0)

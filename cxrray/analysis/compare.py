@@ -12,7 +12,10 @@ the lower bound of the Bonferroni-corrected (1 - 0.05/m, m = the number of
 lung-hiding trials tested) DeLong CI of the AUROC is above 0.5: the model still
 separates the classes with the lungs hidden, more than chance allows after
 correction. The retained fraction (AUROC - 0.5) / (AUROC_original - 0.5) says
-how much of the original signal survives. Every trial is scored on its task's
+how much of the original signal survives. A trial whose model did not learn
+(``degenerate`` in results.parquet: constant scores, or one class for every image
+while its training loss never beat chance) is not tested and carries no verdict;
+nor is a retained fraction computed against a degenerate ``original``. Every trial is scored on its task's
 positive class (the ``positive`` column of the AUROC table). Step ``delong``.
 """
 
@@ -50,11 +53,12 @@ def holm(p: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, is-positive, positive-class score) of one trial's test images, in row order."""
+def _scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order."""
     part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
     index = TASKS.get(trial["task"]).classes.index(trial["positive"])
-    return part["row"].to_numpy(), (part["target"] == index).to_numpy(), part[f"prob_{trial['positive']}"].to_numpy()
+    return (part["row"].to_numpy(), (part["target"] == index).to_numpy(), part[f"prob_{trial['positive']}"].to_numpy(),
+            part["patient_id"].to_numpy())
 
 
 def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
@@ -67,10 +71,10 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
     for key, group in aurocs.drop_nans("auroc").group_by(family or [pl.lit(0)], maintain_order=True):
         rows = []
         for a, b in itertools.combinations(group.iter_rows(named=True), 2):
-            ra, ya, sa = _scores(test, a)
-            rb, yb, sb = _scores(test, b)
+            ra, ya, sa, ga = _scores(test, a)
+            rb, yb, sb, gb = _scores(test, b)
             paired = np.array_equal(ra, rb)
-            t = paired_test(ya, sa, sb) if paired else unpaired_test(ya, sa, yb, sb)
+            t = paired_test(ya, sa, sb, groups=ga) if paired else unpaired_test(ya, sa, yb, sb, ga, gb)
             rows.append({"family": " / ".join(map(str, key)) if family else "all",
                          "a": ".".join(str(a[c]) for c in label), "b": ".".join(str(b[c]) for c in label),
                          "auroc_a": a["auroc"], "auroc_b": b["auroc"], "test": "paired" if paired else "unpaired",
@@ -89,24 +93,27 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, alpha: fl
         return pl.DataFrame()
     test = predictions.filter(pl.col("split") == "test")
     hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding())).drop_nans("auroc")
-    m = max(hidden.height, 1)
+    if "degenerate" not in hidden.columns:
+        hidden = hidden.with_columns(pl.lit("").alias("degenerate"))
+    m = max(hidden.filter(pl.col("degenerate") == "").height, 1)  # degenerate trials are not tested
     match = [c for c in ("backbone", "method", "task", "pretraining", "design", "seed", "fold") if c in aurocs.columns]
     rows = []
     for h in hidden.iter_rows(named=True):
-        _, y, s = _scores(test, h)
-        ci = auroc_ci(y, s, level=1 - alpha / m)
+        _, y, s, g = _scores(test, h)
+        ci = auroc_ci(y, s, level=1 - alpha / m, groups=g)
         orig = aurocs.filter((pl.col("representation") == REFERENCE)
                              & pl.all_horizontal([pl.col(c) == h[c] for c in match]))
         row = {c: h[c] for c in ("representation", *match)} | {
             "auroc": ci.auc, "ci_lo_corrected": ci.lo, "ci_hi_corrected": ci.hi, "level": 1 - alpha / m,
-            "auroc_original": None, "retained": None, "p_vs_original": None, "shortcut": bool(ci.lo > 0.5)}
-        if orig.height:
+            "auroc_original": None, "retained": None, "p_vs_original": None,
+            "shortcut": bool(ci.lo > 0.5) and not h["degenerate"], "degenerate": h["degenerate"]}
+        if orig.height and not orig.row(0, named=True).get("degenerate"):
             o = orig.row(0, named=True)
-            ro, yo, so = _scores(test, o)
-            rh, _, _ = _scores(test, h)
+            ro, yo, so, _ = _scores(test, o)
+            rh, _, _, _ = _scores(test, h)
             row |= {"auroc_original": o["auroc"],
                     "retained": (ci.auc - 0.5) / (o["auroc"] - 0.5) if o["auroc"] != 0.5 else None,
-                    "p_vs_original": paired_test(y, s, so).p if np.array_equal(ro, rh) else None}
+                    "p_vs_original": paired_test(y, s, so, groups=g).p if np.array_equal(ro, rh) else None}
         rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
@@ -120,7 +127,8 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
              f"{r['ci_hi_corrected']:.3f}]"
         kept = f"; it keeps {100 * r['retained']:.0f} % of the original signal above chance " \
                f"(original AUROC {r['auroc_original']:.3f})" if r["retained"] is not None else ""
-        verdict = ("SHORTCUT: the model separates the classes without the lungs, above chance after correction"
+        verdict = (f"no verdict: DEGENERATE model ({r['degenerate']})" if r.get("degenerate") else
+                   "SHORTCUT: the model separates the classes without the lungs, above chance after correction"
                    if r["shortcut"] else "no shortcut flagged: the corrected CI includes chance")
         out.append(f"{who}: {ci}{kept}. {verdict}.")
     return out
@@ -140,8 +148,8 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
         for design, part in group.group_by("design"):
             aucs, variances = [], []
             for trial in part.iter_rows(named=True):
-                _, y, s = _scores(test, trial)
-                a, v = auroc_cov(y, s[None, :])
+                _, y, s, g = _scores(test, trial)
+                a, v = auroc_cov(y, s[None, :], g)
                 aucs.append(float(a[0]))
                 variances.append(float(v[0, 0]))
             k = len(aucs)  # mean over folds: variance of a mean of independent folds

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from scipy import stats
 from sklearn.metrics import confusion_matrix
 
 from cxrray.analysis.delong import auroc_ci
@@ -25,9 +26,10 @@ def prob_columns(frame: pl.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("prob_") and frame[c].null_count() < frame.height]
 
 
-def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str]) -> dict[str, float]:
+def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str],
+                  groups: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy, macro AUROC and per-class sensitivity / specificity / PPV / F1 / one-vs-rest AUROC with its
-    95 % DeLong CI."""
+    95 % DeLong CI (clustered by ``groups``, the patients, when given)."""
     pred = prob.argmax(1)
     cm = confusion_matrix(y, pred, labels=list(range(len(classes))))
     out = {"n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else np.nan}
@@ -40,7 +42,7 @@ def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str]) -> dict[s
         out |= {f"sens_{c}": sens, f"spec_{c}": tn / (tn + fp) if tn + fp else np.nan, f"ppv_{c}": ppv,
                 f"f1_{c}": 2 * sens * ppv / (sens + ppv) if sens + ppv > 0 else np.nan}
         pos = y == k
-        ci = auroc_ci(pos, prob[:, k]) if 0 < pos.sum() < len(y) else None  # one-vs-rest, DeLong CI
+        ci = auroc_ci(pos, prob[:, k], groups=groups) if 0 < pos.sum() < len(y) else None  # one-vs-rest
         out |= {f"auroc_{c}": ci.auc if ci else np.nan, f"auroc_{c}_lo": ci.lo if ci else np.nan,
                 f"auroc_{c}_hi": ci.hi if ci else np.nan}
         aurocs.append(out[f"auroc_{c}"])
@@ -60,7 +62,7 @@ def trial_metrics(predictions: pl.DataFrame, results: pl.DataFrame, split: str =
         if (part["target"] < 0).all():
             continue  # multilabel pretraining phase: evaluated by its own macro AUROC
         y, prob, classes = _arrays(part)
-        rows.append({"trial_id": tid} | class_metrics(y, prob, classes))
+        rows.append({"trial_id": tid} | class_metrics(y, prob, classes, part["patient_id"].to_numpy()))
     if not rows:
         return pl.DataFrame()
     keep = [c for c in (*CELL_AXES, "trial_id", "fold", "seed") if c in results.columns]
@@ -99,21 +101,36 @@ def cell_summary(per_trial: pl.DataFrame, predictions: pl.DataFrame, split: str 
     return summary.join(pl.DataFrame(pooled), on=axes, how="left")
 
 
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k / n (sound at 0 and n, unlike the normal approximation)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def severity_accuracy(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
-    """Accuracy per severity level (Normal-PCR+, Mild, Moderate, Severe ...) per cell, pooled over seeds/folds."""
+    """Accuracy per severity level (Normal-PCR+, Mild, Moderate, Severe ...) and true class, per cell, pooled
+    over seeds/folds, with its Wilson 95 % CI. Positives and negatives that share a severity word are never
+    pooled: a model calling every image positive is right on every positive and wrong on every negative."""
     test = predictions.filter((pl.col("split") == split) & (pl.col("target") >= 0) & (pl.col("severity") != ""))
     if test.is_empty():
         return pl.DataFrame()
     axes = [c for c in CELL_AXES if c in results.columns]
     rows = []
     for (tid,), part in test.group_by("trial_id", maintain_order=True):
-        y, prob, _ = _arrays(part)
-        rows.append(pl.DataFrame({"trial_id": tid, "severity": part["severity"], "correct": prob.argmax(1) == y}))
+        y, prob, classes = _arrays(part)
+        rows.append(pl.DataFrame({"trial_id": tid, "severity": part["severity"], "class": np.asarray(classes)[y],
+                                  "correct": prob.argmax(1) == y}))
     joined = pl.concat(rows).join(results.select("trial_id", *axes), on="trial_id")
     order = {s: i for i, s in enumerate(SEVERITY_ORDER)}
-    return (joined.group_by(*axes, "severity").agg(pl.len().alias("n"), pl.col("correct").mean().alias("accuracy"))
-            .with_columns(pl.col("severity").replace_strict(order, default=len(order)).alias("_o"))
-            .sort(*axes, "_o").drop("_o"))
+    out = (joined.group_by(*axes, "severity", "class").agg(pl.len().alias("n"), pl.col("correct").sum().alias("k"))
+           .with_columns(pl.col("severity").replace_strict(order, default=len(order)).alias("_o"))
+           .sort(*axes, "_o", "class").drop("_o"))
+    cis = [wilson(k, n) for k, n in zip(out["k"], out["n"])]
+    return out.with_columns((pl.col("k") / pl.col("n")).alias("accuracy"),
+                            pl.Series("accuracy_lo", [c[0] for c in cis]),
+                            pl.Series("accuracy_hi", [c[1] for c in cis])).drop("k")
 
 
 @analysis_step(order=20)

@@ -36,7 +36,7 @@ def positive_title(aurocs: pl.DataFrame) -> str:
 def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test",
                  level: float = 0.95) -> pl.DataFrame:
     """One row per finished target trial: spec fields, AUROC of its task's positive class vs rest (column
-    ``positive``), DeLong CI, case counts."""
+    ``positive``), DeLong CI clustered by patient (Obuchowski), case counts, balanced accuracy."""
     rows = []
     test = predictions.filter(pl.col("split") == split)
     task_of = dict(zip(results["trial_id"], results["task"])) if "task" in results.columns else {}
@@ -45,30 +45,44 @@ def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = 
         positive = positive_class(task_of.get(trial_id[0], ""))
         if positive is None or trial_id[0] in upstream or part[f"prob_{positive}"].null_count() == part.height:
             continue  # multilabel, or a pretraining phase (ChestX-ray14, pneumonia) feeding the target trials
-        index = TASKS.get(task_of[trial_id[0]]).classes.index(positive)
+        task = TASKS.get(task_of[trial_id[0]])
+        index = task.classes.index(positive)
         y = (part["target"] == index).to_numpy()
         score = part[f"prob_{positive}"].to_numpy()
+        extra = {"positive": positive, "balanced_accuracy": balanced_accuracy(part, task)}
         if y.all() or not y.any():
             rows.append({"trial_id": trial_id[0], "auroc": np.nan, "ci_lo": np.nan, "ci_hi": np.nan,
-                         "n_pos": int(y.sum()), "n_neg": int((~y).sum()), "positive": positive})
+                         "n_pos": int(y.sum()), "n_neg": int((~y).sum())} | extra)
             continue
-        ci = auroc_ci(y, score, level)
+        ci = auroc_ci(y, score, level, groups=part["patient_id"].to_numpy())  # clustered by patient
         rows.append({"trial_id": trial_id[0], "auroc": ci.auc, "ci_lo": ci.lo, "ci_hi": ci.hi,
-                     "n_pos": ci.n_pos, "n_neg": ci.n_neg, "positive": positive})
+                     "n_pos": ci.n_pos, "n_neg": ci.n_neg} | extra)
     aur = pl.DataFrame(rows, schema={"trial_id": pl.Utf8, "auroc": pl.Float64, "ci_lo": pl.Float64,
                                      "ci_hi": pl.Float64, "n_pos": pl.Int64, "n_neg": pl.Int64,
-                                     "positive": pl.Utf8})
+                                     "positive": pl.Utf8, "balanced_accuracy": pl.Float64})
     keep = [c for c in ("trial_id", "study", "representation", "backbone", "method", "task", "pretraining", "design",
-                        "fold", "seed", "init", "best_val_auroc") if c in results.columns]
-    return results.select(keep).join(aur, on="trial_id", how="inner")
+                        "fold", "seed", "init", "best_val_auroc", "degenerate") if c in results.columns]
+    out = results.select(keep).join(aur, on="trial_id", how="inner")
+    if "degenerate" not in out.columns:  # a run from before degeneracy was recorded: nothing is claimed
+        out = out.with_columns(pl.lit("").alias("degenerate"))
+    return out.with_columns(pl.col("degenerate").fill_null(""))
+
+
+def balanced_accuracy(part: pl.DataFrame, task) -> float:
+    """Mean per-class recall of the argmax prediction (a model calling every image one class scores 1 / K)."""
+    probs = part.select([f"prob_{c}" for c in task.classes]).to_numpy()
+    pred, y = probs.argmax(1), part["target"].to_numpy()
+    recalls = [float((pred[y == k] == k).mean()) for k in range(task.num_classes) if (y == k).any()]
+    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def select_by_validation(aurocs: pl.DataFrame) -> pl.DataFrame:
     """Where one protocol cell (axes, backbone, fold, seed) has several hyper-parameter settings, keep the
-    setting with the best validation AUROC: the test set never chooses."""
+    setting with the best validation AUROC (ties: the smallest trial id): the test set never chooses."""
     cell = [c for c in SELECTION_AXES if c in aurocs.columns]
-    return (aurocs.sort("best_val_auroc", descending=True, nulls_last=True).group_by(cell, maintain_order=True)
-            .first().sort("trial_id"))
+    # Ties (validation AUROC 1.000 is frequent) go to the smallest trial id, whatever order the trials came in.
+    return (aurocs.sort(["best_val_auroc", "trial_id"], descending=[True, False], nulls_last=True,
+                        maintain_order=True).group_by(cell, maintain_order=True).first().sort("trial_id"))
 
 
 def _order(reps: list[str]) -> list[str]:
@@ -86,11 +100,24 @@ def row_axis(aurocs: pl.DataFrame) -> tuple[str, pl.DataFrame]:
     return "condition", aurocs.with_columns(label)
 
 
+def _cell(r: dict) -> str:
+    """'AUROC [lo, hi], bal. acc. x' for one trial; a degenerate model is named, its numbers kept for the record."""
+    text = f"{r['auroc']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]"
+    if r["balanced_accuracy"] is not None and r["balanced_accuracy"] == r["balanced_accuracy"]:
+        text += f", bal. acc. {r['balanced_accuracy']:.2f}"
+    return text + (" DEGENERATE" if r["degenerate"] else "")
+
+
 def auroc_table(aurocs: pl.DataFrame, rows: str = "representation") -> pl.DataFrame:
-    """``rows`` x backbone table of 'AUROC [lo, hi]' strings (seeds listed side by side)."""
+    """``rows`` x backbone table of 'AUROC [lo, hi], bal. acc. b' strings (seeds listed side by side); a trial
+    whose model did not learn is marked DEGENERATE."""
+    if "balanced_accuracy" not in aurocs.columns:
+        aurocs = aurocs.with_columns(pl.lit(None, pl.Float64).alias("balanced_accuracy"))
+    if "degenerate" not in aurocs.columns:
+        aurocs = aurocs.with_columns(pl.lit("").alias("degenerate"))
     cells = aurocs.with_columns(
-        pl.struct("auroc", "ci_lo", "ci_hi").map_elements(
-            lambda r: f"{r['auroc']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]", return_dtype=pl.Utf8).alias("cell")
+        pl.struct("auroc", "ci_lo", "ci_hi", "balanced_accuracy", "degenerate").map_elements(
+            _cell, return_dtype=pl.Utf8).alias("cell")
     ).group_by(rows, "backbone").agg(pl.col("cell").sort_by(*[c for c in ("fold", "seed") if c in aurocs.columns])
                                      .str.join("; "))
     wide = cells.pivot(on="backbone", index=rows, values="cell")
@@ -179,6 +206,12 @@ def aurocs(run: LoadedRun) -> Artifacts:
     failed = run.results.filter(pl.col("status") != "finished")
     if failed.height:
         a.text += f"\n\n{failed.height} trial(s) without predictions: " + ", ".join(failed["run_name"].to_list())
+    degenerate = run.selected.filter(pl.col("degenerate") != "")
+    if degenerate.height:
+        names = dict(zip(run.results["trial_id"], run.results["run_name"]))
+        a.text += (f"\n\n{degenerate.height} DEGENERATE trial(s), not used as evidence (the model did not learn):\n"
+                   + "\n".join(f"- {names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
+                                for r in degenerate.iter_rows(named=True)))
     shown = run.aurocs.drop_nans("auroc")
     if run.aurocs.height:
         plot_aurocs(shown, run.figure("auroc_forest"), run.rows)

@@ -2,7 +2,8 @@
 
 ``run_trial`` is all a trial is, whatever its method: build the method's ``Trial``, go on from the last
 checkpoint, run the epochs (each logged to W&B, reported and checkpointed by ``EpochReporter``), then write
-the per-image predictions, ``trial.json`` and the weights. ``train_loop_per_worker`` is the Ray Train entry
+the per-image predictions, ``trial.json`` (with every epoch's training loss and, for a model that did
+not learn, why it is degenerate) and the weights. ``train_loop_per_worker`` is the Ray Train entry
 point: it only rebuilds the typed context, opens its session and calls ``run_trial``.
 """
 
@@ -12,8 +13,9 @@ import time
 from typing import Any
 
 from cxrray.config import TrialContext
+from cxrray.data.tasks import TASKS
 from cxrray.training.methods import METHODS, TrialMethod
-from cxrray.training.outputs import EpochReporter, write_outputs
+from cxrray.training.outputs import EpochReporter, degeneracy, write_outputs
 from cxrray.training.session import Session, TrainSession
 
 
@@ -29,6 +31,7 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
     trial = method.build(ctx, session)
     state = session.load_state()
     start = trial.load(state) if state is not None else 0
+    losses = list((state or {}).get("driver", {}).get("train_loss", []))  # every epoch's, across attempts
     train_s = 0.0
     with EpochReporter(ctx, session, start, trial.config) as report:
         for epoch in range(start, trial.epochs):
@@ -37,12 +40,14 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
             metrics |= {"epoch": epoch, "epoch_s": time.time() - t0, "epochs_done": epoch + 1,
                         "epochs_total": trial.epochs}
             train_s += time.time() - t0
-            report(epoch, metrics, lambda: trial.state(epoch))
+            losses.append(float(metrics.get("train_loss", float("nan"))))
+            report(epoch, metrics, lambda: trial.state(epoch) | {"driver": {"train_loss": list(losses)}})
             if metrics.get("stopped"):  # early stopping: the best-on-validation weights are restored in finish
                 break
         report.inject_fault()  # also when a resumed attempt had no epoch left to run
     if session.rank == 0:
         out = trial.finish()
-        write_outputs(ctx.trial_dir, ctx.spec, out.frames, out.scores, out.weights, out.meta | {"train_s": train_s},
-                      report.tracker)
+        verdict = degeneracy(out.frames[-1], TASKS.get(ctx.spec.task), losses)
+        write_outputs(ctx.trial_dir, ctx.spec, out.frames, out.scores, out.weights,
+                      out.meta | {"train_s": train_s, "train_loss": losses, "degenerate": verdict}, report.tracker)
     session.finished()

@@ -227,15 +227,35 @@ def generated_manifest(run_dir: Path, key: str = "phantom") -> Path:
     return RunLayout(Path(run_dir)).data(key) / "manifest.csv"
 
 
+def generated(run_dir: Path, key: str, params: Mapping[str, Any], make: Callable[[Path], Any]) -> Path:
+    """The manifest of a dataset the run generates (``make(folder)``), made once and keyed by its parameters:
+    an ``--out`` that already holds one made with other parameters is refused (a negative control must not
+    silently reuse the positive one's data)."""
+    import json
+
+    path = generated_manifest(run_dir, key)
+    record = path.parent / "parameters.json"
+    wanted = json.loads(json.dumps(dict(params)))
+    if path.exists():
+        held = json.loads(record.read_text()) if record.exists() else None
+        if held is not None and held != wanted:
+            diff = ", ".join(f"{k} {held.get(k)} (asked {v})" for k, v in wanted.items() if held.get(k) != v)
+            raise UserError(f"{run_dir}: holds the {key} dataset made with {diff}; use another --out for these "
+                            f"parameters")
+        return path
+    print(f"[cxrray] generating {key}: " + ", ".join(f"{k} {v}" for k, v in wanted.items()), flush=True)
+    make(path.parent)
+    record.write_text(json.dumps(wanted, indent=1))
+    return path
+
+
 def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int, confound: float,
                         seed: int) -> Path:
-    """The given manifest, or the embedded phantom (generated once under ``run_dir/data/phantom``)."""
+    """The given manifest, or the embedded phantom (generated once under ``run_dir/data/phantom``, keyed by its
+    parameters)."""
     from cxrray.data.phantom import write_phantom
 
     if manifest is not None:
         return manifest
-    path = generated_manifest(run_dir)
-    if not path.exists():
-        print(f"[cxrray] generating phantom: {n_patients} patients, confound {confound}", flush=True)
-        write_phantom(path.parent, n_patients=n_patients, confound=confound, seed=seed)
-    return path
+    return generated(run_dir, "phantom", {"patients": n_patients, "confound": confound, "seed": seed},
+                     lambda d: write_phantom(d, n_patients=n_patients, confound=confound, seed=seed))

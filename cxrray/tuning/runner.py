@@ -258,9 +258,12 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
             finished.append(s.trial_id)
             preds.append(pl.read_parquet(d.predictions))
             meta = json.loads(d.meta.read_text())
+            losses = [x for x in meta.get("train_loss", []) if x == x]
             rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "finished",
                                     "init": meta["init"], "best_epoch": meta["best_epoch"],
-                                    "best_val_auroc": meta["best_val_auroc"]} | meta.get("metrics", {}))
+                                    "best_val_auroc": meta["best_val_auroc"],
+                                    "degenerate": meta.get("degenerate", ""),
+                                    "train_loss_min": min(losses) if losses else None} | meta.get("metrics", {}))
         else:
             failed.append(s.trial_id)
             blocked = s.init_from and not layout.trial(s.init_from).done
