@@ -5,11 +5,15 @@ The same sweep on phantoms that differ only in the source confound (0, 0.5, 1
 by default), then the checks of ``cxrray.analysis.validation``: with the
 confound on the shortcut is flagged and Grad-CAM leaves the lungs; with it off
 the lung-hiding representations are at chance while ``lungs_isolated`` keeps
-the signal; the shortcut signal grows with the confound. Exit 1 when a check
-fails. Results: ``<out>/confound-<c>/`` (each a full run with its analysis)
-and ``<out>/validation.md``.
+the signal; the shortcut signal grows with the confound. With several
+``--phantom-seeds`` it also measures the verdict's operating characteristics:
+the false-flag rate at confound 0 and the detection rate where the confound is
+planted, with their spread over the seeds. Exit 1 when a check fails. Results:
+``<out>/confound-<c>/`` (``<out>/seed-<s>/confound-<c>/`` for several seeds;
+each a full run with its analysis) and ``<out>/validation.md``.
 
     python sweeps/validate.py                    # CI size, a few minutes on 2 CPUs
+    python sweeps/validate.py --phantom-seeds 0 1 2 3 4   # operating characteristics, ~12 min on 2 CPUs
     python sweeps/validate.py --preset cluster --gpu --max-concurrent 8   # larger, on a GPU cluster
 """
 
@@ -17,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+
+import polars as pl
 
 from cxrray.analysis.run import analyze
 from cxrray.analysis.tables import format_table
-from cxrray.analysis.validation import format_checks, known_answer_checks
+from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
 from cxrray.tuning import cli
 from cxrray.tuning.prepare import prepare_data
 from cxrray.tuning.runner import run_sweep, start_ray
@@ -39,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--confounds", nargs="+", type=float, default=[0.0, 0.5, 1.0],
                    help="phantom source confounds (0 and 1 are required: they carry the known answers)")
     p.add_argument("--phantom-patients", type=int, default=160)
-    p.add_argument("--phantom-seed", type=int, default=0)
+    p.add_argument("--phantom-seed", type=int, default=0, help="seed of the phantom generator")
+    p.add_argument("--phantom-seeds", nargs="+", type=int, help="several phantom seeds: the known answers on each, "
+                   "and the verdict's false-flag and detection rates over them")
     p.add_argument("--backbones", nargs="+", default=["basecnn"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM")
@@ -58,35 +67,48 @@ def main(argv: list[str] | None = None) -> int:
     t0, out = time.time(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     start_ray(out, wandb_mode=args.wandb, address=args.address, verbose_workers=args.verbose)
-    runs = {}
-    for c in sorted(args.confounds):
-        run_dir = out / f"confound-{c:g}"
-        # the same patients and images; only which hospital a class comes from differs
-        manifest = cli.phantom_or_manifest(run_dir, None, n_patients=args.phantom_patients, confound=c,
-                                           seed=args.phantom_seed)
-        data = prepare_data(manifest, run_dir, image_size=args.image_size, task="CL2")
-        specs = hide_seek_specs(data_id=data.data_id, representations=REPRESENTATIONS, backbones=args.backbones,
-                                seeds=args.seeds, image_size=args.image_size, recipe=cli.recipe_from(args),
-                                study=f"validate-confound-{c:g}")
-        print(f"[cxrray] confound {c:g}: {len(specs)} trials", flush=True)
-        outcome = run_sweep(specs, run_dir=run_dir, data=data, **cli.sweep_options(args))
-        if outcome.failed:
-            print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
-            return 1
-        analyze(run_dir, saliency=args.saliency)
-        runs[c] = run_dir
-    checks, table = known_answer_checks(runs)
-    text = format_checks(checks)
-    rounded = table.with_columns(table["hidden_mean_auroc"].round(3), table["saliency_in_lungs_original"].round(3))
-    md = format_table(rounded, f"Test AUROC [95 % DeLong CI] per confound (backbones {', '.join(args.backbones)}, "
-                               f"seeds {args.seeds}):")
-    (out / "validation.md").write_text(f"# Known-answer validation\n\n{md}\n\n```\n{text}\n```\n")
-    table.write_csv(out / "validation.csv")
-    print(f"\n{md}\n\n{text}")
-    ok = all(c.passed for c in checks)
+    seeds = args.phantom_seeds or [args.phantom_seed]
+    runs: dict[int, dict[float, object]] = {}
+    for phantom_seed in seeds:
+        base = out if len(seeds) == 1 else out / f"seed-{phantom_seed}"
+        runs[phantom_seed] = {}
+        for c in sorted(args.confounds):
+            run_dir = base / f"confound-{c:g}"
+            # the same patients and images; only which hospital a class comes from differs
+            manifest = cli.phantom_or_manifest(run_dir, None, n_patients=args.phantom_patients, confound=c,
+                                               seed=phantom_seed)
+            data = prepare_data(manifest, run_dir, image_size=args.image_size, task="CL2")
+            specs = hide_seek_specs(data_id=data.data_id, representations=REPRESENTATIONS, backbones=args.backbones,
+                                    seeds=args.seeds, image_size=args.image_size, recipe=cli.recipe_from(args),
+                                    study=f"validate-confound-{c:g}")
+            print(f"[cxrray] phantom seed {phantom_seed}, confound {c:g}: {len(specs)} trials", flush=True)
+            outcome = run_sweep(specs, run_dir=run_dir, data=data, **cli.sweep_options(args))
+            if outcome.failed:
+                print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
+                return 1
+            analyze(run_dir, saliency=args.saliency)
+            runs[phantom_seed][c] = run_dir
+    parts, ok = ["# Known-answer validation"], True
+    for phantom_seed, by_confound in runs.items():
+        checks, table = known_answer_checks(by_confound)
+        ok &= all(c.passed for c in checks)
+        rounded = table.with_columns(table["hidden_mean_auroc"].round(3),
+                                     table["saliency_in_lungs_original"].round(3))
+        md = format_table(rounded, f"Test AUROC [95 % DeLong CI] per confound (phantom seed {phantom_seed}, backbones "
+                                   f"{', '.join(args.backbones)}, seeds {args.seeds}):")
+        parts.append(f"{md}\n\n```\n{format_checks(checks)}\n```")
+        table.write_csv(Path(by_confound[min(by_confound)]).parent / "validation.csv")
+    oc = operating_characteristics(runs)
+    rates = oc.with_columns(*(pl.col(c).round(3) for c in ("flag_rate", "rate_min", "rate_max")))
+    parts.append(format_table(rates, f"Operating characteristics of the shortcut verdict over {len(seeds)} phantom "
+                                     f"seed(s): flag rate = shortcut verdicts / lung-hiding trials (false flags at "
+                                     f"confound 0, detections where it is planted), spread = lowest and highest "
+                                     f"per-seed rate"))
+    oc.write_csv(out / "operating_characteristics.csv")
+    (out / "validation.md").write_text("\n\n".join(parts) + "\n")
+    print("\n" + "\n\n".join(parts[1:]))
     print(f"\n[cxrray] validation {'passed' if ok else 'FAILED'} in {time.time() - t0:.0f} s; {out / 'validation.md'}")
     return 0 if ok else 1
-
 
 if __name__ == "__main__":
     cli.run_cli(main, "validate.py")

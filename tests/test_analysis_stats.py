@@ -242,3 +242,26 @@ def test_severity_accuracy_keeps_positives_and_negatives_apart_with_wilson_cis()
     assert (by["CVP"]["n"], by["CVP"]["accuracy"], by["NCV"]["n"], by["NCV"]["accuracy"]) == (4, 1.0, 5, 0.0)
     assert by["CVP"]["accuracy_lo"] == pytest.approx(0.5101, abs=1e-4) and by["CVP"]["accuracy_hi"] == 1.0
     assert by["NCV"]["accuracy_lo"] == 0.0 and by["NCV"]["accuracy_hi"] == pytest.approx(0.4345, abs=1e-4)
+
+
+def test_replicates_are_aggregated_with_a_t_interval_never_pooled(tmp_path):
+    """Two seeds of one cell at AUROC 1.000 and 0.917 used to 'pool' to 0.729; now the cell reports their mean
+    with a t-interval, and a fold mean's variance includes the spread between folds."""
+    from scipy import stats
+
+    from cxrray.analysis.compare import mean_variance
+    from cxrray.analysis.metrics import cell_aurocs, t_interval
+
+    aurocs = pl.DataFrame({"trial_id": ["a", "b"], "study": "s", "representation": "original", "backbone": "b",
+                           "seed": [0, 1], "fold": 0, "auroc": [1.0, 0.917], "ci_lo": [1.0, 0.85],
+                           "ci_hi": [1.0, 0.98]})
+    cell = cell_aurocs(aurocs).row(0, named=True)
+    half = stats.t.ppf(0.975, 1) * np.std([1.0, 0.917], ddof=1) / np.sqrt(2)
+    assert cell["replicates"] == 2 and cell["auroc_mean"] == pytest.approx(0.9585)
+    assert (cell["t_lo"], cell["t_hi"]) == pytest.approx((0.9585 - half, 0.9585 + half))
+    assert cell["per_replicate"] == "1.000 [1.000, 1.000]; 0.917 [0.850, 0.980]"
+    assert np.isnan(t_interval(np.array([0.8]))[1])  # one replicate: no spread to estimate
+    within = mean_variance([0.9, 0.9, 0.9], [0.001] * 3)
+    assert within == pytest.approx(0.003 / 9)  # identical folds: the DeLong variances alone
+    spread = mean_variance([0.7, 0.9, 1.0], [0.001] * 3)
+    assert spread == pytest.approx(0.003 / 9 + (np.var([0.7, 0.9, 1.0], ddof=1) - 0.001) / 3)

@@ -142,3 +142,28 @@ def test_two_ingests_give_the_same_row_order(tmp_path, phantom_manifest, ray_loc
         ds = read_split(result.split_dir("train"))
         orders.append([int(r) for b in ds.iter_batches(batch_size=64, batch_format="numpy") for r in b["row"]])
     assert orders[0] == orders[1] == sorted(orders[0])
+
+
+def test_within_label_source_probe_separates_the_hospital_from_the_label(tmp_path, ray_local):
+    """Known answers on the phantom: under the full confound the hospital is the label (the within-label probe
+    cannot be estimated and says so; the label probe reads what the source probe reads); without the confound
+    every label has several hospitals and the within-label probe is estimated per label."""
+    from cxrray.analysis.probe import probes
+    from cxrray.data.phantom import write_phantom
+
+    found = {}
+    for confound in (1.0, 0.0):
+        m = write_phantom(tmp_path / f"c{confound}", n_patients=60, seed=5, confound=confound)
+        ingest(assign_splits(load_manifest(m), seed=0), tmp_path / f"s{confound}", image_size=32)
+        found[confound] = probes(tmp_path / f"s{confound}", ["original", "lungs_removed"])
+    on, off = found[1.0], found[0.0]
+    within_on = on.filter(pl.col("probe") == "source within label")
+    assert within_on.height == 2 and within_on["note"].str.starts_with("cannot be estimated").all()
+    assert within_on["balanced_accuracy"].is_nan().all()
+    label_on = on.filter((pl.col("probe") == "label") & (pl.col("representation") == "lungs_removed"))
+    source_on = on.filter((pl.col("probe") == "source") & (pl.col("representation") == "lungs_removed"))
+    assert label_on["balanced_accuracy"][0] > 0.8 and source_on["balanced_accuracy"][0] > 0.8
+    within_off = off.filter(pl.col("probe").str.starts_with("source within "))
+    assert within_off.height >= 2 and (within_off["note"] == "").all()
+    removed = within_off.filter(pl.col("representation") == "lungs_removed")
+    assert (removed["balanced_accuracy"] > removed["chance"]).all()  # the hospital shows outside the lungs

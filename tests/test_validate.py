@@ -26,6 +26,9 @@ def test_known_answer_validation_on_the_phantom(tmp_path):
     assert table["shortcut_flagged"].to_list()[0] == 0 and table["shortcut_flagged"].to_list()[-1] == 2
     hidden = table["hidden_mean_auroc"].to_list()
     assert hidden[-1] - hidden[0] >= 0.2
+    oc = pl.read_csv(tmp_path / "operating_characteristics.csv").sort("confound")
+    assert oc["flag_rate"].to_list()[0] == 0.0 and oc["flag_rate"].to_list()[-1] == 1.0
+    assert "Operating characteristics of the shortcut verdict over 1 phantom seed(s)" in report
 
 
 def test_known_answer_checks_fail_when_the_answer_is_wrong(tmp_path):
@@ -46,3 +49,27 @@ def test_known_answer_checks_fail_when_the_answer_is_wrong(tmp_path):
     assert any("confound 0: lungs_removed and lungs" in f for f in failed)
     assert any("confound 0: no shortcut" in f for f in failed)
     assert any(f.startswith("dose-response") for f in failed)
+
+
+def test_operating_characteristics_count_verdicts_per_confound(tmp_path):
+    """False flags at confound 0 and detections where the confound is planted, over phantom seeds, from the
+    verdicts in each run's shortcut_findings.csv."""
+    from cxrray.analysis.validation import operating_characteristics
+
+    runs = {}
+    for seed, verdicts in ((0, {0.0: ["no_shortcut", "inconclusive"], 1.0: ["shortcut", "shortcut"]}),
+                           (1, {0.0: ["shortcut", "no_shortcut"], 1.0: ["shortcut", "degenerate"]})):
+        runs[seed] = {}
+        for c, v in verdicts.items():
+            a = tmp_path / f"s{seed}" / f"c{c}" / "analysis"
+            a.mkdir(parents=True)
+            pl.DataFrame({"representation": ["original"], "auroc": [0.9], "ci_lo": [0.8], "ci_hi": [1.0]}).write_csv(
+                a / "trial_aurocs.csv")
+            pl.DataFrame({"representation": ["lungs_removed", "lungs_boxed_out"], "verdict": v,
+                          "shortcut": [x == "shortcut" for x in v]}).write_csv(a / "shortcut_findings.csv")
+            runs[seed][c] = a.parent
+    oc = operating_characteristics(runs).sort("confound")
+    assert oc["tested"].to_list() == [4, 4] and oc["shortcut"].to_list() == [1, 3]
+    assert oc["flag_rate"].to_list() == [0.25, 0.75]
+    assert (oc["rate_min"].to_list(), oc["rate_max"].to_list()) == ([0.0, 0.5], [0.5, 1.0])
+    assert oc.filter(pl.col("confound") == 0.0)["inconclusive"][0] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from cxrray.analysis.compare import design_drops
-from cxrray.analysis.probe import source_probe
+from cxrray.analysis.probe import probes
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.representations import hide_seek_representations, lung_hiding
 
@@ -14,6 +14,9 @@ from cxrray.representations import hide_seek_representations, lung_hiding
 def bias(run: LoadedRun) -> Artifacts:
     """Design drop (AUROC minus the independent design's) and how identifiable the hospital is per representation."""
     a = Artifacts(sections=[Section("Source probe", tables=("source_probe",)),
+                            Section("Label and within-label source probes", tables=("probes",),
+                                    note="under a full confound the hospital is the label: only the within-label "
+                                         "probe asks whether the hospital itself shows"),
                             Section("Dataset-design bias", tables=("design_drops",))])
     drops = design_drops(run.predictions, run.aurocs) if run.aurocs.height else pl.DataFrame()
     if not drops.is_empty():
@@ -30,7 +33,11 @@ def bias(run: LoadedRun) -> Artifacts:
     shard = run.layout.shards(first["data_id"], first["image_size"])
     if not ((shard / "train").exists() and (shard / "test").exists()):
         return a
-    probe = source_probe(shard, hide_seek_representations())
+    every = probes(shard, hide_seek_representations())
+    if every.is_empty():
+        return a
+    a.tables["probes"] = every
+    probe = every.filter(pl.col("probe") == "source").drop("probe", "note").rename({"n_classes": "n_sources"})
     if probe.is_empty():
         return a
     a.tables["source_probe"] = probe
@@ -43,4 +50,15 @@ def bias(run: LoadedRun) -> Artifacts:
     a.text += (f" With the lungs hidden ({', '.join(found)}) the hospital is still identifiable (binomial p < 0.05 "
                f"against the majority-source rate)." if found else
                " With the lungs hidden the probe is not better than guessing the majority source.")
+    label = every.filter(pl.col("probe") == "label")
+    if label.height:
+        a.text += " Label probe (the same thumbnails, the class instead of the hospital): " + "; ".join(
+            f"{r['representation']} {r['balanced_accuracy']:.2f}" for r in label.iter_rows(named=True)) + "."
+    within = every.filter(pl.col("probe").str.starts_with("source within"))
+    if within.height and within["note"].str.len_chars().max() > 0 and within["balanced_accuracy"].is_nan().all():
+        a.text += " Within-label source probe: cannot be estimated (every label comes from one source)."
+    elif within.height:
+        a.text += " Within-label source probe (the hospital among images of one label; chance per label): " + "; ".join(
+            f"{r['representation']} {r['probe'].removeprefix('source within ')} {r['balanced_accuracy']:.2f} "
+            f"(chance {r['chance']:.2f})" for r in within.drop_nans("balanced_accuracy").iter_rows(named=True)) + "."
     return a

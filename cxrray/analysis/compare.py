@@ -5,18 +5,15 @@ task, seed and fold, as the 15 pairs of the six staged-pretraining paths):
 DeLong's paired test when both trials scored the same test images, the
 unpaired test otherwise; Bonferroni and Holm adjustment within the family.
 
-``shortcut_findings``: the hide-and-seek verdict per backbone. The documented
-rule: a **shortcut is flagged** when, for a representation that hides the lungs
-(``lungs_removed``, ``lungs_boxed_out``: their registry entries say so),
-the lower bound of the Bonferroni-corrected (1 - 0.05/m, m = the number of
-lung-hiding trials tested) DeLong CI of the AUROC is above 0.5: the model still
-separates the classes with the lungs hidden, more than chance allows after
-correction. The retained fraction (AUROC - 0.5) / (AUROC_original - 0.5) says
-how much of the original signal survives. A trial whose model did not learn
-(``degenerate`` in results.parquet: constant scores, or one class for every image
-while its training loss never beat chance) is not tested and carries no verdict;
-nor is a retained fraction computed against a degenerate ``original``. Every trial is scored on its task's
-positive class (the ``positive`` column of the AUROC table). Step ``delong``.
+``shortcut_findings``: the hide-and-seek verdict per lung-hiding trial (a representation whose
+registry entry says it hides the lungs: ``lungs_removed``, ``lungs_boxed_out``), by the rule of
+``cxrray.analysis.verdict``: the hidden AUROC and its Bonferroni-corrected CI (m = the lung-hiding
+trials tested), the paired drop from ``original`` and the retained fraction
+(AUROC - 0.5) / (AUROC_original - 0.5) with their CIs, an exact test where DeLong cannot be trusted,
+and one of shortcut / no_shortcut / inverted / degenerate / inconclusive. A trial whose model did not
+learn (``degenerate`` in results.parquet) is not tested, and a degenerate ``original`` is no reference.
+Every AUROC is clustered by patient and every trial is scored on its task's positive class (the
+``positive`` column of the AUROC table). Step ``delong``.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from scipy import stats
 
 from cxrray.analysis.delong import auroc_ci, auroc_cov, paired_test, unpaired_test
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.verdict import RULE, judge
 from cxrray.data.tasks import TASKS
 from cxrray.representations import lung_hiding
 
@@ -88,55 +86,87 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
 
 
 def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
-    """Per lung-hiding trial: AUROC, corrected CI, retained fraction, paired test against ``original``, flag."""
+    """Per lung-hiding trial: AUROC with its corrected CI, the paired drop from ``original`` and the retained
+    fraction with their CIs, and the verdict (``cxrray.analysis.verdict``); ``shortcut`` is verdict == shortcut."""
     if "representation" not in aurocs.columns:
         return pl.DataFrame()
     test = predictions.filter(pl.col("split") == "test")
     hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding())).drop_nans("auroc")
-    if "degenerate" not in hidden.columns:
+    if "degenerate" not in aurocs.columns:
+        aurocs = aurocs.with_columns(pl.lit("").alias("degenerate"))
         hidden = hidden.with_columns(pl.lit("").alias("degenerate"))
     m = max(hidden.filter(pl.col("degenerate") == "").height, 1)  # degenerate trials are not tested
+    level = 1 - alpha / m
     match = [c for c in ("backbone", "method", "task", "pretraining", "design", "seed", "fold") if c in aurocs.columns]
     rows = []
     for h in hidden.iter_rows(named=True):
-        _, y, s, g = _scores(test, h)
-        ci = auroc_ci(y, s, level=1 - alpha / m, groups=g)
+        rh, y, s, g = _scores(test, h)
+        ci = auroc_ci(y, s, level=level, groups=g)
         orig = aurocs.filter((pl.col("representation") == REFERENCE)
                              & pl.all_horizontal([pl.col(c) == h[c] for c in match]))
-        row = {c: h[c] for c in ("representation", *match)} | {
-            "auroc": ci.auc, "ci_lo_corrected": ci.lo, "ci_hi_corrected": ci.hi, "level": 1 - alpha / m,
-            "auroc_original": None, "retained": None, "p_vs_original": None,
-            "shortcut": bool(ci.lo > 0.5) and not h["degenerate"], "degenerate": h["degenerate"]}
-        if orig.height and not orig.row(0, named=True).get("degenerate"):
-            o = orig.row(0, named=True)
-            ro, yo, so, _ = _scores(test, o)
-            rh, _, _, _ = _scores(test, h)
-            row |= {"auroc_original": o["auroc"],
-                    "retained": (ci.auc - 0.5) / (o["auroc"] - 0.5) if o["auroc"] != 0.5 else None,
-                    "p_vs_original": paired_test(y, s, so, groups=g).p if np.array_equal(ro, rh) else None}
-        rows.append(row)
+        o = orig.row(0, named=True) if orig.height and not orig.row(0, named=True)["degenerate"] else None
+        original, p_orig = None, None
+        if o is not None:
+            ro, yo, so, go = _scores(test, o)
+            if np.array_equal(ro, rh):  # the same test images: paired covariance
+                aucs, cov = auroc_cov(y, np.vstack([s, so]), g)
+                original = (float(aucs[1]), float(cov[1, 1]), float(cov[0, 1]))
+                p_orig = paired_test(y, s, so, groups=g).p
+            else:  # other test images: independent estimates
+                oc = auroc_ci(yo, so, groups=go)
+                original = (oc.auc, oc.var, 0.0)
+        v = judge(y, s, ci.auc, ci.var, level, degenerate=h["degenerate"], original=original)
+        rows.append({c: h[c] for c in ("representation", *match)} | {
+            "verdict": v.verdict, "auroc": ci.auc, "ci_lo_corrected": ci.lo, "ci_hi_corrected": ci.hi,
+            "level": level, "test": v.test, "p_above_chance": v.p_above, "p_below_chance": v.p_below,
+            "auroc_original": original[0] if original else None, "drop": v.diff, "drop_lo": v.diff_lo,
+            "drop_hi": v.diff_hi, "retained": v.retained if original else None, "retained_lo": v.retained_lo,
+            "retained_hi": v.retained_hi, "p_vs_original": p_orig, "shortcut": v.verdict == "shortcut",
+            "degenerate": h["degenerate"]})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
 def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
-    """The findings in plain words, one sentence per lung-hiding trial."""
+    """The findings in plain words, one sentence per lung-hiding trial, each naming its verdict."""
     out = []
     for r in findings.iter_rows(named=True):
         who = f"{r['backbone']} on {r['representation']}" + (f" (seed {r['seed']})" if "seed" in r else "")
         ci = f"AUROC {r['auroc']:.3f}, {100 * r['level']:.1f} % CI [{r['ci_lo_corrected']:.3f}, " \
-             f"{r['ci_hi_corrected']:.3f}]"
-        kept = f"; it keeps {100 * r['retained']:.0f} % of the original signal above chance " \
-               f"(original AUROC {r['auroc_original']:.3f})" if r["retained"] is not None else ""
-        verdict = (f"no verdict: DEGENERATE model ({r['degenerate']})" if r.get("degenerate") else
-                   "SHORTCUT: the model separates the classes without the lungs, above chance after correction"
-                   if r["shortcut"] else "no shortcut flagged: the corrected CI includes chance")
+             f"{r['ci_hi_corrected']:.3f}] ({r['test']} test)"
+        kept = ""
+        if r["retained"] is not None and r["retained"] == r["retained"]:
+            kept = (f"; it keeps {100 * r['retained']:.0f} % [{100 * r['retained_lo']:.0f}, "
+                    f"{100 * r['retained_hi']:.0f}] of the original signal above chance (original AUROC "
+                    f"{r['auroc_original']:.3f}, drop {r['drop']:+.3f} [{r['drop_lo']:+.3f}, {r['drop_hi']:+.3f}])")
+        verdict = {
+            "degenerate": f"no verdict: DEGENERATE model ({r['degenerate']})",
+            "shortcut": "SHORTCUT: the model separates the classes without the lungs, above chance after correction, "
+                        "keeping most of the original signal",
+            "no_shortcut": "NO SHORTCUT (no shortcut flagged): without the lungs the signal is lost",
+            "inverted": "INVERTED: significantly below chance, the representation carries the signal reversed",
+            "inconclusive": "INCONCLUSIVE (no shortcut flagged): the data can neither show nor rule out a shortcut",
+        }[r["verdict"]]
         out.append(f"{who}: {ci}{kept}. {verdict}.")
     return out
 
 
+def mean_variance(aucs: Sequence[float], variances: Sequence[float]) -> float:
+    """Variance of the mean of k fold AUROCs: the within-fold DeLong variances, plus the between-fold
+    component (the folds' sample variance beyond what their own sampling noise explains, a
+    DerSimonian-Laird-style moment estimate), each divided as a mean of k folds."""
+    a, v = np.asarray(aucs, float), np.asarray(variances, float)
+    k = len(a)
+    within = float(v.sum()) / k**2
+    if k < 2:
+        return within
+    between = max(float(a.var(ddof=1)) - float(v.mean()), 0.0)
+    return within + between / k
+
+
 def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
     """Hasan et al.'s bias measure: AUROC of the single and multiple designs minus the independent one
-    (per backbone, task and seed; folds pooled by trial), with the unpaired DeLong CI and p of the drop."""
+    (per backbone, task and seed; the mean over folds), with the unpaired DeLong CI and p of the drop; the
+    variance of a fold mean includes the between-fold spread (``mean_variance``)."""
     if "design" not in aurocs.columns or "independent" not in set(aurocs["design"]):
         return pl.DataFrame()
     test = predictions.filter(pl.col("split") == "test")
@@ -152,8 +182,7 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
                 a, v = auroc_cov(y, s[None, :], g)
                 aucs.append(float(a[0]))
                 variances.append(float(v[0, 0]))
-            k = len(aucs)  # mean over folds: variance of a mean of independent folds
-            stats_by[design[0]] = (float(np.mean(aucs)), float(np.sum(variances)) / k**2, k)
+            stats_by[design[0]] = (float(np.mean(aucs)), mean_variance(aucs, variances), len(aucs))
         if "independent" not in stats_by:
             continue
         ind, v_ind, _ = stats_by["independent"]
@@ -197,8 +226,9 @@ def delong(run: LoadedRun) -> Artifacts:
     findings = shortcut_findings(run.predictions, run.aurocs) if run.aurocs.height else pl.DataFrame()
     if not findings.is_empty():
         a.tables["shortcut_findings"] = findings
-        a.text += "\n\nShortcut findings (rule: lower bound of the Bonferroni-corrected CI above 0.5):\n" + \
-            "\n".join(f"- {s}" for s in shortcut_sentences(findings))
+        counts = findings.group_by("verdict").len().sort("verdict")
+        a.text += (f"\n\nShortcut findings ({RULE}):\n" + "\n".join(f"- {s}" for s in shortcut_sentences(findings))
+                   + "\nVerdicts: " + ", ".join(f"{r['verdict']} {r['len']}" for r in counts.iter_rows(named=True)))
     a.sections = [Section("Shortcut findings", tables=("shortcut_findings",)),
                   Section("DeLong p-values", extra=tuple(pvalue_matrices(pairs)) if pairs.height else (),
                           note="" if pairs.height else "fewer than two trials")]

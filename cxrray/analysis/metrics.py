@@ -2,8 +2,9 @@
 
 Per trial (test split): accuracy; per class sensitivity, specificity, PPV, F1
 and one-vs-rest AUROC; macro AUROC; the confusion matrix. Per cell (every axis
-but seed and fold): mean and sd over seeds/folds, and the pooled value (all
-test predictions of the cell together). Accuracy per severity level (COVIDGR).
+but seed and fold): mean and sd over seeds/folds with the mean's t-interval (replicates
+are aggregated, never pooled), and the test AUROC per cell the same way. Accuracy per
+severity level and true class with Wilson CIs (COVIDGR).
 scikit-learn computes the counts and AUROCs; nothing here retrains. Step ``metrics``.
 """
 
@@ -81,8 +82,25 @@ def confusion_matrices(predictions: pl.DataFrame, split: str = "test") -> dict[s
     return out
 
 
-def cell_summary(per_trial: pl.DataFrame, predictions: pl.DataFrame, split: str = "test") -> pl.DataFrame:
-    """Per cell (axes without seed/fold): mean and sd over seeds/folds of each metric, and pooled values."""
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and its Student-t interval over replicates (seeds, folds: independent fits); NaN bounds with fewer
+    than two replicates (one fit says nothing about the spread between fits)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def cell_summary(per_trial: pl.DataFrame, predictions: pl.DataFrame | None = None, split: str = "test"
+                 ) -> pl.DataFrame:
+    """Per cell (axes without seed/fold): mean and sd over seeds/folds of each metric, and for accuracy and
+    macro AUROC the mean's t-interval. Replicates are aggregated, never pooled: concatenating the scores of
+    different models is no model's AUROC (two models at 1.000 and 0.917 pool to 0.729)."""
     if per_trial.is_empty():
         return per_trial
     axes = [c for c in CELL_AXES if c in per_trial.columns]
@@ -90,15 +108,29 @@ def cell_summary(per_trial: pl.DataFrame, predictions: pl.DataFrame, split: str 
     agg = [pl.len().alias("n_trials")]
     agg += [pl.col(c).mean().alias(f"{c}_mean") for c in metric_cols]
     agg += [pl.col(c).std().alias(f"{c}_sd") for c in metric_cols]
+    agg += [pl.col(c).alias(f"_{c}") for c in ("accuracy", "auroc_macro")]
     summary = per_trial.group_by(axes, maintain_order=True).agg(agg)
-    test = predictions.filter(pl.col("split") == split)
-    pooled = []
-    for row in per_trial.group_by(axes, maintain_order=True).agg(pl.col("trial_id")).iter_rows(named=True):
-        y, prob, classes = _arrays(test.filter(pl.col("trial_id").is_in(row["trial_id"])))
-        m = class_metrics(y, prob, classes)
-        pooled.append({a: row[a] for a in axes} | {"accuracy_pooled": m["accuracy"],
-                                                   "auroc_macro_pooled": m["auroc_macro"]})
-    return summary.join(pl.DataFrame(pooled), on=axes, how="left")
+    for c in ("accuracy", "auroc_macro"):
+        cis = [t_interval(np.asarray(v, float)) for v in summary[f"_{c}"].to_list()]
+        summary = summary.with_columns(pl.Series(f"{c}_t_lo", [x[1] for x in cis]),
+                                       pl.Series(f"{c}_t_hi", [x[2] for x in cis])).drop(f"_{c}")
+    return summary
+
+
+def cell_aurocs(aurocs: pl.DataFrame) -> pl.DataFrame:
+    """Per protocol cell: the replicates' test AUROCs (seeds, folds), their mean with a t-interval, and the
+    per-replicate DeLong CIs side by side."""
+    axes = [c for c in CELL_AXES if c in aurocs.columns]
+    order = [c for c in ("fold", "seed") if c in aurocs.columns]
+    rows = []
+    for key, g in aurocs.drop_nans("auroc").sort(order or "trial_id").group_by(axes, maintain_order=True):
+        mean, lo, hi = t_interval(g["auroc"].to_numpy())
+        rows.append(dict(zip(axes, key)) | {
+            "replicates": g.height, "auroc_mean": mean, "t_lo": lo, "t_hi": hi,
+            "auroc_sd": float(g["auroc"].std()) if g.height > 1 else float("nan"),
+            "per_replicate": "; ".join(f"{a:.3f} [{x:.3f}, {y:.3f}]" for a, x, y in
+                                       g.select("auroc", "ci_lo", "ci_hi").iter_rows())})
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
 def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -144,7 +176,16 @@ def metrics(run: LoadedRun) -> Artifacts:
     ids = run.aurocs["trial_id"].implode()
     per_trial = per_trial.filter(pl.col("trial_id").is_in(ids))
     analysed = run.predictions.filter(pl.col("trial_id").is_in(per_trial["trial_id"].implode()))
-    a.tables |= {"trial_metrics": per_trial, "cell_metrics": cell_summary(per_trial, run.predictions)}
+    a.tables |= {"trial_metrics": per_trial, "cell_metrics": cell_summary(per_trial)}
+    cells = cell_aurocs(run.selected)
+    if not cells.is_empty() and int(cells["replicates"].max()) > 1:
+        a.tables["cell_aurocs"] = cells
+        a.text += "\n\nPer cell over seeds/folds (mean test AUROC, 95 % t-interval; replicates aggregated, not " \
+                  "pooled):\n" + "\n".join(
+                      f"- {' / '.join(str(r[c]) for c in ('representation', 'backbone') if c in r)}: "
+                      f"{r['auroc_mean']:.3f} [{r['t_lo']:.3f}, {r['t_hi']:.3f}] over {r['replicates']}"
+                      for r in cells.iter_rows(named=True))
+        a.sections.insert(0, Section("Per cell over seeds and folds (mean AUROC, t-interval)", tables=("cell_aurocs",)))
     a.detail |= {f"confusion/{tid}": cm for tid, cm in confusion_matrices(analysed).items()}
     severity = severity_accuracy(analysed, run.results)
     if not severity.is_empty():

@@ -7,6 +7,12 @@ accuracy against chance (1 / number of sources), macro one-vs-rest AUROC, and a
 one-sided binomial test of the accuracy against the majority-source rate:
 if the hospital is identifiable from ``lungs_removed`` or ``lungs_boxed_out``,
 any classifier can learn it, and with a source-label confound it is a shortcut.
+
+Under a full confound the hospital *is* the label, so "predict the hospital" is a disease classifier.
+``probes`` therefore sets two more probes beside it, on the same thumbnails: a **label probe** (how well the
+representation tells the classes) and a **within-label source probe** (the hospital among the images of
+one label, for every label with at least two sources on both sides of the split). Where every label has
+one source, the within-label probe cannot be estimated, and the table says so.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from cxrray.representations import apply_representation
 def _split(shard_dir: Path, split: str) -> dict[str, np.ndarray]:
     batch = read_split_local(shard_dir / split)
     return {"image": batch["image"][:, None], "mask": batch["mask"][:, None].astype(np.float32),
-            "source": batch["source"]}
+            "source": batch["source"], "label": batch["label"]}
 
 
 def _features(batch: dict[str, np.ndarray], representation: str, thumb: int) -> np.ndarray:
@@ -39,30 +45,69 @@ def _features(batch: dict[str, np.ndarray], representation: str, thumb: int) -> 
     return x.reshape(len(x), -1).numpy()
 
 
+def _probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+           seed: int) -> dict[str, float] | None:
+    """Fit the logistic probe on train, score on test: balanced accuracy, chance, majority rate and the binomial
+    p of the accuracy against it, macro one-vs-rest AUROC. None with fewer than two classes on either side."""
+    classes = sorted(set(y_train))
+    keep = np.isin(y_test, classes)
+    x_test, y_test = x_test[keep], y_test[keep]
+    if len(classes) < 2 or len(set(y_test)) < 2:
+        return None
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, random_state=seed))
+    clf.fit(x_train, y_train)
+    prob = clf.predict_proba(x_test)
+    present = [i for i, c in enumerate(clf.classes_) if 0 < (y_test == c).sum() < len(y_test)]
+    auroc = float(np.mean([roc_auc_score(y_test == clf.classes_[i], prob[:, i]) for i in present])) \
+        if present else float("nan")
+    pred = clf.classes_[prob.argmax(1)]
+    correct = int((pred == y_test).sum())
+    majority = max((y_test == c).mean() for c in classes)  # the best a constant guess can do
+    return {"n_classes": len(classes), "n_test": len(y_test),
+            "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)), "chance": 1 / len(classes),
+            "accuracy": correct / len(y_test), "majority": float(majority),
+            "p_vs_majority": float(stats.binomtest(correct, len(y_test), majority, "greater").pvalue),
+            "auroc_macro": auroc}
+
+
 def source_probe(shard_dir: str | Path, representations: Sequence[str], thumb: int = 16,
                  seed: int = 0) -> pl.DataFrame:
     """Per representation: balanced accuracy, chance level and macro AUROC of predicting the source."""
+    frame = probes(shard_dir, representations, thumb, seed, kinds=("source",))
+    if frame.is_empty():
+        return frame
+    return frame.drop("probe", "note").rename({"n_classes": "n_sources"})
+
+
+def probes(shard_dir: str | Path, representations: Sequence[str], thumb: int = 16, seed: int = 0,
+           kinds: Sequence[str] = ("source", "label", "source within label")) -> pl.DataFrame:
+    """Per representation and probe (``source``, ``label``, ``source within <label>``): what a logistic
+    regression on thumbnails reads from the training shard and scores on the test shard."""
     shard_dir = Path(shard_dir)
     train, test = _split(shard_dir, "train"), _split(shard_dir, "test")
-    sources = sorted(set(train["source"]))
-    if len(sources) < 2:
+    if len(set(train["source"])) < 2 and "label" not in kinds:
         return pl.DataFrame()
-    keep = np.isin(test["source"], sources)
     rows = []
     for rep in representations:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, random_state=seed))
-        clf.fit(_features(train, rep, thumb), train["source"])
-        xt, yt = _features(test, rep, thumb)[keep], test["source"][keep]
-        prob = clf.predict_proba(xt)
-        present = [i for i, s in enumerate(clf.classes_) if 0 < (yt == s).sum() < len(yt)]
-        auroc = float(np.mean([roc_auc_score(yt == clf.classes_[i], prob[:, i]) for i in present])) \
-            if present else float("nan")
-        pred = clf.classes_[prob.argmax(1)]
-        correct = int((pred == yt).sum())
-        majority = max((yt == s).mean() for s in sources)  # the best a constant guess can do
-        rows.append({"representation": rep, "n_sources": len(sources), "n_test": int(keep.sum()),
-                     "balanced_accuracy": float(balanced_accuracy_score(yt, pred)), "chance": 1 / len(sources),
-                     "accuracy": correct / len(yt), "majority": float(majority),
-                     "p_vs_majority": float(stats.binomtest(correct, len(yt), majority, "greater").pvalue),
-                     "auroc_macro": auroc})
-    return pl.DataFrame(rows)
+        f_train, f_test = _features(train, rep, thumb), _features(test, rep, thumb)
+        for kind in (k for k in kinds if k in ("source", "label")):
+            got = _probe(f_train, train[kind], f_test, test[kind], seed)
+            if got is not None:
+                rows.append({"probe": kind, "representation": rep} | got | {"note": ""})
+        if "source within label" not in kinds:
+            continue
+        estimable = False
+        for label in sorted(set(train["label"])):
+            a, b = train["label"] == label, test["label"] == label
+            if len(set(train["source"][a])) < 2 or len(set(test["source"][b])) < 2:
+                continue
+            got = _probe(f_train[a], train["source"][a], f_test[b], test["source"][b], seed)
+            if got is not None:
+                estimable = True
+                rows.append({"probe": f"source within {label}", "representation": rep} | got | {"note": ""})
+        if not estimable:
+            rows.append({"probe": "source within label", "representation": rep, "n_classes": 0, "n_test": 0,
+                         "balanced_accuracy": float("nan"), "chance": float("nan"), "accuracy": float("nan"),
+                         "majority": float("nan"), "p_vs_majority": float("nan"), "auroc_macro": float("nan"),
+                         "note": "cannot be estimated: every label comes from one source (on one side of the split)"})
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()

@@ -105,3 +105,25 @@ def known_answer_checks(runs: Mapping[float, Path], dose_min: float = 0.2) -> tu
 
 def format_checks(checks: list[Check]) -> str:
     return "\n".join(f"[{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in checks)
+
+
+def operating_characteristics(runs: Mapping[int, Mapping[float, Path]]) -> pl.DataFrame:
+    """How the shortcut verdict behaves where the answer is known, over phantom seeds: per confound, the
+    lung-hiding trials tested, how many got each verdict, and the flag rate (``shortcut`` verdicts / trials):
+    the false-flag rate at confound 0, the detection rate where the confound is planted; with its spread
+    (lowest and highest per-seed rate)."""
+    from cxrray.analysis.verdict import VERDICTS
+
+    rows = []
+    for seed, by_confound in sorted(runs.items()):
+        for c, run_dir in sorted(by_confound.items()):
+            f = _tables(run_dir)["shortcut"]
+            verdicts = f["verdict"].to_list() if "verdict" in f.columns else []
+            rows.append({"seed": seed, "confound": c, "tested": len(verdicts)}
+                        | {v: verdicts.count(v) for v in VERDICTS})
+    per_seed = pl.DataFrame(rows).with_columns((pl.col("shortcut") / pl.col("tested")).alias("rate"))
+    return (per_seed.group_by("confound").agg(pl.len().alias("seeds"), pl.col("tested").sum(),
+                                               *[pl.col(v).sum() for v in VERDICTS],
+                                               pl.col("rate").min().alias("rate_min"),
+                                               pl.col("rate").max().alias("rate_max"))
+            .with_columns((pl.col("shortcut") / pl.col("tested")).alias("flag_rate")).sort("confound"))

@@ -8,9 +8,12 @@ laterality marker in a lower corner, a collimation border, its intensity
 gamma and noise level, all applied outside the lungs; inside them every source
 has the same gamma 1 and noise level). One trait does reach the lungs, as in
 real collections: two sources store 12-bit DICOM, which the reader normalises
-per image (min to max), so their intensity scale depends on the whole image;
-the source probe reads the hospital from lungs_isolated thumbnails (0.84 on the
-demo, chance 0.25). ``confound`` in [0, 1] is the probability that
+per image (min to max), so their intensity scale depends on the whole image.
+Under the full confound a plain source probe on lungs_isolated thumbnails reads
+0.84 on the demo (chance 0.25), but there the hospital *is* the label: a label
+probe reads as much, and at confound 0 the source probe falls to 0.28. The
+within-label source probe (``cxrray.analysis.probe``) is the one that asks
+whether the hospital itself shows. ``confound`` in [0, 1] is the probability that
 an image's source is its class's home source (1 = each class from its own
 source, as in COVIDx; 0 = source independent of label). Everything is
 deterministic from ``seed``; patient ``i`` depends only on ``(seed, i)``.
