@@ -18,7 +18,7 @@ def test_backbone_forward_backward_and_gradcam_layer(name, in_chans):
     out.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without gradient: {missing[:5]}"
-    assert bdef.gradcam_layer in dict(model.named_modules())
+    assert {bdef.gradcam_layer, *bdef.cam_layers} <= set(dict(model.named_modules()))
 
 
 def test_three_channel_input_and_too_small():

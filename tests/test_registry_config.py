@@ -117,3 +117,24 @@ def test_recipe_choices_are_checked_at_construction(bad, message):
 
     with pytest.raises(UserError, match=message):
         TrainRecipe(**bad)
+
+
+def test_run_cli_turns_only_user_errors_into_one_line(capsys):
+    """Bad input: one line naming it, exit 2. A bug (any other exception, a plain ValueError included) keeps its
+    traceback instead of being disguised as bad input."""
+    from cxrray.registry import UserError
+    from cxrray.tuning.cli import run_cli
+
+    def bad_input() -> int:
+        raise UserError("m.csv: missing column(s) ['image_path']")
+
+    with pytest.raises(SystemExit) as stop:
+        run_cli(bad_input, "hide_seek.py")
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "hide_seek.py: error: m.csv: missing column(s) ['image_path']\n"
+
+    def bug() -> int:
+        raise ValueError("operands could not be broadcast together")
+
+    with pytest.raises(ValueError, match="broadcast"):
+        run_cli(bug, "hide_seek.py")

@@ -165,6 +165,8 @@ def test_gradcam_from_saved_models_batched_equals_single(smoke_run):
     tid = pl.read_parquet(out / "results.parquet").filter(pl.col("representation") == "lungs_removed")["trial_id"][0]
     rows, maps = trial_saliency(out, tid, limit=8)
     assert rows.height == 8 and maps["pred"].shape == (8, 32, 32)
+    assert (rows["label"] == "CVP").sum() == 4  # explained images are sampled from both classes, 4 each
+    assert set(rows["cam_cells"]) == {"22x22"} and set(rows["cam_layer"]) == {"features.8"}  # 32 px - 2 x 5
     shares = rows["lung_share_pred"].drop_nans().to_numpy()
     assert ((shares >= 0) & (shares <= 1)).all()
     spec, model = load_trial(out, tid)

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from cxrray.analysis.cam_geometry import MIN_CELLS, Geometry, choose_layer, layer_geometry, place
 from cxrray.config import RunLayout, TrialSpec
 from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
@@ -36,23 +37,39 @@ def saliency_mass(cam: np.ndarray, region: np.ndarray) -> np.ndarray:
         return np.where(total > 0, (cam * region).sum(1) / total, np.nan)
 
 
+def _native(cam_class):
+    """A pytorch-grad-cam method that returns maps on the target layer's own grid (no resize to the input),
+    so that ``cam_geometry.place`` can put each cell where it really is."""
+
+    class Native(cam_class):
+        def get_target_width_height(self, input_tensor: torch.Tensor):
+            rows, cols = self.activations_and_grads.activations[0].shape[-2:]
+            return int(cols), int(rows)
+
+    return Native
+
+
 def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.ndarray,
-            batch_size: int = 32, method: CamMethod = "gradcam") -> np.ndarray:
+            batch_size: int = 32, method: CamMethod = "gradcam", geometry: Geometry | None = None) -> np.ndarray:
     """Class-activation maps (B, H, W) in [0, 1] for ``classes[i]`` of image i, ``batch_size`` images per
-    pass: ``method`` "gradcam" (Grad-CAM) or "hirescam" (HiResCAM, for flatten heads)."""
+    pass: ``method`` "gradcam" (Grad-CAM) or "hirescam" (HiResCAM, for flatten heads). Each map is computed
+    on the layer's grid and placed by the layer's measured geometry (``cam_geometry``), not stretched."""
     from pytorch_grad_cam import GradCAM, HiResCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     methods = {"gradcam": GradCAM, "hirescam": HiResCAM}
     if method not in methods:
         raise ValueError(f"unknown CAM method {method!r}; valid: {sorted(methods)}")
+    if not len(x):
+        return np.zeros((0, *x.shape[-2:]))
+    geometry = geometry or layer_geometry(model, layer, x.shape)
     model.eval()
     out = []
-    with methods[method](model=model, target_layers=[model.get_submodule(layer)]) as cam:
+    with _native(methods[method])(model=model, target_layers=[model.get_submodule(layer)]) as cam:
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
             out.append(cam(input_tensor=xb, targets=[ClassifierOutputTarget(int(c)) for c in classes[i:i + len(xb)]]))
-    return np.concatenate(out) if out else np.zeros((0, *x.shape[-2:]))
+    return place(np.concatenate(out), geometry, tuple(x.shape[-2:]))
 
 
 def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module]:
@@ -66,8 +83,18 @@ def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module
 
 
 def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.ndarray]:
-    """Up to ``limit`` test images of the trial (decoded from its shards, in manifest-row order)."""
-    return read_split_local(RunLayout(Path(run_dir)).shards_of(spec) / "test", limit)
+    """Up to ``limit`` test images of the trial, stratified by the task's class (an even share of each, as far
+    as it has them; manifest-row order within a class), decoded from its shards."""
+    batch = read_split_local(RunLayout(Path(run_dir)).shards_of(spec) / "test", max(limit * 20, limit))
+    task = TASKS.get(spec.task)
+    labels = np.asarray([task.class_index(str(x)) for x in batch["label"]])
+    classes = sorted(set(labels))
+    per, picks = max(limit // max(len(classes), 1), 1), []
+    for c in classes:
+        picks.extend(np.flatnonzero(labels == c)[:per].tolist())
+    rest = [i for i in range(len(labels)) if i not in set(picks)]
+    keep = np.sort(np.asarray(picks + rest[:max(limit - len(picks), 0)], int))
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}
 
 
 def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_size: int = 32, lime: int = 0,
@@ -89,14 +116,26 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
     other = 1 - pred if task.num_classes == 2 else order[:, 1]
     lungs = batch["mask"] > 0
     box = lung_box(torch.as_tensor(batch["mask"])[:, None].float())[:, 0].numpy()
-    maps = {"pred": gradcam(model, bdef.gradcam_layer, x, pred, batch_size, bdef.cam),
-            "counter": gradcam(model, bdef.gradcam_layer, x, other, batch_size, bdef.cam)}
-    rows = pl.DataFrame({"trial_id": trial_id, "row": batch["row"], "label": batch["label"],
-                         "pred": [task.classes[i] for i in pred], "counter": [task.classes[i] for i in other],
+    layer, geometry = choose_layer(model, (bdef.gradcam_layer, *bdef.cam_layers), x.shape)
+    if layer is None:  # too few cells to say where: no number, and the reason
+        empty = np.full((len(x), *x.shape[-2:]), np.nan)
+        maps = {"pred": empty, "counter": empty}
+        note = (f"not interpretable at this resolution (map {geometry.cells[0]} x {geometry.cells[1]} cells, fewer "
+                f"than {MIN_CELLS} a side)")
+    else:
+        maps = {"pred": gradcam(model, layer, x, pred, batch_size, bdef.cam, geometry),
+                "counter": gradcam(model, layer, x, other, batch_size, bdef.cam, geometry)}
+        note = ""
+    flat = lambda m: m.reshape(len(m), -1)  # noqa: E731
+    rows = pl.DataFrame({"trial_id": trial_id, "row": batch["row"], "patient_id": batch["patient_id"],
+                         "label": batch["label"], "pred": [task.classes[i] for i in pred],
+                         "counter": [task.classes[i] for i in other],
                          "lung_share_pred": saliency_mass(maps["pred"], lungs),
                          "box_share_pred": saliency_mass(maps["pred"], box),
                          "lung_share_counter": saliency_mass(maps["counter"], lungs),
-                         "lung_area": lungs.reshape(len(lungs), -1).mean(1)})
+                         "lung_area": flat(lungs).mean(1), "box_area": flat(box).mean(1),
+                         "cam_layer": layer or "", "cam_cells": f"{geometry.cells[0]}x{geometry.cells[1]}",
+                         "note": note})
     if lime:
         from cxrray.analysis.lime_maps import lime_maps
 
@@ -109,12 +148,19 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
     return rows, maps | {"image": batch["image"], "mask": batch["mask"], "classes": np.asarray(task.classes)[pred]}
 
 
-def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (seeded; NaNs dropped)."""
+def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                 groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean (seeded; NaNs dropped); with ``groups`` (the patients) whole
+    patients are resampled, as several images of one patient are not independent."""
     v = np.asarray(values, float)
-    v = v[~np.isnan(v)]
-    if len(v) < 2:
+    ok = ~np.isnan(v)
+    g = np.asarray(groups)[ok] if groups is not None else np.arange(ok.sum())
+    v = v[ok]
+    ids, member = np.unique(g, return_inverse=True)
+    if len(ids) < 2:
         return (np.nan, np.nan)
+    sums, counts = np.bincount(member, weights=v), np.bincount(member)
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
+    draw = rng.integers(0, len(ids), (n_boot, len(ids)))
+    means = sums[draw].sum(1) / counts[draw].sum(1)
     return tuple(np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2]).tolist())

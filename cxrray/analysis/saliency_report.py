@@ -30,10 +30,11 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
         entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
         for col in ("lung_share_pred", "box_share_pred", "lung_share_counter", "lime_share_pred")[:3 + bool(lime)]:
             v = rows[col].to_numpy()
-            lo, hi = bootstrap_ci(v)
+            lo, hi = bootstrap_ci(v, groups=rows["patient_id"].to_numpy())  # by patient
             entry |= {col: float(np.nanmean(v)) if (~np.isnan(v)).any() else np.nan, f"{col}_lo": lo,
                       f"{col}_hi": hi}
-        entry["lung_area"] = float(rows["lung_area"].mean())
+        entry |= {"lung_area": float(rows["lung_area"].mean()), "box_area": float(rows["box_area"].mean()),
+                  "cam_layer": rows["cam_layer"][0], "cam_cells": rows["cam_cells"][0], "note": rows["note"][0]}
         summary.append(entry)
     if not summary:
         return pl.DataFrame(), pl.DataFrame(), {}
@@ -114,10 +115,13 @@ def saliency(run: LoadedRun) -> Artifacts:
     a.figures |= {"saliency_in_lungs": "Grad-CAM mass inside the lung mask per trial",
                   "gradcam_grid": "Grad-CAM examples per representation and backbone"}
     lines = [f"- {r['representation']} / {r['backbone']}: " + (
+        r["note"] if r["note"] else
         f"{r['lung_share_pred']:.2f} [{r['lung_share_pred_lo']:.2f}, {r['lung_share_pred_hi']:.2f}] of the "
-        f"Grad-CAM mass in the lungs (lung area {r['lung_area']:.2f})" if r["lung_share_pred"] == r["lung_share_pred"]
-        else "no Grad-CAM signal (every map empty)") + (
+        f"Grad-CAM mass in the lungs (lung area {r['lung_area']:.2f}); {r['box_share_pred']:.2f} in the lung box "
+        f"(box area {r['box_area']:.2f}); map {r['cam_cells']} at {r['cam_layer']}"
+        if r["lung_share_pred"] == r["lung_share_pred"] else "no Grad-CAM signal (every map empty)") + (
         f"; LIME {r['lime_share_pred']:.2f} [{r['lime_share_pred_lo']:.2f}, {r['lime_share_pred_hi']:.2f}]"
         if lime and r.get("lime_share_pred") == r.get("lime_share_pred") else "") for r in summary.iter_rows(named=True)]
-    a.text = "\n\nSaliency inside the lungs (predicted class, 95 % bootstrap CI):\n" + "\n".join(lines)
+    a.text = "\n\nSaliency inside the lungs (predicted class, 95 % bootstrap CI by patient; maps placed by the " \
+             "layer's geometry):\n" + "\n".join(lines)
     return a

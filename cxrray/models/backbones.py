@@ -49,6 +49,9 @@ class BackboneDef:
     description: str = ""
     cam: CamMethod = "gradcam"
     output: OutputKind = "logits"
+    # Shallower layers (deepest first) for inputs so small that ``gradcam_layer``'s map has too few cells to
+    # say where the model looked (the analysis takes the deepest with at least 7 x 7 cells).
+    cam_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice(f"backbone {self.name}", "cam", self.cam, CamMethod)
@@ -66,12 +69,14 @@ BACKBONES: Registry[BackboneDef] = Registry("backbone")
 
 
 def backbone(gradcam_layer: str, min_size: int = 32, description: str = "", cam: CamMethod = "gradcam",
-             output: OutputKind = "logits", mean: float = 0.5, std: float = 0.25) -> Callable:
+             output: OutputKind = "logits", mean: float = 0.5, std: float = 0.25,
+             cam_layers: tuple[str, ...] = ()) -> Callable:
     """Decorator registering a build function under its own name, with the facts that travel with it."""
 
     def deco(fn: Callable[[int, int, bool], nn.Module]) -> Callable:
         BACKBONES.register(fn.__name__)(BackboneDef(fn.__name__, fn, gradcam_layer, min_size, mean, std,
-                                                    description or (fn.__doc__ or "").strip(), cam, output))
+                                                    description or (fn.__doc__ or "").strip(), cam, output,
+                                                    tuple(cam_layers)))
         return fn
 
     return deco
@@ -106,19 +111,19 @@ def _timm(arch: str, num_classes: int, in_chans: int, pretrained: bool) -> nn.Mo
     return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
 
 
-@backbone(gradcam_layer="layer4", min_size=32, **IMAGENET_GRAY)
+@backbone(gradcam_layer="layer4", min_size=32, cam_layers=("layer3", "layer2"), **IMAGENET_GRAY)
 def resnet18(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """ResNet-18 (timm); the small real backbone of the CPU demo."""
     return _timm("resnet18", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="layer4", min_size=32, **IMAGENET_GRAY)
+@backbone(gradcam_layer="layer4", min_size=32, cam_layers=("layer3", "layer2"), **IMAGENET_GRAY)
 def resnet50(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """ResNet-50 (timm), as in Sadre et al. and COVID-SDNet."""
     return _timm("resnet50", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="features.norm5", min_size=32, **IMAGENET_GRAY)
+@backbone(gradcam_layer="features.norm5", min_size=32, cam_layers=("features.denseblock3", "features.denseblock2"), **IMAGENET_GRAY)
 def densenet121(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """DenseNet-121 (timm), as in Fricks et al. and COVID-CXNet."""
     return _timm("densenet121", num_classes, in_chans, pretrained)
