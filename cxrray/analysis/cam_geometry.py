@@ -27,7 +27,8 @@ MIN_CELLS = 7
 
 @dataclass(frozen=True)
 class Geometry:
-    """Cell (i, j) of a (rows, cols) map is centred on input pixel (offset[0] + stride[0] i, offset[1] + stride[1] j)."""
+    """Cell (i, j) of a (rows, cols) map is centred on input pixel
+    (offset[0] + stride[0] i, offset[1] + stride[1] j)."""
 
     cells: tuple[int, int]
     offset: tuple[float, float]

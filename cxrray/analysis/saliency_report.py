@@ -121,7 +121,8 @@ def saliency(run: LoadedRun) -> Artifacts:
         f"(box area {r['box_area']:.2f}); map {r['cam_cells']} at {r['cam_layer']}"
         if r["lung_share_pred"] == r["lung_share_pred"] else "no Grad-CAM signal (every map empty)") + (
         f"; LIME {r['lime_share_pred']:.2f} [{r['lime_share_pred_lo']:.2f}, {r['lime_share_pred_hi']:.2f}]"
-        if lime and r.get("lime_share_pred") == r.get("lime_share_pred") else "") for r in summary.iter_rows(named=True)]
+        if lime and r.get("lime_share_pred") == r.get("lime_share_pred") else "")
+        for r in summary.iter_rows(named=True)]
     a.text = "\n\nSaliency inside the lungs (predicted class, 95 % bootstrap CI by patient; maps placed by the " \
              "layer's geometry):\n" + "\n".join(lines)
     return a

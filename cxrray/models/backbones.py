@@ -123,7 +123,8 @@ def resnet50(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     return _timm("resnet50", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="features.norm5", min_size=32, cam_layers=("features.denseblock3", "features.denseblock2"), **IMAGENET_GRAY)
+@backbone(gradcam_layer="features.norm5", min_size=32, **IMAGENET_GRAY,
+          cam_layers=("features.denseblock3", "features.denseblock2"))
 def densenet121(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """DenseNet-121 (timm), as in Fricks et al. and COVID-CXNet."""
     return _timm("densenet121", num_classes, in_chans, pretrained)

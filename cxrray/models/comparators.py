@@ -27,7 +27,8 @@ def efficientnet_b1(num_classes: int, in_chans: int, pretrained: bool) -> nn.Mod
     return _timm("efficientnet_b1", num_classes, in_chans, pretrained)
 
 
-@backbone(gradcam_layer="features.norm5", min_size=32, cam_layers=("features.denseblock3", "features.denseblock2"), **IMAGENET_GRAY)
+@backbone(gradcam_layer="features.norm5", min_size=32, **IMAGENET_GRAY,
+          cam_layers=("features.denseblock3", "features.denseblock2"))
 def densenet169(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """DenseNet-169 (timm), a CVR-Net comparator."""
     return _timm("densenet169", num_classes, in_chans, pretrained)
@@ -126,7 +127,8 @@ class CovidSDNet(nn.Module):
         return self.head(self.backbone(x))
 
 
-@backbone(gradcam_layer="backbone.layer4", min_size=32, cam_layers=("backbone.layer3", "backbone.layer2"), **IMAGENET_GRAY)
+@backbone(gradcam_layer="backbone.layer4", min_size=32, **IMAGENET_GRAY,
+          cam_layers=("backbone.layer3", "backbone.layer2"))
 def covid_sdnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     """COVID-SDNet baseline classifier: ResNet-50 + FC 512 + softmax (use with ``seg_crop``)."""
     return CovidSDNet(num_classes, in_chans, pretrained)
