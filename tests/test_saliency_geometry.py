@@ -84,3 +84,21 @@ def test_bootstrap_resamples_patients_not_images():
     img_lo, img_hi = bootstrap_ci(values)
     pat_lo, pat_hi = bootstrap_ci(values, groups=groups)
     assert pat_hi - pat_lo > 1.5 * (img_hi - img_lo)
+
+
+def test_crops_are_scored_against_the_lungs_the_model_saw(phantom_manifest):
+    """seg_crop and top_crop move the lungs with the image; the saliency is scored against the mask moved the
+    same way (scored against the uncropped mask, a map exactly on the lungs the model saw lost much of its
+    share); representations that only hide pixels leave the mask where it is."""
+    from cxrray.representations import REPRESENTATIONS
+
+    raw = torch.as_tensor(_lung_mask(phantom_manifest, 64))[None, None].float()
+    for name, iou_below in (("seg_crop", 0.6), ("top_crop", 0.95)):
+        seen = REPRESENTATIONS.get(name).seen_mask(raw)
+        inter, union = float((seen * raw).sum()), float(((seen + raw) > 0).sum())
+        assert inter / union < iou_below, name  # the lungs moved
+        on_seen = seen[:, 0].numpy()
+        assert saliency_mass(on_seen, on_seen > 0)[0] == 1.0
+        assert saliency_mass(on_seen, raw[:, 0].numpy() > 0)[0] < 0.9
+    for name in ("original", "lungs_removed", "lungs_isolated", "lungs_boxed_out", "enhance_stack"):
+        assert torch.equal(REPRESENTATIONS.get(name).seen_mask(raw), raw)

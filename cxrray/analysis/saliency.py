@@ -25,7 +25,7 @@ from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
 from cxrray.models.backbones import CamMethod
-from cxrray.representations import InputPipeline, lung_box, out_channels
+from cxrray.representations import REPRESENTATIONS, InputPipeline, lung_box, out_channels
 
 
 def saliency_mass(cam: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -114,8 +114,9 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
     order = np.argsort(-prob, 1)
     pred = order[:, 0]
     other = 1 - pred if task.num_classes == 2 else order[:, 1]
-    lungs = batch["mask"] > 0
-    box = lung_box(torch.as_tensor(batch["mask"])[:, None].float())[:, 0].numpy()
+    seen = REPRESENTATIONS.get(spec.representation).seen_mask(torch.as_tensor(batch["mask"])[:, None].float())
+    lungs = seen[:, 0].numpy() > 0  # the lungs where the model saw them (a crop moves them with the image)
+    box = lung_box(seen)[:, 0].numpy()
     layer, geometry = choose_layer(model, (bdef.gradcam_layer, *bdef.cam_layers), x.shape)
     if layer is None:  # too few cells to say where: no number, and the reason
         empty = np.full((len(x), *x.shape[-2:]), np.nan)
@@ -145,7 +146,7 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
         share = np.full(len(x), np.nan)
         share[:n] = saliency_mass(maps["lime"], lungs[:n])
         rows = rows.with_columns(pl.Series("lime_share_pred", share))
-    return rows, maps | {"image": batch["image"], "mask": batch["mask"], "classes": np.asarray(task.classes)[pred]}
+    return rows, maps | {"image": batch["image"], "mask": lungs.astype(np.uint8), "classes": np.asarray(task.classes)[pred]}
 
 
 def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0,

@@ -26,21 +26,28 @@ class RepresentationDef:
     hide_seek: bool = False
     order: int = 100
     description: str = ""
+    moves_pixels: bool = False  # a crop or warp: the lungs the model sees are the mask moved the same way
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.fn(image, mask)
+
+    def seen_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The lung mask (B, 1, H, W) as the model sees it after this representation: moved like the image by a
+        crop, unchanged otherwise (hiding pixels does not move the lungs)."""
+        return (self.fn(mask.float(), mask) > 0.5).to(mask.dtype) if self.moves_pixels else mask
 
 
 REPRESENTATIONS: Registry[RepresentationDef] = Registry("representation")
 
 
 def representation(*, channels: int = 1, hides_lungs: bool = False, hide_seek: bool = False,
-                   order: int = 100) -> Callable[[RepresentationFn], RepresentationFn]:
+                   order: int = 100, moves_pixels: bool = False) -> Callable[[RepresentationFn], RepresentationFn]:
     """Decorator registering a representation function under its own name, with its facts."""
 
     def deco(fn: RepresentationFn) -> RepresentationFn:
         REPRESENTATIONS.register(fn.__name__)(RepresentationDef(
-            fn.__name__, fn, channels, hides_lungs, hide_seek, order, (fn.__doc__ or "").strip().splitlines()[0]))
+            fn.__name__, fn, channels, hides_lungs, hide_seek, order, (fn.__doc__ or "").strip().splitlines()[0],
+            moves_pixels))
         return fn
 
     return deco

@@ -30,7 +30,7 @@ def crop_resize(image: torch.Tensor, x0, y0, x1, y1, mode: str = "bilinear") -> 
     return crop_and_resize(image, _boxes(f(x0), f(y0), f(x1), f(y1)), (h, w), mode=mode, align_corners=True)
 
 
-@representation(order=10)
+@representation(order=10, moves_pixels=True)
 def top_crop(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The image without its top 8 % of rows, resized back."""
     b, _, h, w = image.shape
@@ -60,7 +60,7 @@ def seg_box(mask: torch.Tensor, margin: float = SEG_MARGIN) -> tuple[torch.Tenso
             torch.where(empty, full_w, x1), torch.where(empty, full_h, y1))
 
 
-@representation(order=11)
+@representation(order=11, moves_pixels=True)
 def seg_crop(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Crop to the lungs' box plus 2.5 % per side (COVID-SDNet), resized back."""
     return crop_resize(image, *seg_box(mask))
