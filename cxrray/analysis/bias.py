@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from cxrray.analysis.compare import design_drops
-from cxrray.analysis.probe import probes
+from cxrray.analysis.probe import probes, source_rows
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.representations import hide_seek_representations, lung_hiding
 
@@ -37,7 +37,7 @@ def bias(run: LoadedRun) -> Artifacts:
     if every.is_empty():
         return a
     a.tables["probes"] = every
-    probe = every.filter(pl.col("probe") == "source").drop("probe", "note").rename({"n_classes": "n_sources"})
+    probe = source_rows(every)
     if probe.is_empty():
         return a
     a.tables["source_probe"] = probe

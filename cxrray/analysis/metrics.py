@@ -96,8 +96,7 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, f
     return mean, mean - half, mean + half
 
 
-def cell_summary(per_trial: pl.DataFrame, predictions: pl.DataFrame | None = None, split: str = "test"
-                 ) -> pl.DataFrame:
+def cell_summary(per_trial: pl.DataFrame) -> pl.DataFrame:
     """Per cell (axes without seed/fold): mean and sd over seeds/folds of each metric, and for accuracy and
     macro AUROC the mean's t-interval. Replicates are aggregated, never pooled: concatenating the scores of
     different models is no model's AUROC (two models at 1.000 and 0.917 pool to 0.729)."""

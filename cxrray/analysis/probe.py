@@ -73,10 +73,14 @@ def _probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test:
 def source_probe(shard_dir: str | Path, representations: Sequence[str], thumb: int = 16,
                  seed: int = 0) -> pl.DataFrame:
     """Per representation: balanced accuracy, chance level and macro AUROC of predicting the source."""
-    frame = probes(shard_dir, representations, thumb, seed, kinds=("source",))
+    return source_rows(probes(shard_dir, representations, thumb, seed, kinds=("source",)))
+
+
+def source_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The plain source probe's rows of a ``probes`` table, in ``source_probe``'s columns."""
     if frame.is_empty():
         return frame
-    return frame.drop("probe", "note").rename({"n_classes": "n_sources"})
+    return frame.filter(pl.col("probe") == "source").drop("probe", "note").rename({"n_classes": "n_sources"})
 
 
 def probes(shard_dir: str | Path, representations: Sequence[str], thumb: int = 16, seed: int = 0,

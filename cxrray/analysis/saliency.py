@@ -92,7 +92,8 @@ def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.nda
     per, picks = max(limit // max(len(classes), 1), 1), []
     for c in classes:
         picks.extend(np.flatnonzero(labels == c)[:per].tolist())
-    rest = [i for i in range(len(labels)) if i not in set(picks)]
+    chosen = set(picks)
+    rest = [i for i in range(len(labels)) if i not in chosen]
     keep = np.sort(np.asarray(picks + rest[:max(limit - len(picks), 0)], int))
     return {k: np.asarray(v)[keep] for k, v in batch.items()}
 
@@ -146,7 +147,8 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
         share = np.full(len(x), np.nan)
         share[:n] = saliency_mass(maps["lime"], lungs[:n])
         rows = rows.with_columns(pl.Series("lime_share_pred", share))
-    return rows, maps | {"image": batch["image"], "mask": lungs.astype(np.uint8), "classes": np.asarray(task.classes)[pred]}
+    return rows, maps | {"image": batch["image"], "mask": lungs.astype(np.uint8),
+                         "classes": np.asarray(task.classes)[pred]}
 
 
 def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0,

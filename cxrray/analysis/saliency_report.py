@@ -18,8 +18,9 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
     """(per-image shares, per-trial summary with CIs, maps per trial) for every softmax trial in ``aurocs``;
     ``lime`` images per trial also get a LIME share."""
     per_image, summary, maps = [], [], {}
+    layout = RunLayout(Path(run_dir))
     for r in aurocs.iter_rows(named=True):
-        if not RunLayout(Path(run_dir)).trial(r["trial_id"]).model.exists():
+        if not layout.trial(r["trial_id"]).model.exists():
             continue  # a method whose weights Grad-CAM cannot explain (FuCiTNet's fused two-pass model)
         try:
             rows, m = trial_saliency(run_dir, r["trial_id"], limit=limit, lime=lime)

@@ -31,10 +31,10 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
     study = outcome.results["study"][0]
     run = summary_run(study, run_dir, wandb_mode, project)
     results = outcome.results.select([c for c in outcome.results.columns if outcome.results[c].dtype != pl.Null])
-    logged = {"results": wandb.Table(dataframe=results.to_pandas())}
+    logged, layout = {"results": wandb.Table(dataframe=results.to_pandas())}, RunLayout(run_dir)
     for art in analysis.artifacts.values():
         logged |= {f"analysis/{name}": wandb.Table(dataframe=frame.to_pandas()) for name, frame in art.tables.items()}
-        logged |= {f"figures/{name}": wandb.Image(str(RunLayout(run_dir).analysis_file(f"{name}.png")), caption=cap)
+        logged |= {f"figures/{name}": wandb.Image(str(layout.analysis_file(f"{name}.png")), caption=cap)
                    for name, cap in art.figures.items()}
     run.log(logged)
     run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
