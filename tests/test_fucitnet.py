@@ -97,14 +97,15 @@ def _columns(manifest, size=32):
 
 
 class _BrightnessGuide(torch.nn.Module):
-    """A fixed guide: P(positive) rises with mean intensity (logit difference 8 x mean)."""
+    """A fixed guide: P(positive) rises with mean intensity (logit difference 8 x (mean - center)), even odds
+    at ``center`` (the data's mean input), so both classes have room to move."""
 
-    def __init__(self):
+    def __init__(self, center: float = 0.0):
         super().__init__()
         self.linear = torch.nn.Linear(1, 2)
         with torch.no_grad():
             self.linear.weight.copy_(torch.tensor([[-4.0], [4.0]]))
-            self.linear.bias.zero_()
+            self.linear.bias.copy_(torch.tensor([4.0 * center, -4.0 * center]))
 
     def forward(self, x):
         return self.linear(x.mean((1, 2, 3))[:, None])
@@ -122,7 +123,9 @@ def test_stage1_generators_stay_close_and_push_each_class_towards_itself(phantom
         gens = Generators(2, 1, cfg)
         perceptual, init = perceptual_network(1, False, cfg)
     assert init == "random" and not any(p.requires_grad for p in perceptual.parameters())
-    guide = _BrightnessGuide()
+    with torch.no_grad():
+        center = float(torch.cat([pipe.to_inputs(b, torch.device("cpu")) for b in batches]).mean())
+    guide = _BrightnessGuide(center)
     gen_opt = torch.optim.Adam(gens.parameters(), lr=2e-3)
     frozen = torch.optim.SGD(guide.parameters(), lr=0.0)
     g, cpu = torch.Generator().manual_seed(0), torch.device("cpu")

@@ -123,3 +123,21 @@ def test_official_train_test_split_gets_a_val_partition_by_patient():
     assert set(out.filter(pl.col("split") == "test")["patient_id"]) == test_patients  # kept as given
     assert set(out["split"]) == {"train", "val", "test"} and out.height == df.height
     check_no_leakage(out)
+
+
+def test_split_allocation_is_exact_and_small_strata_reach_the_test_split():
+    """Rounding per stratum put every patient of a one- or two-patient stratum into train (round(0.6) = 1):
+    such strata never reached the test split and the totals drifted. The allocation is exact over the whole
+    set, and a small stratum reaches test about as often as the test fraction says."""
+    rows = [{"patient_id": f"p{i:03d}", "label": f"L{i % 40}", "source": "s"} for i in range(40)]  # 40 singletons
+    rows += [{"patient_id": f"q{i:03d}", "label": "BIG", "source": "s"} for i in range(60)]
+    df = pl.DataFrame(rows)
+    test_hits = 0
+    for seed in range(10):
+        split = assign_splits(df, (0.6, 0.2, 0.2), seed=seed)
+        counts = dict(split.group_by("split").len().iter_rows())
+        assert counts == {"train": 60, "val": 20, "test": 20}  # exact: round(fraction * 100 patients)
+        big = dict(split.filter(pl.col("label") == "BIG").group_by("split").len().iter_rows())
+        assert abs(big["train"] - 36) <= 2 and abs(big["test"] - 12) <= 2  # the large stratum keeps its share
+        test_hits += split.filter(pl.col("label").str.starts_with("L") & (pl.col("split") == "test")).height
+    assert 0.12 < test_hits / (10 * 40) < 0.28  # singletons reach test at about the test fraction (0.2)

@@ -93,3 +93,14 @@ def test_confound_controls_source_label_dependence(tmp_path, confound, expect):
 def test_confound_out_of_range(tmp_path):
     with pytest.raises(ValueError, match="confound"):
         phantom.write_phantom(tmp_path, confound=1.5)
+
+
+def test_confounds_share_patients_labels_and_images(tmp_path):
+    """Phantoms at two confounds hold the same patients, labels, severities and image counts; only the
+    sources differ (before, the extra source draw at confound < 1 shifted every later draw)."""
+    a = pl.read_csv(phantom.write_phantom(tmp_path / "a", n_patients=40, confound=1.0, seed=2, size=32))
+    b = pl.read_csv(phantom.write_phantom(tmp_path / "b", n_patients=40, confound=0.0, seed=2, size=32))
+    keys = ["image_path", "patient_id", "label", "severity", "sex", "age"]
+    strip = pl.col("image_path").str.replace(r"\.(dcm|png)$", "")
+    assert a.select(strip, *keys[1:]).equals(b.select(strip, *keys[1:]))
+    assert (a["source"] != b["source"]).any()

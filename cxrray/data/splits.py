@@ -21,6 +21,9 @@ HOLDOUT_PRESETS: dict[str, tuple[float, ...]] = {
 }
 
 
+GOLDEN = (np.sqrt(5.0) - 1) / 2  # the low-discrepancy step between strata offsets
+
+
 class LeakageError(UserError):
     """A patient appears in more than one split."""
 
@@ -38,8 +41,11 @@ def assign_splits(df: pl.DataFrame, fractions: Sequence[float] = (0.6, 0.2, 0.2)
     """Add a ``split`` column by patient, stratified by ``stratify`` (label; add ``source`` if asked).
 
     ``fractions`` of length 3 name (train, val, test), of length 2 (train, val)
-    unless ``names`` says otherwise. Within each stratum the patients are
-    shuffled with ``seed`` and cut by the cumulative fractions. An existing
+    unless ``names`` says otherwise. The allocation is exact over the whole set
+    (``round(fraction * patients)`` per partition) and stratified by systematic
+    sampling (``_stratified_order``): a stratum of one or two patients reaches
+    every partition with the partition's probability, instead of being rounded
+    into train every time. An existing
     ``split`` column (an official split) is kept and checked; when it has no
     ``val`` partition, one is carved from ``train`` by patient.
     """
@@ -57,17 +63,31 @@ def assign_splits(df: pl.DataFrame, fractions: Sequence[float] = (0.6, 0.2, 0.2)
     if len(names) != len(fractions) or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise UserError(f"fractions {tuple(fractions)} must be non-negative, sum to 1 and match names {names}")
     patients = _patients(df, stratify)
-    rng = np.random.default_rng(seed)
+    order = _stratified_order(patients, np.random.default_rng(seed))
+    cuts = np.round(np.cumsum(fractions)[:-1] * len(order)).astype(int)
     assignment: dict[str, str] = {}
-    for stratum in sorted(patients["stratum"].unique().to_list()):
-        ids = patients.filter(pl.col("stratum") == stratum)["patient_id"].to_numpy()
-        ids = ids[rng.permutation(len(ids))]
-        cuts = np.round(np.cumsum(fractions)[:-1] * len(ids)).astype(int)
-        for name, part in zip(names, np.split(ids, cuts)):
-            assignment.update(dict.fromkeys(part.tolist(), name))
+    for name, part in zip(names, np.split(order, cuts)):
+        assignment.update(dict.fromkeys(part.tolist(), name))
     out = df.with_columns(pl.col("patient_id").replace_strict(assignment).alias("split"))
     check_no_leakage(out)
     return out
+
+
+def _stratified_order(patients: pl.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """Patient ids in the order the partitions are cut from. Within a stratum of ``n`` patients the shuffled
+    ``i``-th takes the position ``(i + u) / n``, so every stratum is spread evenly over [0, 1) and cutting the
+    sorted whole at the cumulative fractions gives it its share to about one patient, with exact totals. The
+    offsets ``u`` of the strata follow a golden-ratio sequence from one uniform draw (in a shuffled order of
+    the strata), so that many small strata together also land in each partition in proportion."""
+    strata = sorted(patients["stratum"].unique().to_list())
+    offsets = (rng.random() + np.arange(len(strata)) * GOLDEN) % 1.0
+    ids, keys = [], []
+    for stratum, u in zip(strata, offsets[rng.permutation(len(strata))]):
+        members = patients.filter(pl.col("stratum") == stratum)["patient_id"].to_numpy()
+        ids.append(members[rng.permutation(len(members))])
+        keys.append((np.arange(len(members)) + u) / len(members))
+    ids_all, keys_all = np.concatenate(ids), np.concatenate(keys)
+    return ids_all[np.lexsort((rng.random(len(ids_all)), keys_all))]
 
 
 def kfold_splits(df: pl.DataFrame, k: int = 5, repeats: int = 1, seed: int = 0, val_fraction: float = 0.2,

@@ -2,8 +2,10 @@
 
 Keep the two largest connected components (the lungs), fill holes, and
 optionally dilate and add a margin (COVID-CXNet crops with a margin around the
-dilated lungs). The gate flags masks with fewer than two lung regions or an
-implausible lung area, so a bad mask is reported instead of silently used.
+dilated lungs). The gate flags masks with fewer than two lung regions, an
+implausible lung area, or test-time views that disagree (the U-Net's answer
+changes with the view: mostly dense, opacified lungs it under-segments), so a
+bad mask is reported instead of silently used.
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ class MaskQuality:
     reason: str
 
 
-def mask_quality(mask: np.ndarray, min_area: float = 0.08, max_area: float = 0.60) -> MaskQuality:
-    """Gate: two lung regions and a plausible lung area (fraction of the image)."""
+MIN_AGREEMENT = 0.93  # mean Dice of the test-time views with their mean, below which a mask is flagged
+
+
+def mask_quality(mask: np.ndarray, min_area: float = 0.08, max_area: float = 0.60,
+                 agreement: float | None = None, min_agreement: float = MIN_AGREEMENT) -> MaskQuality:
+    """Gate: two lung regions, a plausible lung area (fraction of the image) and, for a predicted mask,
+    test-time views that agree (``agreement``: mean Dice of each view's mask with the mean's)."""
     _, regions = ndimage.label(mask > 0)
     area = float((mask > 0).mean())
     problems = []
+    if agreement is not None and agreement < min_agreement:
+        problems.append(f"test-time views disagree (Dice {agreement:.3f} < {min_agreement})")
     if regions < 2:
         problems.append(f"{regions} lung region(s) found, expected 2")
     if not min_area <= area <= max_area:

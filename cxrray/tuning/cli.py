@@ -250,12 +250,15 @@ def generated(run_dir: Path, key: str, params: Mapping[str, Any], make: Callable
 
 
 def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int, confound: float,
-                        seed: int) -> Path:
+                        seed: int, signature: float | None = None) -> Path:
     """The given manifest, or the embedded phantom (generated once under ``run_dir/data/phantom``, keyed by its
-    parameters)."""
-    from cxrray.data.phantom import write_phantom
+    parameters; ``signature`` None is the phantom's default strength)."""
+    from cxrray.data.phantom import SIGNATURE, write_phantom
 
     if manifest is not None:
         return manifest
-    return generated(run_dir, "phantom", {"patients": n_patients, "confound": confound, "seed": seed},
-                     lambda d: write_phantom(d, n_patients=n_patients, confound=confound, seed=seed))
+    strength = SIGNATURE if signature is None else signature
+    return generated(run_dir, "phantom", {"patients": n_patients, "confound": confound, "seed": seed,
+                                          "signature": strength},
+                     lambda d: write_phantom(d, n_patients=n_patients, confound=confound, seed=seed,
+                                             signature=strength))
