@@ -52,16 +52,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level 60/20/20 split")
     s = p.add_argument_group("sweep axes")
     s.add_argument("--representations", nargs="+",
-                   help=f"default: the five of Sadre et al. ({', '.join(HIDE_SEEK_REPRESENTATIONS)}); "
-                        "also top_crop, seg_crop, enhance_stack")
-    s.add_argument("--backbones", nargs="+", help="default: resnet18 densenet121 (both learn the phantom in 8 "
-                   "CPU epochs; basecnn, the COVID-CXNet base CNN, often sits at chance there)")
-    s.add_argument("--seeds", nargs="+", type=int, default=[0])
-    s.add_argument("--task", default="CL2", help="CL2 (NCV vs CVP), CL3 or CL4")
+                   help=cli.valid_names(f"default: the five of Sadre et al. ({', '.join(HIDE_SEEK_REPRESENTATIONS)})",
+                                        "representation"))
+    s.add_argument("--backbones", nargs="+", help=cli.valid_names(
+        "default: resnet18 densenet121 (both learn the phantom in 8 CPU epochs; basecnn, the COVID-CXNet base "
+        "CNN, often sits at chance there)", "backbone"))
+    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds: replicates of every cell")
+    s.add_argument("--task", default="CL2", help=cli.valid_names(
+        "classification task (CL2: COVID-19 (CVP) vs all other labels (NCV))", "task"))
     cli.add_training_args(p, "demo", 64)
     cli.add_resource_args(p, "runs/hide_seek")
     p.add_argument("--smoke-test", action="store_true",
-                   help="smallest real sweep: 2 representations x basecnn, 1 epoch, 24 phantom patients")
+                   help="smallest real sweep: 2 representations x basecnn, 1 epoch, 32 px, 36 phantom patients")
     args = cli.parse_study(p, argv, "hide_seek", PRESETS)
     if args.smoke_test:  # smallest real sweep; explicit axes still win
         args.representations = args.representations or ["original", "lungs_removed"]

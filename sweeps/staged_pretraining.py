@@ -51,13 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--manifest", type=Path, help="phase-3 (target) manifest")
     d.add_argument("--phantom-patients", type=int, default=120, help="patients per phantom set")
     d.add_argument("--confound", type=float, default=0.5, help="source confound of the target phantom")
-    d.add_argument("--split-seed", type=int, default=0)
+    d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level splits")
     s = p.add_argument_group("sweep axes")
     s.add_argument("--paths", nargs="+", default=PATHS.names(), help="pretraining paths (default: a-f)")
-    s.add_argument("--backbones", nargs="+", default=["resnet18"], help="Fricks et al.: densenet121")
-    s.add_argument("--representation", default="original")
+    s.add_argument("--backbones", nargs="+", default=["resnet18"],
+                   help=cli.valid_names("Fricks et al.: densenet121", "backbone"))
+    s.add_argument("--representation", default="original",
+                   help=cli.valid_names("input representation of every phase", "representation"))
     s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the target phase")
-    s.add_argument("--task", default="CL2", help="target task")
+    s.add_argument("--task", default="CL2", help=cli.valid_names("target task", "task"))
     cli.add_training_args(p, "staged", 64)
     cli.add_resource_args(p, "runs/staged_pretraining")
     p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: basecnn, 32 px, 1 epoch, "

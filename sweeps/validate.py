@@ -45,13 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--confounds", nargs="+", type=float, default=[0.0, 0.5, 1.0],
                    help="phantom source confounds (0 and 1 are required: they carry the known answers)")
-    p.add_argument("--phantom-patients", type=int, default=160)
+    p.add_argument("--phantom-patients", type=int, default=160, help="phantom size in patients (1-3 images each)")
     p.add_argument("--phantom-seed", type=int, default=0, help="seed of the phantom generator")
     p.add_argument("--phantom-seeds", nargs="+", type=int, help="several phantom seeds: the known answers on each, "
                    "and the verdict's false-flag and detection rates over them")
     p.add_argument("--backbones", nargs="+", default=["resnet18"],
-                   help="backbones of the sweep (basecnn does not find the phantom's stamps at this size)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+                   help=cli.valid_names("backbones of the sweep (basecnn does not find the phantom's stamps in 8 "
+                                        "epochs)", "backbone"))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds: replicates of every cell")
     p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM")
     cli.add_training_args(p, "demo", 64)
     cli.add_resource_args(p, "runs/validate")

@@ -150,3 +150,23 @@ def test_dicom_folder_never_copies_phi_and_salts_ids(tmp_path):
     assert (by_name["1.dcm"]["age"], by_name["2.dcm"]["age"]) == ("67", "41")
     assert (by_name["1.dcm"]["source"], by_name["2.dcm"]["source"]) == ("site1", "site2")
     assert quarantine.height == 0 and rows.height == 3  # the truncated file is reported later, by the reader
+
+
+def test_adapter_cli_turns_bad_input_into_one_line(tmp_path, capsys):
+    """A missing root or a root without the documented files: one line naming the path, exit 2 (before: a
+    traceback)."""
+    from cxrray.data.adapters.__main__ import main
+
+    assert main(["covidx", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == (f"python -m cxrray.data.adapters: error: {tmp_path / 'nowhere'}: "
+                                               "not a folder (the collection's root, as downloaded)")
+    assert main(["covidx", str(tmp_path)]) == 2
+    assert "train.txt: not found (COVIDx split list)" in capsys.readouterr().err
+
+
+def test_params_answers_help_without_building_models(capsys):
+    from cxrray.models.params import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0 and "--models" in capsys.readouterr().out

@@ -209,3 +209,23 @@ def test_a_run_folder_holding_another_phantom_is_refused(tmp_path):
     assert cli.phantom_or_manifest(tmp_path, None, n_patients=4, confound=1.0, seed=0) == first  # same: reused
     with pytest.raises(cli.UserError, match=r"confound 1.0 \(asked 0.0\); use another --out"):
         cli.phantom_or_manifest(tmp_path, None, n_patients=4, confound=0.0, seed=0)
+
+
+@pytest.mark.parametrize("name", (*STUDIES, "validate"))
+def test_every_option_explains_itself(name, monkeypatch):
+    """Every option of every study command has help, and the registry-typed ones list their valid names."""
+    import argparse
+
+    from cxrray.models import BACKBONES
+
+    parsers = []
+    real = argparse.ArgumentParser.parse_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
+                        lambda self, *a, **k: parsers.append(self) or real(self, *a, **k))
+    _cli(name).parse_args([])
+    actions = [a for a in parsers[-1]._actions if a.option_strings and a.dest != "help"]
+    assert [a.option_strings[0] for a in actions if not a.help] == []
+    backbones = next(a for a in actions if a.dest == "backbones")
+    assert all(b in backbones.help for b in BACKBONES.names())
+    preset = next(a for a in actions if a.dest == "preset")
+    assert "paper (" not in preset.help or "paper" in preset.choices  # no preset named that the command lacks

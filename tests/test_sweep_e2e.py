@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,10 @@ def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
     assert "| original" in proc.stdout and "| lungs_removed" in proc.stdout
     assert (out / "analysis" / "auroc_forest.png").stat().st_size > 5000
     assert "[cxrray] 2/2 done: lungs_removed.basecnn.none.s0" in proc.stdout  # visible progress
+    assert "[cxrray] starting lungs_removed.basecnn.none.s0 (trial " in proc.stdout  # a line when a trial starts
+    last = [line for line in proc.stdout.splitlines() if line.startswith("[cxrray]")][-1]
+    assert re.fullmatch(r"\[cxrray\] (SHORTCUT|NO SHORTCUT|NO VERDICT|INCONCLUSIVE): \d/1 lung-hiding trials keep "
+                        r"the signal without the lungs.*; report: .*report\.html", last)  # ends with the answer
 
 
 def test_wandb_offline_run_files_exist(smoke_run):
@@ -117,7 +122,10 @@ def test_two_worker_fit_splits_data_and_reports_what_predictions_give(tmp_path):
     seen = [set(map(int, (trial / f"train_rows.rank{r}.txt").read_text().split())) for r in (0, 1)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     shard = next((out / "shards").iterdir())
-    assert seen[0] | seen[1] == set(pl.read_parquet(shard / "train")["row"].to_list())
+    train = set(pl.read_parquet(shard / "train")["row"].to_list())
+    # Ray Train gives the workers equal shares (an odd split leaves one row out) and a last batch of one
+    # image is skipped (BatchNorm): at most one row per worker is missing from an epoch
+    assert seen[0] | seen[1] <= train and len(train - (seen[0] | seen[1])) <= 2
     val = pl.read_parquet(trial / "predictions.parquet").filter(pl.col("split") == "val")
     recomputed = roc_auc_score(val["target"].to_numpy(), val["prob_CVP"].to_numpy())
     assert abs(recomputed - results["best_val_auroc"][0]) < 1e-6

@@ -1,6 +1,7 @@
 """The shortcut verdict: an effect size with intervals, and the edges (tiny sets, no spread, below chance)."""
 
 import numpy as np
+import polars as pl
 import pytest
 
 from cxrray.analysis.delong import auroc_cov
@@ -63,3 +64,19 @@ def test_chance_level_hidden_model_is_no_shortcut_and_without_an_original_the_au
     y2, s2 = _scores(rng, 300, 2.0)
     a2, v2 = auroc_cov(y2, s2)
     assert judge(y2, s2, a2[0], v2[0, 0], LEVEL).verdict == "shortcut"
+
+
+@pytest.mark.parametrize("verdicts, line", [
+    (["shortcut", "shortcut", "degenerate"],
+     "SHORTCUT: 2/3 lung-hiding trials keep the signal without the lungs (1 degenerate)"),
+    (["no_shortcut", "degenerate"], "NO SHORTCUT: 0/2 lung-hiding trials keep the signal without the lungs "
+                                    "(1 no_shortcut, 1 degenerate)"),
+    (["degenerate", "degenerate"], "NO VERDICT: 0/2 lung-hiding trials keep the signal without the lungs "
+                                   "(2 degenerate)"),
+    (["inconclusive", "no_shortcut", "inverted"], "INCONCLUSIVE: 0/3 lung-hiding trials keep the signal without "
+                                                  "the lungs (1 no_shortcut, 1 inverted, 1 inconclusive)"),
+])
+def test_the_run_ends_with_a_one_line_verdict(verdicts, line):
+    from cxrray.analysis.verdict import verdict_line
+
+    assert verdict_line(pl.DataFrame({"verdict": verdicts})) == line

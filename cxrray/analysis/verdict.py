@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import polars as pl
 from scipy import stats
 
 SMALL = 10  # fewer positive or negative test images than this: the exact test decides, not DeLong's normal CI
@@ -107,3 +108,24 @@ def judge(y: np.ndarray, score: np.ndarray, auc: float, var: float, level: float
     else:
         verdict = "inconclusive"
     return Verdict(verdict, test, p_above, p_below, diff, diff_lo, diff_hi, retained, r_lo, r_hi)
+
+
+def verdict_line(findings: pl.DataFrame) -> str:
+    """The study's answer in one line, from the per-trial verdicts of ``shortcut_findings``: SHORTCUT when any
+    lung-hiding trial keeps the signal, NO SHORTCUT when every usable one rules it out, NO VERDICT when no
+    model learned, else INCONCLUSIVE; then the counts."""
+    if findings.is_empty():
+        return "NO VERDICT: no lung-hiding trial in this run"
+    n = dict(findings.group_by("verdict").len().iter_rows())
+    total, usable = findings.height, findings.height - n.get("degenerate", 0)
+    if n.get("shortcut"):
+        head = "SHORTCUT"
+    elif usable == 0:
+        head = "NO VERDICT"
+    elif n.get("no_shortcut", 0) == usable:
+        head = "NO SHORTCUT"
+    else:
+        head = "INCONCLUSIVE"
+    rest = ", ".join(f"{n[v]} {v}" for v in VERDICTS[1:] if n.get(v))
+    return (f"{head}: {n.get('shortcut', 0)}/{total} lung-hiding trials keep the signal without the lungs"
+            + (f" ({rest})" if rest else ""))

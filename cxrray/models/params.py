@@ -51,10 +51,11 @@ def counts(name: str, image_size: int, num_classes: int) -> tuple[int, int]:
     return params, params + stats
 
 
-def table() -> str:
+def table(models: list[str] | None = None) -> str:
+    """The README's table of parameter counts (``models``: only these rows)."""
     lines = ["| model | input | classes | parameters (PyTorch) | with BN statistics (Keras count) | published | "
              "source | note |", "|---|---|---|---|---|---|---|---|"]
-    for p in PUBLISHED:
+    for p in (x for x in PUBLISHED if models is None or x.name in models):
         ours, keras = counts(p.name, p.image_size, p.num_classes)
         pub = f"{p.count:,}" if p.count else "about 40 M"
         lines.append(f"| `{p.name}` | {p.image_size} | {p.num_classes} | {ours:,} | {keras:,} | {pub} | {p.source} "
@@ -62,5 +63,17 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cxrray.models.params [--models NAME ...]``: print the table (builds every model: minutes)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cxrray.models.params", description=__doc__)
+    p.add_argument("--models", nargs="+", choices=[x.name for x in PUBLISHED], metavar="NAME",
+                   help="only these rows; valid: " + ", ".join(x.name for x in PUBLISHED))
+    args = p.parse_args(argv)
+    print(table(args.models))
+    return 0
+
+
 if __name__ == "__main__":
-    print(table())
+    raise SystemExit(main())

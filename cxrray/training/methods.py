@@ -162,13 +162,16 @@ def epoch_generator(spec: TrialSpec, rank: int, epoch: int) -> torch.Generator:
 
 def train_batches(session: Session, spec: TrialSpec, epoch: int, audit: TrialDir | None = None
                   ) -> Iterator[dict[str, np.ndarray]]:
-    """One epoch of this worker's training split, shuffled with a seed per epoch. ``audit``: also write the
-    manifest rows it held to ``train_rows.rank<r>.txt`` (which rows trained this model, per worker)."""
+    """One epoch of this worker's training split, shuffled with a seed per epoch. A last batch of one image is
+    left out: BatchNorm cannot normalise a batch of one (the split's size decides when it happens; the shuffle
+    puts that image into a full batch in another epoch). ``audit``: also write the manifest rows it held to
+    ``train_rows.rank<r>.txt`` (which rows trained this model, per worker)."""
     r = spec.recipe
     batches = session.dataset("train").iter_batches(batch_size=r.batch_size, batch_format="numpy",
                                                     local_shuffle_buffer_size=4 * r.batch_size,
                                                     local_shuffle_seed=spec.seed + epoch)
-    return _recording(batches, audit.train_rows(session.rank)) if audit is not None else iter(batches)
+    batches = (b for b in batches if len(b["row"]) > 1)
+    return _recording(batches, audit.train_rows(session.rank)) if audit is not None else batches
 
 
 def _recording(batches, path) -> Iterator[dict[str, np.ndarray]]:

@@ -24,18 +24,27 @@ from cxrray.tuning.asha import EarlyStop
 from cxrray.tuning.study import Resources, parse_search
 
 
+def valid_names(what: str, registry: str) -> str:
+    """Help text that lists a registry's names (``registry``: backbone, representation or task), so ``--help``
+    says what is valid and the sweeps need not import the registries' stages."""
+    names = {"backbone": BACKBONES, "representation": REPRESENTATIONS, "task": TASKS}[registry].names()
+    return f"{what}; valid: {', '.join(names)}"
+
+
 def add_training_args(p: argparse.ArgumentParser, default_recipe: str, image_size: int) -> None:
     t = p.add_argument_group("training")
-    t.add_argument("--image-size", type=int, default=image_size)
+    t.add_argument("--image-size", type=int, default=image_size, help="side of the square model input in px "
+                   f"(default {image_size})")
     t.add_argument("--recipe", default=default_recipe, help=f"optimisation preset ({', '.join(RECIPES.names())}); "
                    "the options below override it")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
+    t.add_argument("--epochs", type=int, help="training epochs per trial (default: the recipe's)")
+    t.add_argument("--batch-size", type=int, help="images per optimiser step and worker (default: the recipe's)")
+    t.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     t.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
     t.add_argument("--weights", help="local ImageNet state-dict file for --pretrained (no download; "
                    "a timm/torch cache is used through HF_HOME / TORCH_HOME)")
-    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--no-augment", action="store_true", help="train without the affine and intensity "
+                   "augmentation (rotation, translation, zoom, intensity shift)")
     t.add_argument("--balanced", action="store_true", help="class-balanced batches")
     t.add_argument("--search", nargs="+", default=[], metavar="FIELD=V1,V2",
                    help="hyper-parameter axes over recipe fields, e.g. lr=1e-3,1e-4 batch_size=16,32; every "
@@ -55,7 +64,7 @@ def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r.add_argument("--storage", help="Ray checkpoint storage (default <out>/ray); on a multi-node cluster a "
                    "shared path (NFS) or a cloud URI (s3://..., gs://...) that every node reaches")
     r.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
-    r.add_argument("--cpus-per-worker", type=float, default=1.0)
+    r.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per training worker")
     r.add_argument("--gpu", action="store_true", help="one GPU per worker")
     r.add_argument("--launcher", choices=["auto", "inline", "train"], default="auto",
                    help="inline: a one-worker trial trains inside its (reused) Tune actor, seconds of start-up "
@@ -64,8 +73,10 @@ def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r.add_argument("--checkpoint-every-s", type=float, default=30.0, help="epoch checkpoints at most this often "
                    "(seconds; the first epoch of each attempt always): a resume or retry redoes at most this much")
     r.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
-    r.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
-    r.add_argument("--project", default="cxrray")
+    r.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline",
+                   help="W&B logging: offline run files under --out (default), online (needs WANDB_API_KEY), "
+                        "or disabled")
+    r.add_argument("--project", default="cxrray", help="W&B project of the trial and summary runs")
     r.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     r.add_argument("--verbose", action="store_true", help="stream Ray worker logs to the terminal")
 
@@ -118,8 +129,10 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
     """
     p.add_argument("--config", type=Path, help="YAML study file; its keys are this command's options "
                    "(image_size or image-size, backbones, seeds, recipe, ...), relative paths are relative to it")
-    p.add_argument("--preset", choices=sorted(presets), help="study size: demo (this machine, minutes; default) "
-                   "or paper (the study's full sizes and recipes)")
+    described = {"demo": "this machine, minutes; the default", "paper": "the study's full sizes and recipes",
+                 "cluster": "larger, for a GPU cluster"}
+    p.add_argument("--preset", choices=sorted(presets), help="study size: " + "; ".join(
+        f"{name} ({described.get(name, 'a study preset')})" for name in sorted(presets)))
     pre, _ = p.parse_known_args(argv)
     values = load_study_yaml(pre.config, p, study) if pre.config else {}
     preset = pre.preset or values.pop("preset", None) or "demo"

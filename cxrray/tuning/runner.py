@@ -111,7 +111,8 @@ def status_line(trials: list, current, total: int, done: int, failed: int, best:
 
 
 def _progress_callback(total: int, already_done: int, layout: RunLayout):
-    """A Tune callback printing one line per epoch and per finished trial: what a person watching wants."""
+    """A Tune callback printing a line when a trial starts, one per epoch and one per finished trial: what a
+    person watching wants."""
     from ray import tune
 
     class Progress(tune.Callback):
@@ -130,6 +131,10 @@ def _progress_callback(total: int, already_done: int, layout: RunLayout):
                 self.best = (auroc, _spec_of(trial).run_name)
             line = status_line(trials, trial, total, self.done - self.failed, self.failed, self.best)
             print(f"[cxrray] {line}", flush=True)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            spec = _spec_of(trial)
+            print(f"[cxrray] starting {spec.run_name} (trial {spec.trial_id})", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             spec = _spec_of(trial)

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from cxrray.data.adapters import ADAPTERS, convert
+from cxrray.registry import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cxrray.data.adapters", description=__doc__)
-    p.add_argument("name", choices=ADAPTERS.names())
+    p.add_argument("name", choices=ADAPTERS.names(), help="the collection's adapter")
     p.add_argument("root", help="the collection's root folder, as downloaded")
     p.add_argument("--labels", help="dicom_folder: CSV with file,label[,severity,source]")
     p.add_argument("--salt", help="dicom_folder: replace patient ids by a salted hash")
     args = p.parse_args(argv)
     opts = {k: v for k, v in (("labels", args.labels), ("salt", args.salt)) if v}
-    print(convert(args.name, args.root, **opts))
+    try:
+        if not Path(args.root).is_dir():
+            raise UserError(f"{args.root}: not a folder (the collection's root, as downloaded)")
+        print(convert(args.name, args.root, **opts))
+    except UserError as exc:  # bad input: one line, exit 2; a bug keeps its traceback
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import polars as pl
 
 from cxrray.data.manifest import REQUIRED_COLUMNS, load_manifest
-from cxrray.registry import Registry
+from cxrray.registry import Registry, UserError
 
 Adapter = Callable[..., pl.DataFrame]
 ADAPTERS: Registry[Adapter] = Registry("dataset adapter")
 
 
-class AdapterError(ValueError):
-    """The collection's files are not in the layout the adapter documents."""
+class AdapterError(UserError):
+    """The collection's files are not in the layout the adapter documents (a user error: one line, exit 2)."""
 
 
 def require(path: Path, what: str) -> Path:
