@@ -56,7 +56,7 @@ def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wa
     stopped = f" ({len(outcome.stopped)} more stopped early by ASHA)" if outcome.stopped else ""
     print(f"\n[cxrray] {len(outcome.finished)}/{total} trials finished{stopped} in {time.time() - t0:.0f} s; "
           f"results in {run_dir} (predictions.parquet, results.parquet, analysis/, report.html)")
-    findings = analysis.artifacts.get("delong", None)
-    table = findings.tables.get("shortcut_findings", pl.DataFrame()) if findings else pl.DataFrame()
-    print(f"[cxrray] {verdict_line(table)}; report: {analysis.report}")
+    delong = analysis.artifacts.get("delong")
+    findings = delong.tables.get("shortcut_findings", pl.DataFrame()) if delong else pl.DataFrame()
+    print(f"[cxrray] {verdict_line(findings)}; report: {analysis.report}")
     return 0 if not outcome.failed else 1

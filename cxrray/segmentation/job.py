@@ -148,10 +148,9 @@ def evaluate_segmenter(manifest_path: str | Path, model_path: str | Path, out: s
     per source in ``OUT/eval_metrics.csv`` and ``OUT/eval_summary.csv``; returns the summary. Needs Ray."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    size = json.loads((Path(model_path).parent / "seg_config.json").read_text())["size"]
     rows, _ = read_manifest(manifest_path)
-    good, _ = decode_manifest(rows.filter(pl.col("mask_path") != ""), size=size, require_masks=True,
-                              cover_masks=False)
+    good, _ = decode_manifest(rows.filter(pl.col("mask_path") != ""), size=seg_config(model_path)["size"],
+                              require_masks=True, cover_masks=False)
     per_image = score_masks(load_unet(model_path), _arrays(good.map_batches(decode, batch_format="numpy")))
     per_image.write_csv(out / "eval_metrics.csv")
     summary = summarise(per_image)
@@ -159,9 +158,14 @@ def evaluate_segmenter(manifest_path: str | Path, model_path: str | Path, out: s
     return summary
 
 
+def seg_config(model_path: str | Path) -> dict[str, Any]:
+    """The training config saved beside a ``unet.pt`` (``seg_config.json``): its size, width and depth."""
+    return json.loads((Path(model_path).parent / "seg_config.json").read_text())
+
+
 def load_unet(path: str | Path) -> UNet:
     """A trained U-Net from ``unet.pt`` (its config read from ``seg_config.json`` beside it)."""
-    cfg = json.loads((Path(path).parent / "seg_config.json").read_text())
+    cfg = seg_config(path)
     model = UNet(base=cfg["base"], depth=cfg.get("depth", 4))
     model.load_state_dict(torch.load(path, map_location="cpu"))
     return model.eval()
@@ -172,7 +176,7 @@ class _MaskPredictor:
 
     def __init__(self, model_path: str, out: str, dilate: int) -> None:
         self.model = load_unet(model_path)
-        self.size = json.loads((Path(model_path).parent / "seg_config.json").read_text())["size"]
+        self.size = seg_config(model_path)["size"]
         self.out, self.dilate = Path(out), dilate
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -227,10 +231,9 @@ def fill_masks(manifest_path: str | Path, model_path: str | Path, out: str | Pat
         predicted = pl.from_pandas(ds.to_pandas()).with_columns(pl.col("row").cast(pl.Int64),
                                                                 pl.col("mask_agreement").cast(pl.Float64))
     human = rows.filter(pl.col("mask_path") != "").select(
-        "row", "mask_path", pl.lit("ok").alias("mask_quality"), pl.lit(None, pl.Float64).alias("mask_agreement"))
-    masks = pl.concat([human, predicted.select(human.columns)]).with_columns(
-        pl.when(pl.col("row").is_in(human["row"].implode())).then(pl.lit("human")).otherwise(pl.lit("unet"))
-        .alias("mask_source"))
+        "row", "mask_path", pl.lit("ok").alias("mask_quality"), pl.lit(None, pl.Float64).alias("mask_agreement"),
+        pl.lit("human").alias("mask_source"))
+    masks = pl.concat([human, predicted.with_columns(pl.lit("unet").alias("mask_source")).select(human.columns)])
     filled = rows.drop("mask_path").join(masks, on="row", how="left").sort("row")
     filled = filled.select(*rows.columns, "mask_source", "mask_quality", "mask_agreement")
     manifest = out / "manifest.csv"

@@ -115,14 +115,6 @@ TTA_GAMMAS = (1.0, 0.7, 1.4)  # test-time views: as stored, brighter, darker; ea
 
 
 @torch.no_grad()
-def predict_probs(model: UNet, images: np.ndarray, device: torch.device | str = "cpu",
-                  batch_size: int = 16, tta: bool = True) -> np.ndarray:
-    """Lung probabilities (N, S, S) for float images (N, S, S); with ``tta`` the mean over the test-time
-    views (gamma x mirror, each mapped back)."""
-    return predict_with_agreement(model, images, device, batch_size, tta)[0]
-
-
-@torch.no_grad()
 def predict_with_agreement(model: UNet, images: np.ndarray, device: torch.device | str = "cpu",
                            batch_size: int = 16, tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(mean lung probabilities (N, S, S), agreement (N,)): the agreement is the mean Dice between each
