@@ -11,7 +11,8 @@ PIP_FLAGS := --isolated --disable-pip-version-check --default-timeout 180
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) -q --upgrade pip
-	$(BIN)/pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install $(PIP_FLAGS) -q -c constraints.txt -e '.[dev]'
+	@$(BIN)/python -c "from importlib.metadata import version as v; print('[cxrray] .venv ready:', ', '.join(f'{p} {v(p)}' for p in ('cxrray', 'torch', 'torchvision', 'ray', 'wandb')))"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -247,6 +247,7 @@ class TrialDir:
     stopped = property(lambda self: self.path / "stopped.json")  # ASHA stopped this setting (never retrained)
     error = property(lambda self: self.path / "error.txt")  # the last failure's traceback
     wandb = property(lambda self: self.path / "wandb")
+    wandb_step = property(lambda self: self.path / "wandb_step")  # the last epoch the W&B history holds
 
     def file(self, name: str) -> Path:
         """A method's own weights file (``fucitnet.pt``) or other per-trial output."""
@@ -279,6 +280,8 @@ class RunLayout:
     results = property(lambda self: self.root / "results.parquet")  # one row per trial: spec, status, scores
     tmp = property(lambda self: self.root / "tmp")  # TMPDIR of Ray workers (W&B leaves folders there)
     ray = property(lambda self: self.root / "ray")  # default Ray storage (checkpoints, Tune state)
+    study_file = property(lambda self: self.root / "study.yaml")  # the effective study: --config reproduces the run
+    provenance = property(lambda self: self.root / "provenance.json")  # every invocation: command, versions, date
 
     def trial(self, trial_id: str) -> TrialDir:
         return TrialDir(self.root / "trials" / trial_id)

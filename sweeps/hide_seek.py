@@ -20,12 +20,11 @@ import argparse
 import time
 from pathlib import Path
 
-from cxrray.analysis.summary import finish_study
 from cxrray.data.phantom import SIGNATURE
 from cxrray.tuning import cli
-from cxrray.tuning.prepare import prepare_data
-from cxrray.tuning.runner import run_sweep, start_ray
-from cxrray.tuning.study import HIDE_SEEK_REPRESENTATIONS, expand_search, hide_seek_specs, parse_search
+from cxrray.tuning.names import names
+
+HIDE_SEEK_REPRESENTATIONS = names("hide_seek")  # Sadre et al.'s five, in protocol order (their registry entries)
 
 PRESETS = {
     "demo": {},  # the defaults below: phantom, resnet18 + densenet121, 64 px, 8 epochs, CL2
@@ -79,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.tuning.prepare import prepare_data
+    from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.tuning.study import expand_search, hide_seek_specs, parse_search
+
+    cli.record_study(args, "hide_seek", argv)
     t0 = time.time()
     run_dir = args.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,8 @@ import argparse
 import time
 from pathlib import Path
 
-from cxrray.analysis.summary import finish_study
 from cxrray.data.designs import DESIGNS
 from cxrray.tuning import cli
-from cxrray.tuning.prepare import prepare_data
-from cxrray.tuning.runner import run_sweep, start_ray
-from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
 
 PRESETS = {
     "demo": {"epochs": 4},
@@ -87,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.tuning.prepare import prepare_data
+    from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
+
+    cli.record_study(args, "source_bias", argv)
     t0 = time.time()
     run_dir = args.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

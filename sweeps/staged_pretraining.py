@@ -24,13 +24,10 @@ import argparse
 import time
 from pathlib import Path
 
-from cxrray.analysis.summary import finish_study
 from cxrray.data.phantom import write_phantom
 from cxrray.data.phantom_phases import write_multilabel_phantom, write_pneumonia_phantom
 from cxrray.tuning import cli
-from cxrray.tuning.prepare import prepare_data
-from cxrray.tuning.runner import run_waves, start_ray
-from cxrray.tuning.staged import PATHS, PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs
+from cxrray.tuning.names import names
 
 DATA_OPTIONS = {"nih14": "nih14", "pneu_high": "pneumonia_high", "pneu_low": "pneumonia_low", "target": "manifest"}
 
@@ -53,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--confound", type=float, default=0.5, help="source confound of the target phantom")
     d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level splits")
     s = p.add_argument_group("sweep axes")
-    s.add_argument("--paths", nargs="+", default=PATHS.names(), help="pretraining paths (default: a-f)")
+    s.add_argument("--paths", nargs="+", default=list(names("path")), help="pretraining paths (default: a-f)")
     s.add_argument("--backbones", nargs="+", default=["resnet18"],
                    help=cli.valid_names("Fricks et al.: densenet121", "backbone"))
     s.add_argument("--representation", default="original",
@@ -65,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: basecnn, 32 px, 1 epoch, "
                    "small phantoms")
     args = cli.parse_study(p, argv, "staged_pretraining", PRESETS)
+    from cxrray.tuning.staged import PATHS
+
     for name in args.paths:
         PATHS.get(name)
     if args.search:
@@ -97,6 +96,12 @@ def _phantoms(run_dir: Path, keys: list[str], args: argparse.Namespace) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.tuning.prepare import prepare_data
+    from cxrray.tuning.runner import run_waves, start_ray
+    from cxrray.tuning.staged import PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs
+
+    cli.record_study(args, "staged_pretraining", argv)
     t0 = time.time()
     run_dir = args.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

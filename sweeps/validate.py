@@ -23,15 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
-import polars as pl
-
-from cxrray.analysis.run import analyze
-from cxrray.analysis.tables import format_table
-from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
 from cxrray.tuning import cli
-from cxrray.tuning.prepare import prepare_data
-from cxrray.tuning.runner import run_sweep, start_ray
-from cxrray.tuning.study import hide_seek_specs
 
 REPRESENTATIONS = ("original", "lungs_isolated", "lungs_removed", "lungs_boxed_out")
 PRESETS = {
@@ -66,6 +58,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import polars as pl
+
+    from cxrray.analysis.run import analyze  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.tables import format_table
+    from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
+    from cxrray.tuning.prepare import prepare_data
+    from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.tuning.study import hide_seek_specs
+
+    cli.record_study(args, "validate", argv)
     t0, out = time.time(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     start_ray(out, wandb_mode=args.wandb, address=args.address, verbose_workers=args.verbose)

@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 
 from cxrray.analysis.compare import bonferroni, holm, pairwise_tests, shortcut_findings, shortcut_sentences
-from cxrray.analysis.delong import paired_test
+from cxrray.delong import paired_test
 from cxrray.analysis.metrics import class_metrics, severity_accuracy
 from cxrray.analysis.run import analyze
 from cxrray.analysis.tables import trial_aurocs

@@ -229,3 +229,28 @@ def test_every_option_explains_itself(name, monkeypatch):
     assert all(b in backbones.help for b in BACKBONES.names())
     preset = next(a for a in actions if a.dest == "preset")
     assert "paper (" not in preset.help or "paper" in preset.choices  # no preset named that the command lacks
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_recorded_study_yaml_reproduces_the_options_and_provenance_names_the_run(name, tmp_path):
+    """study.yaml (written before Ray starts) given back to --config yields the same options; provenance.json
+    holds each invocation's command line, the checkout's commit, the date and the package versions."""
+    import json
+
+    cli = _cli(name)
+    argv = ["--preset", "paper", "--seeds", "3", "4", "--epochs", "2", "--lr", "0.01", "--out", str(tmp_path / "r"),
+            "--wandb", "disabled"]
+    args = cli.parse_args(argv)
+    cli.cli.record_study(args, name, argv)
+    layout = tmp_path / "r"
+    again = cli.parse_args(["--config", str(layout / "study.yaml")])
+    skip = {"config", "resume", "verbose"}
+    norm = lambda v: v.resolve() if isinstance(v, Path) else v  # noqa: E731
+    assert {k: norm(v) for k, v in vars(again).items() if k not in skip} == \
+        {k: norm(v) for k, v in vars(args).items() if k not in skip}
+    cli.cli.record_study(again, name, ["--config", "study.yaml"])
+    runs = json.loads((layout / "provenance.json").read_text())["invocations"]
+    assert [r["command"][1:] for r in runs] == [argv, ["--config", "study.yaml"]]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert (runs[0]["cxrray_commit"] or "").split("+")[0] == head.strip()  # None outside a git checkout
+    assert runs[0]["packages"]["torch"].startswith("2.") and runs[0]["date"][:4].isdigit()

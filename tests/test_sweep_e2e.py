@@ -55,11 +55,35 @@ def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
                         r"the signal without the lungs.*; report: .*report\.html", last)  # ends with the answer
 
 
-def test_wandb_offline_run_files_exist(smoke_run):
-    out, _ = smoke_run
-    for tid in pl.read_parquet(out / "results.parquet")["trial_id"]:
-        runs = list((out / "trials" / tid / "wandb").glob(f"offline-run-*-{tid}"))
-        assert runs and any(runs[0].glob("*.wandb")), f"no offline W&B run for {tid}"
+def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smoke_run):
+    """Read back from the offline .wandb files: each trial's history (every epoch once) and summary (the kept
+    model's validation and test values, the DeLong CI); one summary run for the run directory with the tables,
+    native ROC and confusion charts and the verdict line."""
+    out, proc = smoke_run
+    from cxrray.analysis.summary import summary_id
+    from wandb_records import read_run
+
+    results = pl.read_parquet(out / "results.parquet")
+    for r in results.iter_rows(named=True):
+        history, summary = read_run(out / "trials" / r["trial_id"], r["trial_id"])
+        assert [row["_step"] for row in history] == list(range(r["recipe.epochs"]))
+        assert summary["test_auroc"] == pytest.approx(r["test_auroc"])
+        assert summary["selected_epoch"] == r["best_epoch"]
+        assert summary["test_auroc_ci_lo"] <= summary["test_auroc_positive"] <= summary["test_auroc_ci_hi"]
+    runs = sorted((out / "wandb").glob("offline-run-*-hide_seek-summary-*"))
+    assert len(runs) == 1, runs  # one analysis, one segment
+    sid = summary_id("hide_seek", out, results)
+    assert runs[0].name.endswith(sid)
+    history, summary = read_run(out, sid)
+    assert len(history) == 1
+    row = history[0]  # W&B stores each chart as a table (its points) under <key>_table, plus a chart spec
+    for name in results["run_name"]:
+        assert row[f"roc/{name}_table/_type"] == "table-file" and row[f"roc/{name}_table/nrows"] >= 3
+        assert row[f"confusion/{name}_table/_type"] == "table-file" and row[f"confusion/{name}_table/nrows"] >= 2
+    assert row["analysis/trial_aurocs/nrows"] == 2 and row["results/nrows"] == 2
+    assert row["figures/auroc_forest/_type"] == "image-file"
+    last = [line for line in proc.stdout.splitlines() if line.startswith("[cxrray]")][-1]
+    assert summary["verdict"] in last and summary["finished"] == 2
 
 
 def test_splits_are_patient_level(smoke_run):
@@ -202,6 +226,6 @@ def test_report_renders_in_headless_chromium(smoke_run):
     body = re.search(r"<body([^>]*)>", dom).group(1)
     counts = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body))
     assert int(counts["tables"]) >= 6 and int(counts["images"]) >= 3 and counts["broken-images"] == "0", counts
-    for heading in ("Test AUROC per cell", "ROC curves", "Shortcut findings", "DeLong p-values",
-                    "Saliency inside the lungs", "Provenance"):
+    for heading in ("Verdict", "ROC curves", "Shortcut findings", "DeLong p-values", "Saliency inside the lungs",
+                    "Provenance", "Effective study"):
         assert heading in dom

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cxrray.analysis.delong import auroc_cov
+from cxrray.delong import auroc_cov
 from cxrray.analysis.verdict import R_SHORTCUT, judge
 
 LEVEL = 1 - 0.05 / 2  # two lung-hiding trials tested together

@@ -13,11 +13,11 @@ from cxrray.representations import hide_seek_representations, lung_hiding
 @analysis_step(order=50)
 def bias(run: LoadedRun) -> Artifacts:
     """Design drop (AUROC minus the independent design's) and how identifiable the hospital is per representation."""
-    a = Artifacts(sections=[Section("Source probe", tables=("source_probe",)),
-                            Section("Label and within-label source probes", tables=("probes",),
+    a = Artifacts(sections=[Section("Source probe", tables=("source_probe",), group="bias"),
+                            Section("Label and within-label source probes", tables=("probes",), group="bias",
                                     note="under a full confound the hospital is the label: only the within-label "
                                          "probe asks whether the hospital itself shows"),
-                            Section("Dataset-design bias", tables=("design_drops",))])
+                            Section("Dataset-design bias", tables=("design_drops",), group="bias")])
     drops = design_drops(run.predictions, run.aurocs) if run.aurocs.height else pl.DataFrame()
     if not drops.is_empty():
         a.tables["design_drops"] = drops

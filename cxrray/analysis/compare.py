@@ -25,11 +25,13 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.delong import auroc_ci, auroc_cov, paired_test, unpaired_test
+from cxrray.delong import auroc_ci, auroc_cov, paired_test, unpaired_test
+from cxrray.analysis.figures import plot_forest
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.tables import positive_title
 from cxrray.analysis.verdict import RULE, judge
 from cxrray.data.tasks import TASKS
-from cxrray.representations import lung_hiding
+from cxrray.representations import display_order, lung_hiding
 
 REFERENCE = "original"  # the whole image: what a lung-hiding representation is compared with
 
@@ -73,7 +75,7 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
             rb, yb, sb, gb = _scores(test, b)
             paired = np.array_equal(ra, rb)
             t = paired_test(ya, sa, sb, groups=ga) if paired else unpaired_test(ya, sa, yb, sb, ga, gb)
-            rows.append({"family": " / ".join(map(str, key)) if family else "all",
+            rows.append({"family": ", ".join(f"{c} {v}" for c, v in zip(family, key)) if family else "all",
                          "a": ".".join(str(a[c]) for c in label), "b": ".".join(str(b[c]) for c in label),
                          "auroc_a": a["auroc"], "auroc_b": b["auroc"], "test": "paired" if paired else "unpaired",
                          "stat": t.stat, "p": t.p})
@@ -150,6 +152,24 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
     return out
 
 
+def findings_view(findings: pl.DataFrame) -> pl.DataFrame:
+    """The findings as a reader compares them: who, the verdict, the AUROC with its corrected CI, the retained
+    fraction and the drop from ``original`` with theirs, and the test that decided."""
+    def ci(v: float | None, lo: float, hi: float, scale: float = 1.0, digits: int = 3) -> str:
+        if v is None or v != v:
+            return "\u2014"
+        return f"{v * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+    who = [c for c in ("representation", "backbone", "seed", "fold") if c in findings.columns]
+    rows = [{c: r[c] for c in who} | {
+        "verdict": r["verdict"], "AUROC [corrected CI]": ci(r["auroc"], r["ci_lo_corrected"], r["ci_hi_corrected"]),
+        "CI level %": round(100 * r["level"], 2),
+        "retained % of original signal [CI]": ci(r["retained"], r["retained_lo"], r["retained_hi"], 100, 0),
+        "drop from original [CI]": ci(r["drop"], r["drop_lo"], r["drop_hi"]),
+        "p above chance": r["p_above_chance"], "test": r["test"]} for r in findings.iter_rows(named=True)]
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
 def mean_variance(aucs: Sequence[float], variances: Sequence[float]) -> float:
     """Variance of the mean of k fold AUROCs: the within-fold DeLong variances, plus the between-fold
     component (the folds' sample variance beyond what their own sampling noise explains, a
@@ -199,17 +219,25 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
 
 
 def pvalue_matrices(pairs: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
-    """Per family: (heading, the pairwise p-value matrix, raw above the diagonal and Holm-adjusted below)."""
+    """Per family: (heading, the pairwise p-value matrix, raw above the diagonal and Holm-adjusted below). Cells
+    are named by the parts of their label that vary within the family (``lungs_removed / resnet18``, not
+    ``lungs_removed.resnet18.standard.none.random``), in protocol order; the diagonal is empty (None)."""
     out = []
     for (family,), g in pairs.group_by("family", maintain_order=True):
-        names = sorted(set(g["a"]) | set(g["b"]))
+        full = sorted(set(g["a"]) | set(g["b"]))
+        parts = [n.split(".") for n in full]
+        varying = [k for k in range(len(parts[0])) if len({p[k] for p in parts}) > 1]
+        short = {n: " / ".join(p[k] for k in varying) or n for n, p in zip(full, parts)}
+        names = sorted(full, key=lambda n: (display_order(sorted({p[0] for p in parts})).index(n.split(".")[0]), n))
         idx = {n: i for i, n in enumerate(names)}
-        m = np.full((len(names), len(names)), np.nan)
+        m: list[list[float | None]] = [[None] * len(names) for _ in names]
         for r in g.iter_rows(named=True):
             i, j = sorted((idx[r["a"]], idx[r["b"]]))
-            m[i, j], m[j, i] = r["p"], r["p_holm"]
+            m[i][j], m[j][i] = r["p"], r["p_holm"]
         out.append((f"{family}: raw p above the diagonal, Holm-adjusted below ({g.height} tests)",
-                    pl.DataFrame({"cell": names} | {n: m[:, k] for k, n in enumerate(names)})))
+                    pl.DataFrame({"cell": [short[n] for n in names]} |
+                                 {short[n]: [row[k] for row in m] for k, n in enumerate(names)},
+                                 schema={"cell": pl.Utf8} | {short[n]: pl.Float64 for n in names})))
     return out
 
 
@@ -229,7 +257,17 @@ def delong(run: LoadedRun) -> Artifacts:
         counts = findings.group_by("verdict").len().sort("verdict")
         a.text += (f"\n\nShortcut findings ({RULE}):\n" + "\n".join(f"- {s}" for s in shortcut_sentences(findings))
                    + "\nVerdicts: " + ", ".join(f"{r['verdict']} {r['len']}" for r in counts.iter_rows(named=True)))
-    a.sections = [Section("Shortcut findings", tables=("shortcut_findings",)),
+    if run.aurocs.height and not run.aurocs.drop_nans("auroc").is_empty():
+        hide_seek = run.rows == "representation"
+        plot_forest(run.aurocs, findings, run.figure("auroc_forest"), run.rows,
+                    "Hide and seek: can the model still tell without the lungs?" if hide_seek
+                    else f"Test AUROC per {run.rows}", f"test AUROC ({positive_title(run.aurocs)}), 95 % DeLong CI")
+        a.figures["auroc_forest"] = ("Test AUROC with its 95 % DeLong CI per trial (colour: backbone); lung-hiding "
+                                     "trials add the Bonferroni-corrected CI their verdict is judged on (band, "
+                                     "colour: verdict) and the verdict")
+    view = findings_view(findings) if not findings.is_empty() else None
+    a.sections = [Section("Shortcut findings (per lung-hiding trial)", verdict="verdict", note=RULE,
+                          extra=(("every column: analysis/shortcut_findings.csv", view),) if view is not None else ()),
                   Section("DeLong p-values", extra=tuple(pvalue_matrices(pairs)) if pairs.height else (),
-                          note="" if pairs.height else "fewer than two trials")]
+                          note="" if pairs.height else "fewer than two trials: nothing to compare")]
     return a

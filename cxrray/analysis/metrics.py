@@ -15,7 +15,7 @@ import polars as pl
 from scipy import stats
 from sklearn.metrics import confusion_matrix
 
-from cxrray.analysis.delong import auroc_ci
+from cxrray.delong import auroc_ci
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CELL_AXES
 
@@ -168,7 +168,9 @@ def severity_accuracy(predictions: pl.DataFrame, results: pl.DataFrame, split: s
 def metrics(run: LoadedRun) -> Artifacts:
     """Per-class metrics per trial and per cell, confusion matrices, accuracy per severity level."""
     a = Artifacts(sections=[Section("Per-class metrics (mean over seeds/folds)", tables=("cell_metrics",)),
-                            Section("Accuracy per severity", tables=("severity_accuracy",))])
+                            Section("Accuracy per severity (Wilson 95 % CI)", tables=("severity_accuracy",)),
+                            Section("Per-trial classification metrics (test split)", tables=("trial_metrics",),
+                                    group="detail")])
     per_trial = trial_metrics(run.predictions, run.results)
     if per_trial.is_empty() or run.aurocs.is_empty():
         return a

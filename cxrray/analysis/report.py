@@ -1,100 +1,190 @@
-"""``RUN_DIR/report.html``: one self-contained page (tables inline, figures as data URIs).
+"""``RUN_DIR/report.html``: a reviewer's document in one self-contained page (figures as data URIs).
 
-Built only from the artifacts of the analysis steps (``cxrray.analysis.steps``) and the run's
-stored results, so it reruns anywhere without retraining or network. Each step's report sections
-name its tables and figures; this module only renders them.
+It opens with a verdict card per study (the answer in one line, a sentence per lung-hiding trial, the protocol
+axis x backbone table in protocol order with AUROC [CI] and a verdict mark, the forest plot, every class code
+defined), then the analysis steps' sections grouped into statistics, bias, saliency and per-trial detail, and
+the provenance (the effective study, each invocation, versions, data fingerprints). Colour encodes the
+verdict. Tables drop the columns that are constant (named once above the table); large ones fold away. A print
+stylesheet keeps every AUROC and CI column on the page. Rendered with jinja2 from ``templates/report.html.j2``,
+only from the analysis artifacts and the run's stored files: it reruns anywhere, and a re-analysis rewrites
+every section from what exists now.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import json
-import platform
-from importlib import metadata
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import polars as pl
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section
+from cxrray import provenance
+from cxrray.analysis.compare import shortcut_sentences
+from cxrray.analysis.palette import VERDICTS, protocol_sorted
+from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
+from cxrray.analysis.verdict import verdict_line
+from cxrray.data.tasks import TASKS, class_legend
+from cxrray.representations import lung_hiding
 
-PACKAGES = ("cxrray", "torch", "torchvision", "timm", "ray", "kornia", "pydicom", "scikit-learn", "grad-cam",
-            "wandb", "polars")
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}
-th{background:#f3f3f3}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:2em}
-img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6}pre{white-space:pre-wrap}
-.scroll{overflow-x:auto}"""
-# After load: count tables and images that failed to decode, so a headless browser can check the page.
-CHECK = """<script>window.addEventListener('load',()=>{const b=document.body;
-b.dataset.tables=document.querySelectorAll('table').length;
-b.dataset.images=document.images.length;
-b.dataset.brokenImages=[...document.images].filter(i=>!(i.complete&&i.naturalWidth>0)).length;});</script>"""
-
-
-def _e(x: object) -> str:
-    return html.escape("" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x))
-
-
-def _table(df: pl.DataFrame, colour: str | None = None, max_rows: int = 200) -> str:
-    """A DataFrame as an HTML table; ``colour``: a [0, 1] column shading its row cells from red to green."""
-    if df.is_empty():
-        return "<p><em>none</em></p>"
-    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
-    body = []
-    for r in df.head(max_rows).iter_rows(named=True):
-        style = ""
-        if colour and isinstance(r.get(colour), float) and r[colour] == r[colour]:
-            v = min(max((r[colour] - 0.5) * 2, 0.0), 1.0)  # 0.5 (chance) red -> 1.0 green
-            style = f' style="background:rgb({int(255 - 120 * v)},{int(150 + 100 * v)},150)"'
-        body.append(f"<tr{style}>" + "".join(f"<td>{_e(v)}</td>" for v in r.values()) + "</tr>")
-    return f"<div class='scroll'><table><tr>{head}</tr>{''.join(body)}</table></div>"
+LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "positives", "n_neg": "negatives",
+          "trial_id": "trial", "run_name": "trial", "best_val_auroc": "best val AUROC", "auroc_macro": "macro AUROC",
+          "ci_lo_corrected": "corrected CI low", "ci_hi_corrected": "corrected CI high", "p_holm": "p (Holm)",
+          "p_bonferroni": "p (Bonferroni)", "auroc_original": "AUROC original", "p_vs_original": "p vs original",
+          "auroc_mean": "mean AUROC", "t_lo": "t-CI low", "t_hi": "t-CI high", "auroc_a": "AUROC a",
+          "auroc_b": "AUROC b", "val_auroc": "val AUROC", "test_auroc": "test AUROC"}
+FOLD_ROWS, FOLD_COLS = 15, 12  # a table larger than this folds away (<details>), closed on screen, open in print
+TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("cxrray.analysis", "templates"),
+                               autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
+                               lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 
 
-def _img(path: Path, alt: str) -> str:
-    if not path.exists():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}' \
-           f"</figcaption></figure>"
+def label(column: str) -> str:
+    """A column name as a reader reads it: ``ci_lo`` -> "CI low", ``lung_share_pred`` -> "lung share pred"."""
+    return LABELS.get(column, column.replace("_", " ").replace(".", " "))
 
 
-def _provenance(run_dir: Path, results: pl.DataFrame) -> str:
-    versions = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = "-"
-    data = results.select([c for c in ("data_id", "study", "task", "design", "fold") if c in results.columns]).unique()
-    specs = results.select([c for c in results.columns if c in ("trial_id", "run_name", "status", "init")
-                            or c.startswith("recipe.")])
-    return (f"<p>Run directory <code>{_e(run_dir)}</code>.</p>" + _table(pl.DataFrame(
-        {"package": list(versions), "version": list(versions.values())})) +
-        "<h3>Datasets (data_id = hash of the manifest rows and their split)</h3>" + _table(data) +
-        "<h3>Trials (full specs in results.parquet and trials/&lt;id&gt;/trial.json)</h3>" + _table(specs))
+def fmt(value: object) -> str:
+    """A cell: 3 decimals for floats, a dash for NaN and missing values (never "nan" or "None")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2014"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
 
 
-def _section(sec: Section, art: Artifacts, run: LoadedRun) -> str:
-    parts = [_table(art.tables[t], colour=sec.colour) if t in art.tables else "<p><em>none</em></p>"
-             for t in sec.tables]
-    parts += [f"<h3>{_e(heading)}</h3>" + _table(frame) for heading, frame in sec.extra]
-    parts += [_img(run.figure(f), art.figures[f]) for f in sec.figures if f in art.figures]
-    if sec.note:
-        parts.append(f"<p><em>{_e(sec.note)}</em></p>")
-    return f"<h2>{html.escape(sec.title)}</h2>" + "".join(parts)
+@dataclass
+class Table:
+    """A frame ready to render: headers, formatted cells, per-row CSS class, the constant columns in words."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    row_class: list[str] = field(default_factory=list)
+    constant: str = ""
+    folded: bool = False
+    caption: str = ""
 
 
-def write_report(run: LoadedRun, summary_text: str, artifacts: list[Artifacts]) -> Path:
-    """Write ``report.html``: the findings in words, every step's sections in step order, provenance."""
-    results = run.results
-    body = "<h2>Findings in words</h2><pre>" + html.escape(summary_text) + "</pre>"
-    body += "".join(_section(sec, art, run) for art in artifacts for sec in art.sections)
-    body += "<h2>Provenance</h2>" + _provenance(run.layout.root, results)
-    study = ", ".join(sorted(set(results["study"]))) if "study" in results.columns else ""
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cxrray report: {html.escape(study)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>cxrray report: {html.escape(study)}</h1>{body}"
-            f"<script type='application/json' id='cxrray-meta'>{json.dumps({'trials': results.height})}</script>"
-            f"{CHECK}</body></html>")
+def table(frame: pl.DataFrame, rows: str = "representation", verdict: str | None = None, caption: str = "",
+          keep: tuple[str, ...] = ()) -> Table | None:
+    """Protocol order, constant columns dropped (and named), readable headers, NaN as a dash; ``verdict``: a
+    column whose values colour the rows. None for an empty frame."""
+    if frame.is_empty():
+        return None
+    frame = protocol_sorted(frame, rows)
+    constant = [c for c in frame.columns if frame.height > 1 and c not in keep and c != verdict
+                and frame[c].dtype != pl.List and frame[c].n_unique() == 1]
+    shown = frame.drop(constant) if len(constant) < frame.width else frame
+    classes = [f"v-{v}" if v in VERDICTS else "" for v in frame[verdict]] if verdict in frame.columns else []
+    said = "; ".join(f"{label(c)} = {fmt(frame[c][0])}" for c in constant if fmt(frame[c][0]) not in ("", "\u2014"))
+    return Table([label(c) for c in shown.columns], [[fmt(v) for v in r] for r in shown.iter_rows()], classes,
+                 f"The same in every row: {said}." if said else "",
+                 shown.height > FOLD_ROWS or shown.width > FOLD_COLS, caption)
+
+
+def image(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else ""
+
+
+def _verdict_of(findings: pl.DataFrame) -> dict[tuple, str]:
+    keys = [c for c in ("representation", "backbone", "seed", "fold") if c in findings.columns]
+    return {tuple(r[c] for c in keys): r["verdict"] for r in findings.iter_rows(named=True)}, keys
+
+
+def verdict_grid(run: LoadedRun, findings: pl.DataFrame) -> dict:
+    """The card's table: row axis (protocol order) x backbone; per cell each replicate's AUROC [95 % CI] and
+    its verdict mark and colour (lung-hiding trials: their verdict; any degenerate model: degenerate)."""
+    aurocs = protocol_sorted(run.aurocs, run.rows)
+    backbones = sorted(set(aurocs["backbone"]))
+    verdicts, keys = _verdict_of(findings) if not findings.is_empty() else ({}, [])
+    hidden = set(lung_hiding())
+    grid = []
+    for label_ in dict.fromkeys(aurocs[run.rows].to_list()):
+        cells = []
+        for bb in backbones:
+            part = aurocs.filter((pl.col(run.rows) == label_) & (pl.col("backbone") == bb))
+            entries = []
+            for r in part.iter_rows(named=True):
+                v = verdicts.get(tuple(r[c] for c in keys)) if keys else None
+                v = "degenerate" if r.get("degenerate") else v or (
+                    "visible" if r.get("representation") not in hidden else "inconclusive")
+                ci = f"{fmt(r['auroc'])} [{fmt(r['ci_lo'])}, {fmt(r['ci_hi'])}]"
+                seed = f"seed {r['seed']}: " if part.height > 1 and "seed" in r else ""
+                entries.append({"text": seed + ci, "verdict": v, "mark": VERDICTS[v][2]})
+            cells.append(entries)
+        grid.append({"label": label_, "cells": cells})
+    return {"axis": label(run.rows), "backbones": backbones, "rows": grid}
+
+
+def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
+    """The verdict card: the one-line answer, a sentence per lung-hiding trial, the table, the key figure and
+    the class codes."""
+    delong = artifacts.get("delong")
+    findings = delong.tables.get("shortcut_findings", pl.DataFrame()) if delong else pl.DataFrame()
+    findings = protocol_sorted(findings)
+    line = verdict_line(findings)
+    head = line.split(":")[0]
+    sentences = [{"verdict": v, "text": s} for v, s in zip(findings["verdict"], shortcut_sentences(findings))] \
+        if not findings.is_empty() else []
+    degenerate = run.aurocs.filter(pl.col("degenerate") != "") if run.aurocs.height else run.aurocs
+    names = dict(zip(run.results["trial_id"], run.results["run_name"]))
+    tasks = sorted(set(run.aurocs["task"])) if "task" in run.aurocs.columns and run.aurocs.height else []
+    legend = [(t, class_legend(TASKS.get(t))) for t in tasks if t in TASKS]
+    figure = next((a.figures for a in artifacts.values() if "auroc_forest" in a.figures), {})
+    return {"line": line, "css": {"SHORTCUT": "shortcut", "NO SHORTCUT": "no_shortcut", "INCONCLUSIVE":
+                                  "inconclusive"}.get(head, "degenerate"),
+            "sentences": sentences, "grid": verdict_grid(run, findings) if run.aurocs.height else None,
+            "degenerate": [f"{names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
+                           for r in degenerate.iter_rows(named=True)],
+            "forest": {"src": image(run.figure("auroc_forest")), "caption": figure.get("auroc_forest", "")},
+            "legend": legend, "failed": run.results.filter(pl.col("status") != "finished")["run_name"].to_list()}
+
+
+def section(sec: Section, art: Artifacts, run: LoadedRun) -> dict | None:
+    """A section's tables and figures as the template shows them; None when the step made none of them (a
+    section never stands empty, and a re-analysis without a step's output shows nothing stale)."""
+    tables = [table(art.tables[t], run.rows, sec.verdict) for t in sec.tables if t in art.tables]
+    tables += [table(frame, run.rows, sec.verdict, caption=heading, keep=("cell",)) for heading, frame in sec.extra]
+    figures = [{"src": image(run.figure(f)), "caption": art.figures[f]} for f in sec.figures if f in art.figures]
+    tables = [t for t in tables if t is not None]
+    if not tables and not figures:
+        return None
+    return {"title": sec.title, "tables": tables, "figures": figures, "note": sec.note}
+
+
+def provenance_view(run: LoadedRun) -> dict:
+    """The effective study, the invocations that made the run, versions and the datasets' fingerprints."""
+    invocations, study = provenance.read(run.layout)
+    data_cols = [c for c in ("data_id", "task", "design", "fold", "image_size") if c in run.results.columns]
+    data = run.results.select(data_cols).unique(maintain_order=True) if data_cols else pl.DataFrame()
+    last = invocations[-1] if invocations else {}
+    trials = run.results.select([c for c in ("run_name", "trial_id", "status", "init") if c in run.results.columns])
+    return {"study": study, "invocations": invocations,
+            "packages": last.get("packages") or provenance.package_versions(),
+            "data": table(data, keep=("data_id",),
+                          caption="Datasets (data_id: the fingerprint of the manifest rows and their split)"),
+            "runs": table(trials, keep=("trial_id",),
+                            caption="Trials (full specs: results.parquet and trials/<id>/trial.json)"),
+            "root": str(run.layout.root)}
+
+
+def write_report(run: LoadedRun, summary_text: str, named: dict[str, Artifacts]) -> Path:
+    """Write ``report.html`` from the analysis artifacts (per step name, in step order): verdict card, grouped
+    sections, the findings in words, provenance."""
+    groups = {g: [] for g in GROUPS}
+    for art in named.values():
+        for sec in art.sections:
+            shown = section(sec, art, run)
+            if shown is not None:
+                groups.setdefault(sec.group, []).append(shown)
+    study = ", ".join(sorted(set(run.results["study"]))) if "study" in run.results.columns else ""
+    page = TEMPLATES.get_template("report.html.j2").render(
+        study=study, card=card(run, named), groups=[(GROUPS.get(g, g), s) for g, s in groups.items() if s],
+        text=summary_text, prov=provenance_view(run), verdicts=VERDICTS, n_trials=run.results.height,
+        made=time.strftime("%Y-%m-%d %H:%M %Z"))
     run.layout.report.write_text(page)
     return run.layout.report

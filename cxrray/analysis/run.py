@@ -60,7 +60,7 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
         artifacts[step.name] = made
     text = "".join(a.text for a in artifacts.values())
     run.layout.analysis_file("auroc_table.md").write_text(text + "\n")
-    report = write_report(run, text, list(artifacts.values()))
+    report = write_report(run, text, artifacts)
     return AnalysisResult(text, artifacts, report)
 
 

@@ -147,8 +147,11 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
         share = np.full(len(x), np.nan)
         share[:n] = saliency_mass(maps["lime"], lungs[:n])
         rows = rows.with_columns(pl.Series("lime_share_pred", share))
-    return rows, maps | {"image": batch["image"], "mask": lungs.astype(np.uint8),
-                         "classes": np.asarray(task.classes)[pred]}
+    seen_image = x[:, 0].numpy() * np.asarray(bdef.std, np.float32).ravel()[0] + np.asarray(bdef.mean).ravel()[0]
+    truth = np.asarray([task.classes[task.class_index(str(v))] for v in batch["label"]])
+    return rows, maps | {"image": batch["image"], "seen": seen_image, "mask": lungs.astype(np.uint8),
+                         "classes": np.asarray(task.classes)[pred], "truth": truth,
+                         "prob": prob.max(1), "all_classes": tuple(task.classes)}
 
 
 def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0,

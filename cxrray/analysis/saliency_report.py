@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from cxrray.analysis.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.analysis.saliency import bootstrap_ci, trial_saliency
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import RunLayout
@@ -42,68 +43,11 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
     return pl.concat(per_image), pl.DataFrame(summary, infer_schema_length=None), maps
 
 
-def plot_saliency_bars(summary: pl.DataFrame, path: Path) -> None:
-    """Share of Grad-CAM mass inside the lungs per trial (95 % bootstrap CI); the dashed line is the lung
-    area share, what a map spread evenly over the image would give."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['representation']}\n{r['backbone']}" for r in summary.iter_rows(named=True)]
-    y = summary["lung_share_pred"].to_numpy()
-    lo, hi = summary["lung_share_pred_lo"].to_numpy(), summary["lung_share_pred_hi"].to_numpy()
-    err = np.abs(np.vstack([y - lo, hi - y]))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
-    ax.bar(range(len(y)), y, yerr=np.nan_to_num(err), capsize=3, color="C0", label="predicted class")
-    ax.plot(range(len(y)), summary["lung_area"].to_numpy(), "k_", markersize=20, label="lung area share")
-    ax.set_xticks(range(len(y)), labels, fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("Grad-CAM mass inside the lungs")
-    ax.legend(fontsize=8)
-    ax.set_title("Where the models look: saliency inside the lung mask")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_gradcam_grid(maps: dict[str, dict], path: Path, per_class: int = 2) -> None:
-    """Rows: representation x backbone; columns: ``per_class`` test images of each predicted class, with
-    the Grad-CAM overlay and the lung contour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trials = list(maps.values())
-    classes = sorted({c for m in trials for c in m["classes"]})
-    ncol = per_class * len(classes)
-    fig, axes = plt.subplots(len(trials), ncol, figsize=(1.6 * ncol, 1.7 * len(trials)), squeeze=False)
-    for i, m in enumerate(trials):
-        picks = [j for c in classes for j in np.flatnonzero(m["classes"] == c)[:per_class].tolist()
-                 + [None] * max(0, per_class - int((m["classes"] == c).sum()))]
-        for k, j in enumerate(picks):
-            ax = axes[i, k]
-            ax.axis("off")
-            if j is None:
-                continue
-            ax.imshow(m["image"][j], cmap="gray")
-            ax.imshow(m["pred"][j], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            ax.contour(m["mask"][j], levels=[0.5], colors="white", linewidths=0.6)
-            if i == 0:
-                ax.set_title(f"pred {m['classes'][j]}", fontsize=7)
-        axes[i, 0].text(-0.1, 0.5, f"{m['representation']}\n{m['backbone']}", transform=axes[i, 0].transAxes,
-                        ha="right", va="center", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 @analysis_step(order=40)
 def saliency(run: LoadedRun) -> Artifacts:
     """Grad-CAM (and LIME) shares inside the lungs (CSV, bar chart) and example grids; a line per trial."""
     a = Artifacts(sections=[Section("Saliency inside the lungs", tables=("saliency_in_lungs",),
-                                    figures=("saliency_in_lungs", "gradcam_grid"))])
+                                    figures=("saliency_in_lungs", "gradcam_grid"), group="saliency")])
     limit, lime = run.options.saliency, min(run.options.lime, run.options.saliency)
     if not limit or not run.aurocs.height:
         return a
@@ -113,8 +57,9 @@ def saliency(run: LoadedRun) -> Artifacts:
     a.tables |= {"saliency_per_image": per_image, "saliency_in_lungs": summary}
     plot_saliency_bars(summary, run.figure("saliency_in_lungs"))
     plot_gradcam_grid(maps, run.figure("gradcam_grid"))
-    a.figures |= {"saliency_in_lungs": "Grad-CAM mass inside the lung mask per trial",
-                  "gradcam_grid": "Grad-CAM examples per representation and backbone"}
+    a.figures |= {"saliency_in_lungs": "Grad-CAM mass inside the lungs per trial, by representation and backbone",
+                  "gradcam_grid": "Grad-CAM of the predicted class on the image each model saw, two test images "
+                                  "per true class; white: the lungs where the model saw them"}
     lines = [f"- {r['representation']} / {r['backbone']}: " + (
         r["note"] if r["note"] else
         f"{r['lung_share_pred']:.2f} [{r['lung_share_pred_lo']:.2f}, {r['lung_share_pred_hi']:.2f}] of the "

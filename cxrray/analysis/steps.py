@@ -47,17 +47,23 @@ class LoadedRun:
         return self.layout.analysis_file(f"{name}.png")
 
 
+GROUPS = {"statistics": "Statistics", "bias": "Bias and shortcuts beyond the lungs", "saliency": "Saliency",
+          "detail": "Per-trial detail"}  # the report's parts after the verdict card, in this order
+
+
 @dataclass(frozen=True)
 class Section:
     """One report section: the step's tables and figures (by name) in this order, and sub-tables shown
-    only here (heading, frame); ``colour``: a [0, 1] column shading table rows."""
+    only here (heading, frame); ``group``: the report part it belongs to (``GROUPS``); ``verdict``: a column
+    of verdicts that colours the table's rows (colour encodes the verdict, never the size of a number)."""
 
     title: str
     tables: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
     extra: tuple[tuple[str, pl.DataFrame], ...] = ()
-    colour: str | None = None
+    verdict: str | None = None
     note: str = ""
+    group: str = "statistics"
 
 
 @dataclass

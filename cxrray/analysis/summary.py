@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -10,40 +12,76 @@ import polars as pl
 from cxrray.analysis.run import AnalysisResult, run_analysis
 from cxrray.analysis.verdict import verdict_line
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
+from cxrray.data.tasks import TASKS
 
 
-def summary_run(study: str, directory: Path, mode: WandbMode, project: str):
-    """The study's own W&B run (id ``<study>-summary``, resumed each time): results and analysis tables."""
+def summary_id(study: str, run_dir: Path, results: pl.DataFrame) -> str:
+    """The summary run's W&B id: the study and a hash of the run directory and the datasets it read, so two
+    run directories of one study (a phantom demo, a COVIDx run) never merge into one W&B run."""
+    data = sorted(set(results["data_id"])) if "data_id" in results.columns else []
+    key = json.dumps([str(Path(run_dir).resolve()), data])
+    return f"{study}-summary-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def summary_run(study: str, run_id: str, directory: Path, mode: WandbMode, project: str):
+    """The study's own W&B run (resumed by each analysis of the same run directory): results and analysis."""
     import wandb
 
-    return wandb.init(id=f"{study}-summary", name=f"{study} summary", project=project, group=study,
-                      job_type="summary", dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
+    return wandb.init(id=run_id, name=f"{study} summary", project=project, group=study, job_type="summary",
+                      dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
                       settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
+
+
+def trial_charts(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str]) -> dict:
+    """W&B's native ROC curve and confusion matrix of every analysed trial (test split), keyed by run name."""
+    import wandb
+
+    charts = {}
+    test = predictions.filter(pl.col("split") == "test")
+    for r in aurocs.iter_rows(named=True):
+        part = test.filter(pl.col("trial_id") == r["trial_id"])
+        classes = TASKS.get(r["task"]).classes
+        probs = part.select([f"prob_{c}" for c in classes]).to_numpy()
+        y, name = part["target"].to_numpy(), names.get(r["trial_id"], r["trial_id"])
+        charts[f"roc/{name}"] = wandb.plot.roc_curve(y, probs, labels=list(classes), classes_to_plot=[
+            classes.index(r["positive"])], title=f"ROC {name} ({r['positive']} vs rest)")
+        charts[f"confusion/{name}"] = wandb.plot.confusion_matrix(y_true=y.tolist(), preds=probs.argmax(1).tolist(),
+                                                                  class_names=list(classes), title=f"Confusion {name}")
+    return charts
 
 
 def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, wandb_mode: WandbMode,
                 project: str) -> None:
-    """The results table and status counts, every analysis table and figure (as the steps made them), and
-    report.html as an artifact, in the study's summary W&B run."""
+    """One W&B log per analysis in the run directory's summary run: the results table, every analysis table
+    and figure (as the steps made them), ROC and confusion charts per analysed trial, the verdict line in the
+    summary, and report.html as an artifact."""
     if wandb_mode == "disabled" or outcome.results.is_empty():
         return
     import wandb
 
     study = outcome.results["study"][0]
-    run = summary_run(study, run_dir, wandb_mode, project)
+    run = summary_run(study, summary_id(study, run_dir, outcome.results), run_dir, wandb_mode, project)
     results = outcome.results.select([c for c in outcome.results.columns if outcome.results[c].dtype != pl.Null])
     logged, layout = {"results": wandb.Table(dataframe=results.to_pandas())}, RunLayout(run_dir)
     for art in analysis.artifacts.values():
         logged |= {f"analysis/{name}": wandb.Table(dataframe=frame.to_pandas()) for name, frame in art.tables.items()}
         logged |= {f"figures/{name}": wandb.Image(str(layout.analysis_file(f"{name}.png")), caption=cap)
                    for name, cap in art.figures.items()}
-    run.log(logged)
+    aurocs = analysis.artifacts["aurocs"].tables.get("trial_aurocs", pl.DataFrame())
+    if not aurocs.is_empty() and not outcome.predictions.is_empty():
+        logged |= trial_charts(outcome.predictions, aurocs, dict(zip(results["trial_id"], results["run_name"])))
+    run.log(logged, commit=True)
     run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
-                        "skipped": len(outcome.skipped)})
+                        "skipped": len(outcome.skipped), "verdict": verdict_line(_findings(analysis))})
     art = wandb.Artifact(f"{study}-report", type="report")
     art.add_file(str(analysis.report))
     run.log_artifact(art)
     run.finish()
+
+
+def _findings(analysis: AnalysisResult) -> pl.DataFrame:
+    delong = analysis.artifacts.get("delong")
+    return delong.tables.get("shortcut_findings", pl.DataFrame()) if delong else pl.DataFrame()
 
 
 def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wandb_mode: WandbMode = "disabled",
@@ -56,7 +94,5 @@ def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wa
     stopped = f" ({len(outcome.stopped)} more stopped early by ASHA)" if outcome.stopped else ""
     print(f"\n[cxrray] {len(outcome.finished)}/{total} trials finished{stopped} in {time.time() - t0:.0f} s; "
           f"results in {run_dir} (predictions.parquet, results.parquet, analysis/, report.html)")
-    delong = analysis.artifacts.get("delong")
-    findings = delong.tables.get("shortcut_findings", pl.DataFrame()) if delong else pl.DataFrame()
-    print(f"[cxrray] {verdict_line(findings)}; report: {analysis.report}")
+    print(f"[cxrray] {verdict_line(_findings(analysis))}; report: {analysis.report}")
     return 0 if not outcome.failed else 1

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.delong import auroc_ci
+from cxrray.delong import auroc_ci
+from cxrray.analysis.figures import plot_roc_curves
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS
@@ -137,62 +138,6 @@ def format_table(table: pl.DataFrame, title: str) -> str:
     return "\n".join([title, "", line(cols), sep, *(line(r) for r in body)])
 
 
-def plot_aurocs(aurocs: pl.DataFrame, path, rows: str = "representation") -> None:
-    """Forest plot: AUROC with 95 % CI per representation (or path), one colour per backbone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    reps = _order(aurocs[rows].unique().to_list())
-    bbs = sorted(aurocs["backbone"].unique().to_list())
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(reps) + 1.5))
-    for j, bb in enumerate(bbs):
-        part = aurocs.filter(pl.col("backbone") == bb)
-        for r in part.iter_rows(named=True):
-            y = reps.index(r[rows]) + (j - (len(bbs) - 1) / 2) * 0.8 / max(len(bbs), 1)
-            ax.errorbar(r["auroc"], y, xerr=[[r["auroc"] - r["ci_lo"]], [r["ci_hi"] - r["auroc"]]], fmt="o",
-                        color=f"C{j}", capsize=3)
-    handles = [plt.Line2D([], [], color=f"C{j}", marker="o", ls="", label=bb) for j, bb in enumerate(bbs)]
-    ax.legend(handles=handles, loc="lower left", fontsize=8)
-    ax.axvline(0.5, color="grey", ls="--", lw=1)
-    ax.set_yticks(range(len(reps)), reps)
-    ax.invert_yaxis()
-    ax.set_xlim(0.3, 1.02)
-    ax.set_xlabel(f"test AUROC ({positive_title(aurocs)}), 95 % DeLong CI")
-    ax.set_title("Hide and seek: can the model still tell without the lungs?" if rows == "representation"
-                 else "Staged pretraining: test AUROC per path")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path) -> None:
-    """ROC curves (positive class vs rest) of every trial in the table, one panel per backbone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    test = predictions.filter(pl.col("split") == "test")
-    backbones = sorted(aurocs["backbone"].unique().to_list())
-    fig, axes = plt.subplots(1, len(backbones), figsize=(4.2 * len(backbones), 4), squeeze=False)
-    for ax, bb in zip(axes[0], backbones):
-        for k, r in enumerate(aurocs.filter(pl.col("backbone") == bb).iter_rows(named=True)):
-            part = test.filter(pl.col("trial_id") == r["trial_id"])
-            index = TASKS.get(r["task"]).classes.index(r["positive"]) if "task" in r else 1
-            fpr, tpr, _ = roc_curve((part["target"] == index).to_numpy(), part[f"prob_{r['positive']}"].to_numpy())
-            name = r.get("representation") if r.get("pretraining") in (None, "none") else r.get("pretraining")
-            ax.plot(fpr, tpr, color=f"C{k % 10}", lw=1.4, label=f"{name} s{r.get('seed', 0)} ({r['auroc']:.2f})")
-        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set(title=bb, xlabel="1 - specificity", ylabel="sensitivity")
-        ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 @analysis_step(order=10)
 def aurocs(run: LoadedRun) -> Artifacts:
     """Test AUROC per trial with its DeLong CI, the condition x backbone table, forest plot and ROC curves."""
@@ -213,13 +158,11 @@ def aurocs(run: LoadedRun) -> Artifacts:
                    + "\n".join(f"- {names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
                                 for r in degenerate.iter_rows(named=True)))
     shown = run.aurocs.drop_nans("auroc")
-    if run.aurocs.height:
-        plot_aurocs(shown, run.figure("auroc_forest"), run.rows)
-        a.figures["auroc_forest"] = "AUROC with 95 % CI per cell"
     if shown.height:
-        plot_roc_curves(run.predictions, shown, run.figure("roc_curves"))
-        a.figures["roc_curves"] = f"ROC curves, {positive_title(shown)}, per trial"
-    a.sections = [Section("Test AUROC per cell (95 % DeLong CI; rows shaded from chance, red, to 1.0, green)",
-                          tables=("trial_aurocs",), figures=("auroc_forest",), colour="auroc"),
-                  Section("ROC curves", figures=("roc_curves",))]
+        plot_roc_curves(run.predictions, shown, run.figure("roc_curves"), run.rows)
+        a.figures["roc_curves"] = f"ROC curves, {positive_title(shown)}, per trial (one panel per backbone, one " \
+                                  f"colour per {run.rows})"
+    a.sections = [Section("ROC curves", figures=("roc_curves",)),
+                  Section("Test AUROC per trial (95 % DeLong CI clustered by patient)", tables=("trial_aurocs",),
+                          group="detail")]
     return a

@@ -102,6 +102,27 @@ class Task:
         return np.stack(cols, axis=1)
 
 
+CODES = {  # every class and manifest label code, in words (the report defines each code it shows)
+    "NOR": "normal", "CVP": "COVID-19 pneumonia", "OVP": "other viral pneumonia",
+    "OBP": "other bacterial pneumonia", "PNA": "pneumonia, cause not given", "OTH": "other findings",
+    "NCP": "non-COVID-19 pneumonia", "NCV": "not COVID-19", "PNEU": "pneumonia (any cause)",
+    "NOPNEU": "no pneumonia",
+}
+
+
+def class_legend(task: Task) -> list[tuple[str, str]]:
+    """(code, meaning) per class of ``task``: its words and the manifest labels it holds, e.g.
+    ("NCV", "not COVID-19: normal (NOR), other viral pneumonia (OVP), ...")."""
+    out = []
+    for c in task.classes:
+        members = [m for m in task.members.get(c, ()) if m != c]
+        words = CODES.get(c, c.removeprefix("finding_").replace("_", " "))
+        if members:
+            words += ": " + ", ".join(f"{CODES.get(m, m)} ({m})" for m in members)
+        out.append((c, words + (" [positive class]" if c == task.positive else "")))
+    return out
+
+
 TASKS: Registry[Task] = Registry("task")
 
 

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from cxrray.models import build_backbone
-
 
 @dataclass(frozen=True)
 class Published:
@@ -43,6 +39,10 @@ PUBLISHED = (
 
 def counts(name: str, image_size: int, num_classes: int) -> tuple[int, int]:
     """(trainable parameters, plus batch-norm running statistics) of a freshly built entry."""
+    import torch  # here, so that --help answers without it
+
+    from cxrray.models import build_backbone
+
     model, _ = build_backbone(name, num_classes, 3, False, image_size)
     with torch.no_grad():  # materialise lazy layers at this input size
         model.eval()(torch.zeros(1, 3, image_size, image_size))

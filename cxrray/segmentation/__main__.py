@@ -7,8 +7,6 @@ import argparse
 import os
 import sys
 
-from cxrray.segmentation.train import SegConfig
-
 
 def _start_ray() -> None:
     import ray
@@ -56,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     _start_ray()
     if args.cmd == "train":
         from cxrray.segmentation.job import summarise, train_segmenter
+        from cxrray.segmentation.train import SegConfig
 
         per_image = train_segmenter(args.manifest, args.out, SegConfig(size=args.size, epochs=args.epochs,
                                                                        seed=args.seed),

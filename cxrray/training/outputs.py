@@ -22,6 +22,7 @@ import torch
 
 from cxrray.config import TrialContext, TrialDir, TrialSpec
 from cxrray.data.tasks import TASKS, Task
+from cxrray.delong import auroc_ci
 from cxrray.training.session import Session
 from cxrray.training.tracking import Tracker
 
@@ -63,6 +64,24 @@ def degeneracy(frame: pl.DataFrame, task: Task, train_loss: list[float]) -> str:
     return ""
 
 
+def selected_summary(frames: list[pl.DataFrame], task: Task, scores: dict[str, float],
+                     meta: dict[str, Any]) -> dict[str, Any]:
+    """What the trial's W&B summary shows: the scores of the kept model (the epoch chosen on validation, not
+    the last one), that epoch and its validation values, and the test AUROC of the task's positive class with
+    its 95 % DeLong CI clustered by patient (NaN bounds where it cannot be estimated)."""
+    out = dict(scores) | {"selected_epoch": meta.get("best_epoch", -1)}
+    out |= {f"val_{k}": v for k, v in meta.get("best_val", {}).items()}
+    test = next((f for f in frames if f["split"][0] == "test"), None) if frames else None
+    if test is None or task.multilabel or task.positive not in task.classes or test.is_empty():
+        return out
+    y = (test["target"] == task.classes.index(task.positive)).to_numpy()
+    if y.all() or not y.any():
+        return out
+    ci = auroc_ci(y, test[f"prob_{task.positive}"].to_numpy(), groups=test["patient_id"].to_numpy())
+    return out | {"test_auroc_positive": ci.auc, "test_auroc_ci_lo": ci.lo, "test_auroc_ci_hi": ci.hi,
+                  "test_positive_class": task.positive}
+
+
 def selection_key(val: dict[str, float], select_by: str) -> tuple[float, float]:
     """Larger is better: validation AUROC then lower loss, or lower loss alone; NaN ranks last."""
     fin = lambda x: x if x == x else float("-inf")  # noqa: E731  (NaN -> -inf)
@@ -85,7 +104,7 @@ class EpochReporter:
     the log, a checkpoint at most every ``checkpoint_every_s`` (always the first epoch of an attempt: a
     full state write costs 0.3 s for ResNet-18 here, and a resume loses at most that much work), the
     session report and the fault hook. As a context manager it closes the W&B run when a scheduler
-    (ASHA) stops the trial at a report (``SystemExit``)."""
+    (ASHA) stops the trial at a report (``SystemExit``) or the attempt fails."""
 
     def __init__(self, ctx: TrialContext, session: Session, start: int, extra_config: dict[str, Any]) -> None:
         spec = ctx.spec
@@ -95,15 +114,17 @@ class EpochReporter:
         if session.rank == 0:
             log_attempt(self.trial_dir, start)
             self.tracker = Tracker(ctx.wandb, run_id=spec.trial_id, name=spec.run_name, project=ctx.project,
-                                   group=spec.study, config=spec.flat() | extra_config, directory=self.trial_dir.path)
+                                   group=spec.study, config=spec.flat() | extra_config, directory=self.trial_dir.path,
+                                   step_file=self.trial_dir.wandb_step)
         self.fault = planned_fault(spec, self.trial_dir)  # read once per attempt, not every epoch
 
     def __enter__(self) -> "EpochReporter":
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        if kind is SystemExit and self.tracker is not None:
-            self.tracker.finish()
+        """A stopped (ASHA) or failed attempt closes its W&B run segment now, so the retry opens a new one."""
+        if kind is not None and self.tracker is not None:
+            self.tracker.finish(exit_code=0 if kind is SystemExit else 1)
 
     def __call__(self, epoch: int, metrics: dict[str, Any], state: Callable[[], dict[str, Any]]) -> None:
         """Log and report one finished epoch; ``state()`` builds the checkpoint only when one is due."""
@@ -126,7 +147,6 @@ def write_outputs(trial_dir: TrialDir, spec: TrialSpec, frames: list[pl.DataFram
     the tracker."""
     tracker = tracker or Tracker("disabled", run_id="", name="", project="", group="", config={},
                                  directory=trial_dir.path)
-    tracker.summary(scores)
     trial_dir.path.mkdir(parents=True, exist_ok=True)
     for name, state in weights.items():
         torch.save(state, trial_dir.file(name))
@@ -136,6 +156,7 @@ def write_outputs(trial_dir: TrialDir, spec: TrialSpec, frames: list[pl.DataFram
     tmp = trial_dir.path / f".{trial_dir.predictions.name}.tmp"
     pl.concat(frames).write_parquet(tmp)
     os.replace(tmp, trial_dir.predictions)  # the file's existence marks the trial finished
+    tracker.summary(selected_summary(frames, TASKS.get(spec.task), scores, meta))  # after every history row
     tracker.artifact(trial_dir.predictions, f"predictions-{spec.trial_id}", "predictions")
     tracker.finish()
 

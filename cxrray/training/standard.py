@@ -113,7 +113,7 @@ class StandardTrial:
                                         self.ctx.data.splits)
         return TrialResult(frames, scores, {self.ctx.trial_dir.model.name: unwrap(self.model).state_dict()},
                            {"init": self.init, "best_epoch": self.best.epoch,
-                            "best_val_auroc": self.best.val.get("auroc", -1.0)})
+                            "best_val_auroc": self.best.val.get("auroc", -1.0), "best_val": self.best.val})
 
 
 @register("standard")

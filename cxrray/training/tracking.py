@@ -1,7 +1,10 @@
 """W&B run handling for one trial (rank 0 only), offline by default.
 
-The run id is the trial id, so a resumed trial continues the same W&B run
-(``resume="allow"``) and its steps are the epochs, never duplicated.
+The run id is the trial id, so a resumed trial continues the same W&B run (``resume="allow"``). History
+has each epoch once: every epoch's row is committed when it is logged (so ``finish`` cannot flush a held
+row over the summary), and the last logged epoch is kept in the trial folder (``TrialDir.wandb_step``), so an
+attempt that goes on from an older checkpoint does not log the epochs it repeats a second time. The
+summary is written last: the values of the epoch whose model was kept and tested.
 """
 
 from __future__ import annotations
@@ -14,20 +17,30 @@ class Tracker:
     """A thin wrapper that is a no-op when W&B is disabled."""
 
     def __init__(self, mode: str, *, run_id: str, name: str, project: str, group: str,
-                 config: dict[str, Any], directory: Path) -> None:
+                 config: dict[str, Any], directory: Path, step_file: Path | None = None) -> None:
         self.run = None
+        self._step_file = step_file  # None: no memory across attempts
         if mode == "disabled":
             return
         import wandb
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(id=run_id, name=name, project=project, group=group, config=config,
-                              dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
+        self.run = wandb.init(id=run_id, name=name, project=project, group=group,
+                              config=config, dir=str(directory), mode=mode, resume="allow",
+                              reinit="finish_previous",
                               settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
 
+    def last_step(self) -> int:
+        """The last epoch already in this run's history (-1: none)."""
+        return int(self._step_file.read_text()) if self._step_file and self._step_file.exists() else -1
+
     def log(self, metrics: dict[str, float], step: int) -> None:
-        if self.run is not None:
-            self.run.log(metrics, step=step)
+        """Log one epoch's row, unless an earlier attempt already logged that epoch."""
+        if self.run is None or step <= self.last_step():
+            return
+        self.run.log(metrics, step=step, commit=True)
+        if self._step_file is not None:
+            self._step_file.write_text(str(step))
 
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.run is not None:
@@ -42,7 +55,7 @@ class Tracker:
             art.add_file(str(path))
             self.run.log_artifact(art)
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)
             self.run = None

@@ -1,33 +1,40 @@
 """What every study CLI in ``sweeps/`` shares: resource and logging options, recipe overrides,
-and the rule that bad input ends in one clear line (exit 2), never a traceback."""
+and the rule that bad input ends in one clear line (exit 2), never a traceback.
+
+Nothing heavy at import: ``--help`` is answered without torch, timm or Ray (registry names come from
+``cxrray.tuning.names``); the stages are imported by the functions that need them, after parsing."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
-from cxrray.config import RunLayout, TrainRecipe
-from cxrray.data.tasks import TASKS
-from cxrray.models import BACKBONES
+from cxrray import provenance
+from cxrray.config import RunLayout
 from cxrray.registry import UnknownNameError, UserError  # UserError: also for the CLIs in sweeps/
-from cxrray.representations import REPRESENTATIONS
-from cxrray.training.methods import METHODS
-from cxrray.training.recipes import RECIPES
-from cxrray.tuning.asha import EarlyStop
-from cxrray.tuning.study import Resources, parse_search
+from cxrray.tuning.names import names as registry_names
+
+if TYPE_CHECKING:
+    from cxrray.config import TrainRecipe
+    from cxrray.tuning.asha import EarlyStop
+    from cxrray.tuning.study import Resources
 
 
 def valid_names(what: str, registry: str) -> str:
     """Help text that lists a registry's names (``registry``: backbone, representation or task), so ``--help``
     says what is valid and the sweeps need not import the registries' stages."""
-    names = {"backbone": BACKBONES, "representation": REPRESENTATIONS, "task": TASKS}[registry].names()
+    if registry == "task":
+        from cxrray.data.tasks import TASKS  # numpy only
+
+        names = TASKS.names()
+    else:
+        names = registry_names(registry)
     return f"{what}; valid: {', '.join(names)}"
 
 
@@ -35,8 +42,9 @@ def add_training_args(p: argparse.ArgumentParser, default_recipe: str, image_siz
     t = p.add_argument_group("training")
     t.add_argument("--image-size", type=int, default=image_size, help="side of the square model input in px "
                    f"(default {image_size})")
-    t.add_argument("--recipe", default=default_recipe, help=f"optimisation preset ({', '.join(RECIPES.names())}); "
-                   "the options below override it")
+    recipes = ", ".join(registry_names("recipe"))
+    t.add_argument("--recipe", default=default_recipe,
+                   help=f"optimisation preset ({recipes}); the options below override it")
     t.add_argument("--epochs", type=int, help="training epochs per trial (default: the recipe's)")
     t.add_argument("--batch-size", type=int, help="images per optimiser step and worker (default: the recipe's)")
     t.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
@@ -77,12 +85,16 @@ def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
                    help="W&B logging: offline run files under --out (default), online (needs WANDB_API_KEY), "
                         "or disabled")
     r.add_argument("--project", default="cxrray", help="W&B project of the trial and summary runs")
+    r.add_argument("--entity", help="W&B entity (user or team) of the runs; default: WANDB_ENTITY, else your "
+                   "default entity. With WANDB_API_KEY it is passed to every Ray worker")
     r.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     r.add_argument("--verbose", action="store_true", help="stream Ray worker logs to the terminal")
 
 
 def recipe_from(args: argparse.Namespace, name: str | None = None) -> TrainRecipe:
     """Preset ``name`` (default ``--recipe``) with the command line's overrides applied."""
+    from cxrray.training.recipes import RECIPES
+
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
     flags = ({"augment": False} if args.no_augment else {}) | ({"balanced": True} if args.balanced else {})
@@ -97,12 +109,17 @@ def sweep_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def early_stop_from(args: argparse.Namespace) -> EarlyStop | None:
     """``--asha``: ASHA over the ``--search`` axes (an error without them: protocol axes never stop early)."""
+    from cxrray.tuning.asha import EarlyStop
+    from cxrray.tuning.study import parse_search
+
     if not args.asha:
         return None
     return EarlyStop(tuple(sorted(parse_search(args.search))), args.asha_grace, args.asha_reduction)
 
 
 def resources_from(args: argparse.Namespace) -> Resources:
+    from cxrray.tuning.study import Resources
+
     return Resources(num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu,
                      max_concurrent_trials=args.max_concurrent, max_failures=args.max_failures,
                      launcher=args.launcher, checkpoint_every_s=args.checkpoint_every_s)
@@ -141,13 +158,22 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
         raise UserError(f"{pre.config}: unknown preset {preset!r}; valid: {sorted(presets)}")
     p.set_defaults(**(dict(presets[preset]) | values), preset=preset)
     args = p.parse_args(argv)
+    from cxrray.tuning.study import parse_search
+
     parse_search(args.search)  # a bad hyper-parameter axis fails here, before Ray starts
     early = early_stop_from(args)  # --asha without --search fails here too
     if early is not None and not resources_from(args).inline():
         raise UserError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
     if args.resume and not (args.out / "ray").exists() and not args.storage:
         raise UserError(f"--resume: nothing to resume in {args.out.resolve()} (no ray/ folder)")
+    if args.entity:  # W&B reads it here and start_ray hands it to the workers
+        os.environ["WANDB_ENTITY"] = args.entity
     return args
+
+
+def record_study(args: argparse.Namespace, study: str, argv: list[str] | None = None) -> None:
+    """``--out``/study.yaml (what ``--config`` reruns) and this invocation in ``--out``/provenance.json."""
+    provenance.record(RunLayout(args.out.resolve()), study, vars(args), argv)
 
 
 def load_study_yaml(path: Path, p: argparse.ArgumentParser, study: str) -> dict[str, Any]:
@@ -204,6 +230,12 @@ def _typed(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
 
 def check_names(**names: list[str]) -> None:
     """Every name exists in its registry (``backbone=[...]``, ``task=[...]`` ...), before Ray starts."""
+    from cxrray.data.tasks import TASKS
+    from cxrray.models import BACKBONES
+    from cxrray.representations import REPRESENTATIONS
+    from cxrray.training.methods import METHODS
+    from cxrray.training.recipes import RECIPES
+
     registries = {"backbone": BACKBONES, "representation": REPRESENTATIONS, "task": TASKS, "recipe": RECIPES,
                   "method": METHODS}
     for kind, values in names.items():
@@ -213,6 +245,8 @@ def check_names(**names: list[str]) -> None:
 
 def check_method_resources(methods: list[str], args: argparse.Namespace) -> None:
     """Every training method can run with the sweep's workers and scheduler (its registry entry says)."""
+    from cxrray.training.methods import METHODS
+
     for name in methods:
         METHODS.get(name).check_resources(args.num_workers, args.asha)
 
@@ -226,6 +260,8 @@ def smoke_epochs(args: argparse.Namespace, argv: list[str] | None) -> int:
 def checked_manifest(path: Path):
     """``read_manifest`` plus the leakage check of a given ``split`` column, before Ray starts: a wrong
     column or a patient in two splits stops the run with the file, patient and rows named."""
+    import polars as pl
+
     from cxrray.data.manifest import read_manifest
     from cxrray.data.splits import check_no_leakage
 

@@ -283,6 +283,24 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
     return SweepOutcome(finished, failed, skipped or [], predictions, results, tuple(stopped))
 
 
+# Tune's console output a cxrray user cannot act on: its configuration box, a TensorBoard hint (to a program that
+# is not installed, for a folder outside --out) and "on_step_begin took 0.6 s" timings; cxrray prints a line per
+# trial start, epoch and end instead. RAY_AIR_NEW_OUTPUT=0 with verbose=0 is Tune's silent reporter.
+QUIET = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_THRESHOLD_S": "30"}
+WANDB_PASSED = ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_BASE_URL")  # driver -> workers
+
+
+def worker_env(run_dir: Path, wandb_mode: WandbMode) -> dict[str, str]:
+    """The environment every Ray worker gets: W&B's mode, quiet and its temp files under ``--out``; the
+    driver's W&B credentials, entity and project (``--wandb online`` from the workers of a cluster); the
+    reliability tests' fault plan."""
+    tmp = RunLayout(Path(run_dir)).tmp
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp), "WANDB_SILENT": "true"}
+    env |= {k: v for k, v in os.environ.items() if k == FAULT_ENV}  # reliability tests only
+    return env | {k: v for k, v in os.environ.items() if k in WANDB_PASSED}
+
+
 def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMode = "offline",
               address: str | None = None, verbose_workers: bool = False) -> None:
     """Start (or join) Ray with W&B's mode and temp files kept inside the run directory.
@@ -294,10 +312,9 @@ def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMo
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local instance (read by ray.init); a cluster brings its own
-    tmp = RunLayout(Path(run_dir)).tmp
-    tmp.mkdir(parents=True, exist_ok=True)
-    env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp), "WANDB_SILENT": "true"}
-    env |= {k: v for k, v in os.environ.items() if k == FAULT_ENV}  # reliability tests only
+    for name, value in QUIET.items():  # read when Tune is imported and run; a user's own setting wins
+        os.environ.setdefault(name, value)
+    env = worker_env(run_dir, wandb_mode)
     if ray.is_initialized():
         return
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
@@ -306,6 +323,7 @@ def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMo
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per epoch is the progress view
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": we disabled them
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
