@@ -1,7 +1,7 @@
 """Training-step rate fed by the full data path vs fed from tensors already in memory.
 
-Full path (what a trial does): Ray Data shards -> materialised dataset ->
-``iter_batches`` with local shuffle -> augmentation + representation batched on
+Full path (what a trial does): Ray Data streaming the shards (read_parquet -> decode, nothing materialised) ->
+``iter_batches`` with local shuffle and prefetch -> augmentation + representation batched on
 the device -> ResNet-18 step. Baseline: the same steps on input tensors
 prepared beforehand. Demo size: phantom, 64 px, batch 32, representation
 ``lungs_removed``. Goal (issue 4): ratio >= 0.90. Also reports images/s of the
@@ -58,7 +58,7 @@ def run() -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             manifest = assign_splits(load_manifest(write_phantom(Path(tmp) / "ph", n_patients=160, seed=0)))
             ingest(manifest, Path(tmp) / "shards", image_size=64)
-            ds = read_split(Path(tmp) / "shards" / "train").materialize()
+            ds = read_split(Path(tmp) / "shards" / "train")  # lazy: every pass streams from the shards
             n_steps = 2 * ds.count() // 32
 
             def ray_path():

@@ -5,7 +5,7 @@ With no arguments it generates the embedded phantom dataset (source confound
 on, as in COVIDx) and runs the CPU demo: 5 representations x 2 backbones
 (resnet18, densenet121) x 1 seed at 64 px, 8 epochs each, every trial a fit
 inside a Ray Tune sweep, ending with a table of test AUROC and 95 % DeLong CIs
-and the shortcut verdicts. About 4 minutes on 2 CPU cores. Re-running with the same --out resumes:
+and the shortcut verdicts. About 2.5 minutes on 2 CPU cores. Re-running with the same --out resumes:
 finished trials are never rerun, new cells (more seeds, backbones) are added.
 
     python sweeps/hide_seek.py                       # demo on the phantom
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = cli.phantom_or_manifest(run_dir, args.manifest, n_patients=args.phantom_patients,
                                        confound=args.confound, seed=args.phantom_seed, signature=args.signature)
     cli.checked_manifest(manifest)  # a wrong column or a leaked patient fails here, before Ray starts
-    start_ray(run_dir, num_cpus=None, wandb_mode=args.wandb, address=args.address,
+    start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed)
     recipe = cli.recipe_from(args)

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = {(design, task, fold): df for design in args.designs for task in args.tasks
               for fold, df in design_splits(rows, design, task, folds=args.folds, seed=args.split_seed,
                                             test_sources=args.test_sources)}  # DesignError before Ray starts
-    start_ray(run_dir, wandb_mode=args.wandb, address=args.address, verbose_workers=args.verbose)
+    start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
+              verbose_workers=args.verbose)
     data = {key: prepare_data(manifest, run_dir, image_size=args.image_size, task=key[1], name="-".join(map(str, key)),
                               frame=(df, quarantine)) for key, df in frames.items()}
     specs = source_bias_specs(data_ids={k: d.data_id for k, d in data.items()}, backbones=args.backbones,

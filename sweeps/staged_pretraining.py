@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     manifests = _phantoms(run_dir, [*datasets_needed(args.paths), "target"], args)
-    start_ray(run_dir, wandb_mode=args.wandb, address=args.address, verbose_workers=args.verbose)
+    start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
+              verbose_workers=args.verbose)
     phase_of = {PHASES.get(p).dataset: PHASES.get(p) for p in PHASES.names()}
     data = {key: prepare_data(path, run_dir, image_size=args.image_size, split_seed=args.split_seed, name=key,
                               task=phase_of[key].task if key in phase_of else args.task,

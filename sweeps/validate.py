@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.record_study(args, "validate", argv)
     t0, out = time.time(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start_ray(out, wandb_mode=args.wandb, address=args.address, verbose_workers=args.verbose)
+    start_ray(out, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
+              verbose_workers=args.verbose)
     seeds = args.phantom_seeds or [args.phantom_seed]
     runs: dict[int, dict[float, object]] = {}
     for phantom_seed in seeds:

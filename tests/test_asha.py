@@ -90,7 +90,7 @@ def test_asha_sweep_stops_settings_and_resume_keeps_them_stopped(tmp_path):
     reported as stopped (not failed, exit 0), and a rerun trains nothing."""
     args = [sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--representations", "original",
             "--search", "lr=0.3,0.03,0.003,0.0003", "--asha", "--epochs", "4", "--wandb", "disabled",
-            "--out", str(tmp_path)]
+            "--out", str(tmp_path), "--max-concurrent", "1"]  # one at a time: a later setting meets a full rung
     env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

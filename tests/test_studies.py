@@ -116,7 +116,7 @@ def test_failing_trial_is_retried_from_its_checkpoint_then_reported(tmp_path):
     reported with its error while the sweep completes."""
     faults = "original.basecnn.none.s0:1,lungs_removed.basecnn.none.s0:99"
     proc = _run("hide_seek", "--smoke-test", "--epochs", "2", "--out", str(tmp_path), "--wandb", "disabled",
-                env={"CXRRAY_FAULT_INJECT": faults})
+                "--max-concurrent", "1", env={"CXRRAY_FAULT_INJECT": faults})
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = pl.read_parquet(tmp_path / "results.parquet")
     status = dict(zip(results["representation"], results["status"]))

@@ -22,8 +22,11 @@ def _sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The smallest real sweep on a 2-CPU Ray instance: both trials run at once (the default fills the cluster,
+    one CPU each) and each streams its shards while it trains (nothing materialised). Before, trials read their
+    shards with Ray tasks, and this is the set-up in which the read tasks waited forever."""
     out = tmp_path_factory.mktemp("sweep")
-    proc = _sweep(out)
+    proc = _sweep(out, "--num-cpus", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
 
@@ -48,7 +51,9 @@ def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
     assert "Test AUROC, COVID-19 vs rest, with 95 % DeLong CI" in proc.stdout
     assert "| original" in proc.stdout and "| lungs_removed" in proc.stdout
     assert (out / "analysis" / "auroc_forest.png").stat().st_size > 5000
-    assert "[cxrray] 2/2 done: lungs_removed.basecnn.none.s0" in proc.stdout  # visible progress
+    done = re.findall(r"\[cxrray\] ([12])/2 done: (\S+)", proc.stdout)  # visible progress, in finishing order
+    assert [n for n, _ in done] == ["1", "2"]
+    assert {name for _, name in done} == {"original.basecnn.none.s0", "lungs_removed.basecnn.none.s0"}
     assert "[cxrray] starting lungs_removed.basecnn.none.s0 (trial " in proc.stdout  # a line when a trial starts
     last = [line for line in proc.stdout.splitlines() if line.startswith("[cxrray]")][-1]
     assert re.fullmatch(r"\[cxrray\] (SHORTCUT|NO SHORTCUT|NO VERDICT|INCONCLUSIVE): \d/1 lung-hiding trials keep "
@@ -84,6 +89,16 @@ def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smok
     assert row["figures/auroc_forest/_type"] == "image-file"
     last = [line for line in proc.stdout.splitlines() if line.startswith("[cxrray]")][-1]
     assert summary["verdict"] in last and summary["finished"] == 2
+
+
+def test_a_ray_train_trial_reserves_cpus_for_the_ray_data_tasks_that_stream_its_shards():
+    from cxrray.tuning.runner import trial_resources
+    from cxrray.tuning.study import Resources
+
+    assert trial_resources(Resources()).bundles == [{"CPU": 1.0}]  # inline: the trial reads in its own process
+    assert trial_resources(Resources(use_gpu=True)).bundles == [{"CPU": 1.0, "GPU": 1}]
+    fit = trial_resources(Resources(num_workers=2, cpus_per_worker=0.45, data_cpus=0.5))
+    assert fit.bundles == [{"CPU": 0.01}, {"CPU": 0.5}]  # a Ray Train fit: its workers reserve their own; readers
 
 
 def test_splits_are_patient_level(smoke_run):
@@ -138,8 +153,8 @@ def test_two_worker_fit_splits_data_and_reports_what_predictions_give(tmp_path):
     from sklearn.metrics import roc_auc_score
 
     out = tmp_path / "ddp"
-    proc = _sweep(out, "--representations", "original", "--num-workers", "2", "--cpus-per-worker", "0.95",
-                  "--wandb", "disabled", "--epochs", "2")
+    proc = _sweep(out, "--representations", "original", "--num-workers", "2", "--cpus-per-worker", "0.45",
+                  "--num-cpus", "2", "--wandb", "disabled", "--epochs", "2")  # 2 x 0.45 + 1 data CPU fit in 2
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = pl.read_parquet(out / "results.parquet")
     trial = out / "trials" / results["trial_id"][0]
@@ -163,7 +178,8 @@ def test_driver_killed_mid_sweep_resumes_every_trial_once(smoke_run, tmp_path):
     ref, _ = smoke_run
     out = tmp_path / "killed"
     env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--out", str(out),
+                             "--max-concurrent", "1"],  # one trial at a time: killed with exactly one finished
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
                             start_new_session=True)
     for line in proc.stdout:

@@ -1,6 +1,8 @@
 """Ray Data ingest: manifest rows -> decoded, resized images + masks -> parquet shards.
 
-One pass reads every image in parallel Ray tasks. A row that cannot be used
+One streaming pass reads, resizes and encodes every image in parallel Ray tasks (``stream_manifest``) while
+the driver writes each block to its split's shard as it arrives (``ingest``, ``ShardWriter``): nothing
+dataset-wide is ever materialised, so memory is set by the blocks in flight. A row that cannot be used
 (unreadable or missing image, missing mask, wrong mask size) is *reported*, by
 file and manifest row, in ``bad_rows.csv`` and dropped; every other row goes on.
 Shards are written per split (``<out>/train``, ``val``, ``test``) so that a
@@ -55,6 +57,88 @@ def read_split_local(split_dir: str | Path, limit: int | None = None) -> dict[st
     return decode({c: df[c].to_numpy() for c in df.columns})
 
 
+class LocalSplit:
+    """One split's shards streamed in this process, file by file in manifest-row order, decoded per file, with a
+    reader thread ``prefetch_files`` files ahead: the ``iter_batches`` of a Ray Dataset without Ray tasks. An
+    inline trial reads this way: no task can be starved by training, nothing goes through the object store, no
+    per-epoch start-up, and memory is a few shard files (256 images each) plus the shuffle buffer."""
+
+    def __init__(self, split_dir: str | Path, prefetch_files: int = 2) -> None:
+        self.files = sorted(Path(split_dir).glob("*.parquet"))
+        self.prefetch_files = prefetch_files
+
+    def count(self) -> int:
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+
+    def _files(self):
+        """Decoded files, read ahead by a daemon thread (its queue bounds memory)."""
+        import queue
+        import threading
+
+        import pyarrow.parquet as pq
+
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch_files)
+        stop = threading.Event()
+
+        def read() -> None:
+            try:
+                for f in self.files:
+                    table = pq.read_table(f)
+                    item = decode({c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names})
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(None)
+            except BaseException as exc:  # surfaced in the consumer, with its traceback
+                q.put(exc)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def iter_batches(self, *, batch_size: int, batch_format: str = "numpy",
+                     local_shuffle_buffer_size: int | None = None, local_shuffle_seed: int | None = None,
+                     drop_last: bool = False, **_: object):
+        """Batches of ``batch_size`` rows (numpy dicts); with ``local_shuffle_buffer_size`` each batch is drawn at
+        random (``local_shuffle_seed``) from a buffer of at least that many rows, as Ray Data's local shuffle."""
+        if batch_format != "numpy":
+            raise ValueError(f"LocalSplit yields numpy batches, not {batch_format!r}")
+        rng = np.random.default_rng(local_shuffle_seed) if local_shuffle_buffer_size else None
+        want = batch_size + (local_shuffle_buffer_size or 0)
+        pool: dict[str, np.ndarray] | None = None
+
+        def take(pool: dict[str, np.ndarray], n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            size = len(pool["row"])
+            idx = rng.choice(size, n, replace=False) if rng is not None else np.arange(n)
+            keep = np.ones(size, bool)
+            keep[idx] = False
+            return {k: v[idx] for k, v in pool.items()}, {k: v[keep] for k, v in pool.items()}
+
+        for item in self._files():
+            pool = item if pool is None else {k: np.concatenate([pool[k], item[k]]) for k in pool}
+            while len(pool["row"]) >= want:
+                batch, pool = take(pool, batch_size)
+                yield batch
+        while pool is not None and len(pool["row"]) >= batch_size:
+            batch, pool = take(pool, batch_size)
+            yield batch
+        if pool is not None and len(pool["row"]) and not drop_last:
+            yield take(pool, len(pool["row"]))[0]
+
+
 def read_split(split_dir: str | Path) -> "ray.data.Dataset":  # noqa: F821
     """One split's shards as a Ray Dataset of decoded float32 images and uint8 masks."""
     import ray.data
@@ -102,50 +186,114 @@ def load_batch(batch: dict[str, np.ndarray], size: int, require_masks: bool,
     return out
 
 
-def _in_split(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
-    sel = batch["split"] == split
-    return {k: v[sel] for k, v in batch.items()}
+def load_and_encode(batch: dict[str, np.ndarray], size: int, require_masks: bool, cover_masks: bool,
+                    dtype: str) -> dict[str, np.ndarray]:
+    """``load_batch`` then ``encode`` in one task: only encoded pixels (2 bytes each at uint16) leave it, never
+    the float32 frames; a bad row keeps its ``error`` and empty pixels."""
+    out = load_batch(batch, size, require_masks, cover_masks)
+    out.pop("mask_path")
+    return encode(out, dtype)
 
 
-def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
-                    rows_per_block: int = 32, cover_masks: bool = True) -> tuple["ray.data.Dataset", pl.DataFrame]:  # noqa: F821
-    """Decode every row in parallel Ray tasks: (encoded good rows, materialised; bad rows with the error).
-
-    A bad row never raises: it comes back in the second table (row, image_path, error).
-    """
+def stream_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
+                    rows_per_block: int = 32, cover_masks: bool = True) -> "ray.data.Dataset":  # noqa: F821
+    """A lazy Ray Dataset of every manifest row, read, resized and encoded in parallel tasks, in manifest-row
+    order, with an ``error`` column ("" for a good row). Nothing is materialised: the blocks in flight are what
+    Ray Data's backpressure allows, whatever the size of the manifest."""
     import ray.data
 
     if "split" not in manifest.columns:
         manifest = manifest.with_columns(pl.lit("").alias("split"))
     findings = [c for c in manifest.columns if c.startswith("finding_")]  # multilabel targets travel along
-    table = manifest.select("row", *REQUIRED_COLUMNS, "split",
-                            *[pl.col(c).cast(pl.Utf8).fill_null("") for c in findings]).to_arrow()
-    ds = ray.data.from_arrow(table).repartition(max(1, manifest.height // rows_per_block))
-    ds = ds.map_batches(load_batch, fn_kwargs={"size": size, "require_masks": require_masks,
-                                               "cover_masks": cover_masks},
-                        batch_format="numpy", batch_size=rows_per_block).materialize()
+    table = manifest.sort("row").select("row", *REQUIRED_COLUMNS, "split",
+                                        *[pl.col(c).cast(pl.Utf8).fill_null("") for c in findings]).to_arrow()
+    blocks = [table.slice(i, rows_per_block) for i in range(0, max(table.num_rows, 1), rows_per_block)]
+    return ray.data.from_arrow(blocks).map_batches(
+        load_and_encode, fn_kwargs={"size": size, "require_masks": require_masks, "cover_masks": cover_masks,
+                                    "dtype": dtype}, batch_format="numpy", batch_size=rows_per_block)
+
+
+def _bad_frame(rows: list[dict]) -> pl.DataFrame:
+    schema = {"row": pl.Int64, "image_path": pl.Utf8, "error": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema).sort("row") if rows else pl.DataFrame(schema=schema)
+
+
+def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
+                    rows_per_block: int = 32, cover_masks: bool = True) -> tuple["ray.data.Dataset", pl.DataFrame]:  # noqa: F821
+    """Every row decoded and encoded (``stream_manifest``), materialised for callers that hold a small set (the
+    U-Net's masked rows, a packed benchmark set): (encoded good rows, bad rows with the error)."""
+    ds = stream_manifest(manifest, size=size, require_masks=require_masks, dtype=dtype,
+                         rows_per_block=rows_per_block, cover_masks=cover_masks).materialize()
     bad = ds.filter(expr="error != ''").select_columns(["row", "image_path", "error"]).to_pandas()
-    bad_rows = pl.from_pandas(bad).sort("row") if len(bad) else pl.DataFrame(
-        schema={"row": pl.Int64, "image_path": pl.Utf8, "error": pl.Utf8})
-    good = ds.filter(expr="error == ''").drop_columns(["error", "image_path", "mask_path"]) \
-             .map_batches(encode, fn_kwargs={"dtype": dtype}, batch_format="numpy").materialize()
-    return good, bad_rows
+    good = ds.filter(expr="error == ''").drop_columns(["error", "image_path"]).materialize()
+    return good, _bad_frame(bad.to_dict("records"))
 
 
-def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int,
-           require_masks: bool = True, dtype: str = "uint16") -> IngestResult:
-    """Read every image of ``manifest`` (which must have a ``split`` column) into per-split shards."""
+class ShardWriter:
+    """Per-split parquet shard files written as rows arrive (in manifest-row order), ``rows_per_shard`` rows
+    each: ``<out>/<split>/part-00000.parquet`` ... Holds at most one unfinished shard per split."""
+
+    def __init__(self, out: Path, rows_per_shard: int = 256) -> None:
+        self.out, self.rows_per_shard = out, rows_per_shard
+        self.pending: dict[str, list] = {}
+        self.counts: dict[str, int] = {}
+        self.files: dict[str, int] = {}
+
+    def add(self, split: str, table) -> None:
+        self.pending.setdefault(split, []).append(table)
+        self.counts[split] = self.counts.get(split, 0) + table.num_rows
+        if sum(t.num_rows for t in self.pending[split]) >= self.rows_per_shard:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = self.pending.pop(split, [])
+        if not tables:
+            return
+        k = self.files.get(split, 0)
+        folder = self.out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables(tables), folder / f"part-{k:05d}.parquet", compression="zstd")
+        self.files[split] = k + 1
+
+    def close(self) -> None:
+        for split in list(self.pending):
+            self._flush(split)
+
+
+def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, require_masks: bool = True,
+           dtype: str = "uint16", rows_per_block: int = 32, rows_per_shard: int = 256) -> IngestResult:
+    """Read every image of ``manifest`` (which must have a ``split`` column) into per-split shards, streaming:
+    decoding runs in parallel Ray tasks, the driver writes each block's rows to their split's shard as it
+    arrives, in manifest-row order (two ingests of one manifest give the same shards, so the same training
+    order), and keeps only the bad rows (file, row, error). Memory does not grow with the manifest."""
+    import ray.data
+
     out = Path(out_dir)
-    good, bad_rows = decode_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype)
-    counts: dict[str, int] = {}
+    ctx = ray.data.DataContext.get_current()
+    ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    writer, bad = ShardWriter(out, rows_per_shard), []
+    try:
+        stream = stream_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype,
+                                 rows_per_block=rows_per_block)
+        for block in stream.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
+            errors = block.column("error").to_pylist()
+            if any(errors):
+                bad += [{"row": r, "image_path": p, "error": e} for r, p, e in zip(
+                    block.column("row").to_pylist(), block.column("image_path").to_pylist(), errors) if e]
+            splits = block.column("split").to_pylist()
+            good = block.drop_columns(["error", "image_path"])
+            for split in ("train", "val", "test"):
+                keep = [i for i, (s, e) in enumerate(zip(splits, errors)) if s == split and not e]
+                if keep:
+                    writer.add(split, good.take(keep))
+        writer.close()
+    finally:
+        ctx.execution_options.preserve_order = ordered
     for split in ("train", "val", "test"):
-        part = good.map_batches(_in_split, fn_kwargs={"split": split}, batch_format="numpy").materialize()
-        counts[split] = part.count()
-        target = out / split
-        target.mkdir(parents=True, exist_ok=True)
-        if counts[split]:
-            # Sorted by manifest row: decoding finishes in any order, and a shard's row order is the order a
-            # seeded shuffle starts from, so without it two ingests of one manifest train differently.
-            part.sort("row").repartition(max(1, counts[split] // 256)).write_parquet(str(target), compression="zstd")
+        (out / split).mkdir(parents=True, exist_ok=True)
+    bad_rows = _bad_frame(bad)
     bad_rows.write_csv(out / "bad_rows.csv")
-    return IngestResult(out, counts, bad_rows)
+    return IngestResult(out, {s: writer.counts.get(s, 0) for s in ("train", "val", "test")}, bad_rows)

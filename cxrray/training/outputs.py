@@ -92,11 +92,12 @@ def selection_key(val: dict[str, float], select_by: str) -> tuple[float, float]:
     raise ValueError(f"unknown select_by {select_by!r}; valid: auroc, loss")
 
 
-def log_attempt(trial_dir: TrialDir, start_epoch: int) -> None:
-    """Append one line per (re)start: the audit that shows a retried trial went on from its checkpoint."""
+def log_attempt(trial_dir: TrialDir, start_epoch: int, node: str = "") -> None:
+    """Append one line per (re)start: the audit that shows a retried trial went on from its checkpoint, and on
+    which Ray node."""
     trial_dir.path.mkdir(parents=True, exist_ok=True)
     with trial_dir.attempts.open("a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch} pid={os.getpid()}\n")
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start_epoch={start_epoch} pid={os.getpid()} node={node}\n")
 
 
 class EpochReporter:
@@ -112,7 +113,7 @@ class EpochReporter:
         self.every_s, self.last_ckpt = ctx.checkpoint_every_s, float("-inf")
         self.tracker = None
         if session.rank == 0:
-            log_attempt(self.trial_dir, start)
+            log_attempt(self.trial_dir, start, getattr(session, "node_id", ""))
             self.tracker = Tracker(ctx.wandb, run_id=spec.trial_id, name=spec.run_name, project=ctx.project,
                                    group=spec.study, config=spec.flat() | extra_config, directory=self.trial_dir.path,
                                    step_file=self.trial_dir.wandb_step)

@@ -27,6 +27,7 @@ class Session(Protocol):
 
     rank: int
     device: torch.device
+    node_id: str  # the Ray node the session runs on ("" outside Ray)
 
     def prepare_model(self, model: nn.Module) -> nn.Module: ...
 
@@ -50,6 +51,7 @@ class TrainSession:
         import ray.train.torch
 
         self._train = ray.train
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.rank = ray.train.get_context().get_world_rank()
         self.device = ray.train.torch.get_device()
         self.prepare_model = ray.train.torch.prepare_model
@@ -88,9 +90,11 @@ class InlineSession:
     rank = 0
 
     def __init__(self, datasets: dict[str, Batches], resume_path: Path, use_gpu: bool) -> None:
+        import ray
         import ray.tune
 
         self._tune, self._datasets, self._path = ray.tune, datasets, resume_path
+        self.node_id = ray.get_runtime_context().get_node_id()  # recorded per attempt and in results
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
     def prepare_model(self, model: nn.Module) -> nn.Module:

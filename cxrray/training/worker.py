@@ -49,5 +49,6 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
         out = trial.finish()
         verdict = degeneracy(out.frames[-1], TASKS.get(ctx.spec.task), losses)
         write_outputs(ctx.trial_dir, ctx.spec, out.frames, out.scores, out.weights,
-                      out.meta | {"train_s": train_s, "train_loss": losses, "degenerate": verdict}, report.tracker)
+                      out.meta | {"train_s": train_s, "train_loss": losses, "degenerate": verdict,
+                                  "node_id": getattr(session, "node_id", "")}, report.tracker)
     session.finished()

@@ -77,7 +77,12 @@ def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r.add_argument("--launcher", choices=["auto", "inline", "train"], default="auto",
                    help="inline: a one-worker trial trains inside its (reused) Tune actor, seconds of start-up "
                    "per trial; train: a Ray Train worker group per trial; auto (default): inline for one worker")
-    r.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
+    r.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as the cluster's "
+                   "CPUs and GPUs hold, each trial reserving its worker(s); an autoscaling cluster grows for the "
+                   "pending ones)")
+    r.add_argument("--data-cpus", type=float, default=1.0, help="CPUs a multi-worker (Ray Train) trial reserves "
+                   "next to its workers for the Ray Data tasks that stream its shards, so that training can never "
+                   "starve them (default 1); an inline trial streams its shards in its own process")
     r.add_argument("--checkpoint-every-s", type=float, default=30.0, help="epoch checkpoints at most this often "
                    "(seconds; the first epoch of each attempt always): a resume or retry redoes at most this much")
     r.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
@@ -88,6 +93,8 @@ def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r.add_argument("--entity", help="W&B entity (user or team) of the runs; default: WANDB_ENTITY, else your "
                    "default entity. With WANDB_API_KEY it is passed to every Ray worker")
     r.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    r.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: every core; ignored "
+                   "with --address)")
     r.add_argument("--verbose", action="store_true", help="stream Ray worker logs to the terminal")
 
 
@@ -122,7 +129,7 @@ def resources_from(args: argparse.Namespace) -> Resources:
 
     return Resources(num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu,
                      max_concurrent_trials=args.max_concurrent, max_failures=args.max_failures,
-                     launcher=args.launcher, checkpoint_every_s=args.checkpoint_every_s)
+                     launcher=args.launcher, checkpoint_every_s=args.checkpoint_every_s, data_cpus=args.data_cpus)
 
 
 def run_cli(main: Callable[[], int], prog: str) -> None:

@@ -34,32 +34,30 @@ from cxrray.tuning.study import Resources, check_specs
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
 
 
-class ShardCache:
-    """The run's shards as materialised Ray Datasets, read before any training starts (on a small machine
-    the training workers hold nearly every core and a read task could wait forever). One instance lives as
-    long as a reused Tune actor and keeps one dataset's splits at a time, so the next trial on the same data
-    reads nothing."""
+def trial_datasets(data: DataRef, inline: bool) -> dict[str, Any]:
+    """The trial's splits, streamed every epoch from the shards; nothing is materialised and no trial holds a
+    copy of the dataset. Inline: ``LocalSplit``, read in the trial's own process file by file with a reader
+    thread ahead (no Ray task that training could starve, no per-epoch start-up). A Ray Train fit: lazy Ray
+    Datasets (read_parquet -> decode) that Ray Train splits between the workers (``streaming_split``); their
+    tasks run on the CPUs the trial reserved for them (``Resources.data_cpus``, its placement group's last
+    bundle)."""
+    if inline:
+        from cxrray.data.shards import LocalSplit
 
-    def __init__(self) -> None:
-        self._key: tuple[str, tuple[str, ...]] | None = None
-        self._datasets: dict[str, Any] = {}
+        return {s: LocalSplit(Path(data.shard_dir) / s) for s in data.splits}
+    import ray.data
+    from ray.util import get_current_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    def get(self, data: DataRef, keep: bool) -> dict[str, Any]:
-        """The splits of ``data``; ``keep``: hold them for the next trial of this actor."""
-        import ray.data
+    from cxrray.data.shards import read_split
 
-        from cxrray.data.shards import read_split
-
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        key = (data.shard_dir, data.splits)
-        if keep and key == self._key:
-            return self._datasets
-        datasets = {s: read_split(Path(data.shard_dir) / s).materialize() for s in data.splits}
-        self._key, self._datasets = (key, datasets) if keep else (None, {})
-        return datasets
-
-
-_ACTOR_SHARDS = ShardCache()  # owned by the (reused) Tune actor process this module is loaded in
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    pg = get_current_placement_group()
+    if pg is not None and pg.bundle_count > 1:  # Ray Data's own strategy (SPREAD) would leave the trial's bundle
+        ctx.scheduling_strategy = ctx.scheduling_strategy_large_args = PlacementGroupSchedulingStrategy(
+            pg, placement_group_bundle_index=pg.bundle_count - 1)
+    return {s: read_split(Path(data.shard_dir) / s) for s in data.splits}
 
 
 def _trial_fn(config: dict[str, Any]) -> None:
@@ -68,7 +66,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     from cxrray.training.worker import run_trial, train_loop_per_worker
 
     ctx, res = TrialContext.from_dict(config["trial"]), Resources(**config["resources"])
-    datasets = _ACTOR_SHARDS.get(ctx.data, keep=res.inline())
+    datasets = trial_datasets(ctx.data, res.inline())
     if res.inline():
         run_trial(ctx, InlineSession(datasets, ctx.trial_dir.resume, res.use_gpu))
         return
@@ -161,6 +159,20 @@ def _progress_callback(total: int, already_done: int, layout: RunLayout):
     return Progress()
 
 
+def trial_resources(resources: Resources):
+    """What Tune reserves per trial, as one placement group. Inline, the trial actor trains and reads its shards
+    itself (``LocalSplit``): one bundle with the worker's CPUs (and GPU). A Ray Train fit's worker group
+    reserves its own, so the trial actor holds next to nothing, plus a bundle of ``data_cpus`` where the Ray
+    Data tasks that stream its shards are scheduled (``trial_datasets``): its readers always have CPUs, and on
+    a small machine trials wait for each other instead of starving their readers (which used to hang)."""
+    from ray import tune
+
+    if resources.inline():
+        return tune.PlacementGroupFactory([{"CPU": resources.cpus_per_worker, "GPU": int(resources.use_gpu)}])
+    return tune.PlacementGroupFactory([{"CPU": 0.01}] + ([{"CPU": resources.data_cpus}] if resources.data_cpus > 0
+                                                         else []))
+
+
 def launch_trials(contexts: list[TrialContext], resources: Resources, total: int,
                   early_stop: EarlyStop | None = None) -> None:
     """Run one Tune experiment over the trial contexts (the only place that touches Tune)."""
@@ -175,10 +187,8 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
         scheduler = cell_scheduler(specs, early_stop, _spec_of, lambda spec, result: mark_stopped(
             layout.trial(spec.trial_id), spec, result))
 
-    # inline: the trial actor trains, so it holds the worker's resources; train: the worker group does.
-    need = {"cpu": resources.cpus_per_worker, "gpu": int(resources.use_gpu)} if resources.inline() else {"cpu": 0.01}
     tuner = tune.Tuner(
-        tune.with_resources(_trial_fn, need),
+        tune.with_resources(_trial_fn, trial_resources(resources)),
         param_space={"trial": tune.grid_search([c.to_dict() for c in contexts]),
                      "resources": resources.__dict__},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, scheduler=scheduler,
@@ -267,7 +277,7 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
             rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "finished",
                                     "init": meta["init"], "best_epoch": meta["best_epoch"],
                                     "best_val_auroc": meta["best_val_auroc"],
-                                    "degenerate": meta.get("degenerate", ""),
+                                    "degenerate": meta.get("degenerate", ""), "node_id": meta.get("node_id", ""),
                                     "train_loss_min": min(losses) if losses else None} | meta.get("metrics", {}))
         else:
             failed.append(s.trial_id)

@@ -33,13 +33,16 @@ class Resources:
     num_workers: int = 1
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
-    max_concurrent_trials: int = 1
+    max_concurrent_trials: int | None = None  # None: as many as the cluster holds (each trial's placement group)
     max_failures: int = 1  # retries of a failing trial, from its last checkpoint
     # "inline": a one-worker trial trains inside its Tune actor, which Tune reuses for the next trial
     # (no worker group to start: seconds per trial instead of tens); "train": a Ray Train worker group
     # per trial; "auto": inline when num_workers == 1.
     launcher: str = "auto"
     checkpoint_every_s: float = 30.0  # epoch checkpoints at most this often (and the first of each attempt)
+    # CPUs a Ray Train fit reserves next to its workers for the Ray Data tasks that stream its shards (in its
+    # placement group), so training cannot starve them; an inline trial reads its shards in its own process.
+    data_cpus: float = 1.0
 
     def inline(self) -> bool:
         if self.launcher not in ("auto", "inline", "train"):
