@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,8 +189,9 @@ def test_driver_killed_mid_sweep_resumes_every_trial_once(smoke_run, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started: a lost head node
     proc.wait(timeout=60)
     assert len(list((out / "trials").glob("*/predictions.parquet"))) == 1
+    assert json.loads((out / ".cxrray.lock.json").read_text())["pid"] == proc.pid  # the dead driver's lock record
     resumed = _sweep(out, "--resume")
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]  # its lock was taken over
     assert "2 trials: 1 already finished, 1 to run" in resumed.stdout
     preds = pl.read_parquet(out / "predictions.parquet")
     assert preds.group_by("trial_id", "split", "row").len()["len"].max() == 1  # every image once per trial
@@ -245,3 +247,30 @@ def test_report_renders_in_headless_chromium(smoke_run):
     for heading in ("Verdict", "ROC curves", "Shortcut findings", "DeLong p-values", "Saliency inside the lungs",
                     "Provenance", "Effective study"):
         assert heading in dom
+
+
+def test_a_second_sweep_into_the_same_out_is_refused_and_the_first_is_as_alone(smoke_run, tmp_path):
+    """Two sweeps started together on one --out: the second is refused in one line naming the first (pid, host,
+    start), before it writes anything; the first finishes with exactly the results of a sweep run alone."""
+    ref, _ = smoke_run
+    out = tmp_path / "shared"
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
+    args = [sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--out", str(out), "--num-cpus", "2"]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    while not (out / ".cxrray.lock.json").exists() and first.poll() is None:
+        time.sleep(0.05)
+    second = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    stdout, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, stdout[-3000:]
+    assert second.returncode == 2 and second.stdout == ""
+    assert re.fullmatch(rf"hide_seek\.py: error: {re.escape(str(out))} is in use by another sweep \(pid {first.pid} "
+                        r"on \S+ since \S+: .*hide_seek\.py.*\); wait for it to end or use another --out\n",
+                        second.stderr), second.stderr
+    shards = [p.name for p in (out / "shards").iterdir()]
+    assert len(shards) == 1 and ".partial" not in shards[0]  # one shard set, renamed into place
+    split = out / "shards" / shards[0] / "train"
+    assert pl.read_parquet(split)["row"].n_unique() == pl.read_parquet(split).height  # each row once, not doubled
+    got = pl.read_parquet(out / "predictions.parquet").sort("trial_id", "split", "row")
+    want = pl.read_parquet(ref / "predictions.parquet").sort("trial_id", "split", "row")
+    assert got.select("trial_id", "split", "row").equals(want.select("trial_id", "split", "row"))
+    assert np.allclose(got["prob_CVP"].to_numpy(), want["prob_CVP"].to_numpy(), atol=1e-6)

@@ -179,7 +179,11 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
 
 
 def record_study(args: argparse.Namespace, study: str, argv: list[str] | None = None) -> None:
-    """``--out``/study.yaml (what ``--config`` reruns) and this invocation in ``--out``/provenance.json."""
+    """Take ``--out``'s lock (one sweep per run directory; a second is refused naming the first), then write
+    ``--out``/study.yaml (what ``--config`` reruns) and this invocation in ``--out``/provenance.json."""
+    from cxrray.tuning.runlock import claim
+
+    claim(args.out)
     provenance.record(RunLayout(args.out.resolve()), study, vars(args), argv)
 
 

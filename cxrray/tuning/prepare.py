@@ -8,6 +8,8 @@ rows never stop the run: they are listed in ``quarantine.csv`` with the reason.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +76,15 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
         print(f"[cxrray] reusing shards {shard_dir} {counts}", flush=True)
     else:
         print(f"[cxrray] ingesting {manifest.height} images from {manifest_path} at {image_size}px", flush=True)
-        result = ingest(manifest, shard_dir, image_size=image_size)
+        # Written aside and renamed into place with _done.json inside: a half-written set is never reused.
+        for stale in shard_dir.parent.glob(f"{shard_dir.name}.partial-*"):  # a killed ingest's (the run is ours)
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = shard_dir.with_name(f"{shard_dir.name}.partial-{os.getpid()}")
+        result = ingest(manifest, partial, image_size=image_size)
         counts, bad = result.counts, result.bad_rows
-        done.write_text(json.dumps({"counts": counts, "manifest": str(manifest_path)}))
+        (partial / done.name).write_text(json.dumps({"counts": counts, "manifest": str(manifest_path)}))
+        shutil.rmtree(shard_dir, ignore_errors=True)  # an earlier, unfinished attempt (no _done.json)
+        os.replace(partial, shard_dir)
         print(f"[cxrray] shards written: {counts}", flush=True)
     bad = bad.select(pl.col("row").cast(pl.Int64), "image_path",
                      pl.format("row {}: {}", pl.col("row"), pl.col("error")).alias("reason"))
