@@ -152,6 +152,12 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
     return out
 
 
+def findings_of(artifacts: dict[str, Artifacts]) -> pl.DataFrame:
+    """The shortcut findings an analysis made (step ``delong``), empty when it made none."""
+    step = artifacts.get("delong")
+    return step.tables.get("shortcut_findings", pl.DataFrame()) if step else pl.DataFrame()
+
+
 def findings_view(findings: pl.DataFrame) -> pl.DataFrame:
     """The findings as a reader compares them: who, the verdict, the AUROC with its corrected CI, the retained
     fraction and the drop from ``original`` with theirs, and the test that decided."""

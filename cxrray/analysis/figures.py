@@ -148,8 +148,8 @@ def plot_gradcam_grid(maps: dict[str, dict], path: Path, per_class: int = 2) -> 
     class. Each cell: the image the model saw (its representation), the Grad-CAM map of the predicted class,
     the lung contour where the model saw the lungs, and the prediction; one colour bar for every map."""
     plt = _plt()
-    trials = sorted(maps.values(), key=lambda m: (display_order([x["representation"] for x in maps.values()])
-                                                  .index(m["representation"]), m["backbone"]))
+    order = display_order(list({m["representation"] for m in maps.values()}))
+    trials = sorted(maps.values(), key=lambda m: (order.index(m["representation"]), m["backbone"]))
     classes = list(trials[0]["all_classes"]) if trials else []
     ncol = per_class * len(classes)
     fig, axes = plt.subplots(len(trials), ncol, figsize=(1.55 * ncol + 2.2, 1.6 * len(trials) + 0.6),

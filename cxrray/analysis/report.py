@@ -22,7 +22,7 @@ import jinja2
 import polars as pl
 
 from cxrray import provenance
-from cxrray.analysis.compare import shortcut_sentences
+from cxrray.analysis.compare import findings_of, shortcut_sentences
 from cxrray.analysis.palette import VERDICTS, protocol_sorted
 from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
 from cxrray.analysis.verdict import verdict_line
@@ -123,9 +123,7 @@ def verdict_grid(run: LoadedRun, findings: pl.DataFrame) -> dict:
 def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
     """The verdict card: the one-line answer, a sentence per lung-hiding trial, the table, the key figure and
     the class codes."""
-    delong = artifacts.get("delong")
-    findings = delong.tables.get("shortcut_findings", pl.DataFrame()) if delong else pl.DataFrame()
-    findings = protocol_sorted(findings)
+    findings = protocol_sorted(findings_of(artifacts))
     line = verdict_line(findings)
     head = line.split(":")[0]
     sentences = [{"verdict": v, "text": s} for v, s in zip(findings["verdict"], shortcut_sentences(findings))] \

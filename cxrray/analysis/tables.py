@@ -14,10 +14,10 @@ import polars as pl
 
 from cxrray.delong import auroc_ci
 from cxrray.analysis.figures import plot_roc_curves
+from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS
-from cxrray.representations import display_order
 
 AXES = CONDITION_AXES  # the axes a study varies as table rows (cxrray.config)
 
@@ -86,11 +86,6 @@ def select_by_validation(aurocs: pl.DataFrame) -> pl.DataFrame:
                         maintain_order=True).group_by(cell, maintain_order=True).first().sort("trial_id"))
 
 
-def _order(reps: list[str]) -> list[str]:
-    """Rows in protocol order: representations as their registry entries declare, other labels sorted."""
-    return display_order(list(reps))
-
-
 def row_axis(aurocs: pl.DataFrame) -> tuple[str, pl.DataFrame]:
     """The axis a study varies (representation for hide and seek, pretraining path for staged,
     design and task for source bias); several varying axes are joined into one ``condition`` label."""
@@ -122,9 +117,7 @@ def auroc_table(aurocs: pl.DataFrame, rows: str = "representation") -> pl.DataFr
     ).group_by(rows, "backbone").agg(pl.col("cell").sort_by(*[c for c in ("fold", "seed") if c in aurocs.columns])
                                      .str.join("; "))
     wide = cells.pivot(on="backbone", index=rows, values="cell")
-    order = _order(wide[rows].to_list())
-    wide = wide.with_columns(pl.col(rows).replace_strict({r: i for i, r in enumerate(order)})
-                             .alias("_o")).sort("_o").drop("_o")
+    wide = protocol_sorted(wide, rows)  # rows in protocol order, as in every table and figure
     return wide.select(rows, *sorted(c for c in wide.columns if c != rows))
 
 

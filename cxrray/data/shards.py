@@ -235,14 +235,16 @@ class ShardWriter:
 
     def __init__(self, out: Path, rows_per_shard: int = 256) -> None:
         self.out, self.rows_per_shard = out, rows_per_shard
-        self.pending: dict[str, list] = {}
+        self.pending: dict[str, list] = {}  # split -> tables not yet written
+        self.waiting: dict[str, int] = {}  # split -> their rows
         self.counts: dict[str, int] = {}
         self.files: dict[str, int] = {}
 
     def add(self, split: str, table) -> None:
         self.pending.setdefault(split, []).append(table)
         self.counts[split] = self.counts.get(split, 0) + table.num_rows
-        if sum(t.num_rows for t in self.pending[split]) >= self.rows_per_shard:
+        self.waiting[split] = self.waiting.get(split, 0) + table.num_rows
+        if self.waiting[split] >= self.rows_per_shard:
             self._flush(split)
 
     def _flush(self, split: str) -> None:
@@ -250,6 +252,7 @@ class ShardWriter:
         import pyarrow.parquet as pq
 
         tables = self.pending.pop(split, [])
+        self.waiting[split] = 0
         if not tables:
             return
         k = self.files.get(split, 0)
