@@ -40,7 +40,8 @@ def run() -> list[dict]:
 
     from cxrray.data.manifest import load_manifest
     from cxrray.data.phantom import write_phantom
-    from cxrray.data.shards import ingest, read_split
+    from cxrray.data.ingest import ingest
+    from cxrray.data.shards import read_split
     from cxrray.data.splits import assign_splits
     from cxrray.data.tasks import TASKS
     from cxrray.models import build_backbone

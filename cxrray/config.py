@@ -288,9 +288,11 @@ class RunLayout:
     def trial(self, trial_id: str) -> TrialDir:
         return TrialDir(self.root / "trials" / trial_id)
 
+    shards_root = property(lambda self: self.root / "shards")  # every shard set, and ingests in progress
+
     def shards(self, data_id: str, image_size: int) -> Path:
         """The shard set of one prepared dataset at one image size (cached, reused by every trial)."""
-        return self.root / "shards" / f"{data_id}-{image_size}px"
+        return self.shards_root / f"{data_id}-{image_size}px"
 
     def shards_of(self, spec: TrialSpec) -> Path:
         return self.shards(spec.data_id, spec.image_size)

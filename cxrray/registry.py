@@ -31,6 +31,29 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._factory: Callable[[str], T | None] | None = None
+        self._cache: dict[str, T] = {}  # entries the factory made (not listed by ``names``)
+        self._pattern = ""  # the names the factory makes, in words (for errors)
+
+    def factory(self, pattern: str) -> Callable[[Callable[[str], T | None]], Callable[[str], T | None]]:
+        """Decorator: a function making an entry for names no decorator registered (``None``: not one of its
+        names), for whole families of names such as ``finding_<Name>``; ``pattern`` names them in errors."""
+
+        def deco(fn: Callable[[str], T | None]) -> Callable[[str], T | None]:
+            self._factory, self._pattern = fn, pattern
+            return fn
+
+        return deco
+
+    def _made(self, name: object) -> T | None:
+        if self._factory is None or not isinstance(name, str):
+            return None
+        if name not in self._cache:
+            obj = self._factory(name)
+            if obj is None:
+                return None
+            self._cache[name] = obj
+        return self._cache[name]
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: register ``obj`` under ``name`` (default: its ``__name__``)."""
@@ -49,7 +72,10 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            valid = ", ".join(sorted(self._items))
+            made = self._made(name)
+            if made is not None:
+                return made
+            valid = ", ".join(sorted(self._items)) + (f", or {self._pattern}" if self._pattern else "")
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
 
     def names(self) -> list[str]:
@@ -57,7 +83,7 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or self._made(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

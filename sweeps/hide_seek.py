@@ -41,14 +41,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--manifest", type=Path, help="manifest CSV/parquet (image_path, mask_path, patient_id, source, "
                    "label, severity, view, sex, age; paths relative to it). Default: generate the phantom")
     d.add_argument("--phantom-patients", type=int, default=160, help="phantom size in patients (1-3 images each)")
+    d.add_argument("--phantom", choices=["covid", "pneumothorax"], default="covid", help="which phantom without "
+                   "--manifest: covid (COVID-19 vs rest, a source confound) or pneumothorax (task "
+                   "finding_Pneumothorax; positives may carry a chest drain outside the lungs, the device shortcut)")
     d.add_argument("--confound", type=float, default=1.0,
-                   help="phantom source confound: 1 = each class from its own hospital, 0 = independent")
+                   help="phantom shortcut strength: covid, the source confound (1 = each class from its own "
+                        "hospital, 0 = independent); pneumothorax, the share of positives with a drain")
     d.add_argument("--signature", type=float, default=SIGNATURE,
                    help="phantom: strength of each hospital's global intensity style (gamma, noise, border) in "
                         "[0, 1]; its burn-in text and marker are always there, told apart only by place "
                         f"(default {SIGNATURE}: intensity statistics alone cannot tell the hospitals apart)")
     d.add_argument("--phantom-seed", type=int, default=0, help="seed of the phantom generator")
     d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level 60/20/20 split")
+    cli.add_mask_arg(d)
     s = p.add_argument_group("sweep axes")
     s.add_argument("--representations", nargs="+",
                    help=cli.valid_names(f"default: the five of Sadre et al. ({', '.join(HIDE_SEEK_REPRESENTATIONS)})",
@@ -57,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: resnet18 densenet121 (both learn the phantom in 8 CPU epochs; basecnn, the COVID-CXNet base "
         "CNN, often sits at chance there)", "backbone"))
     s.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds: replicates of every cell")
-    s.add_argument("--task", default="CL2", help=cli.valid_names(
-        "classification task (CL2: COVID-19 (CVP) vs all other labels (NCV))", "task"))
+    s.add_argument("--task", help=cli.valid_names(
+        "classification task (default CL2: COVID-19 (CVP) vs all other labels (NCV); finding_Pneumothorax for "
+        "the pneumothorax phantom; finding_<Name> for any binary finding column of the manifest)", "task"))
     cli.add_training_args(p, "demo", 64)
     cli.add_resource_args(p, "runs/hide_seek")
     p.add_argument("--smoke-test", action="store_true",
@@ -71,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.phantom_patients = min(args.phantom_patients, 36)
     args.representations = args.representations or list(HIDE_SEEK_REPRESENTATIONS)
     args.backbones = args.backbones or ["resnet18", "densenet121"]
+    args.task = args.task or ("finding_Pneumothorax" if args.phantom == "pneumothorax" and not args.manifest
+                              else "CL2")
     cli.check_names(representation=args.representations, backbone=args.backbones, task=[args.task],
                     recipe=[args.recipe])
     return args
@@ -88,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = cli.phantom_or_manifest(run_dir, args.manifest, n_patients=args.phantom_patients,
-                                       confound=args.confound, seed=args.phantom_seed, signature=args.signature)
-    cli.checked_manifest(manifest)  # a wrong column or a leaked patient fails here, before Ray starts
+                                       confound=args.confound, seed=args.phantom_seed, signature=args.signature,
+                                       kind=args.phantom)
+    cli.checked_manifest(manifest, args.task, seed=args.split_seed)  # bad input fails here, before Ray starts
     start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
-    data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed)
+    data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed,
+                        check_masks=not args.masks_unchecked)
     recipe = cli.recipe_from(args)
     specs = hide_seek_specs(data_id=data.data_id, representations=args.representations, backbones=args.backbones,
                             seeds=args.seeds, task=args.task, image_size=args.image_size,

@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--phantom-patients", type=int, default=200, help="phantom size in patients (1-3 images each)")
     d.add_argument("--confound", type=float, default=0.7, help="phantom: probability of the class's home source")
     d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level splits and folds")
+    cli.add_mask_arg(d)
     s = p.add_argument_group("sweep axes")
     s.add_argument("--designs", nargs="+", default=DESIGNS.names(), help="single, multiple, independent")
     s.add_argument("--tasks", nargs="+", default=["CL2"], help="CL2, CL3, CL4, CL3H (hierarchical CL3)")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.data.checks import check_task_data
     from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
 
     cli.record_study(args, "source_bias", argv)
@@ -98,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     frames = {(design, task, fold): df for design in args.designs for task in args.tasks
               for fold, df in design_splits(rows, design, task, folds=args.folds, seed=args.split_seed,
                                             test_sources=args.test_sources)}  # DesignError before Ray starts
+    for (design, task, fold), df in frames.items():  # a class missing from a split fails here too
+        check_task_data(df, task, f"{manifest} ({design} design, fold {fold})")
     start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = {key: prepare_data(manifest, run_dir, image_size=args.image_size, task=key[1], name="-".join(map(str, key)),
-                              frame=(df, quarantine)) for key, df in frames.items()}
+                              frame=(df, quarantine), check_masks=not args.masks_unchecked)
+            for key, df in frames.items()}
     specs = source_bias_specs(data_ids={k: d.data_id for k, d in data.items()}, backbones=args.backbones,
                               seeds=args.seeds, image_size=args.image_size, pretrained=args.pretrained,
                               recipe=cli.recipe_from(args), representation=args.representation, methods=args.methods)

@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--phantom-patients", type=int, default=120, help="patients per phantom set")
     d.add_argument("--confound", type=float, default=0.5, help="source confound of the target phantom")
     d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level splits")
+    cli.add_mask_arg(d)
     s = p.add_argument_group("sweep axes")
     s.add_argument("--paths", nargs="+", default=list(names("path")), help="pretraining paths (default: a-f)")
     s.add_argument("--backbones", nargs="+", default=["resnet18"],
@@ -88,9 +89,7 @@ def _phantoms(run_dir: Path, keys: list[str], args: argparse.Namespace) -> dict[
                          lambda d: write_phantom(d, n_patients=n, confound=args.confound, seed=0))}
     for key in keys:
         given = getattr(args, DATA_OPTIONS[key])
-        path = given or cli.generated(run_dir, key, *makers[key])
-        cli.checked_manifest(path)  # a wrong column or a leaked patient fails here, before Ray starts
-        out[key] = path
+        out[key] = given or cli.generated(run_dir, key, *makers[key])
     return out
 
 
@@ -106,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     manifests = _phantoms(run_dir, [*datasets_needed(args.paths), "target"], args)
+    phase_of = {PHASES.get(p).dataset: PHASES.get(p) for p in PHASES.names()}
+    for key, path in manifests.items():  # a missing class or too few patients fails here, before Ray starts
+        cli.checked_manifest(path, phase_of[key].task if key in phase_of else args.task, seed=args.split_seed,
+                             fractions=phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS)
     start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
-    phase_of = {PHASES.get(p).dataset: PHASES.get(p) for p in PHASES.names()}
     data = {key: prepare_data(path, run_dir, image_size=args.image_size, split_seed=args.split_seed, name=key,
                               task=phase_of[key].task if key in phase_of else args.task,
-                              fractions=phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS)
+                              fractions=phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS,
+                              check_masks=not args.masks_unchecked)
             for key, path in manifests.items()}
     recipes = {name: cli.recipe_from(args, PHASES.get(name).recipe if args.recipe == "staged" else args.recipe)
                for name in PHASES.names()}

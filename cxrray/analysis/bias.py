@@ -17,6 +17,10 @@ def bias(run: LoadedRun) -> Artifacts:
                             Section("Label and within-label source probes", tables=("probes",), group="bias",
                                     note="under a full confound the hospital is the label: only the within-label "
                                          "probe asks whether the hospital itself shows"),
+                            Section("Demographic probe (sex, age band)", tables=("demographic_probe",), group="bias",
+                                    note="the patient's sex and age band read from 16x16 thumbnails of each "
+                                         "representation; above the majority rate with the lungs hidden, "
+                                         "demography is a shortcut any classifier can take"),
                             Section("Dataset-design bias", tables=("design_drops",), group="bias")])
     drops = design_drops(run.predictions, run.aurocs) if run.aurocs.height else pl.DataFrame()
     if not drops.is_empty():
@@ -33,6 +37,14 @@ def bias(run: LoadedRun) -> Artifacts:
     shard = run.layout.shards(first["data_id"], first["image_size"])
     if not ((shard / "train").exists() and (shard / "test").exists()):
         return a
+    demographic = probes(shard, hide_seek_representations(), kinds=("sex", "age band"))
+    if not demographic.is_empty():
+        a.tables["demographic_probe"] = demographic.drop("note")
+        read = demographic.filter(pl.col("representation").is_in(lung_hiding()) & (pl.col("p_vs_majority") < 0.05))
+        a.text += ("\n\nDemographic probe (sex and age band from thumbnails): " + ("; ".join(
+            f"{r['probe']} readable from {r['representation']} (balanced accuracy {r['balanced_accuracy']:.2f}, "
+            f"p {r['p_vs_majority']:.2g})" for r in read.iter_rows(named=True)) if read.height else
+            "with the lungs hidden, neither sex nor age band is readable above the majority rate") + ".")
     every = probes(shard, hide_seek_representations())
     if every.is_empty():
         return a

@@ -53,7 +53,7 @@ def holm(p: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def trial_scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order."""
     part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
     index = TASKS.get(trial["task"]).classes.index(trial["positive"])
@@ -71,8 +71,8 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
     for key, group in aurocs.drop_nans("auroc").group_by(family or [pl.lit(0)], maintain_order=True):
         rows = []
         for a, b in itertools.combinations(group.iter_rows(named=True), 2):
-            ra, ya, sa, ga = _scores(test, a)
-            rb, yb, sb, gb = _scores(test, b)
+            ra, ya, sa, ga = trial_scores(test, a)
+            rb, yb, sb, gb = trial_scores(test, b)
             paired = np.array_equal(ra, rb)
             t = paired_test(ya, sa, sb, groups=ga) if paired else unpaired_test(ya, sa, yb, sb, ga, gb)
             rows.append({"family": ", ".join(f"{c} {v}" for c, v in zip(family, key)) if family else "all",
@@ -102,14 +102,14 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, alpha: fl
     match = [c for c in ("backbone", "method", "task", "pretraining", "design", "seed", "fold") if c in aurocs.columns]
     rows = []
     for h in hidden.iter_rows(named=True):
-        rh, y, s, g = _scores(test, h)
+        rh, y, s, g = trial_scores(test, h)
         ci = auroc_ci(y, s, level=level, groups=g)
         orig = aurocs.filter((pl.col("representation") == REFERENCE)
                              & pl.all_horizontal([pl.col(c) == h[c] for c in match]))
         o = orig.row(0, named=True) if orig.height and not orig.row(0, named=True)["degenerate"] else None
         original, p_orig = None, None
         if o is not None:
-            ro, yo, so, go = _scores(test, o)
+            ro, yo, so, go = trial_scores(test, o)
             if np.array_equal(ro, rh):  # the same test images: paired covariance
                 aucs, cov = auroc_cov(y, np.vstack([s, so]), g)
                 original = (float(aucs[1]), float(cov[1, 1]), float(cov[0, 1]))
@@ -204,7 +204,7 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
         for design, part in group.group_by("design"):
             aucs, variances = [], []
             for trial in part.iter_rows(named=True):
-                _, y, s, g = _scores(test, trial)
+                _, y, s, g = trial_scores(test, trial)
                 a, v = auroc_cov(y, s[None, :], g)
                 aucs.append(float(a[0]))
                 variances.append(float(v[0, 0]))

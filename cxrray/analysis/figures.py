@@ -73,8 +73,10 @@ def plot_forest(aurocs: pl.DataFrame, findings: pl.DataFrame, path: Path, rows: 
     handles.append(plt.Line2D([], [], color=VERDICTS["shortcut"][0], lw=7, alpha=0.25,
                               label="corrected CI (lung-hiding; colour = verdict)"))
     handles.append(plt.Line2D([], [], color="grey", ls="--", label="chance (0.5)"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(handles), 4),
-              fontsize=8, frameon=False)
+    # Below the axis label whatever the plot's height (a fixed offset in font sizes, not in axes fractions:
+    # with two rows a fraction of the axes lands on the label).
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), borderaxespad=3.6,
+              ncol=min(len(handles), 4), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

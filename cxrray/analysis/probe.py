@@ -13,6 +13,10 @@ Under a full confound the hospital *is* the label, so "predict the hospital" is 
 representation tells the classes) and a **within-label source probe** (the hospital among the images of
 one label, for every label with at least two sources on both sides of the split). Where every label has
 one source, the within-label probe cannot be estimated, and the table says so.
+
+The **demographic probe** asks the same of the patient's sex and age band (Yang et al., Nature Medicine 2024:
+CXR models encode both, and use them as shortcuts): readable from ``lungs_removed``, they are a shortcut any
+classifier can take.
 """
 
 from __future__ import annotations
@@ -29,14 +33,19 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cxrray.analysis.subgroups import age_band
 from cxrray.data.shards import read_split_local
 from cxrray.representations import apply_representation
 
 
 def _split(shard_dir: Path, split: str) -> dict[str, np.ndarray]:
     batch = read_split_local(shard_dir / split)
-    return {"image": batch["image"][:, None], "mask": batch["mask"][:, None].astype(np.float32),
-            "source": batch["source"], "label": batch["label"]}
+    out = {"image": batch["image"][:, None], "mask": batch["mask"][:, None].astype(np.float32),
+           "source": batch["source"], "label": batch["label"]}
+    n = len(batch["source"])
+    out["sex"] = np.asarray([str(x).strip().upper() for x in batch.get("sex", [""] * n)], dtype=object)
+    out["age band"] = age_band(pl.Series([str(x) for x in batch.get("age", [""] * n)])).to_numpy()
+    return out
 
 
 def _features(batch: dict[str, np.ndarray], representation: str, thumb: int) -> np.ndarray:
@@ -85,17 +94,19 @@ def source_rows(frame: pl.DataFrame) -> pl.DataFrame:
 
 def probes(shard_dir: str | Path, representations: Sequence[str], thumb: int = 16, seed: int = 0,
            kinds: Sequence[str] = ("source", "label", "source within label")) -> pl.DataFrame:
-    """Per representation and probe (``source``, ``label``, ``source within <label>``): what a logistic
-    regression on thumbnails reads from the training shard and scores on the test shard."""
+    """Per representation and probe (``source``, ``label``, ``source within <label>``, and the demographic
+    ``sex`` and ``age band``): what a logistic regression on thumbnails reads from the training shard and
+    scores on the test shard."""
     shard_dir = Path(shard_dir)
     train, test = _split(shard_dir, "train"), _split(shard_dir, "test")
-    if len(set(train["source"])) < 2 and "label" not in kinds:
+    if len(set(train["source"])) < 2 and set(kinds) <= {"source", "source within label"}:
         return pl.DataFrame()
     rows = []
     for rep in representations:
         f_train, f_test = _features(train, rep, thumb), _features(test, rep, thumb)
-        for kind in (k for k in kinds if k in ("source", "label")):
-            got = _probe(f_train, train[kind], f_test, test[kind], seed)
+        for kind in (k for k in kinds if k in ("source", "label", "sex", "age band")):
+            a, b = train[kind] != "", test[kind] != ""  # unknown sex or age: left out of that probe
+            got = _probe(f_train[a], train[kind][a], f_test[b], test[kind][b], seed)
             if got is not None:
                 rows.append({"probe": kind, "representation": rep} | got | {"note": ""})
         if "source within label" not in kinds:

@@ -23,14 +23,16 @@ import polars as pl
 
 from cxrray import provenance
 from cxrray.analysis.compare import findings_of, shortcut_sentences
-from cxrray.analysis.palette import VERDICTS, protocol_sorted
+from cxrray.analysis.palette import TONES, VERDICTS, protocol_sorted
 from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
 from cxrray.analysis.verdict import verdict_line
 from cxrray.data.tasks import TASKS, class_legend
 from cxrray.representations import lung_hiding
 
 LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "positives", "n_neg": "negatives",
-          "trial_id": "trial", "run_name": "trial", "best_val_auroc": "best val AUROC", "auroc_macro": "macro AUROC",
+          "trial_id": "trial id", "run_name": "trial", "ece": "ECE", "ece_lo": "ECE CI low",
+          "ece_hi": "ECE CI high", "ece_if_calibrated": "ECE if calibrated", "best_val_auroc": "best val AUROC",
+          "auroc_macro": "macro AUROC", "auroc_rest": "AUROC rest", "n": "images",
           "ci_lo_corrected": "corrected CI low", "ci_hi_corrected": "corrected CI high", "p_holm": "p (Holm)",
           "p_bonferroni": "p (Bonferroni)", "auroc_original": "AUROC original", "p_vs_original": "p vs original",
           "auroc_mean": "mean AUROC", "t_lo": "t-CI low", "t_hi": "t-CI high", "auroc_a": "AUROC a",
@@ -79,7 +81,8 @@ def table(frame: pl.DataFrame, rows: str = "representation", verdict: str | None
     constant = [c for c in frame.columns if frame.height > 1 and c not in keep and c != verdict
                 and frame[c].dtype != pl.List and frame[c].n_unique() == 1]
     shown = frame.drop(constant) if len(constant) < frame.width else frame
-    classes = [f"v-{v}" if v in VERDICTS else "" for v in frame[verdict]] if verdict in frame.columns else []
+    tones = [TONES.get(v, v) for v in frame[verdict]] if verdict in frame.columns else []
+    classes = [f"v-{v}" if v in VERDICTS else "" for v in tones]
     said = "; ".join(f"{label(c)} = {fmt(frame[c][0])}" for c in constant if fmt(frame[c][0]) not in ("", "\u2014"))
     return Table([label(c) for c in shown.columns], [[fmt(v) for v in r] for r in shown.iter_rows()], classes,
                  f"The same in every row: {said}." if said else "",

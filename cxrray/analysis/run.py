@@ -15,7 +15,9 @@ from pathlib import Path
 import polars as pl
 
 # Importing a step's module registers it: a new analysis is one module plus its line here.
-from cxrray.analysis import bias, compare, metrics, saliency_report, tables  # noqa: F401  (register the steps)
+import cxrray.analysis.transfer  # noqa: F401  (binds no name that a parameter would shadow)
+from cxrray.analysis import (bias, calibration, compare, metrics, saliency_report, subgroups,  # noqa: F401
+                            tables)  # (the steps register themselves)
 from cxrray.analysis.report import write_report
 from cxrray.analysis.steps import AnalysisOptions, Artifacts, LoadedRun, ordered_steps
 from cxrray.config import RunLayout
@@ -64,12 +66,15 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
     return AnalysisResult(text, artifacts, report)
 
 
-def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0) -> str:
+def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0,
+            transfer: bool = True) -> str:
     """Recompute every table from ``run_dir``'s stored predictions; returns the text and the report's path.
 
     ``saliency``: test images per trial for Grad-CAM from the saved models (0 skips it).
     ``family``: the columns whose equal values make one family of DeLong tests (adjusted together).
     ``lime``: of those, images per trial also explained with LIME (0 skips it; slower than Grad-CAM).
+    ``transfer``: score each saved model on every representation (the transfer matrix).
     """
-    result = run_analysis(run_dir, AnalysisOptions(saliency=saliency, lime=lime, family=tuple(family)))
+    result = run_analysis(run_dir, AnalysisOptions(saliency=saliency, lime=lime, family=tuple(family),
+                                                   transfer=transfer))
     return result.text + f"\n\nReport: {result.report}"

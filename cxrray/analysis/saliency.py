@@ -20,6 +20,7 @@ import polars as pl
 import torch
 
 from cxrray.analysis.cam_geometry import MIN_CELLS, Geometry, choose_layer, layer_geometry, place
+from cxrray.analysis.sanity import ROAD_IMAGES, randomisation_test, road
 from cxrray.config import RunLayout, TrialSpec
 from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
@@ -128,6 +129,12 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
         maps = {"pred": gradcam(model, layer, x, pred, batch_size, bdef.cam, geometry),
                 "counter": gradcam(model, layer, x, other, batch_size, bdef.cam, geometry)}
         note = ""
+    rho, road_score = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    if layer is not None:  # the sanity checks (``sanity``): does the map depend on the model, and on its evidence?
+        rho = randomisation_test(maps["pred"], lambda m: gradcam(m, layer, x, pred, batch_size, bdef.cam, geometry),
+                                 model, layer, seed=spec.seed)
+        k = min(ROAD_IMAGES, len(x))
+        road_score[:k] = road(model, x[:k], maps["pred"][:k], pred[:k])
     flat = lambda m: m.reshape(len(m), -1)  # noqa: E731
     rows = pl.DataFrame({"trial_id": trial_id, "row": batch["row"], "patient_id": batch["patient_id"],
                          "label": batch["label"], "pred": [task.classes[i] for i in pred],
@@ -136,6 +143,7 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
                          "box_share_pred": saliency_mass(maps["pred"], box),
                          "lung_share_counter": saliency_mass(maps["counter"], lungs),
                          "lung_area": flat(lungs).mean(1), "box_area": flat(box).mean(1),
+                         "randomisation_rho": rho, "road": road_score,
                          "cam_layer": layer or "", "cam_cells": f"{geometry.cells[0]}x{geometry.cells[1]}",
                          "note": note})
     if lime:

@@ -10,8 +10,24 @@ import polars as pl
 
 from cxrray.analysis.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.analysis.saliency import bootstrap_ci, trial_saliency
+from cxrray.analysis.sanity import RHO_MAX
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import RunLayout
+
+
+def sanity_summary(rows: pl.DataFrame) -> dict:
+    """A trial's sanity checks: mean rank correlation with the randomised model's maps and the verdict it gives
+    (``sanity.RHO_MAX``), mean ROAD score with its patient-bootstrap CI."""
+    rho = rows["randomisation_rho"].to_numpy() if "randomisation_rho" in rows.columns else np.array([np.nan])
+    score = rows["road"].to_numpy() if "road" in rows.columns else np.array([np.nan])
+    mean_rho = float(np.nanmean(rho)) if (~np.isnan(rho)).any() else np.nan
+    has_road = ~np.isnan(score)
+    lo, hi = bootstrap_ci(score[has_road], groups=rows["patient_id"].to_numpy()[has_road]) if has_road.any() \
+        else (np.nan, np.nan)
+    verdict = ("not tested" if mean_rho != mean_rho else "fails: untrustworthy" if mean_rho >= RHO_MAX
+               else "passes")
+    return {"randomisation_rho": mean_rho, "randomisation": verdict,
+            "road": float(np.mean(score[has_road])) if has_road.any() else np.nan, "road_lo": lo, "road_hi": hi}
 
 
 def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: int = 0
@@ -37,6 +53,7 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
                       f"{col}_hi": hi}
         entry |= {"lung_area": float(rows["lung_area"].mean()), "box_area": float(rows["box_area"].mean()),
                   "cam_layer": rows["cam_layer"][0], "cam_cells": rows["cam_cells"][0], "note": rows["note"][0]}
+        entry |= sanity_summary(rows)
         summary.append(entry)
     if not summary:
         return pl.DataFrame(), pl.DataFrame(), {}
@@ -47,7 +64,13 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
 def saliency(run: LoadedRun) -> Artifacts:
     """Grad-CAM (and LIME) shares inside the lungs (CSV, bar chart) and example grids; a line per trial."""
     a = Artifacts(sections=[Section("Saliency inside the lungs", tables=("saliency_in_lungs",),
-                                    figures=("saliency_in_lungs", "gradcam_grid"), group="saliency")])
+                                    figures=("saliency_in_lungs", "gradcam_grid"), group="saliency",
+                                    verdict="randomisation", note=(
+                                        f"randomisation: the maps recomputed after re-initialising the CAM layer and "
+                                        f"the head (Adebayo et al. 2018); a mean rank correlation of {RHO_MAX} or "
+                                        f"more with the trained model's maps means the map does not explain the "
+                                        f"model, and its in-lung share is untrustworthy. ROAD (Rong et al. 2022): "
+                                        f"above 0 when the map ranks first the pixels the model uses"))])
     limit, lime = run.options.saliency, min(run.options.lime, run.options.saliency)
     if not limit or not run.aurocs.height:
         return a
@@ -67,7 +90,11 @@ def saliency(run: LoadedRun) -> Artifacts:
         f"(box area {r['box_area']:.2f}); map {r['cam_cells']} at {r['cam_layer']}"
         if r["lung_share_pred"] == r["lung_share_pred"] else "no Grad-CAM signal (every map empty)") + (
         f"; LIME {r['lime_share_pred']:.2f} [{r['lime_share_pred_lo']:.2f}, {r['lime_share_pred_hi']:.2f}]"
-        if lime and r.get("lime_share_pred") == r.get("lime_share_pred") else "")
+        if lime and r.get("lime_share_pred") == r.get("lime_share_pred") else "") + (
+        f"; UNTRUSTWORTHY: the map barely changes when the model's top layers are randomised (rank correlation "
+        f"{r['randomisation_rho']:.2f})" if r["randomisation"].startswith("fails") else
+        f"; passes the randomisation check (rank correlation {r['randomisation_rho']:.2f}), ROAD "
+        f"{r['road']:+.3f} [{r['road_lo']:+.3f}, {r['road_hi']:+.3f}]" if r["randomisation"] == "passes" else "")
         for r in summary.iter_rows(named=True)]
     a.text = "\n\nSaliency inside the lungs (predicted class, 95 % bootstrap CI by patient; maps placed by the " \
              "layer's geometry):\n" + "\n".join(lines)

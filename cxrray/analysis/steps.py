@@ -27,6 +27,7 @@ class AnalysisOptions:
     saliency: int = 32  # test images per trial for Grad-CAM (0 skips it)
     lime: int = 0  # of those, images per trial also explained with LIME
     family: tuple[str, ...] = ("study", "task", "seed", "fold")  # columns whose equal values form a DeLong family
+    transfer: bool = True  # score each saved model on every representation (the transfer matrix)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class LoadedRun:
     rows: str  # the axis the study's tables have as rows
     n_trials: int  # analysed trials before the choice among hyper-parameter settings
     options: AnalysisOptions
+
+    @property
+    def names(self) -> dict[str, str]:
+        """trial id -> run name (``original.resnet18.none.s0``), for tables a person reads."""
+        if "run_name" not in self.results.columns:
+            return {}
+        return dict(zip(self.results["trial_id"], self.results["run_name"]))
 
     def figure(self, name: str) -> Path:
         """Where a step writes figure ``name`` (``analysis/<name>.png``)."""

@@ -3,6 +3,12 @@
 Images come back as float32 in [0, 1], 2-D, with 0 = black (air) whatever the
 file's photometric convention; masks come back as uint8 {0, 1}. Any failure is
 an ``ImageReadError`` that names the file, so the caller can add the row.
+
+One intensity policy, whatever the format: an image of more than 8 bits (DICOM after its modality and VOI
+LUTs, a 16-bit PNG or TIFF whether it holds 10, 12 or 16 significant bits) is stretched from its darkest to its
+brightest pixel, as a viewer without a window would show it; an 8-bit image has already been windowed for
+display and is read as value / 255. So the 12-bit values of a 16-bit PNG are not read 16x too dark, and one
+source's bit depth cannot become a brightness signature of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ class ImageReadError(ValueError):
     """An image or mask that cannot be used; the message names the file."""
 
 
+def stretch(arr: np.ndarray) -> np.ndarray:
+    """Darkest pixel to 0, brightest to 1 (float64); a constant image is all 0."""
+    arr = np.asarray(arr, dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -32,8 +45,7 @@ def _read_dicom(path: Path) -> np.ndarray:
     arr = apply_modality_lut(arr, ds).astype(np.float64)
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
         arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    arr = stretch(arr)
     if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         arr = 1.0 - arr  # MONOCHROME1: high values are dark
     return arr.astype(np.float32)
@@ -42,10 +54,8 @@ def _read_dicom(path: Path) -> np.ndarray:
 def _read_raster(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float64)
-            peak = 65535.0 if arr.max() > 255 else 255.0
-            return (arr / peak).astype(np.float32)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # more than 8 bits: windowed like a DICOM
+            return stretch(np.asarray(im, dtype=np.float64)).astype(np.float32)
         return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 

@@ -9,7 +9,8 @@ Hasan et al.: NOR normal, CVP COVID-19 pneumonia, OVP other viral, OBP other
 bacterial; plus PNA (pneumonia, type unknown) and OTH (abnormal, not
 pneumonia) for collections that do not say more. Optional ``finding_<Name>``
 columns (1 / 0 / empty = unknown) carry multilabel targets (ChestX-ray14).
-An optional ``split`` column (train/val/test) fixes the split.
+An optional ``split`` column (train/val/test) fixes the split; a non-empty
+``mask_rejected`` (written by the CheXmask adapter) sends the row to quarantine with that reason.
 Errors name the manifest file and the 1-based data row (header = line 1).
 """
 
@@ -26,6 +27,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "image_path", "mask_path", "patient_id", "source", "label",
     "severity", "view", "sex", "age",
 )
+# Carried from the manifest into every trial's per-image predictions: what the analyses group by (patients,
+# sources, severity, and the subgroups: view, sex, age).
+CARRIED_COLUMNS: tuple[str, ...] = ("row", "patient_id", "source", "label", "severity", "view", "sex", "age")
 LABELS: tuple[str, ...] = ("NOR", "CVP", "OVP", "OBP")  # the class codes of Hasan et al.
 # Codes for collections that do not grade pneumonia type (RSNA, ChestX-ray14):
 # PNA = pneumonia of unknown type, OTH = abnormal but not pneumonia.
@@ -46,6 +50,22 @@ def _read_table(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, infer_schema=False)
 
 
+def _check_text(path: Path) -> None:
+    """A CSV manifest must be UTF-8 text (a BOM is fine): say where it is not, instead of garbling its paths."""
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ManifestError(f"{path}: UTF-16 text; save the manifest as UTF-8")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ManifestError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save the "
+                            f"manifest as UTF-8") from None
+    if b"\0" in data:
+        raise ManifestError(f"{path}: not a text file (it holds NUL bytes; UTF-16 or binary?); save the manifest "
+                            f"as UTF-8 CSV or parquet")
+
+
 QUARANTINE_SCHEMA = {"row": pl.Int64, "image_path": pl.Utf8, "reason": pl.Utf8}
 
 
@@ -62,10 +82,20 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     path = Path(path).resolve()
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a directory; give the manifest file itself (CSV or parquet), whose "
+                            f"image paths are relative to its folder")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if path.suffix != ".parquet":
+        _check_text(path)
     try:
         df = _read_table(path)
-    except Exception as exc:  # polars raises several error types
-        raise ManifestError(f"{path}: cannot be read as a table: {exc}") from exc
+    except Exception as exc:  # polars raises several error types, with multi-line messages
+        raise ManifestError(f"{path}: cannot be read as a table: {' '.join(str(exc).split())}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(
@@ -75,14 +105,14 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     df = df.with_columns(
         [pl.col(c).cast(pl.Utf8).fill_null("").str.strip_chars() for c in REQUIRED_COLUMNS]
     ).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
-    reason = _row_problems(df, path)
     base = path.parent
     absolute = lambda p: "" if not p else str((base / p).resolve())  # noqa: E731
+    # Resolved (``..``, ``.``, symbolic links) before the duplicate check: one file, one path text.
     df = df.with_columns(
         pl.col("image_path").map_elements(absolute, return_dtype=pl.Utf8),
         pl.col("mask_path").map_elements(absolute, return_dtype=pl.Utf8),
-        reason.alias("_reason"),
     )
+    df = df.with_columns(_row_problems(df, path).alias("_reason"))
     quarantine = df.filter(pl.col("_reason") != "").select("row", "image_path", pl.col("_reason").alias("reason"))
     return df.filter(pl.col("_reason") == "").drop("_reason"), quarantine
 
@@ -112,18 +142,22 @@ def _row_problems(df: pl.DataFrame, path: Path) -> pl.Series:
     ]
     if "split" in df.columns:
         checks.append((~df["split"].is_in(SPLITS), lambda r: f"unknown split {r['split']!r} (valid: {list(SPLITS)})"))
+    if "mask_rejected" in df.columns:  # a mask rejected where it was made (CheXmask below its quality threshold)
+        rejected = df["mask_rejected"].cast(pl.Utf8).fill_null("").str.strip_chars()
+        checks.append((rejected != "", lambda r: f"mask rejected: {r['mask_rejected']}"))
     reasons = [""] * df.height
     for mask, describe in checks:
         for i in mask.arg_true().to_list():
             if not reasons[i]:
                 r = df.row(i, named=True)
-                what = describe(r) if describe else f"duplicate of row {dup_of[i]} (same image_path)"
+                what = describe(r) if describe else f"duplicate of row {dup_of[i]} (the same file {r['image_path']})"
                 reasons[i] = f"{path}, row {r['row']}: {what}"
     return pl.Series(reasons, dtype=pl.Utf8)
 
 
 def manifest_fingerprint(df: pl.DataFrame) -> str:
-    """Content hash of the rows (file names, labels, patients, splits): part of every trial id.
+    """Hash of the rows (file names, labels, patients, splits): the manifest's part of the data id (the files'
+    bytes are the other part, digested at ingest).
 
     File names rather than absolute paths, so moving the data does not orphan a run.
     """
@@ -133,3 +167,28 @@ def manifest_fingerprint(df: pl.DataFrame) -> str:
         pl.col("mask_path").str.split("/").list.last(),
     )
     return hashlib.sha256(table.write_csv().encode()).hexdigest()[:12]
+
+
+def files_fingerprint(df: pl.DataFrame, threads: int = 16) -> str:
+    """Size and modification time of every image and mask file (one ``stat`` each, in a thread pool): the shard
+    cache's key, so a repaired or replaced file is ingested again, never silently reused. A missing file counts
+    as missing (so it is retried once it appears)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stat(p: str) -> str:
+        if not p:
+            return ""
+        try:
+            st = os.stat(p)
+        except OSError:
+            return "missing"
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    paths = [p for pair in zip(df["image_path"].to_list(), df["mask_path"].to_list()) for p in pair]
+    with ThreadPoolExecutor(threads) as pool:
+        stats = list(pool.map(stat, paths, chunksize=256))
+    h = hashlib.sha256()
+    for p, st in zip(paths, stats):
+        h.update(f"{p}={st};".encode())
+    return h.hexdigest()[:16]

@@ -113,8 +113,13 @@ def _disease(label: str, amp: float, yy, xx, lungs, rng: np.random.Generator) ->
 
 
 def render(label: str, severity: str, style: SourceStyle, rng: np.random.Generator,
-           size: int = 256, anatomy: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One phantom image (float32 [0, 1]) and its exact lung mask (uint8 {0, 1})."""
+           size: int = 256, anatomy: dict | None = None, breast: float = 0.0,
+           disease_scale: float = 1.0, spine: float = 0.0, extra=None) -> tuple[np.ndarray, np.ndarray]:
+    """One phantom image (float32 [0, 1]) and its exact lung mask (uint8 {0, 1}). ``breast``: strength of a
+    soft-tissue shadow over the lower chest, outside the lungs (a sex signature); ``disease_scale``: the disease
+    opacities' contrast (below 1: fainter in this patient's subgroup); ``spine``: added to the spine's
+    brightness, outside the lungs (an age signature); ``extra(img, lung, body, yy, xx)``: draws
+    more (a finding, a device) before the source's stamps, gamma and noise."""
     a = anatomy or {}
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / (size - 1)
     dy, dx = a.get("shift", (0.0, 0.0))
@@ -131,14 +136,20 @@ def render(label: str, severity: str, style: SourceStyle, rng: np.random.Generat
     lung &= ~heart
     img[lung] = 0.16
     img[heart & body] = 0.55
-    img[(np.abs(xx - 0.5) < 0.025) & body] = 0.62  # spine / mediastinum
+    img[(np.abs(xx - 0.5) < 0.025) & body] = 0.62 + spine  # spine / mediastinum
     img[(yy > 0.68) & body & ~lung] = np.maximum(img[(yy > 0.68) & body & ~lung], 0.58)  # diaphragm
     for k in range(8):  # ribs: curved bands over the thorax
         band = np.abs(yy - (0.2 + 0.065 * k) - 0.25 * (xx - 0.5) ** 2) < 0.012
         img[band & body & (yy < 0.72)] += 0.08
     # Separate streams, so that the disease draws never change the noise outside the lungs.
     rng_disease, rng_noise, rng_exposure = rng.spawn(3)
-    img += _disease(label, SEVERITY_AMPLITUDE[severity], yy, xx, lungs, rng_disease) * lung
+    img += _disease(label, SEVERITY_AMPLITUDE[severity] * disease_scale, yy, xx, lungs, rng_disease) * lung
+    if breast:  # two soft-tissue shadows low on the chest wall, never over the lungs
+        shadow = (_ellipse(yy, xx, 0.74, 0.5 - 0.2 * scale, 0.1, 0.13 * scale)
+                  | _ellipse(yy, xx, 0.74, 0.5 + 0.2 * scale, 0.1, 0.13 * scale))
+        img[shadow & body & ~lung] += 0.15 * breast
+    if extra is not None:
+        extra(img, lung, body, yy, xx)
     _stamp_source(img, style, lung)
     img = np.clip(img, 0, 1)
     img = np.where(lung, img, img ** style.gamma)  # the source's gamma and noise stay outside the lungs
@@ -189,19 +200,39 @@ def _write_image(img: np.ndarray, path: Path, fmt: str, patient_id: str, uid_see
 
 def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_patient: tuple[int, int] = (1, 3),
                   confound: float = 1.0, seed: int = 0, size: int = 256, signature: float = SIGNATURE,
-                  label_probs: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)) -> Path:
-    """Write images, masks and ``manifest.csv`` under ``out_dir``; return the manifest path."""
+                  label_probs: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2), min_per_label: int = 0,
+                  sex_signature: float = 0.0, female_gap: float = 0.0, age_signature: float = 0.0) -> Path:
+    """Write images, masks and ``manifest.csv`` under ``out_dir``; return the manifest path.
+
+    Demographic effects, off by default (every other phantom exactly as before), to validate the subgroup and
+    demographic analyses: ``sex_signature`` in [0, 1], a soft-tissue shadow over the lower chest of female
+    patients, outside the lungs (sex readable with the lungs removed); ``female_gap`` in [0, 1], the disease
+    opacities of female patients that much fainter (a model is worse for them: a planted subgroup gap);
+    ``age_signature`` in [0, 1], a spine that brightens with age (up to +0.3 at 90 years, outside the lungs).
+
+    ``min_per_label``: every label with a non-zero probability gets at least this many patients (taken from the
+    most frequent label's last patients), so that a small phantom of a rare class still has that class in every
+    split; 0 keeps the drawn labels (and every other phantom exactly as before)."""
     if not 0.0 <= confound <= 1.0:
         raise UserError(f"confound must be in [0, 1], got {confound}")
-    if not 0.0 <= signature <= 1.0:
-        raise UserError(f"signature must be in [0, 1], got {signature}")
+    for name, value in (("signature", signature), ("sex_signature", sex_signature), ("female_gap", female_gap),
+                        ("age_signature", age_signature)):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{name} must be in [0, 1], got {value}")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    label_p = np.asarray(label_probs) / sum(label_probs)
+    labels = [LABELS[np.random.default_rng([seed, p]).choice(len(LABELS), p=label_p)] for p in range(n_patients)]
+    for k in np.flatnonzero(label_p):
+        while labels.count(LABELS[k]) < min_per_label:
+            common = max(LABELS, key=labels.count)
+            labels[len(labels) - 1 - labels[::-1].index(common)] = LABELS[k]
     rows = []
     for p in range(n_patients):
         rng = np.random.default_rng([seed, p])
-        label = LABELS[rng.choice(len(LABELS), p=np.asarray(label_probs) / sum(label_probs))]
+        rng.choice(len(LABELS), p=label_p)  # the draw above: every later draw of the patient stays the same
+        label = labels[p]
         home, other = rng.random(), int(rng.integers(len(SOURCES)))  # both drawn: every confound gets the
         src_i = HOME_SOURCE[label] if home < confound else other  # same patients, only their sources differ
         style = SOURCES[src_i].at_strength(signature)
@@ -212,7 +243,10 @@ def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_pati
         scale = rng.normal(1.0, 0.05)
         for k in range(int(rng.integers(images_per_patient[0], images_per_patient[1] + 1))):
             anatomy = {"scale": scale, "shift": tuple(rng.normal(0, 0.015, 2))}
-            img, mask = render(label, severity, style, rng, size=size, anatomy=anatomy)
+            female = sex == "F"
+            img, mask = render(label, severity, style, rng, size=size, anatomy=anatomy,
+                               breast=sex_signature * female, disease_scale=1.0 - female_gap * female,
+                               spine=0.3 * age_signature * (age - 18) / 72)
             stem = f"{pid}_{k}"
             ext = "png" if style.fmt == "png" else "dcm"
             _write_image(img, out / "images" / f"{stem}.{ext}", style.fmt, pid, f"{seed}-{stem}")

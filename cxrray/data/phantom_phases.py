@@ -49,8 +49,9 @@ def write_multilabel_phantom(out_dir: str | Path, *, n_patients: int = 120, seed
 
 def write_pneumonia_phantom(out_dir: str | Path, *, prevalence: float, n_patients: int = 120, seed: int = 200,
                             size: int = 256, confound: float = 0.0) -> Path:
-    """Phantom of normal and (viral or bacterial) pneumonia patients at ``prevalence``."""
+    """Phantom of normal and (viral or bacterial) pneumonia patients at ``prevalence``; at least 5 patients of
+    each pneumonia label, so that a small stand-in still has pneumonia in every split (1 / 0.2 = 5 per class)."""
     if not 0.0 < prevalence < 1.0:
         raise UserError(f"prevalence must be in (0, 1), got {prevalence}")
     return write_phantom(out_dir, n_patients=n_patients, confound=confound, seed=seed, size=size,
-                         label_probs=(1 - prevalence, 0.0, prevalence / 2, prevalence / 2))
+                         label_probs=(1 - prevalence, 0.0, prevalence / 2, prevalence / 2), min_per_label=5)

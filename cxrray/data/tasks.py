@@ -12,6 +12,8 @@ NCP = OVP + OBP (+ PNA); NCV = NOR + NCP (+ OTH). Tasks:
   only); P(NOR), P(NCP), P(CVP) follow from the two (``cxrray.training.heads``).
 - NIH14: the 14 ChestX-ray14 findings as a multilabel target read from
   ``finding_<Name>`` columns; an empty cell is unknown and masked out of the loss.
+- finding_<Name>: any finding as a binary task on the manifest column ``finding_<Name>`` (1 / 0; empty is
+  unknown and the row is not part of the task), positive class ``<Name>`` (``finding_task``).
 
 Rows whose label belongs to no class of a task are not part of that task
 (``Task.includes``). A single-label task names its ``positive`` class (the one every
@@ -23,11 +25,16 @@ per-severity metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrray.registry import Registry
 
+if TYPE_CHECKING:
+    import polars as pl
+
+TRUE, FALSE = ("1", "1.0", "true"), ("0", "0.0", "false")  # a finding column's known values (lower case)
 NIH14_FINDINGS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
@@ -45,6 +52,7 @@ class Task:
     hierarchical: bool = False  # two binary stages (normal vs pneumonia, then COVID vs other pneumonia)
     positive: str | None = None  # the class the analysis scores (None: multilabel, scored per finding)
     positive_name: str = ""  # the positive class in prose ("COVID-19")
+    column: str = ""  # a binary task on a manifest column (``finding_<Name>``: 1 / 0 / empty), not on ``label``
 
     def __post_init__(self) -> None:
         if self.positive is not None and self.positive not in self.classes:
@@ -90,15 +98,30 @@ class Task:
 
     @property
     def finding_columns(self) -> tuple[str, ...]:
+        """The manifest columns the task reads besides ``label``."""
+        if self.column:
+            return (self.column,)
         return tuple(f"finding_{c}" for c in self.classes) if self.multilabel else ()
+
+    def rows_of(self, rows: "pl.DataFrame") -> "pl.DataFrame":
+        """The manifest rows as this task sees them: for a column task, ``label`` becomes the class the column
+        says (1: positive, 0: the other class, anything else: '', not part of the task); others unchanged."""
+        if not self.column:
+            return rows
+        import polars as pl
+
+        value = pl.col(self.column).cast(pl.Utf8).fill_null("").str.strip_chars().str.to_lowercase()
+        negative = next(c for c in self.classes if c != self.positive)
+        return rows.with_columns(pl.when(value.is_in(TRUE)).then(pl.lit(self.positive))
+                                 .when(value.is_in(FALSE)).then(pl.lit(negative))
+                                 .otherwise(pl.lit("")).alias("label"))
 
     def multilabel_targets(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """(N, C) float targets from ``finding_*`` columns: 1, 0, or NaN for unknown."""
         cols = []
         for name in self.finding_columns:
-            raw = np.asarray(columns[name]).astype(str)
-            cols.append(np.where(np.isin(raw, ("1", "1.0", "True", "true")), 1.0,
-                                 np.where(np.isin(raw, ("0", "0.0", "False", "false")), 0.0, np.nan)))
+            raw = np.char.lower(np.char.strip(np.asarray(columns[name]).astype(str)))
+            cols.append(np.where(np.isin(raw, TRUE), 1.0, np.where(np.isin(raw, FALSE), 0.0, np.nan)))
         return np.stack(cols, axis=1)
 
 
@@ -141,3 +164,16 @@ _add(Task("CVP_NCP", ("NCP", "CVP"), {"NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP
 _add(Task("CL3H", ("NOR", "NCP", "CVP"), {"NOR": ("NOR",), "NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)},
           hierarchical=True, **COVID))
 _add(Task("NIH14", NIH14_FINDINGS, multilabel=True))
+
+
+@TASKS.factory("finding_<Name> (binary: the manifest column finding_<Name>, 1 = positive)")
+def finding_task(name: str) -> Task | None:
+    """``finding_<Name>``: a binary task on the manifest column of that name (ChestX-ray14, CheXpert, MIMIC-CXR,
+    PadChest findings: 1 positive, 0 negative, empty or anything else unknown and left out), positive class
+    ``<Name>`` against ``no_<Name>``."""
+    finding = name.removeprefix("finding_")
+    if not name.startswith("finding_") or not finding.replace("_", "").isalnum():
+        return None
+    classes = (f"no_{finding}", finding)
+    return Task(name, classes, {c: (c,) for c in classes}, positive=finding,
+                positive_name=finding.replace("_", " ").lower(), column=name)

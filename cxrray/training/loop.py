@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cxrray.config import TrainRecipe
+from cxrray.data.manifest import CARRIED_COLUMNS
 from cxrray.data.tasks import Task
 from cxrray.representations.pipeline import InputPipeline  # noqa: F401  (re-exported: the loops take one)
 from cxrray.training.heads import Head, masked_bce  # noqa: F401  (masked_bce re-exported)
@@ -103,9 +104,10 @@ def train_epoch(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline, head: Head,
-            device: torch.device, keep: tuple[str, ...] = ("row", "patient_id", "source", "label", "severity"),
+            device: torch.device, keep: tuple[str, ...] = CARRIED_COLUMNS,
             amp: bool = False) -> dict[str, np.ndarray]:
-    """Per-class probabilities and targets for every image, with the columns in ``keep`` carried along."""
+    """Per-class probabilities and targets for every image, with the columns in ``keep`` (those the batches
+    have) carried along."""
     model.eval()
     probs, targets, cols = [], [], {k: [] for k in keep}
     for batch in batches:
@@ -114,8 +116,10 @@ def predict(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: In
         probs.append(head.probs(logits.float()).cpu().numpy())
         targets.append(head.eval_targets(batch))
         for k in keep:
-            cols[k].append(np.asarray(batch[k]))
-    out = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
+            if k in batch:
+                cols[k].append(np.asarray(batch[k]))
+    seen = any(cols.values())  # no batch at all: every column, empty
+    out = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items() if v or not seen}
     c = head.task.num_classes
     out["prob"] = np.concatenate(probs) if probs else np.zeros((0, c))
     out["target"] = np.concatenate(targets) if targets else np.zeros((0, c) if head.multilabel else 0, int)

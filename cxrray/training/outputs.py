@@ -21,6 +21,7 @@ import polars as pl
 import torch
 
 from cxrray.config import TrialContext, TrialDir, TrialSpec
+from cxrray.data.manifest import CARRIED_COLUMNS
 from cxrray.data.tasks import TASKS, Task
 from cxrray.delong import auroc_ci
 from cxrray.training.session import Session
@@ -31,7 +32,7 @@ def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) 
     """Per-image predictions as a table: ``prob_<class>`` per class; multilabel tasks add ``y_<finding>``
     (1, 0, NaN = unknown) and leave ``target`` at -1."""
     task = TASKS.get(spec.task)
-    cols = {k: pred[k] for k in ("row", "patient_id", "source", "label", "severity")}
+    cols = {k: pred[k] for k in CARRIED_COLUMNS if k in pred}
     multilabel = pred["target"].ndim == 2
     cols["target"] = np.full(len(pred["row"]), -1) if multilabel else pred["target"]
     cols.update({f"prob_{c}": pred["prob"][:, i] for i, c in enumerate(task.classes)})

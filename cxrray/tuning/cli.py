@@ -63,6 +63,13 @@ def add_training_args(p: argparse.ArgumentParser, default_recipe: str, image_siz
     t.add_argument("--asha-reduction", type=float, default=2.0, help="ASHA keeps the top 1/R at each rung")
 
 
+def add_mask_arg(d: argparse._ArgumentGroup) -> None:
+    """``--masks-unchecked``: the one opt-out of the lung-mask plausibility gate."""
+    d.add_argument("--masks-unchecked", action="store_true", help="use supplied lung masks without the "
+                   "plausibility gate (non-empty, two regions, 8-60 %% of the image, inside the body) that "
+                   "otherwise sends a failing row to quarantine.csv with the reason")
+
+
 def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r = p.add_argument_group("resources and logging")
     r.add_argument("--out", type=Path, default=Path(out), help="run directory (resumes if it exists)")
@@ -134,12 +141,22 @@ def resources_from(args: argparse.Namespace) -> Resources:
 
 def run_cli(main: Callable[[], int], prog: str) -> None:
     """Exit with ``main()``'s code; bad input (``UserError``: manifest, leakage, options, study files; an unknown
-    registry name) is one line on stderr, exit 2. Any other exception is a bug and keeps its traceback."""
+    registry name) is one line on stderr, exit 2. ``--out`` failing under a running sweep (disk full, read-only:
+    ``StorageError`` or such an ``OSError``) is one line too, exit 75: rerun once fixed, the run resumes. Any
+    other exception is a bug and keeps its traceback."""
+    from cxrray.tuning.storage import STORAGE_ERRNOS
+
     try:
         sys.exit(main())
     except (UserError, UnknownNameError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"{prog}: error: {exc.filename or 'a file'} cannot be written ({exc.strerror}): the sweep stopped; "
+              f"finished trials are kept: fix the storage, then rerun the same command to resume", file=sys.stderr)
+        sys.exit(75)
 
 
 def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
@@ -268,17 +285,23 @@ def smoke_epochs(args: argparse.Namespace, argv: list[str] | None) -> int:
     return args.epochs if any(a == "--epochs" or a.startswith("--epochs=") for a in given) else 1
 
 
-def checked_manifest(path: Path):
-    """``read_manifest`` plus the leakage check of a given ``split`` column, before Ray starts: a wrong
-    column or a patient in two splits stops the run with the file, patient and rows named."""
+def checked_manifest(path: Path, task: str | None = None, *, fractions: tuple[float, ...] = (0.6, 0.2, 0.2),
+                     seed: int = 0):
+    """``read_manifest`` plus, before Ray starts: the leakage check of a given ``split`` column (file, patient
+    and rows named); a manifest whose every row is quarantined; and with ``task``, a class of the task missing
+    or too few patients for the split (``data.checks``)."""
     import polars as pl
 
+    from cxrray.data.checks import check_rows_left, check_task_data
     from cxrray.data.manifest import read_manifest
     from cxrray.data.splits import check_no_leakage
 
     rows, quarantine = read_manifest(path)
+    check_rows_left(rows, quarantine, path)
     if "split" in rows.columns:
         check_no_leakage(rows.filter(pl.col("split") != ""))
+    if task is not None:
+        check_task_data(rows, task, path, fractions=fractions, seed=seed)
     return rows, quarantine
 
 
@@ -310,13 +333,19 @@ def generated(run_dir: Path, key: str, params: Mapping[str, Any], make: Callable
 
 
 def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int, confound: float,
-                        seed: int, signature: float | None = None) -> Path:
-    """The given manifest, or the embedded phantom (generated once under ``run_dir/data/phantom``, keyed by its
-    parameters; ``signature`` None is the phantom's default strength)."""
+                        seed: int, signature: float | None = None, kind: str = "covid") -> Path:
+    """The given manifest, or an embedded phantom (generated once under ``run_dir/data/<kind>``, keyed by its
+    parameters; ``signature`` None is the phantom's default strength): ``covid`` (the source-confounded
+    COVID-19 phantom) or ``pneumothorax`` (``confound``: the share of positives with a chest drain)."""
     from cxrray.data.phantom import SIGNATURE, write_phantom
 
     if manifest is not None:
         return manifest
+    if kind == "pneumothorax":
+        from cxrray.data.phantom_findings import write_pneumothorax_phantom
+
+        return generated(run_dir, "pneumothorax", {"patients": n_patients, "drain": confound, "seed": seed},
+                         lambda d: write_pneumothorax_phantom(d, n_patients=n_patients, drain=confound, seed=seed))
     strength = SIGNATURE if signature is None else signature
     return generated(run_dir, "phantom", {"patients": n_patients, "confound": confound, "seed": seed,
                                           "signature": strength},

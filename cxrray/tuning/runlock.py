@@ -1,9 +1,11 @@
 """One writer per run directory: a sweep takes ``--out``'s lock before it writes anything there.
 
-The lock is an OS file lock (``filelock``: ``flock`` on POSIX) on ``RunLayout.lock``, held for the life of the
-process: a killed sweep's lock is released by the kernel with the process, so the next sweep takes it over
-without any staleness rule. Next to it, ``RunLayout.lock_holder`` names the holder (pid, host, start time,
-command), so a second sweep into the same ``--out`` is refused with one line naming it, before Ray starts.
+The lock is an OS file lock (``flock``) on ``RunLayout.lock``, held for the life of the process: a killed
+sweep's lock is released by the kernel with the process, so the next sweep takes it over without any
+staleness rule. The lock file is held open read-only: an open writable file would keep the file system from
+being remounted read-only under the sweep (which ``storage.py`` must report, not cause). Next to it,
+``RunLayout.lock_holder`` names the holder (pid, host, start time, command), so a second sweep into the same
+``--out`` is refused with one line naming it, before Ray starts.
 """
 
 from __future__ import annotations
@@ -18,27 +20,34 @@ from pathlib import Path
 from cxrray.config import RunLayout
 from cxrray.registry import UserError
 
-_HELD: dict[Path, object] = {}  # run directory -> its lock, kept for the life of this process
+_HELD: dict[Path, int] = {}  # run directory -> its lock, kept for the life of this process
 
 
 def claim(run_dir: Path) -> None:
     """Take ``run_dir``'s lock (creating the folder) or raise a ``UserError`` naming the sweep that holds it."""
-    from filelock import FileLock, Timeout
+    import fcntl
 
     layout = RunLayout(Path(run_dir).resolve())
     if layout.root in _HELD:
         return
-    layout.root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(layout.lock), timeout=0)
+    fd = -1
     try:
-        lock.acquire()
-    except Timeout:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(layout.lock, os.O_RDONLY | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        layout.lock_holder.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(),
+                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                  "command": " ".join(sys.argv)}))
+    except BlockingIOError:
+        os.close(fd)
         raise UserError(f"{layout.root} is in use by another sweep ({holder(layout)}); wait for it to end or use "
                         f"another --out") from None
-    layout.lock_holder.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(),
-                                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                              "command": " ".join(sys.argv)}))
-    _HELD[layout.root] = lock
+    except OSError as exc:  # read-only, not a folder, no space: the user's to fix, before anything runs
+        if fd >= 0:
+            os.close(fd)
+        raise UserError(f"--out {layout.root} cannot be written: {exc.strerror or exc} "
+                        f"({exc.filename or layout.root})") from None
+    _HELD[layout.root] = fd
 
 
 def holder(layout: RunLayout) -> str:

@@ -29,6 +29,7 @@ from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
+from cxrray.tuning.storage import StorageError, StorageGuard, stopped_message
 from cxrray.tuning.study import Resources, check_specs
 
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
@@ -150,10 +151,13 @@ def _progress_callback(total: int, already_done: int, layout: RunLayout):
 
         def on_trial_error(self, iteration, trials, trial, **info):
             src, dst = Path(trial.local_path) / "error.txt", layout.trial(_spec_of(trial).trial_id)
-            if src.exists():  # keep the traceback with the trial, not only in Ray's session folder
-                dst.path.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst.error)
-                src = dst.error
+            try:
+                if src.exists():  # keep the traceback with the trial, not only in Ray's session folder
+                    dst.path.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst.error)
+                    src = dst.error
+            except OSError:  # --out failing: storage.StorageGuard ends the sweep and says so
+                pass
             self._finished(trial, trials, "FAILED", f"; traceback in {src}")
 
     return Progress()
@@ -179,6 +183,7 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
     from ray import tune
 
     specs, layout = [c.spec for c in contexts], contexts[0].layout
+    guard = StorageGuard(layout.root)  # --out full or read-only: stop every trial, end in one line
     scheduler = None
     if early_stop is not None:
         if not resources.inline():
@@ -194,11 +199,20 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, scheduler=scheduler,
                                     trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name="tune", storage_path=contexts[0].storage,
+        run_config=tune.RunConfig(name="tune", storage_path=contexts[0].storage, stop=guard.stopper(),
                                   callbacks=[_progress_callback(total, total - len(specs), layout)], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
-    tuner.fit()
+    try:
+        with guard:
+            tuner.fit()
+    except Exception:
+        if not guard.check(force=True):
+            raise  # not the storage: a bug, with its traceback
+    problem = guard.check(force=True)
+    if problem:
+        finished = sum(layout.trial(s.trial_id).finished for s in specs) + total - len(specs)
+        raise StorageError(stopped_message(layout.root, problem, finished, total))
 
 
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],

@@ -84,6 +84,7 @@ def design_splits(rows: pl.DataFrame, design: str, task: str, *, folds: int = 1,
     left out in turn (fold i = the i-th such source).
     """
     the_task = TASKS.get(task)
+    rows = the_task.rows_of(rows)  # a finding task: label = the class its column gives
     if design == "independent":
         if test_sources:
             yield 0, DESIGNS.get("independent")(rows, the_task, seed=seed, test_sources=list(test_sources))

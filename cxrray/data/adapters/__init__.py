@@ -6,7 +6,7 @@ to the data. ``python -m cxrray.data.adapters NAME ROOT`` does both.
 Every adapter's docstring states the real layout, the licence and the citation.
 """
 
-from cxrray.data.adapters import dicom_folder, masks, public  # noqa: F401  (register)
+from cxrray.data.adapters import chexmask, dicom_folder, masks, modern, public  # noqa: F401  (register)
 from cxrray.data.adapters.base import ADAPTERS, convert, write_manifest
 
 __all__ = ["ADAPTERS", "convert", "write_manifest"]

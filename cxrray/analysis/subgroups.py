@@ -1,0 +1,130 @@
+"""Subgroups: does the model work as well for every sex, age band, view and source?
+
+Per analysed trial (test split, the task's positive class): the AUROC of each subgroup (sex, age band, view,
+source, from the manifest columns the trial's predictions carry) with its DeLong CI clustered by patient, and
+its gap to the rest of the test set (the subgroup against its complement: an unpaired DeLong test, each side
+clustered by patient), Holm-corrected over the subgroups of the trial. A subgroup with fewer than
+``MIN_CASES`` positives or negatives is listed as too small, never tested. Yang et al. (Nature Medicine 2024)
+found such gaps where CXR models read demographic shortcuts. Step ``subgroups``; ``analysis/subgroups.csv``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from cxrray.analysis.compare import holm
+from cxrray.analysis.palette import protocol_sorted
+from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.data.tasks import TASKS
+from cxrray.delong import auroc_ci, unpaired_test
+
+MIN_CASES = 10  # positives and negatives a subgroup (and its complement) needs for an AUROC and a test
+AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+"))
+ATTRIBUTES = ("sex", "age band", "view", "source")
+
+
+def age_band(age: pl.Series) -> pl.Series:
+    """Age in years -> band (``AGE_BANDS``); empty or non-numeric -> ''."""
+    years = age.cast(pl.Utf8).str.strip_chars().cast(pl.Float64, strict=False)
+    out = pl.Series([""] * len(age), dtype=pl.Utf8)
+    for lo, hi, name in AGE_BANDS:
+        out = pl.select(pl.when((years >= lo) & (years < hi)).then(pl.lit(name)).otherwise(out)).to_series()
+    return out
+
+
+def attribute_values(part: pl.DataFrame) -> dict[str, pl.Series]:
+    """The subgroup attributes present in a trial's predictions (older runs carry no sex, age or view)."""
+    out = {}
+    if "sex" in part.columns:
+        out["sex"] = part["sex"].cast(pl.Utf8).fill_null("").str.strip_chars()
+    if "age" in part.columns:
+        out["age band"] = age_band(part["age"].fill_null(""))
+    if "view" in part.columns:
+        out["view"] = part["view"].cast(pl.Utf8).fill_null("").str.strip_chars().str.to_uppercase()
+    out["source"] = part["source"].cast(pl.Utf8)
+    return out
+
+
+def trial_subgroups(part: pl.DataFrame, positive_index: int, positive: str) -> list[dict]:
+    """Rows of one trial: per attribute value, AUROC [CI], the rest's AUROC, the gap and its p."""
+    y = (part["target"] == positive_index).to_numpy()
+    s = part[f"prob_{positive}"].to_numpy()
+    g = part["patient_id"].to_numpy()
+    rows = []
+    for attribute, values in attribute_values(part).items():
+        v = values.to_numpy()
+        levels = sorted(x for x in set(v) if x)
+        if len(levels) < 2:
+            continue
+        for level in levels:
+            inside = v == level
+            rest = (v != level) & (v != "")
+            row = {"attribute": attribute, "subgroup": level, "n": int(inside.sum()),
+                   "n_pos": int(y[inside].sum()), "n_neg": int((~y[inside]).sum())}
+            small = min(row["n_pos"], row["n_neg"], int(y[rest].sum()), int((~y[rest]).sum())) < MIN_CASES
+            if small:
+                rows.append(row | {"auroc": np.nan, "ci_lo": np.nan, "ci_hi": np.nan, "auroc_rest": np.nan,
+                                   "gap": np.nan, "p": np.nan, "note": f"fewer than {MIN_CASES} positives or "
+                                                                      f"negatives (here or in the rest)"})
+                continue
+            ci = auroc_ci(y[inside], s[inside], groups=g[inside])
+            t = unpaired_test(y[inside], s[inside], y[rest], s[rest], g[inside], g[rest])
+            rows.append(row | {"auroc": ci.auc, "ci_lo": ci.lo, "ci_hi": ci.hi, "auroc_rest": t.auc2,
+                               "gap": ci.auc - t.auc2, "p": t.p, "note": ""})
+    return rows
+
+
+def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
+                   axis: str) -> pl.DataFrame:
+    """Every analysed single-label trial's subgroup rows, with Holm over each trial's tests and a verdict."""
+    test = predictions.filter(pl.col("split") == "test")
+    frames = []
+    for trial in aurocs.filter(pl.col("positive").is_not_null()).iter_rows(named=True):
+        part = test.filter(pl.col("trial_id") == trial["trial_id"])
+        index = TASKS.get(trial["task"]).classes.index(trial["positive"])
+        rows = trial_subgroups(part, index, trial["positive"])
+        if not rows:
+            continue
+        frame = pl.DataFrame(rows, infer_schema_length=None)
+        tested = frame["p"].is_not_nan().to_numpy()
+        adjusted = np.full(frame.height, np.nan)
+        adjusted[tested] = holm(frame["p"].to_numpy()[tested]) if tested.any() else []
+        frames.append(frame.with_columns(pl.lit(trial["trial_id"]).alias("trial_id"),
+                                         pl.lit(names.get(trial["trial_id"], trial["trial_id"])).alias("run_name"),
+                                         pl.lit(str(trial.get(axis, ""))).alias(axis),
+                                         pl.Series("p_holm", adjusted)))
+    if not frames:
+        return pl.DataFrame()
+    out = pl.concat(frames, how="diagonal")
+    verdict = (pl.when(pl.col("p_holm").is_nan()).then(pl.lit("too few to test"))
+               .when((pl.col("p_holm") < 0.05) & (pl.col("gap") < 0)).then(pl.lit("worse in this subgroup"))
+               .when(pl.col("p_holm") < 0.05).then(pl.lit("better in this subgroup"))
+               .otherwise(pl.lit("no gap found")))
+    out = out.with_columns(verdict.alias("verdict"))
+    return out.select("trial_id", "run_name", axis, "attribute", "subgroup", "n", "n_pos", "n_neg", "auroc",
+                      "ci_lo", "ci_hi", "auroc_rest", "gap", "p", "p_holm", "verdict", "note")
+
+
+@analysis_step(order=45)
+def subgroups(run: LoadedRun) -> Artifacts:
+    """AUROC per sex, age band, view and source with the gap to the rest (DeLong, Holm per trial)."""
+    a = Artifacts()
+    if not run.aurocs.height or "positive" not in run.aurocs.columns:
+        return a
+    table = protocol_sorted(subgroup_table(run.predictions, run.aurocs, run.names, run.rows), run.rows)
+    if table.is_empty():
+        return a
+    a.tables["subgroups"] = table
+    gaps = table.filter(pl.col("verdict").str.ends_with("in this subgroup"))
+    a.text = (f"\n\nSubgroups: {gaps.height} gap(s) after Holm among {table['p'].is_not_nan().sum()} tested "
+              f"subgroup(s) of {table['trial_id'].n_unique()} trial(s) (analysis/subgroups.csv)"
+              + "".join(f"\n- {r['run_name']}: {r['attribute']} {r['subgroup']} AUROC {r['auroc']:.3f} vs "
+                        f"{r['auroc_rest']:.3f} for the rest (p Holm {r['p_holm']:.3g})"
+                        for r in gaps.iter_rows(named=True)) + ".")
+    a.sections = [Section("Subgroups: sex, age band, view, source", tables=("subgroups",), verdict="verdict",
+                          group="bias", note=(
+                              f"AUROC of each subgroup with its 95 % DeLong CI (clustered by patient) against the "
+                              f"rest of the test set: unpaired DeLong test, Holm over the subgroups of each trial; "
+                              f"a subgroup needs {MIN_CASES} positives and negatives on both sides to be tested."))]
+    return a

@@ -1,0 +1,145 @@
+"""Ingest: a manifest's images streamed into per-split parquet shards, with content-aware identity.
+
+One Ray Data pipeline reads, resizes, gates and encodes the rows in parallel tasks (``shards.stream_manifest``);
+the driver writes each block's rows to their split's shard as the block arrives, in manifest-row order. Each
+decoded image and mask is hashed (``shards.pixel_hash``), which gives two things:
+
+- **duplicates by content**: a row whose image has the same pixels as an earlier row's (under another name,
+  path, patient id, format or DICOM header) is quarantined with the row it duplicates, whatever its split:
+  one image never sits in two splits, nor twice in one (the earlier row keeps its place);
+- **the data's identity** (``IngestResult.content``): a digest of every row's image and mask pixels, so a
+  repaired or replaced file makes a new dataset id (and new trials), while a moved or re-exported one with the
+  same pixels does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+STORE_MIB_PER_CPU = 4  # ingest's in-flight blocks: 4 MiB of object store per CPU (about 2-3 blocks of 32 rows)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Where the shards are, what was left out, and the content digest of the input files."""
+
+    shard_dir: Path
+    counts: dict[str, int]  # split -> good images
+    bad_rows: pl.DataFrame  # row, image_path, error
+    content: str = ""  # digest of every row's (row, image pixels, mask pixels)
+
+    def split_dir(self, split: str) -> Path:
+        return self.shard_dir / split
+
+
+class ShardWriter:
+    """Per-split parquet shard files written as rows arrive (in manifest-row order), ``rows_per_shard`` rows
+    each: ``<out>/<split>/part-00000.parquet`` ... Holds at most one unfinished shard per split."""
+
+    def __init__(self, out: Path, rows_per_shard: int = 256) -> None:
+        self.out, self.rows_per_shard = out, rows_per_shard
+        self.pending: dict[str, list] = {}  # split -> tables not yet written
+        self.waiting: dict[str, int] = {}  # split -> their rows
+        self.counts: dict[str, int] = {}
+        self.files: dict[str, int] = {}
+
+    def add(self, split: str, table) -> None:
+        self.pending.setdefault(split, []).append(table)
+        self.counts[split] = self.counts.get(split, 0) + table.num_rows
+        self.waiting[split] = self.waiting.get(split, 0) + table.num_rows
+        if self.waiting[split] >= self.rows_per_shard:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = self.pending.pop(split, [])
+        self.waiting[split] = 0
+        if not tables:
+            return
+        k = self.files.get(split, 0)
+        folder = self.out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables(tables), folder / f"part-{k:05d}.parquet", compression="zstd")
+        self.files[split] = k + 1
+
+    def close(self) -> None:
+        for split in list(self.pending):
+            self._flush(split)
+
+
+class Duplicates:
+    """Content hashes seen so far (16 bytes each): the first row of each image, and the later rows that repeat
+    it. Streaming: rows arrive in manifest-row order, so 'earlier' is the manifest's order."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, tuple[int, str]] = {}  # image hash -> (row, path)
+
+    def check(self, row: int, path: str, digest: str) -> str:
+        """'' for a new image, else the reason naming the earlier row."""
+        if not digest:
+            return ""
+        if digest in self.first:
+            first_row, first_path = self.first[digest]
+            return f"{path}: the same image as row {first_row} ({first_path}): a duplicate, left out"
+        self.first[digest] = (row, path)
+        return ""
+
+
+def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, require_masks: bool = True,
+           dtype: str = "uint16", rows_per_block: int = 32, rows_per_shard: int = 256, check_masks: bool = True,
+           store_mib_per_cpu: float = STORE_MIB_PER_CPU) -> IngestResult:
+    """Read every image of ``manifest`` (which must have a ``split`` column) into per-split shards, streaming:
+    decoding runs in parallel Ray tasks, the driver writes each block's rows to their split's shard as it
+    arrives, in manifest-row order (two ingests of one manifest give the same shards, so the same training
+    order), and keeps only the bad rows (file, row, error) and one hash per distinct image. The blocks in flight
+    are capped at ``store_mib_per_cpu`` MiB of object store per CPU of the cluster, and the manifest's rows are
+    read by the tasks from a file, never put in the object store: the peak is set by the cluster, never by the
+    dataset."""
+    import ray
+    import ray.data
+
+    from cxrray.data.shards import HASH_COLUMNS, bad_frame, stream_manifest
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = ray.data.DataContext.get_current()
+    ordered, limits = ctx.execution_options.preserve_order, ctx.execution_options.resource_limits
+    ctx.execution_options.preserve_order = True
+    cpus = max(ray.cluster_resources().get("CPU", 1), 1) if ray.is_initialized() else 1
+    ctx.execution_options.resource_limits = limits.copy(object_store_memory=store_mib_per_cpu * cpus * 2**20)
+    writer, bad, dups, content = ShardWriter(out, rows_per_shard), [], Duplicates(), hashlib.sha256()
+    try:
+        stream = stream_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype,
+                                 rows_per_block=rows_per_block, check_masks=check_masks,
+                                 rows_file=out / "_rows.parquet")
+        for block in stream.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
+            rows, paths = block.column("row").to_pylist(), block.column("image_path").to_pylist()
+            image_hashes, mask_hashes = (block.column(c).to_pylist() for c in HASH_COLUMNS)
+            errors = block.column("error").to_pylist()
+            for k, (row, path, ih, mh) in enumerate(zip(rows, paths, image_hashes, mask_hashes)):
+                content.update(f"{row}:{ih}:{mh};".encode())
+                if not errors[k]:
+                    errors[k] = dups.check(row, path, ih)
+            bad += [{"row": r, "image_path": p, "error": e} for r, p, e in zip(rows, paths, errors) if e]
+            splits = block.column("split").to_pylist()
+            good = block.drop_columns(["error", "image_path", *HASH_COLUMNS])
+            for split in ("train", "val", "test"):
+                keep = [i for i, (s, e) in enumerate(zip(splits, errors)) if s == split and not e]
+                if keep:
+                    writer.add(split, good.take(keep))
+        writer.close()
+    finally:
+        ctx.execution_options.preserve_order, ctx.execution_options.resource_limits = ordered, limits
+        (out / "_rows.parquet").unlink(missing_ok=True)
+    for split in ("train", "val", "test"):
+        (out / split).mkdir(parents=True, exist_ok=True)
+    bad_rows = bad_frame(bad)
+    bad_rows.write_csv(out / "bad_rows.csv")
+    return IngestResult(out, {s: writer.counts.get(s, 0) for s in ("train", "val", "test")}, bad_rows,
+                        content.hexdigest())

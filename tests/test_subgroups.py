@@ -1,0 +1,83 @@
+"""Subgroups (issue 20, item 4), known answers on stored predictions: a planted sex gap is found (and only in
+sex), none is found where none is planted (false-flag rate over replicate runs), small subgroups are listed
+but never tested, and the registered step writes ``analysis/subgroups.csv`` and a report section."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from test_analysis_stats import _run
+
+from cxrray.analysis.run import run_analysis
+from cxrray.analysis.subgroups import age_band, trial_subgroups
+
+
+def test_age_bands():
+    got = age_band(pl.Series(["12", "40", "59.5", "60", "79", "80", "101", "", "x", " 45 "])).to_list()
+    assert got == ["<40", "40-59", "40-59", "60-79", "60-79", "80+", "80+", "", "", "40-59"]
+
+
+def _trial(rng, n_patients: int, strength_m: float, strength_f: float) -> pl.DataFrame:
+    """Two images per patient; sex, age and view per patient; the score's signal differs by sex."""
+    pid = np.repeat(np.arange(n_patients), 2)
+    sex = np.where(rng.random(n_patients) < 0.5, "M", "F")[pid]
+    age = rng.integers(20, 95, n_patients)[pid].astype(str)
+    view = np.where(rng.random(n_patients) < 0.5, "AP", "PA")[pid]
+    y = (rng.random(n_patients) < 0.4)[pid]
+    strength = np.where(sex == "M", strength_m, strength_f)
+    score = 1 / (1 + np.exp(-(strength * (2 * y - 1) + rng.normal(0, 1, len(pid)))))
+    return pl.DataFrame({"row": np.arange(1, len(pid) + 1), "patient_id": [f"p{i}" for i in pid],
+                         "source": np.where(pid % 2 == 0, "a", "b"), "label": np.where(y, "CVP", "NOR"),
+                         "severity": "", "view": view, "sex": sex, "age": age, "target": y.astype(int),
+                         "prob_NCV": 1 - score, "prob_CVP": score})
+
+
+def _flagged(rows: list[dict]) -> set[tuple[str, str]]:
+    from cxrray.analysis.compare import holm
+
+    tested = [r for r in rows if r["p"] == r["p"]]
+    adjusted = holm([r["p"] for r in tested])
+    return {(r["attribute"], r["subgroup"]) for r, q in zip(tested, adjusted) if q < 0.05}
+
+
+def test_a_planted_sex_gap_is_found_and_nothing_else():
+    rng = np.random.default_rng(0)
+    found, other = 0, 0
+    for _ in range(20):
+        flagged = _flagged(trial_subgroups(_trial(rng, 400, 2.0, 0.7), 1, "CVP"))
+        found += {("sex", "F"), ("sex", "M")} <= flagged
+        other += len({f for f in flagged if f[0] != "sex"})
+    assert found >= 19  # detection
+    assert other <= 2  # age band, view, source: nothing planted there
+
+
+def test_no_gap_where_none_is_planted():
+    rng = np.random.default_rng(1)
+    false_flags = sum(bool(_flagged(trial_subgroups(_trial(rng, 300, 1.2, 1.2), 1, "CVP"))) for _ in range(100))
+    assert false_flags <= 10  # Holm per trial keeps a run's false flags near 5 %
+
+
+def test_small_subgroups_are_listed_never_tested():
+    rng = np.random.default_rng(2)
+    part = _trial(rng, 60, 1.0, 1.0)
+    part = part.with_columns(pl.when(pl.col("row") <= 4).then(pl.lit("LATERAL")).otherwise(pl.col("view"))
+                             .alias("view"))
+    rows = {(r["attribute"], r["subgroup"]): r for r in trial_subgroups(part, 1, "CVP")}
+    lateral = rows[("view", "LATERAL")]
+    assert lateral["n"] == 4 and np.isnan(lateral["p"]) and "fewer than 10" in lateral["note"]
+
+
+def test_the_step_writes_the_table_and_the_section(tmp_path):
+    preds, _ = _run(tmp_path, {"original": 2.0, "lungs_removed": 1.0}, n=10)
+    rng = np.random.default_rng(5)
+    frames = [_trial(rng, 300, 2.5, 0.5).with_columns(pl.lit(t).alias("trial_id"), pl.lit("test").alias("split"))
+              for t in ("t0", "t1")]
+    pl.concat(frames).write_parquet(tmp_path / "predictions.parquet")
+    run_analysis(tmp_path)
+    table = pl.read_csv(tmp_path / "analysis" / "subgroups.csv")
+    sex = table.filter(pl.col("attribute") == "sex").sort("trial_id", "subgroup")
+    assert sex["verdict"].to_list() == ["worse in this subgroup", "better in this subgroup"] * 2
+    assert (sex.filter(pl.col("subgroup") == "F")["gap"] < -0.1).all()
+    assert set(table["attribute"]) == {"sex", "age band", "view", "source"}
+    html = (tmp_path / "report.html").read_text()
+    assert "Subgroups: sex, age band, view, source" in html and "worse in this subgroup" in html
