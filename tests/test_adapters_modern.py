@@ -58,6 +58,7 @@ def test_chexpert_uncertainty_policies_patients_views_and_splits(tmp_path, polic
     assert first["finding_Pleural_Effusion"] == expected and first["finding_Pneumonia"] == "1"
     assert first["finding_Cardiomegaly"] == "0"  # not mentioned: negative, as the labeler output is read
     assert first["patient_id"] == "chexpert-patient00001" and first["label"] == "PNA" and first["sex"] == "M"
+    assert first["study"] == "patient00001/study1"
     assert manifest["label"].to_list() == ["PNA", "NOR", "OTH"] and manifest["split"].to_list() == \
         ["train", "train", "test"]
     every = read_manifest(convert("chexpert", root, views="all"))[0]

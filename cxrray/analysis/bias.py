@@ -1,6 +1,9 @@
-"""Step ``bias``: the dataset-design drop (Hasan et al.) and the source probe on the run's shards."""
+"""Steps ``bias`` (the dataset-design drop of Hasan et al. and the source probes on the run's shards) and
+``demographics`` (the demographic probe: sex and age band from the same thumbnails)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import polars as pl
 
@@ -10,6 +13,38 @@ from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.representations import hide_seek_representations, lung_hiding
 
 
+def analysed_shards(run: LoadedRun) -> Path | None:
+    """The shard set of the run's analysed trials (the first one's: a study's trials share it), when it has a
+    train and a test split."""
+    analysed = run.results.filter(pl.col("trial_id").is_in(run.aurocs["trial_id"].implode())) \
+        if run.aurocs.height else pl.DataFrame()
+    if analysed.is_empty() or "image_size" not in analysed.columns:
+        return None
+    first = analysed.row(0, named=True)
+    shard = run.layout.shards(first["data_id"], first["image_size"])
+    return shard if (shard / "train").exists() and (shard / "test").exists() else None
+
+
+@analysis_step(order=51)
+def demographics(run: LoadedRun) -> Artifacts:
+    """The demographic probe: the patient's sex and age band read from thumbnails of each representation."""
+    a = Artifacts(sections=[Section("Demographic probe (sex, age band)", tables=("demographic_probe",),
+                                    group="bias", note="the patient's sex and age band read from 16x16 thumbnails "
+                                    "of each representation; above the majority rate with the lungs hidden, "
+                                    "demography is a shortcut any classifier can take")])
+    shard = analysed_shards(run)
+    demographic = probes(shard, hide_seek_representations(), kinds=("sex", "age band")) if shard else None
+    if demographic is None or demographic.is_empty():
+        return a
+    a.tables["demographic_probe"] = demographic.drop("note")
+    read = demographic.filter(pl.col("representation").is_in(lung_hiding()) & (pl.col("p_vs_majority") < 0.05))
+    a.text = ("\n\nDemographic probe (sex and age band from thumbnails): " + ("; ".join(
+        f"{r['probe']} readable from {r['representation']} (balanced accuracy {r['balanced_accuracy']:.2f}, "
+        f"p {r['p_vs_majority']:.2g})" for r in read.iter_rows(named=True)) if read.height else
+        "with the lungs hidden, neither sex nor age band is readable above the majority rate") + ".")
+    return a
+
+
 @analysis_step(order=50)
 def bias(run: LoadedRun) -> Artifacts:
     """Design drop (AUROC minus the independent design's) and how identifiable the hospital is per representation."""
@@ -17,10 +52,6 @@ def bias(run: LoadedRun) -> Artifacts:
                             Section("Label and within-label source probes", tables=("probes",), group="bias",
                                     note="under a full confound the hospital is the label: only the within-label "
                                          "probe asks whether the hospital itself shows"),
-                            Section("Demographic probe (sex, age band)", tables=("demographic_probe",), group="bias",
-                                    note="the patient's sex and age band read from 16x16 thumbnails of each "
-                                         "representation; above the majority rate with the lungs hidden, "
-                                         "demography is a shortcut any classifier can take"),
                             Section("Dataset-design bias", tables=("design_drops",), group="bias")])
     drops = design_drops(run.predictions, run.aurocs) if run.aurocs.height else pl.DataFrame()
     if not drops.is_empty():
@@ -29,22 +60,9 @@ def bias(run: LoadedRun) -> Artifacts:
             f"- {r['backbone']} {r['task']} {r['design']}: {r['auroc']:.3f} vs independent "
             f"{r['auroc_independent']:.3f}, drop {r['drop']:+.3f} [{r['drop_lo']:+.3f}, {r['drop_hi']:+.3f}], "
             f"p = {r['p']:.3g}" for r in drops.iter_rows(named=True))
-    analysed = run.results.filter(pl.col("trial_id").is_in(run.aurocs["trial_id"].implode())) \
-        if run.aurocs.height else pl.DataFrame()
-    if analysed.is_empty() or "image_size" not in analysed.columns:
+    shard = analysed_shards(run)
+    if shard is None:
         return a
-    first = analysed.row(0, named=True)
-    shard = run.layout.shards(first["data_id"], first["image_size"])
-    if not ((shard / "train").exists() and (shard / "test").exists()):
-        return a
-    demographic = probes(shard, hide_seek_representations(), kinds=("sex", "age band"))
-    if not demographic.is_empty():
-        a.tables["demographic_probe"] = demographic.drop("note")
-        read = demographic.filter(pl.col("representation").is_in(lung_hiding()) & (pl.col("p_vs_majority") < 0.05))
-        a.text += ("\n\nDemographic probe (sex and age band from thumbnails): " + ("; ".join(
-            f"{r['probe']} readable from {r['representation']} (balanced accuracy {r['balanced_accuracy']:.2f}, "
-            f"p {r['p_vs_majority']:.2g})" for r in read.iter_rows(named=True)) if read.height else
-            "with the lungs hidden, neither sex nor age band is readable above the majority rate") + ".")
     every = probes(shard, hide_seek_representations())
     if every.is_empty():
         return a

@@ -58,8 +58,9 @@ def chexpert(root: Path, uncertain: str = "ones", views: str = "frontal", blank:
     (``CheXpert-v1.0-small/train/...``), which is ``root`` itself. ``uncertain``: ``ones`` (U-Ones),
     ``zeros`` (U-Zeros) or ``ignore`` (U-Ignore: unknown, left out of that finding's task); ``blank``: what
     "not mentioned" means (0, as the paper's labeler output is read; '' for unknown). The patient is the
-    ``patientNNNNN`` folder; ``views`` frontal (default) or all. ``valid.csv`` (labelled by radiologists) is
-    the test split; the validation split is carved from train by patient.
+    ``patientNNNNN`` folder, the study (``study`` column) its ``studyN`` folder; ``views`` frontal (default)
+    or all. ``valid.csv`` (labelled by radiologists) is the test split; the validation split is carved from
+    train by patient.
     Licence: Stanford University School of Medicine CheXpert Dataset Research Use Agreement.
     Cite: Irvin et al., AAAI 2019.
     """
@@ -79,7 +80,7 @@ def chexpert(root: Path, uncertain: str = "ones", views: str = "frontal", blank:
             rel = Path(*parts[parts.index(folder):])
             findings = {f: _labeler_value(r.get(f), uncertain, blank) for f in CHEXPERT_FINDINGS if f in r}
             rows.append({"image_path": rel.as_posix(), "patient_id": f"chexpert-{rel.parts[1]}",
-                         "source": "chexpert", "label": _label(findings),
+                         "study": f"{rel.parts[1]}/{rel.parts[2]}", "source": "chexpert", "label": _label(findings),
                          "view": r.get("AP/PA") or ("LAT" if r["Frontal/Lateral"] == "Lateral" else ""),
                          "sex": {"Male": "M", "Female": "F"}.get(r["Sex"], ""), "age": r["Age"] or "",
                          "split": split, **{_column(f): v for f, v in findings.items()}})
