@@ -21,6 +21,7 @@ classifier can take.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,17 @@ def _split(shard_dir: Path, split: str) -> dict[str, np.ndarray]:
     out["sex"] = np.asarray([str(x).strip().upper() for x in batch.get("sex", [""] * n)], dtype=object)
     out["age band"] = age_band(pl.Series([str(x) for x in batch.get("age", [""] * n)])).to_numpy()
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _thumbnails(shard_dir: str, split: str, representations: tuple[str, ...], thumb: int
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(labels: source, label, sex, age band; thumbnail features per representation) of one split, read and
+    computed once per process: the ``bias`` and ``demographics`` steps probe the same thumbnails. A shard set's
+    folder is named by its content (the data id), so a path always holds the same images."""
+    batch = _split(Path(shard_dir), split)
+    features = {rep: _features(batch, rep, thumb) for rep in representations}
+    return {k: batch[k] for k in ("source", "label", "sex", "age band")}, features
 
 
 def _features(batch: dict[str, np.ndarray], representation: str, thumb: int) -> np.ndarray:
@@ -97,13 +109,14 @@ def probes(shard_dir: str | Path, representations: Sequence[str], thumb: int = 1
     """Per representation and probe (``source``, ``label``, ``source within <label>``, and the demographic
     ``sex`` and ``age band``): what a logistic regression on thumbnails reads from the training shard and
     scores on the test shard."""
-    shard_dir = Path(shard_dir)
-    train, test = _split(shard_dir, "train"), _split(shard_dir, "test")
+    reps = tuple(representations)
+    (train, features_train), (test, features_test) = (_thumbnails(str(Path(shard_dir).resolve()), split, reps, thumb)
+                                                      for split in ("train", "test"))
     if len(set(train["source"])) < 2 and set(kinds) <= {"source", "source within label"}:
         return pl.DataFrame()
     rows = []
-    for rep in representations:
-        f_train, f_test = _features(train, rep, thumb), _features(test, rep, thumb)
+    for rep in reps:
+        f_train, f_test = features_train[rep], features_test[rep]
         for kind in (k for k in kinds if k in ("source", "label", "sex", "age band")):
             a, b = train[kind] != "", test[kind] != ""  # unknown sex or age: left out of that probe
             got = _probe(f_train[a], train[kind][a], f_test[b], test[kind][b], seed)

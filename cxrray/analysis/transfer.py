@@ -18,6 +18,7 @@ import torch
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.saliency import load_trial
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.config import RunLayout
 from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
 from cxrray.delong import auroc_ci
@@ -31,8 +32,6 @@ def trial_transfer(run_dir, trial_id: str, batch_size: int = 64) -> list[dict]:
     task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
     if task.positive is None:
         return []
-    from cxrray.config import RunLayout
-
     batch = read_split_local(RunLayout(run_dir).shards_of(spec) / "test")
     y = np.asarray([task.class_index(str(x)) for x in batch["label"]]) == task.classes.index(task.positive)
     if y.all() or not y.any():

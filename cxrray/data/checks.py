@@ -17,15 +17,20 @@ from cxrray.registry import UserError
 SPLIT_NAMES = ("train", "val", "test")
 
 
+def require_task_columns(rows: pl.DataFrame, task: str, where: str | Path) -> None:
+    """The finding columns ``task`` reads besides ``label`` are in the manifest, or a ``UserError`` naming them."""
+    missing = [c for c in TASKS.get(task).finding_columns if c not in rows.columns]
+    if missing:
+        raise UserError(f"{where}: task {task} needs the column(s) {missing} (1 / 0 / empty = unknown)")
+
+
 def check_task_data(rows: pl.DataFrame, task: str, where: str | Path, *,
                     fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> pl.DataFrame:
     """The rows of ``task`` with their patient-level ``split`` (as ``prepare_data`` will make it), or a
     ``UserError``: a class of the task with no row; a split without a patient of some class (an AUROC there
     would be undefined), naming how many patients per class the fractions need."""
     the_task = TASKS.get(task)
-    missing = [c for c in the_task.finding_columns if c not in rows.columns]
-    if missing:
-        raise UserError(f"{where}: task {task} needs the column(s) {missing} (1 / 0 / empty = unknown)")
+    require_task_columns(rows, task, where)
     rows = the_task.rows_of(rows)
     used = rows if the_task.multilabel else rows.filter(pl.col("label").is_in(the_task.labels))
     if used.height == 0:

@@ -17,6 +17,7 @@ Errors name the manifest file and the 1-based data row (header = line 1).
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import polars as pl
@@ -43,16 +44,16 @@ class ManifestError(UserError):
     """A manifest problem; the message names the file and, where known, the row."""
 
 
-def _read_table(path: Path) -> pl.DataFrame:
+def _read_table(path: Path, data: bytes) -> pl.DataFrame:
+    """The file's bytes (read once) as a table."""
     if path.suffix == ".parquet":
-        return pl.read_parquet(path)
+        return pl.read_parquet(io.BytesIO(data))
     # Every column as text: ages or ids must not be guessed into other types.
-    return pl.read_csv(path, infer_schema=False)
+    return pl.read_csv(data, infer_schema=False)
 
 
-def _check_text(path: Path) -> None:
+def _check_text(path: Path, data: bytes) -> None:
     """A CSV manifest must be UTF-8 text (a BOM is fine): say where it is not, instead of garbling its paths."""
-    data = path.read_bytes()
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise ManifestError(f"{path}: UTF-16 text; save the manifest as UTF-8")
     try:
@@ -86,14 +87,13 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         raise ManifestError(f"{path}: is a directory; give the manifest file itself (CSV or parquet), whose "
                             f"image paths are relative to its folder")
     try:
-        with open(path, "rb") as f:
-            f.read(1)
+        data = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if path.suffix != ".parquet":
-        _check_text(path)
+        _check_text(path, data)
     try:
-        df = _read_table(path)
+        df = _read_table(path, data)
     except Exception as exc:  # polars raises several error types, with multi-line messages
         raise ManifestError(f"{path}: cannot be read as a table: {' '.join(str(exc).split())}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]

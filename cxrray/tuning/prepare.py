@@ -23,6 +23,7 @@ import polars as pl
 
 from cxrray.config import DataRef, RunLayout
 from cxrray.data.manifest import files_fingerprint, manifest_fingerprint, read_manifest
+from cxrray.data.checks import require_task_columns
 from cxrray.data.ingest import ingest
 from cxrray.data.splits import assign_splits
 from cxrray.data.tasks import TASKS
@@ -63,9 +64,7 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     """
     manifest, quarantine = frame if frame is not None else read_manifest(manifest_path)
     the_task = TASKS.get(task)
-    missing = [c for c in the_task.finding_columns if c not in manifest.columns]
-    if missing:
-        raise UserError(f"{manifest_path}: task {task} needs finding columns {missing} (1 / 0 / empty = unknown)")
+    require_task_columns(manifest, task, manifest_path)
     manifest = the_task.rows_of(manifest)  # a finding task: label = the class its column gives
     outside = manifest.filter(~pl.col("label").is_in(the_task.labels))
     if outside.height and not the_task.multilabel:
@@ -87,10 +86,9 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     else:
         print(f"[cxrray] ingesting {manifest.height} images from {manifest_path} at {image_size}px", flush=True)
         # Written aside and renamed into place with _done.json inside: a half-written set is never reused.
-        shards_root = layout.shards_root
-        for stale in shards_root.glob("*.partial-*"):  # a killed ingest's (the run is ours: tuning/runlock.py)
+        for stale in layout.shards_root.glob("*.partial-*"):  # a killed ingest's (the run is ours: tuning/runlock.py)
             shutil.rmtree(stale, ignore_errors=True)
-        partial = shards_root / f"ingest-{key['manifest']}-{image_size}px.partial-{os.getpid()}"
+        partial = layout.shards_root / f"ingest-{key['manifest']}-{image_size}px.partial-{os.getpid()}"
         result = ingest(manifest, partial, image_size=image_size, check_masks=check_masks)
         counts, bad = result.counts, result.bad_rows
         data_id = hashlib.sha256(f"{key['manifest']}:{result.content}:{check_masks}".encode()).hexdigest()[:12]
