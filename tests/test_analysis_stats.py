@@ -6,7 +6,8 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
-from cxrray.analysis.compare import bonferroni, holm, pairwise_tests, shortcut_findings, shortcut_sentences
+from cxrray.analysis.compare import bonferroni, holm, pairwise_tests
+from cxrray.analysis.shortcut import shortcut_findings, shortcut_sentences
 from cxrray.delong import paired_test
 from cxrray.analysis.metrics import class_metrics, severity_accuracy
 from cxrray.analysis.run import analyze
@@ -95,7 +96,8 @@ def test_shortcut_rule_flags_signal_without_lungs_only(tmp_path):
     orig = aurocs.filter(pl.col("representation") == "original")["auroc"][0]
     assert lr["retained"] == pytest.approx((lr["auroc"] - 0.5) / (orig - 0.5))
     text = shortcut_sentences(f)
-    assert "SHORTCUT" in text[0] and "no shortcut flagged" in text[1]
+    assert "SHORTCUT: AUROC" in text[0] and "lies above chance and it keeps" in text[0]
+    assert text[1].split(": ")[1] in ("INCONCLUSIVE", "NO SHORTCUT")
 
 
 def test_severity_accuracy_counts(tmp_path):
@@ -118,7 +120,7 @@ def test_analysis_is_identical_when_run_twice(tmp_path):
     assert first_text == second_text and first == second
     assert {"trial_metrics.csv", "cell_metrics.csv", "delong_pairs.csv", "shortcut_findings.csv",
             "severity_accuracy.csv"} <= {p.name for p in first}
-    assert "Shortcut findings" in first_text and "after Holm" in first_text
+    assert "Shortcut verdicts" in first_text and "after Holm" in first_text
 
 
 def test_saliency_mass_inside_and_outside_the_mask():
@@ -183,7 +185,7 @@ def test_lime_share_follows_what_the_model_uses():
 
 def test_degeneracy_names_models_that_did_not_learn():
     from cxrray.data.tasks import TASKS
-    from cxrray.training.outputs import degeneracy
+    from cxrray.data.tasks import degeneracy
 
     task, rng = TASKS.get("CL2"), np.random.default_rng(0)
     y = rng.random(40) < 0.5
@@ -204,7 +206,7 @@ def test_a_degenerate_lung_hiding_trial_gets_no_verdict(tmp_path):
     """A perfectly ordered but constant lungs_removed score gave 'AUROC 1.000 ... SHORTCUT'; now it is named
     degenerate, untested, and the other lung-hiding trial keeps its verdict."""
     from cxrray.data.tasks import TASKS
-    from cxrray.training.outputs import degeneracy
+    from cxrray.data.tasks import degeneracy
 
     preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 3.0})
     y = preds.filter(pl.col("trial_id") == "t1")["target"].to_numpy()
@@ -223,9 +225,9 @@ def test_a_degenerate_lung_hiding_trial_gets_no_verdict(tmp_path):
     assert flags == {"lungs_removed": False, "lungs_boxed_out": True}
     assert set(f["level"]) == {0.95}  # only the one tested lung-hiding trial counts in the correction
     text = analyze(tmp_path, saliency=0)
-    assert "no verdict: DEGENERATE model (constant scores" in text
+    assert "DEGENERATE: the model did not learn (constant scores" in text
     assert "1 DEGENERATE trial(s), not used as evidence" in text and "lungs_removed.resnet18.none.s0" in text
-    assert "1.000 [1.000, 1.000], bal. acc. 0.50 DEGENERATE" in text
+    assert "bal. acc. 0.50 DEGENERATE" in text and "1.000 [1.000, 1.000]" not in text  # never zero width
 
 
 def test_severity_accuracy_keeps_positives_and_negatives_apart_with_wilson_cis():

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "cxrray"
 
 PARTS = {  # part -> the paths it is made of (relative to the repository root)
-    "Core": ("cxrray/config.py", "cxrray/registry.py", "cxrray/delong.py", "cxrray/provenance.py",
+    "Core": ("cxrray/config.py", "cxrray/registry.py", "cxrray/delong.py", "cxrray/exact.py",
+             "cxrray/provenance.py",
              "cxrray/__init__.py"),
     "Data": ("cxrray/data/",),
     "Segmentation": ("cxrray/segmentation/",),

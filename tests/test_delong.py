@@ -125,11 +125,15 @@ def test_clustered_delong_matches_a_patient_level_bootstrap():
 
 
 def test_degenerate_variances_are_said_not_hidden():
-    """Zero spread in a paired difference: p 0 when the AUROCs differ (as the unpaired test), 1 when equal;
+    """Zero spread in a paired difference: not p = 0 (the old answer for 2 + 3 images) but the exact permutation
+    test over patients: swapping the two models' scores per patient (2^5 relabellings; two of them, none and the
+    0.3/0.7 negative, keep the difference at 1), p = 2 x 2/32; equal
+    models p 1; the unpaired test likewise over whole patients (C(10, 5) reassignments);
     a single positive case: the variance cannot be estimated, so the CI is NaN, not [0, 1]."""
     y = np.array([1, 1, 0, 0, 0], bool)
     perfect, inverted = np.array([0.9, 0.8, 0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.9, 0.8, 0.7])
-    assert paired_test(y, perfect, inverted).p == 0.0 and paired_test(y, perfect, perfect).p == 1.0
-    assert unpaired_test(y, perfect, y, inverted).p == 0.0
+    assert paired_test(y, perfect, inverted).p == pytest.approx(4 / 32) and paired_test(y, perfect, perfect).p == 1.0
+    unpaired = unpaired_test(y, perfect, y, inverted).p
+    assert 0.05 < unpaired < 1.0
     one = auroc_ci(np.array([1, 0, 0, 0], bool), np.array([0.9, 0.1, 0.2, 0.3]))
     assert one.auc == 1.0 and np.isnan(one.var) and np.isnan(one.lo) and np.isnan(one.hi)

@@ -1,69 +1,199 @@
-"""The shortcut verdict: an effect size with intervals, and the edges (tiny sets, no spread, below chance)."""
+"""The shortcut verdict at every edge a statistician probes (issue 26): patients as the unit, exact tests with
+ties, one decision one interval, a usable original, "no shortcut" as equivalence, NaN scores, zero-width
+intervals, and the headline. Each example of the issue is a test here; the old rule failed every one."""
+
+import itertools
 
 import numpy as np
 import polars as pl
 import pytest
 
-from cxrray.delong import auroc_cov
-from cxrray.analysis.verdict import R_SHORTCUT, judge
-
-LEVEL = 1 - 0.05 / 2  # two lung-hiding trials tested together
-
-
-def _scores(rng, n, strength):
-    y = np.arange(n) % 3 == 0
-    return y, strength * y + rng.normal(0, 1, n)
+from cxrray.analysis.simulate import Truth, draw
+from cxrray.analysis.verdict import (AUROC_EFFECT, MIN_PATIENTS, Estimate, Rules, decide, judge, verdict_line)
+from cxrray.delong import auroc_interval
+from cxrray.exact import ExactTest, permutation_auroc
 
 
-def _paired(y, hidden, original):
-    aucs, cov = auroc_cov(y, np.vstack([hidden, original]))
-    return aucs[0], cov[0, 0], (aucs[1], cov[1, 1], cov[0, 1])
+def _clustered(rng, n_pos, n_neg, images, icc, auc=0.5):
+    t = Truth(auc, 0.95, n_pos + n_neg, images=images, icc=icc, prevalence=n_pos / (n_pos + n_neg))
+    y, g, h, _ = draw(rng, t)
+    return y, h, g  # judge's order: labels, scores, patients
 
 
-def test_perfect_separation_of_two_plus_two_images_is_not_a_shortcut():
-    """Zero variance, AUROC 1.000: the old rule flagged it; the exact one-sided test gives p = 1/6."""
-    y, s = np.array([1, 1, 0, 0], bool), np.array([0.9, 0.8, 0.2, 0.1])
-    v = judge(y, s, 1.0, 0.0, LEVEL, original=(1.0, 0.0, 0.0))
-    assert v.test == "exact" and v.p_above == pytest.approx(1 / 6) and v.verdict == "inconclusive"
+def test_one_patient_per_class_is_too_few_whatever_the_images():
+    """12 images of one positive and 12 of one negative patient, perfectly separated: the old rule ran an exact
+    Mann-Whitney on 24 'independent' images (p = 7e-6) and said shortcut; two patients decide nothing."""
+    y = np.repeat([True, False], 12)
+    g = np.repeat(["p1", "p2"], 12)
+    s = np.where(y, 0.9, 0.1) + np.linspace(0, 0.01, 24)
+    f = judge(y, s, g)
+    assert f.verdict == "too_few" and (f.patients_pos, f.patients_neg) == (1, 1)
+    assert "fewer than 5 in a class decide nothing" in f.reason
 
 
-def test_significantly_below_chance_is_inverted():
+def test_exact_test_permutes_patients_not_images():
+    """One positive patient's 12 images can only move together: the only relabelling as extreme as the observed
+    one is itself, among C(2, 1) = 2 patient labellings."""
+    y = np.repeat([True, False], 12)
+    g = np.repeat(["p1", "p2"], 12)
+    exact = permutation_auroc(y, np.where(y, 0.9, 0.1), g)
+    assert exact.total == 2 and exact.p_ge == 0.5 and exact.enumerated
+
+
+def test_clustered_null_gives_few_false_claims():
+    """No true signal, ICC 0.8, 5 positive patients x 3 images against 12 negatives: the old rule claimed
+    shortcut or inverted in 27 % of such test sets (3 positives); now at most the nominal 5 %."""
+    rng = np.random.default_rng(4)
+    claims = 0
+    for _ in range(200):
+        y, h, g = _clustered(rng, 5, 12, 3, 0.8)
+        claims += judge(y, h, g).verdict in ("shortcut", "inverted", "partial")
+    assert claims / 200 <= 0.06, claims
+
+
+def test_ties_keep_the_exact_test_exact():
+    """2 + 3 images with binary, perfectly separated scores: the old code switched to an asymptotic test
+    (p = 0.048); the permutation test is exact with ties: C(5, 2) = 10 labellings, one as extreme, p = 0.1."""
+    y = np.array([1, 1, 0, 0, 0], bool)
+    exact = permutation_auroc(y, y.astype(float))
+    assert exact.p_ge == pytest.approx(0.1) and exact.p_two == pytest.approx(0.2) and exact.total == 10
+
+
+def test_exact_p_equals_brute_force_on_random_tied_cases():
     rng = np.random.default_rng(0)
-    y, s = _scores(rng, 300, -1.2)
-    auc, var, orig = _paired(y, s, 3 * y + rng.normal(0, 1, 300))
-    assert auc < 0.3
-    assert judge(y, s, auc, var, LEVEL, original=orig).verdict == "inverted"
+    for _ in range(30):
+        n = int(rng.integers(5, 9))
+        y = np.zeros(n, bool)
+        y[:int(rng.integers(2, n - 1))] = True
+        s = rng.integers(0, 3, n).astype(float)  # heavy ties
+        from sklearn.metrics import roc_auc_score
+
+        obs = roc_auc_score(y, s)
+        perms = [roc_auc_score(np.isin(np.arange(n), c), s) for c in itertools.combinations(range(n), int(y.sum()))]
+        ge = np.mean([p >= obs - 1e-12 for p in perms])
+        assert permutation_auroc(y, s).p_ge == pytest.approx(ge)
 
 
-def test_a_tiny_effect_above_chance_is_no_shortcut():
-    """AUROC 0.531 [0.520, 0.542] next to an original of 0.95 keeps 7 % of the signal: the old rule called it a
-    shortcut; the retained fraction's upper bound is far below the threshold."""
-    y, s = np.arange(4000) % 2 == 0, np.zeros(4000)  # only used by the exact test, which large sets do not take
-    var = ((0.542 - 0.520) / 2 / 2.24) ** 2
-    v = judge(y, s, 0.531, var, LEVEL, original=(0.95, 0.0002, 0.00002))
-    assert v.p_above < 0.025 and v.retained == pytest.approx(0.031 / 0.45)
-    assert v.retained_hi < R_SHORTCUT and v.verdict == "no_shortcut"
-    assert v.diff == pytest.approx(0.419) and 0.38 < v.diff_lo < v.diff
+def test_p_equal_to_alpha_is_not_significant():
+    """3 + 3 perfectly separated images: exact one-sided p = 1/20 = 0.05, and alpha computed as 1 - 0.95 =
+    0.050000000000000044 made it 'significant'. Fractions decide: 1/20 is not below 0.05, 1/21 is."""
+    assert not ExactTest(1.0, 0.05, 1.0, 0.05, 1, 20, True, 0.0).significant(0.05)
+    assert ExactTest(1.0, 1 / 21, 1.0, 1 / 21, 1, 21, True, 0.0).significant(0.05)
+    assert not ExactTest(1.0, 0.05, 1.0, 0.05, 1, 20, True, 0.0).significant(1 - 0.95)
+
+
+def _est(auc, lo, hi, var=0.003, pp=40, pn=40):
+    return Estimate(auc, lo, hi, var, pp, pn, "score interval", 0.01)
+
+
+def test_the_decision_reads_the_interval_shown():
+    """AUROC 0.60 with its shown corrected interval [0.491, 0.709] was called shortcut by a one-sided p; the
+    interval covers chance, so it is not, and a shortcut always sits next to an interval above 0.5."""
+    f = decide(_est(0.60, 0.491, 0.709), None, 0.0, 0.95, Rules())
+    assert f.verdict == "inconclusive" and f.ci_lo_corrected < 0.5
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        y, h, g = _clustered(rng, 12, 20, 3, 0.3, auc=float(rng.choice([0.5, 0.6, 0.7, 0.35])))
+        f = judge(y, h, g, m=2)
+        if f.verdict in ("shortcut", "partial"):
+            assert f.ci_lo_corrected > 0.5
+        if f.verdict == "inverted":
+            assert f.ci_hi_corrected < 0.5
+        if f.ci_lo_corrected <= 0.5 <= f.ci_hi_corrected:
+            assert f.verdict not in ("shortcut", "partial", "inverted")
+
+
+def test_an_original_at_chance_is_no_reference():
+    """An original at 0.508 (not significant) made a hidden 0.527 a shortcut keeping '338 %' of it; the absolute
+    rule applies instead (0.527 < the effect size 0.6), and the row says why."""
+    hidden = _est(0.527, 0.505, 0.549, var=0.00013)
+    original = _est(0.508, 0.49, 0.526, var=0.00008)
+    f = decide(hidden, original, 0.0, 0.95, Rules())
+    assert f.verdict == "partial" and f.reference.startswith("absolute (the original is not above chance")
+    assert f.retained != f.retained  # no ratio against a reference at chance
+    usable = decide(hidden, _est(0.9, 0.88, 0.92, var=0.0001), 0.0, 0.95, Rules())
+    assert usable.reference == "retained fraction vs original" and usable.verdict == "partial"
+    assert usable.retained == pytest.approx(0.027 / 0.4)
+
+
+def test_reversed_or_tiny_evidence_is_never_no_shortcut():
+    """True AUROC 0.24 with 4-12 images per class was called no_shortcut in 20-36 % of test sets; 2 + 2 perfectly
+    inverted images got no_shortcut with retained [-1, -1]; constant scores got no_shortcut [0.5, 0.5]."""
+    rng = np.random.default_rng(5)
+    for n in (4, 8, 12):
+        said = [judge(*_clustered(rng, n, n, 1, 0.0, auc=0.24)).verdict for _ in range(100)]
+        assert "no_shortcut" not in said, (n, said.count("no_shortcut"))
+    y = np.array([1, 1, 0, 0], bool)
+    assert judge(y, np.array([0.1, 0.2, 0.8, 0.9]), None, original=(y, np.array([.9, .8, .2, .1]), None)).verdict \
+        == "too_few"
+    y10 = np.arange(20) < 10
+    constant = judge(y10, np.full(20, 0.5), np.arange(20))
+    assert constant.verdict == "inconclusive" and constant.ci_hi_corrected - constant.ci_lo_corrected > 0.3
+
+
+def test_no_shortcut_needs_equivalence_within_the_margin():
+    """A hidden AUROC at chance is 'no shortcut' only when its interval lies within 0.5 +/- the margin: with
+    many patients yes, with few (a wide interval) inconclusive; a margin is an option."""
+    rng = np.random.default_rng(6)
+    y, h, g = _clustered(rng, 600, 900, 2, 0.3)
+    big = judge(y, h, g, original=(y, h + 3 * y, g))
+    assert big.verdict == "no_shortcut" and 0.4 < big.ci_lo_corrected and big.ci_hi_corrected < 0.6
+    assert "ruled out" in big.reason
+    y, h, g = _clustered(rng, 15, 20, 2, 0.3)
+    small = judge(y, h, g)
+    assert small.verdict != "no_shortcut" and small.ci_hi_corrected - small.ci_lo_corrected > 0.2
+    strict = judge(*_clustered(rng, 600, 900, 2, 0.3), rules=Rules(margin_auroc=0.01))
+    assert strict.verdict == "inconclusive"
+
+
+def test_nan_scores_are_degenerate_and_counted(tmp_path):
+    """A diverged model with NaN scores vanished from the findings and from m, and the headline read NO SHORTCUT:
+    0/1. The analysis checks the predictions it reads: the trial is named degenerate and counted."""
+    from test_analysis_stats import _run
+
+    from cxrray.analysis.run import run_analysis
+    from cxrray.analysis.shortcut import headline
+
+    preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 0.0}, n=400)
+    preds = preds.with_columns(pl.when(pl.col("trial_id") == "t2").then(float("nan")).otherwise(pl.col("prob_CVP"))
+                               .alias("prob_CVP"))
+    preds.write_parquet(tmp_path / "predictions.parquet")
+    result = run_analysis(tmp_path, )
+    cells = result.artifacts["shortcut"].tables["cell_verdicts"]
+    by = dict(zip(cells["representation"], cells["verdict"]))
+    assert by["lungs_boxed_out"] == "degenerate" and by["lungs_removed"] in ("no_shortcut", "inconclusive")
+    line = headline(result.artifacts)
+    assert "/2 lung-hiding trials" in line and "1 degenerate" in line and not line.startswith("NO SHORTCUT: 0/1")
+    assert "NaN or infinite scores (400 of 400 images)" in result.text
+
+
+def test_no_zero_width_interval_near_one():
+    """9 positive / 23 negative patients x 2 images at true AUROC 0.988: the clustered DeLong CI covered 67 %
+    (16 % of test sets [1, 1]); the score interval never has zero width and covers at least 93 %."""
+    rng = np.random.default_rng(8)
+    t = Truth(0.988, 0.99, 32, images=2, icc=0.5, prevalence=9 / 32)
+    covered = 0
+    for _ in range(300):
+        y, g, h, _ = draw(rng, t)
+        ci = auroc_interval(y, h, g)
+        assert ci.hi - ci.lo > 0.005
+        covered += ci.lo <= 0.988 <= ci.hi
+    assert covered / 300 >= 0.93
+    y = np.repeat([True, False], [9, 23])
+    perfect = auroc_interval(y, y + np.linspace(0, 0.5, 32), np.arange(32))
+    assert perfect.auc == 1.0 and perfect.hi == 1.0 and perfect.lo < 0.95
 
 
 def test_signal_kept_without_the_lungs_is_a_shortcut_with_its_effect():
     rng = np.random.default_rng(1)
-    y, s = _scores(rng, 300, 2.5)
-    auc, var, orig = _paired(y, s, y * 3.0 + rng.normal(0, 1, 300))
-    v = judge(y, s, auc, var, LEVEL, original=orig)
-    assert v.verdict == "shortcut" and v.retained > 0.8 and v.retained_lo < v.retained < v.retained_hi
-    assert judge(y, s, auc, var, LEVEL, original=orig, degenerate="constant scores").verdict == "degenerate"
-
-
-def test_chance_level_hidden_model_is_no_shortcut_and_without_an_original_the_auroc_decides():
-    rng = np.random.default_rng(2)
-    y, s = _scores(rng, 600, 0.0)
-    auc, var, orig = _paired(y, s, y * 3.0 + rng.normal(0, 1, 600))
-    assert judge(y, s, auc, var, LEVEL, original=orig).verdict == "no_shortcut"
-    assert judge(y, s, auc, var, LEVEL).verdict == "no_shortcut"  # upper bound below AUROC 0.6
-    y2, s2 = _scores(rng, 300, 2.0)
-    a2, v2 = auroc_cov(y2, s2)
-    assert judge(y2, s2, a2[0], v2[0, 0], LEVEL).verdict == "shortcut"
+    y, g, h, o = draw(rng, Truth(0.9, 0.95, 300, images=2, icc=0.3))
+    f = judge(y, h, g, m=2, original=(y, o, g))
+    assert f.verdict == "shortcut" and f.retained > 0.6 and f.retained_lo < f.retained < f.retained_hi
+    assert f.drop_lo < f.drop < f.drop_hi and f.reference == "retained fraction vs original"
+    assert judge(y, h, g, original=(y, o, g), degenerate="constant scores").verdict == "degenerate"
+    y, g, h, _ = draw(rng, Truth(0.58, 0.95, 2000, images=1, icc=0.0))
+    weak = judge(y, h, g)
+    assert weak.verdict == "partial" and weak.auroc < AUROC_EFFECT  # significantly present, below the effect size
 
 
 @pytest.mark.parametrize("verdicts, line", [
@@ -71,12 +201,17 @@ def test_chance_level_hidden_model_is_no_shortcut_and_without_an_original_the_au
      "SHORTCUT: 2/3 lung-hiding trials keep the signal without the lungs (1 degenerate)"),
     (["no_shortcut", "degenerate"], "NO SHORTCUT: 0/2 lung-hiding trials keep the signal without the lungs "
                                     "(1 no_shortcut, 1 degenerate)"),
-    (["degenerate", "degenerate"], "NO VERDICT: 0/2 lung-hiding trials keep the signal without the lungs "
-                                   "(2 degenerate)"),
-    (["inconclusive", "no_shortcut", "inverted"], "INCONCLUSIVE: 0/3 lung-hiding trials keep the signal without "
-                                                  "the lungs (1 no_shortcut, 1 inverted, 1 inconclusive)"),
+    (["degenerate", "too_few"], "NO VERDICT: 0/2 lung-hiding trials keep the signal without the lungs "
+                                "(1 too_few, 1 degenerate)"),
+    (["inconclusive", "no_shortcut", "inverted"],
+     "SIGNAL WITHOUT THE LUNGS: 0/3 lung-hiding trials keep the signal without the lungs (1 inverted: the signal "
+     "exists without the lungs, reversed, 1 inconclusive, 1 no_shortcut)"),
+    (["partial", "no_shortcut"], "SIGNAL WITHOUT THE LUNGS: 0/2 lung-hiding trials keep the signal without the "
+                                 "lungs (1 partial: a weaker signal without the lungs, 1 no_shortcut)"),
 ])
-def test_the_run_ends_with_a_one_line_verdict(verdicts, line):
-    from cxrray.analysis.verdict import verdict_line
+def test_the_run_ends_with_a_one_line_verdict_naming_every_kind(verdicts, line):
+    assert verdict_line(verdicts) == line
 
-    assert verdict_line(pl.DataFrame({"verdict": verdicts})) == line
+
+def test_minimum_patients_is_stated():
+    assert MIN_PATIENTS == 5 and "< 5 test patients" in Rules().text()

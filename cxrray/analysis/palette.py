@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import polars as pl
 
+from cxrray.analysis.verdict import Verdict
 from cxrray.representations import REPRESENTATIONS, display_order
 
-# verdict -> (strong colour for figures and marks, light background for table cells, mark, meaning)
-VERDICTS = {
-    "shortcut": ("#c62828", "#f9dcdc", "\u25cf", "SHORTCUT: the classes are told apart without the lungs"),
-    "inverted": ("#6a1b9a", "#eadcf2", "\u25bc", "INVERTED: significantly below chance without the lungs"),
-    "inconclusive": ("#b7791f", "#fbefd2", "?", "INCONCLUSIVE: the data neither show nor rule out a shortcut"),
-    "no_shortcut": ("#2e7d32", "#dcefdc", "\u25cb", "NO SHORTCUT: without the lungs the signal is lost"),
-    "degenerate": ("#757575", "#e6e6e6", "\u2715", "DEGENERATE: the model did not learn; no claim"),
-    "visible": ("#37474f", "#ffffff", "", "lungs visible: a reference, not tested for a shortcut"),
-}
+# verdict -> (strong colour for figures and marks, light background for table cells, mark, meaning): from the
+# verdict vocabulary (``verdict.Verdict``), plus the lungs-visible reference rows of the tables
+VERDICTS = {v.word: (v.colour, v.background, v.mark, v.meaning) for v in Verdict} | {
+    "visible": ("#37474f", "#ffffff", "", "lungs visible: a reference, not tested for a shortcut")}
 # Verdicts of other steps, coloured as the shortcut verdict of the same meaning: a problem found (red), none
 # found (green), no claim (grey). Colour still encodes a verdict, never the size of a number.
 TONES = {"miscalibrated": "shortcut", "consistent with calibration": "no_shortcut",

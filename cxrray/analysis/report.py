@@ -22,10 +22,9 @@ import jinja2
 import polars as pl
 
 from cxrray import provenance
-from cxrray.analysis.compare import findings_of, shortcut_sentences
+from cxrray.analysis.shortcut import findings_of, headline, shortcut_sentences
 from cxrray.analysis.palette import TONES, VERDICTS, protocol_sorted
 from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
-from cxrray.analysis.verdict import verdict_line
 from cxrray.data.tasks import TASKS, class_legend
 from cxrray.representations import lung_hiding
 
@@ -127,7 +126,7 @@ def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
     """The verdict card: the one-line answer, a sentence per lung-hiding trial, the table, the key figure and
     the class codes."""
     findings = protocol_sorted(findings_of(artifacts))
-    line = verdict_line(findings)
+    line = headline(artifacts)
     head = line.split(":")[0]
     sentences = [{"verdict": v, "text": s} for v, s in zip(findings["verdict"], shortcut_sentences(findings))] \
         if not findings.is_empty() else []
@@ -137,7 +136,7 @@ def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
     legend = [(t, class_legend(TASKS.get(t))) for t in tasks if t in TASKS]
     figure = next((a.figures for a in artifacts.values() if "auroc_forest" in a.figures), {})
     return {"line": line, "css": {"SHORTCUT": "shortcut", "NO SHORTCUT": "no_shortcut", "INCONCLUSIVE":
-                                  "inconclusive"}.get(head, "degenerate"),
+                                  "inconclusive", "SIGNAL WITHOUT THE LUNGS": "partial"}.get(head, "degenerate"),
             "sentences": sentences, "grid": verdict_grid(run, findings) if run.aurocs.height else None,
             "degenerate": [f"{names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
                            for r in degenerate.iter_rows(named=True)],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from cxrray.analysis.verdict import Rules
 from cxrray.config import RunLayout
 from cxrray.registry import Registry
 
@@ -28,6 +29,7 @@ class AnalysisOptions:
     lime: int = 0  # of those, images per trial also explained with LIME
     family: tuple[str, ...] = ("study", "task", "seed", "fold")  # columns whose equal values form a DeLong family
     transfer: bool = True  # score each saved model on every representation (the transfer matrix)
+    rules: Rules = field(default_factory=Rules)  # the verdict's alpha and equivalence margins
 
 
 @dataclass(frozen=True)

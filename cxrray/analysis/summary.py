@@ -9,9 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from cxrray.analysis.compare import findings_of
+from cxrray.analysis.shortcut import headline
 from cxrray.analysis.run import AnalysisResult, run_analysis
-from cxrray.analysis.verdict import verdict_line
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
 from cxrray.data.tasks import TASKS
 
@@ -73,7 +72,7 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
         logged |= trial_charts(outcome.predictions, aurocs, dict(zip(results["trial_id"], results["run_name"])))
     run.log(logged, commit=True)
     run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
-                        "skipped": len(outcome.skipped), "verdict": verdict_line(findings_of(analysis.artifacts))})
+                        "skipped": len(outcome.skipped), "verdict": headline(analysis.artifacts)})
     art = wandb.Artifact(f"{study}-report", type="report")
     art.add_file(str(analysis.report))
     run.log_artifact(art)
@@ -90,5 +89,5 @@ def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wa
     stopped = f" ({len(outcome.stopped)} more stopped early by ASHA)" if outcome.stopped else ""
     print(f"\n[cxrray] {len(outcome.finished)}/{total} trials finished{stopped} in {time.time() - t0:.0f} s; "
           f"results in {run_dir} (predictions.parquet, results.parquet, analysis/, report.html)")
-    print(f"[cxrray] {verdict_line(findings_of(analysis.artifacts))}; report: {analysis.report}")
+    print(f"[cxrray] {headline(analysis.artifacts)}; report: {analysis.report}")
     return 0 if not outcome.failed else 1

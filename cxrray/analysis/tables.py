@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cxrray.delong import auroc_ci
+from cxrray.delong import SCORE_METHOD, auroc_interval, patients_per_class
 from cxrray.analysis.figures import plot_roc_curves
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
-from cxrray.data.tasks import TASKS
+from cxrray.data.tasks import TASKS, degeneracy
 
 AXES = CONDITION_AXES  # the axes a study varies as table rows (cxrray.config)
 
@@ -37,10 +37,14 @@ def positive_title(aurocs: pl.DataFrame) -> str:
 def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test",
                  level: float = 0.95) -> pl.DataFrame:
     """One row per finished target trial: spec fields, AUROC of its task's positive class vs rest (column
-    ``positive``), DeLong CI clustered by patient (Obuchowski), case counts, balanced accuracy."""
+    ``positive``) with its interval clustered by patient (``delong.auroc_interval``: never zero width), case and
+    patient counts, balanced accuracy, and ``degenerate``: why the model did not learn, from the trial's record
+    or from the predictions read here (NaN, infinite or constant scores), "" when it learned."""
     rows = []
     test = predictions.filter(pl.col("split") == split)
     task_of = dict(zip(results["trial_id"], results["task"])) if "task" in results.columns else {}
+    loss_of = dict(zip(results["trial_id"], results["train_loss_min"])) if "train_loss_min" in results.columns \
+        else {}
     upstream = set(results["init_from"]) if "init_from" in results.columns else set()
     for trial_id, part in test.group_by("trial_id", maintain_order=True):
         positive = positive_class(task_of.get(trial_id[0], ""))
@@ -49,24 +53,31 @@ def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = 
         task = TASKS.get(task_of[trial_id[0]])
         index = task.classes.index(positive)
         y = (part["target"] == index).to_numpy()
-        score = part[f"prob_{positive}"].to_numpy()
-        extra = {"positive": positive, "balanced_accuracy": balanced_accuracy(part, task)}
-        if y.all() or not y.any():
-            rows.append({"trial_id": trial_id[0], "auroc": np.nan, "ci_lo": np.nan, "ci_hi": np.nan,
-                         "n_pos": int(y.sum()), "n_neg": int((~y).sum())} | extra)
+        score = part[f"prob_{positive}"].cast(pl.Float64).to_numpy()
+        loss = loss_of.get(trial_id[0])
+        seen = degeneracy(part, task, [loss] if loss is not None else None)
+        finite = bool(np.isfinite(score).all())
+        extra = {"positive": positive, "balanced_accuracy": balanced_accuracy(part, task) if finite else np.nan,
+                 "degenerate_seen": seen}
+        pp, pn = patients_per_class(y, part["patient_id"].to_numpy())
+        counts = {"n_pos": int(y.sum()), "n_neg": int((~y).sum()), "patients_pos": pp, "patients_neg": pn}
+        if y.all() or not y.any() or not finite:
+            rows.append({"trial_id": trial_id[0], "auroc": np.nan, "ci_lo": np.nan, "ci_hi": np.nan} | counts | extra)
             continue
-        ci = auroc_ci(y, score, level, groups=part["patient_id"].to_numpy())  # clustered by patient
-        rows.append({"trial_id": trial_id[0], "auroc": ci.auc, "ci_lo": ci.lo, "ci_hi": ci.hi,
-                     "n_pos": ci.n_pos, "n_neg": ci.n_neg} | extra)
+        ci = auroc_interval(y, score, part["patient_id"].to_numpy(), level)  # clustered by patient
+        rows.append({"trial_id": trial_id[0], "auroc": ci.auc, "ci_lo": ci.lo, "ci_hi": ci.hi} | counts | extra)
     aur = pl.DataFrame(rows, schema={"trial_id": pl.Utf8, "auroc": pl.Float64, "ci_lo": pl.Float64,
                                      "ci_hi": pl.Float64, "n_pos": pl.Int64, "n_neg": pl.Int64,
-                                     "positive": pl.Utf8, "balanced_accuracy": pl.Float64})
+                                     "patients_pos": pl.Int64, "patients_neg": pl.Int64, "positive": pl.Utf8,
+                                     "balanced_accuracy": pl.Float64, "degenerate_seen": pl.Utf8})
     keep = [c for c in ("trial_id", "study", "representation", "backbone", "method", "task", "pretraining", "design",
                         "fold", "seed", "init", "best_val_auroc", "degenerate") if c in results.columns]
     out = results.select(keep).join(aur, on="trial_id", how="inner")
-    if "degenerate" not in out.columns:  # a run from before degeneracy was recorded: nothing is claimed
+    if "degenerate" not in out.columns:  # a run from before degeneracy was recorded: the predictions decide
         out = out.with_columns(pl.lit("").alias("degenerate"))
-    return out.with_columns(pl.col("degenerate").fill_null(""))
+    recorded = pl.col("degenerate").fill_null("")
+    return out.with_columns(pl.when(recorded != "").then(recorded).otherwise(pl.col("degenerate_seen"))
+                            .alias("degenerate")).drop("degenerate_seen")
 
 
 def balanced_accuracy(part: pl.DataFrame, task) -> float:
@@ -98,7 +109,7 @@ def row_axis(aurocs: pl.DataFrame) -> tuple[str, pl.DataFrame]:
 
 def _cell(r: dict) -> str:
     """'AUROC [lo, hi], bal. acc. x' for one trial; a degenerate model is named, its numbers kept for the record."""
-    text = f"{r['auroc']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]"
+    text = f"{r['auroc']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]" if r["auroc"] == r["auroc"] else "no AUROC"
     if r["balanced_accuracy"] is not None and r["balanced_accuracy"] == r["balanced_accuracy"]:
         text += f", bal. acc. {r['balanced_accuracy']:.2f}"
     return text + (" DEGENERATE" if r["degenerate"] else "")
@@ -139,8 +150,8 @@ def aurocs(run: LoadedRun) -> Artifacts:
     n_pos, n_neg = (int(run.aurocs["n_pos"].max()), int(run.aurocs["n_neg"].max())) if run.aurocs.height else (0, 0)
     chosen = (f"; per cell the best of {run.n_trials // max(run.aurocs.height, 1)} hyper-parameter settings by "
               "validation AUROC") if run.n_trials > run.aurocs.height else ""
-    a.text = format_table(table, f"Test AUROC, {positive_title(run.aurocs)}, with 95 % DeLong CI "
-                                 f"({n_pos} positive / {n_neg} negative test images{chosen})")
+    a.text = format_table(table, f"Test AUROC, {positive_title(run.aurocs)}, with its 95 % interval ({SCORE_METHOD}; "
+                                 f"{n_pos} positive / {n_neg} negative test images{chosen})")
     failed = run.results.filter(pl.col("status") != "finished")
     if failed.height:
         a.text += f"\n\n{failed.height} trial(s) without predictions: " + ", ".join(failed["run_name"].to_list())
@@ -156,6 +167,6 @@ def aurocs(run: LoadedRun) -> Artifacts:
         a.figures["roc_curves"] = f"ROC curves, {positive_title(shown)}, per trial (one panel per backbone, one " \
                                   f"colour per {run.rows})"
     a.sections = [Section("ROC curves", figures=("roc_curves",)),
-                  Section("Test AUROC per trial (95 % DeLong CI clustered by patient)", tables=("trial_aurocs",),
+                  Section(f"Test AUROC per trial (95 % {SCORE_METHOD})", tables=("trial_aurocs",),
                           group="detail")]
     return a

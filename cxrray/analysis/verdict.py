@@ -1,55 +1,169 @@
-"""The shortcut verdict for one lung-hiding trial: a rule with an effect size, sound at the edges.
+"""The shortcut verdict for one lung-hiding trial (or protocol cell): a claim with an effect size, right at the edges.
 
-Inputs: the hidden representation's test AUROC ``A_h`` with its variance (clustered DeLong), the matched
-``original`` trial's ``A_o`` and their paired covariance, the case counts, and whether either model is
-degenerate. Every interval is at the Bonferroni-corrected level ``1 - alpha / m`` (m: the lung-hiding trials
-tested together). The rule, in order:
+Inputs: the hidden representation's test scores, the matched ``original`` trial's (paired when they scored the
+same images), the patients, and whether either model is degenerate. Every interval is a two-sided interval at
+the Bonferroni-corrected level ``1 - alpha / m`` (m: the lung-hiding trials or cells tested together), and every
+decision reads that one interval: *one decision, one interval*. The rule, in order:
 
-1. ``degenerate``: the hidden model did not learn (constant scores, or one class while its training loss
-   never beat chance): no claim at all.
-2. Above / below chance: the corrected DeLong CI of ``A_h`` excludes 0.5. When DeLong cannot be trusted
-   (fewer than ``SMALL`` positive or negative test images, or no spread: a zero or undefined variance), an
-   exact one-sided Mann-Whitney test of ``A_h`` against 0.5 decides instead (p < alpha / m).
-3. ``inverted``: significantly *below* chance: the representation carries the signal, reversed.
-4. ``shortcut``: above chance, and the hidden model keeps an effect: the retained fraction
-   ``R = (A_h - 0.5) / (A_o - 0.5)`` is at least ``R_SHORTCUT`` (Sadre et al. compare with the drop from
-   ``original``); without a usable original (missing, degenerate, or not above chance), ``A_h`` itself must
-   reach ``AUROC_EFFECT``.
-5. ``no_shortcut``: the signal is lost with confidence: the upper bound of ``R``'s CI is below ``R_SHORTCUT``
-   (or, without a usable original, ``A_h``'s upper bound is below ``AUROC_EFFECT``).
-6. ``inconclusive``: anything else (wide intervals, partial retention).
+1. ``degenerate``: the model did not learn (constant, NaN or infinite scores; one class at chance loss).
+2. ``too_few``: fewer than ``MIN_PATIENTS`` test patients in a class: nothing can be concluded.
+3. The hidden AUROC's interval: the score interval with the patients' design effect (``delong.auroc_interval``).
+   With fewer than ``SMALL_PATIENTS`` patients in a class, or no spread, the exact permutation test over patients
+   (``cxrray.exact``) must agree: where it does not reject at alpha / m, the interval is widened to reach 0.5.
+4. ``inverted``: the interval lies below 0.5: the signal exists without the lungs, reversed.
+5. Above chance (the interval lies above 0.5): the effect is measured against a *usable* original (its own
+   interval above 0.5, its AUROC at least ``AUROC_EFFECT``, and a bounded Fieller interval for the ratio):
+   ``shortcut`` when the retained fraction ``R = (A_h - 0.5) / (A_o - 0.5)`` is at least ``R_SHORTCUT``, else
+   ``partial``. Without a usable original the absolute rule: ``shortcut`` when ``A_h >= AUROC_EFFECT``, else
+   ``partial``. The row says which reference was used.
+6. ``no_shortcut`` is an equivalence claim (two one-sided tests, read off the same interval): the hidden AUROC's
+   interval inside ``0.5 +/- margin_auroc`` and, with a usable original, the retained fraction's (Fieller)
+   interval inside ``+/- margin_retained``. A reversed or wide estimate never reads as "no shortcut".
+7. ``inconclusive``: anything else; the report says roughly how many test patients would decide it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import Enum
 
 import numpy as np
-import polars as pl
 from scipy import stats
 
-SMALL = 10  # fewer positive or negative test images than this: the exact test decides, not DeLong's normal CI
+from cxrray.delong import AurocInterval, auroc_cov, auroc_interval
+from cxrray.exact import permutation_auroc, permutation_paired
+
+ALPHA = 0.05
+MIN_PATIENTS = 5  # fewer test patients in a class: no verdict (2 + 2 patients cannot reach p < 0.05 at all)
+SMALL_PATIENTS = 10  # fewer in a class, or no spread: the exact permutation test over patients must agree
 R_SHORTCUT = 0.5  # a shortcut keeps at least half of the original's signal above chance without the lungs
-AUROC_EFFECT = 0.6  # without a usable original: the smallest AUROC called an effect
-VERDICTS = ("shortcut", "no_shortcut", "inverted", "degenerate", "inconclusive")
-RULE = (f"verdict per lung-hiding trial at the Bonferroni-corrected level: degenerate (the model did not learn) "
-        f"> inverted (AUROC significantly below 0.5) > shortcut (significantly above 0.5 and retained fraction "
-        f"(AUROC_hidden - 0.5) / (AUROC_original - 0.5) >= {R_SHORTCUT}) > no_shortcut (the retained fraction's "
-        f"upper bound < {R_SHORTCUT}) > inconclusive; fewer than {SMALL} positive or negative test images, or no "
-        f"spread, are judged by an exact one-sided Mann-Whitney test; without a usable original AUROC "
-        f"{AUROC_EFFECT} is the effect")
+AUROC_EFFECT = 0.6  # the smallest AUROC called an effect (absolute rule, and a usable original's minimum)
+
+
+class Verdict(Enum):
+    """The verdict vocabulary: its words, colours, mark and order live here and nowhere else."""
+
+    SHORTCUT = ("shortcut", "#c62828", "#f9dcdc", "\u25cf", "SHORTCUT: the classes are told apart without the lungs")
+    INVERTED = ("inverted", "#6a1b9a", "#eadcf2", "\u25bc",
+                "INVERTED: significantly below chance without the lungs (the signal exists, reversed)")
+    PARTIAL = ("partial", "#e65100", "#fde3cf", "\u25d0",
+               "PARTIAL: a signal without the lungs, weaker than half of the original's")
+    INCONCLUSIVE = ("inconclusive", "#b7791f", "#fbefd2", "?",
+                    "INCONCLUSIVE: the data neither show nor rule out a shortcut")
+    NO_SHORTCUT = ("no_shortcut", "#2e7d32", "#dcefdc", "\u25cb",
+                   "NO SHORTCUT: a useful signal without the lungs is ruled out (equivalence)")
+    TOO_FEW = ("too_few", "#757575", "#e6e6e6", "\u2205", "TOO FEW PATIENTS: no verdict possible")
+    DEGENERATE = ("degenerate", "#757575", "#e6e6e6", "\u2715", "DEGENERATE: the model did not learn; no claim")
+
+    def __init__(self, word: str, colour: str, background: str, mark: str, meaning: str) -> None:
+        self.word, self.colour, self.background, self.mark, self.meaning = word, colour, background, mark, meaning
+
+    @classmethod
+    def of(cls, word: str) -> Verdict:
+        return next(v for v in cls if v.word == word)
+
+
+VERDICTS = tuple(v.word for v in Verdict)
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Rules:
+    """The verdict's thresholds (options of the analysis, printed in the report)."""
+
+    alpha: float = ALPHA
+    margin_auroc: float = AUROC_EFFECT - 0.5  # no_shortcut: the hidden AUROC's interval inside 0.5 +/- this
+    margin_retained: float = R_SHORTCUT  # ... and the retained fraction's inside +/- this (usable original)
+
+    def text(self) -> str:
+        return (f"verdict per lung-hiding trial (or cell of replicates) from one two-sided interval at the "
+                f"Bonferroni-corrected level 1 - {self.alpha:g}/m: degenerate (the model did not learn) > too_few "
+                f"(< {MIN_PATIENTS} test patients in a class) > inverted (interval below 0.5) > shortcut (interval "
+                f"above 0.5 and retained fraction (AUROC_hidden - 0.5) / (AUROC_original - 0.5) >= {R_SHORTCUT}, or "
+                f"AUROC >= {AUROC_EFFECT} without a usable original) > partial (above 0.5, less) > no_shortcut "
+                f"(equivalence: the interval inside 0.5 +/- {self.margin_auroc:g} and, with a usable original, the "
+                f"retained fraction's inside +/- {self.margin_retained:g}) > inconclusive; with < {SMALL_PATIENTS} "
+                f"patients in a class or no spread an exact permutation test over patients must agree")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One side of the comparison as the rule reads it: the AUROC, its interval at the corrected level
+    (already widened where the exact test does not reject), a variance never below what that interval implies,
+    the patients per class, the test that decided it and its two-sided p."""
+
+    auc: float
+    lo: float
+    hi: float
+    var: float
+    patients_pos: int
+    patients_neg: int
+    test: str
+    p_two: float
+
+    @property
+    def above(self) -> bool:
+        return self.lo > 0.5
+
+    @property
+    def below(self) -> bool:
+        return self.hi < 0.5
+
+
+def estimate(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, alpha_m: float, seed: int = 0
+             ) -> tuple[Estimate, AurocInterval]:
+    """The AUROC against chance at the corrected level ``1 - alpha_m``: the score interval, and where the
+    sample is small or has no spread the exact permutation test over patients, which must agree."""
+    ci = auroc_interval(y, score, groups, level=1 - alpha_m)
+    lo, hi = ci.lo, ci.hi
+    z = stats.norm.ppf(1 - alpha_m / 2)
+    if min(ci.patients_pos, ci.patients_neg) < SMALL_PATIENTS or not (np.isfinite(ci.var) and ci.var > 0):
+        exact = permutation_auroc(y, score, groups, seed=seed)
+        test, p = exact.method, exact.p_two
+        if not exact.significant(alpha_m):
+            lo, hi = min(lo, 0.5), max(hi, 0.5)  # the exact test does not reject: the interval reaches chance
+    else:
+        test = "score interval"
+        p = float(2 * stats.norm.sf(abs(ci.auc - 0.5) / np.sqrt(ci.var)))
+    var = max(ci.var if np.isfinite(ci.var) else 0.0, ((hi - lo) / (2 * z)) ** 2)  # never below the interval
+    return Estimate(ci.auc, lo, hi, var, ci.patients_pos, ci.patients_neg, test, p), ci
+
+
+def fieller(a: float, b: float, va: float, vb: float, cab: float, z: float) -> tuple[float, float] | None:
+    """Fieller's interval for the ratio a / b of two correlated estimates; None when it is unbounded (b is
+    not distinguishable from 0 at this level)."""
+    qa, qb, qc = b * b - z * z * vb, -2 * (a * b - z * z * cab), a * a - z * z * va
+    if qa <= 0:
+        return None
+    disc = qb * qb - 4 * qa * qc
+    if disc < 0:
+        return None
+    root = np.sqrt(disc)
+    return float((-qb - root) / (2 * qa)), float((-qb + root) / (2 * qa))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The verdict of one lung-hiding trial or cell, with every number it rests on."""
+
     verdict: str
-    test: str  # "delong" or "exact" (Mann-Whitney)
-    p_above: float  # one-sided p that A_h > 0.5
-    p_below: float  # one-sided p that A_h < 0.5
-    diff: float  # A_o - A_h (the drop from the original), NaN without an original
-    diff_lo: float
-    diff_hi: float
-    retained: float  # (A_h - 0.5) / (A_o - 0.5), NaN without a usable original
+    reason: str
+    reference: str  # "retained fraction vs original" or "absolute (...why the original is not usable)"
+    test: str
+    auroc: float
+    ci_lo_corrected: float
+    ci_hi_corrected: float
+    level: float
+    p_chance: float  # two-sided p against chance (exact where the exact test decided)
+    patients_pos: int
+    patients_neg: int
+    auroc_original: float
+    original_lo: float
+    original_hi: float
+    drop: float  # A_o - A_h
+    drop_lo: float
+    drop_hi: float
+    p_vs_original: float
+    retained: float
     retained_lo: float
     retained_hi: float
 
@@ -57,75 +171,131 @@ class Verdict:
         return asdict(self)
 
 
-def exact_p(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-    """One-sided exact Mann-Whitney p-values (positives score higher; lower), i.e. of AUROC > 0.5 and < 0.5."""
-    pos, neg = score[y], score[~y]
-    method = "exact" if len(np.unique(score)) == len(score) else "asymptotic"  # exact assumes no ties
-    above = stats.mannwhitneyu(pos, neg, alternative="greater", method=method).pvalue
-    below = stats.mannwhitneyu(pos, neg, alternative="less", method=method).pvalue
-    return float(above), float(below)
+NAN = float("nan")
 
 
-def judge(y: np.ndarray, score: np.ndarray, auc: float, var: float, level: float, *, degenerate: str = "",
-          original: tuple[float, float, float] | None = None) -> Verdict:
-    """The verdict for one lung-hiding trial. ``original``: (A_o, var_o, cov(A_h, A_o)) of the matched
-    ``original`` trial on the same test images (paired), or None when there is no usable one."""
-    alpha = 1 - level
-    z = stats.norm.ppf(1 - alpha / 2)
-    y = np.asarray(y, bool)
-    small = min(y.sum(), (~y).sum()) < SMALL or not np.isfinite(var) or var <= 0
-    if small:
-        test = "exact"
-        p_above, p_below = exact_p(y, np.asarray(score, float))
-    else:
-        test = "delong"
-        p_above = float(stats.norm.sf((auc - 0.5) / np.sqrt(var)))
-        p_below = float(stats.norm.cdf((auc - 0.5) / np.sqrt(var)))
-    nan = float("nan")
-    diff = diff_lo = diff_hi = retained = r_lo = r_hi = nan
-    usable = original is not None and original[0] > 0.5
+def _usable(original: Estimate | None, degenerate_original: str, ratio: tuple[float, float] | None) -> str:
+    """'' when the original can be the reference, else why not."""
+    if original is None:
+        return "no original trial to compare with"
+    if degenerate_original:
+        return f"the original model is degenerate ({degenerate_original})"
+    if min(original.patients_pos, original.patients_neg) < MIN_PATIENTS:
+        return "too few patients in the original's test set"
+    if not original.above:
+        return f"the original is not above chance (AUROC {original.auc:.3f} [{original.lo:.3f}, {original.hi:.3f}])"
+    if original.auc < AUROC_EFFECT:
+        return f"the original's AUROC {original.auc:.3f} is below the effect size {AUROC_EFFECT}"
+    if ratio is None:
+        return "the retained fraction's interval is unbounded"
+    return ""
+
+
+def decide(hidden: Estimate, original: Estimate | None, cov: float, level: float, rules: Rules, *,
+           degenerate: str = "", degenerate_original: str = "", p_vs_original: float = NAN) -> Finding:
+    """The rule of this module's docstring on estimates at the corrected ``level`` (``cov``: the covariance of
+    the hidden and original AUROCs, 0 for other test images)."""
+    z = stats.norm.ppf(0.5 + level / 2)
+    drop = drop_lo = drop_hi = retained = r_lo = r_hi = NAN
+    ratio = None
     if original is not None:
-        a_o, var_o, cov = original
-        diff = a_o - auc
-        var_d = var_o + var - 2 * cov
-        half = z * np.sqrt(var_d) if np.isfinite(var_d) and var_d > 0 else 0.0 if np.isfinite(var_d) else nan
-        diff_lo, diff_hi = diff - half, diff + half
-    if usable:
-        a_o, var_o, cov = original
-        d = a_o - 0.5
-        retained = (auc - 0.5) / d
-        var_r = var / d**2 + (auc - 0.5) ** 2 * var_o / d**4 - 2 * (auc - 0.5) * cov / d**3  # delta method
-        half = z * np.sqrt(var_r) if np.isfinite(var_r) and var_r > 0 else 0.0 if np.isfinite(var_r) else nan
-        r_lo, r_hi = retained - half, retained + half
+        drop = original.auc - hidden.auc
+        half = z * np.sqrt(max(original.var + hidden.var - 2 * cov, 0.0))
+        drop_lo, drop_hi = drop - half, drop + half
+        if original.auc > 0.5:
+            ratio = fieller(hidden.auc - 0.5, original.auc - 0.5, hidden.var, original.var, cov, z)
+            retained = (hidden.auc - 0.5) / (original.auc - 0.5)
+    why_not = _usable(original, degenerate_original, ratio)
+    usable = not why_not
+    if usable and ratio is not None:
+        r_lo, r_hi = ratio
+    else:
+        retained = NAN
+    reference = "retained fraction vs original" if usable else f"absolute ({why_not})"
+    few = min(hidden.patients_pos, hidden.patients_neg) < MIN_PATIENTS
+    shown = f"AUROC {hidden.auc:.3f} [{hidden.lo:.3f}, {hidden.hi:.3f}]"
     if degenerate:
-        verdict = "degenerate"
-    elif p_below < alpha:
-        verdict = "inverted"
-    elif p_above < alpha and (retained >= R_SHORTCUT if usable else auc >= AUROC_EFFECT):
-        verdict = "shortcut"
-    elif (r_hi < R_SHORTCUT) if usable else (not small and auc + z * np.sqrt(var) < AUROC_EFFECT):
-        verdict = "no_shortcut"
+        verdict, reason = Verdict.DEGENERATE, f"the model did not learn ({degenerate})"
+    elif few:
+        verdict, reason = Verdict.TOO_FEW, (f"{hidden.patients_pos} positive and {hidden.patients_neg} negative test "
+                                            f"patients: fewer than {MIN_PATIENTS} in a class decide nothing")
+    elif hidden.below:
+        verdict, reason = Verdict.INVERTED, f"{shown} lies below chance: the signal exists without the lungs, reversed"
+    elif hidden.above:
+        big = retained >= R_SHORTCUT if usable else hidden.auc >= AUROC_EFFECT
+        size = (f"it keeps {100 * retained:.0f} % of the original's signal" if usable
+                else f"AUROC {'at least' if big else 'below'} the effect size {AUROC_EFFECT}")
+        verdict = Verdict.SHORTCUT if big else Verdict.PARTIAL
+        reason = f"{shown} lies above chance and {size}"
+    elif (hidden.lo > 0.5 - rules.margin_auroc and hidden.hi < 0.5 + rules.margin_auroc
+          and (not usable or (r_lo > -rules.margin_retained and r_hi < rules.margin_retained))):
+        verdict = Verdict.NO_SHORTCUT
+        reason = (f"{shown} lies inside chance +/- {rules.margin_auroc:g}"
+                  + (f" and the retained fraction's [{r_lo:.2f}, {r_hi:.2f}] inside +/- {rules.margin_retained:g}"
+                     if usable else "") + ": a useful signal without the lungs is ruled out")
     else:
-        verdict = "inconclusive"
-    return Verdict(verdict, test, p_above, p_below, diff, diff_lo, diff_hi, retained, r_lo, r_hi)
+        verdict = Verdict.INCONCLUSIVE
+        reason = (f"{shown} neither excludes chance nor lies inside chance +/- {rules.margin_auroc:g}"
+                  + (f" (retained fraction [{r_lo:.2f}, {r_hi:.2f}])" if usable else ""))
+    return Finding(verdict.word, reason, reference, hidden.test, hidden.auc, hidden.lo, hidden.hi, level,
+                   hidden.p_two, hidden.patients_pos, hidden.patients_neg,
+                   original.auc if original else NAN, original.lo if original else NAN,
+                   original.hi if original else NAN, drop, drop_lo, drop_hi, p_vs_original, retained, r_lo, r_hi)
 
 
-def verdict_line(findings: pl.DataFrame) -> str:
-    """The study's answer in one line, from the per-trial verdicts of ``shortcut_findings``: SHORTCUT when any
-    lung-hiding trial keeps the signal, NO SHORTCUT when every usable one rules it out, NO VERDICT when no
-    model learned, else INCONCLUSIVE; then the counts."""
-    if findings.is_empty():
-        return "NO VERDICT: no lung-hiding trial in this run"
-    n = dict(findings.group_by("verdict").len().iter_rows())
-    total, usable = findings.height, findings.height - n.get("degenerate", 0)
-    if n.get("shortcut"):
-        head = "SHORTCUT"
-    elif usable == 0:
-        head = "NO VERDICT"
-    elif n.get("no_shortcut", 0) == usable:
-        head = "NO SHORTCUT"
-    else:
-        head = "INCONCLUSIVE"
-    rest = ", ".join(f"{n[v]} {v}" for v in VERDICTS[1:] if n.get(v))
-    return (f"{head}: {n.get('shortcut', 0)}/{total} lung-hiding trials keep the signal without the lungs"
+def judge(y: np.ndarray, hidden: np.ndarray, groups: np.ndarray | None, *, m: int = 1, rules: Rules = Rules(),
+          original: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None, degenerate: str = "",
+          degenerate_original: str = "", seed: int = 0) -> Finding:
+    """The verdict of one lung-hiding trial from its test scores. ``original``: (labels, scores, patients) of the
+    matched ``original`` trial; paired (covariance, exact swap test) when its labels are the same arrays' length
+    and order as ``y`` (the same test images), else independent."""
+    alpha_m = rules.alpha / max(m, 1)
+    level = 1 - alpha_m
+    y = np.asarray(y, bool)
+    if degenerate:
+        h = Estimate(NAN, NAN, NAN, NAN, *_counts(y, groups), "", NAN)
+        return decide(h, None, 0.0, level, rules, degenerate=degenerate)
+    h, h_ci = estimate(y, hidden, groups, alpha_m, seed)
+    o, cov, p_vs = None, 0.0, NAN
+    if original is not None and not degenerate_original:
+        yo, so, go = original
+        o, o_ci = estimate(yo, so, go, alpha_m, seed)
+        if len(yo) == len(y) and np.array_equal(np.asarray(yo, bool), y):
+            _, c = auroc_cov(y, np.vstack([hidden, so]), groups)
+            var_d = c[0, 0] + c[1, 1] - 2 * c[0, 1]
+            rho = c[0, 1] / np.sqrt(c[0, 0] * c[1, 1]) if c[0, 0] > 0 and c[1, 1] > 0 else 0.0
+            cov = float(rho * np.sqrt(h.var * o.var))
+            if np.isfinite(var_d) and var_d > 1e-15 and min(h.patients_pos, h.patients_neg) >= SMALL_PATIENTS:
+                p_vs = float(2 * stats.norm.sf(abs(h.auc - o.auc) / np.sqrt(var_d)))
+            else:
+                p_vs = permutation_paired(y, hidden, so, groups, seed=seed).p_two
+    elif original is not None:
+        o = Estimate(NAN, NAN, NAN, NAN, 0, 0, "", NAN)
+    return decide(h, o, cov, level, rules, degenerate_original=degenerate_original, p_vs_original=p_vs)
+
+
+def _counts(y: np.ndarray, groups: np.ndarray | None) -> tuple[int, int]:
+    from cxrray.delong import patients_per_class
+
+    return patients_per_class(y, groups)
+
+
+HEADS = (("SHORTCUT", ("shortcut",)), ("SIGNAL WITHOUT THE LUNGS", ("inverted", "partial")))
+
+
+def verdict_line(verdicts: list[str], unit: str = "lung-hiding trials") -> str:
+    """The study's answer in one line, naming every kind of evidence: SHORTCUT when any trial (cell) keeps the
+    signal, SIGNAL WITHOUT THE LUNGS when one keeps a weaker (partial) or reversed (inverted) one, NO SHORTCUT
+    when every usable one rules a useful signal out, NO VERDICT when none is usable, else INCONCLUSIVE."""
+    if not verdicts:
+        return f"NO VERDICT: no {unit} in this run"
+    n = {v: verdicts.count(v) for v in VERDICTS}
+    usable = len(verdicts) - n["degenerate"] - n["too_few"]
+    head = next((h for h, kinds in HEADS if any(n[k] for k in kinds)), None)
+    if head is None:
+        head = "NO VERDICT" if usable == 0 else "NO SHORTCUT" if n["no_shortcut"] == usable else "INCONCLUSIVE"
+    said = {"inverted": "inverted: the signal exists without the lungs, reversed",
+            "partial": "partial: a weaker signal without the lungs"}
+    rest = ", ".join(f"{n[v]} {said.get(v, v)}" for v in VERDICTS[1:] if n[v])
+    return (f"{head}: {n['shortcut']}/{len(verdicts)} {unit} keep the signal without the lungs"
             + (f" ({rest})" if rest else ""))

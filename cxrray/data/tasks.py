@@ -177,3 +177,33 @@ def finding_task(name: str) -> Task | None:
     classes = (f"no_{finding}", finding)
     return Task(name, classes, {c: (c,) for c in classes}, positive=finding,
                 positive_name=finding.replace("_", " ").lower(), column=name)
+
+
+SCORE_SD_MIN = 1e-3  # a positive-class score spread below this on the evaluated images: constant scores
+CHANCE_FRACTION = 0.98  # training loss never below this fraction of ln(K): the model never beat guessing
+
+
+def degeneracy(frame: pl.DataFrame, task: Task, train_loss: list[float] | None = None) -> str:
+    """Why a trial's model did not learn, "" when it did: NaN or infinite scores on the evaluated images (the
+    test split, else validation), (near) constant scores, or one class for every image while its training loss
+    (when known) never fell below the chance level (ln K for K classes: the loss of predicting the class shares).
+    A number from such a model is no evidence of anything, so the analysis names it and gives it no verdict.
+    The trial records it, and the analysis applies it again to the predictions it reads."""
+    if task.multilabel or frame.is_empty():
+        return ""
+    import polars as pl
+
+    probs = frame.select([pl.col(f"prob_{c}").cast(pl.Float64) for c in task.classes]).to_numpy()
+    bad = int((~np.isfinite(probs)).any(axis=1).sum())
+    if bad:
+        return f"NaN or infinite scores ({bad} of {len(probs)} images)"
+    spread = float(probs.std(0).max())
+    if spread < SCORE_SD_MIN:
+        return f"constant scores (sd {spread:.1e} < {SCORE_SD_MIN:g})"
+    pred = probs.argmax(1)
+    finite = [x for x in (train_loss or []) if x == x]
+    chance = float(np.log(task.num_classes))
+    if len(np.unique(pred)) == 1 and finite and min(finite) >= CHANCE_FRACTION * chance:
+        return (f"predicts {task.classes[pred[0]]} for every image and its training loss never fell below chance "
+                f"(min {min(finite):.3f}, ln {task.num_classes} = {chance:.3f})")
+    return ""

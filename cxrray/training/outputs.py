@@ -41,30 +41,6 @@ def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) 
     return pl.DataFrame(cols).with_columns(pl.lit(spec.trial_id).alias("trial_id"), pl.lit(split).alias("split"))
 
 
-SCORE_SD_MIN = 1e-3  # a positive-class score spread below this on the evaluated images: constant scores
-CHANCE_FRACTION = 0.98  # training loss never below this fraction of ln(K): the model never beat guessing
-
-
-def degeneracy(frame: pl.DataFrame, task: Task, train_loss: list[float]) -> str:
-    """Why a trial's model did not learn, "" when it did: its scores on the evaluated images (the test split,
-    else validation) are (near) constant, or it predicts one class for every image while its training loss
-    never fell below the chance level (ln K for K classes: the loss of predicting the class shares). A number
-    from such a model is no evidence of anything, so the analysis names it and gives it no verdict."""
-    if task.multilabel or frame.is_empty():
-        return ""
-    probs = frame.select([f"prob_{c}" for c in task.classes]).to_numpy()
-    spread = float(probs.std(0).max())
-    if spread < SCORE_SD_MIN:
-        return f"constant scores (sd {spread:.1e} < {SCORE_SD_MIN:g})"
-    pred = probs.argmax(1)
-    finite = [x for x in train_loss if x == x]
-    chance = float(np.log(task.num_classes))
-    if len(np.unique(pred)) == 1 and finite and min(finite) >= CHANCE_FRACTION * chance:
-        return (f"predicts {task.classes[pred[0]]} for every image and its training loss never fell below chance "
-                f"(min {min(finite):.3f}, ln {task.num_classes} = {chance:.3f})")
-    return ""
-
-
 def selected_summary(frames: list[pl.DataFrame], task: Task, scores: dict[str, float],
                      meta: dict[str, Any]) -> dict[str, Any]:
     """What the trial's W&B summary shows: the scores of the kept model (the epoch chosen on validation, not

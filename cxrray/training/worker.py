@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 from cxrray.config import TrialContext
-from cxrray.data.tasks import TASKS
+from cxrray.data.tasks import TASKS, degeneracy
 from cxrray.training.methods import METHODS, TrialMethod
-from cxrray.training.outputs import EpochReporter, degeneracy, write_outputs
+from cxrray.training.outputs import EpochReporter, write_outputs
 from cxrray.training.session import Session, TrainSession
 
 

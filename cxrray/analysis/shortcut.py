@@ -1,0 +1,246 @@
+"""The hide-and-seek verdicts: per lung-hiding trial, and one per protocol cell (step ``shortcut``).
+
+Per trial (a representation whose registry entry hides the lungs): the rule of ``cxrray.analysis.verdict`` on its
+test scores against the matched ``original`` trial (same backbone, method, task, pretraining, design, seed and
+fold), at the Bonferroni level over the lung-hiding trials tested (degenerate ones are not tested).
+
+Per cell (the trials of one protocol cell over seeds or folds): the replicates are combined by random effects,
+never pooled: the mean AUROC (hidden and original) with a variance that adds the between-replicate spread (moment
+estimate) to the test-set sampling error of the mean (the clustered DeLong covariance of all replicates scored on
+the same test images, or of independent folds). Each side's variance is at least the replicates' mean interval
+variance, so a cell of perfect replicates still has width; with few patients the exact permutation test of the
+mean AUROC (every replicate's labels permuted together) must agree. The cell's verdict is the rule on these, at
+the Bonferroni level over cells, with the replicates' own verdicts listed beside it; the headline counts cells.
+A one-seed run has one trial per cell, and its cell verdicts are its trial verdicts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.verdict import (SMALL_PATIENTS, Estimate, Finding, Rules, decide, estimate, judge,
+                                     verdict_line)
+from cxrray.config import CELL_AXES
+from cxrray.data.tasks import TASKS
+from cxrray.delong import auroc_cov
+from cxrray.exact import permutation_auroc
+from cxrray.representations import lung_hiding
+
+REFERENCE = "original"  # the whole image: what a lung-hiding representation is compared with
+MATCH = ("backbone", "method", "task", "pretraining", "design", "seed", "fold")
+
+
+def trial_scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order."""
+    part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
+    index = TASKS.get(trial["task"]).classes.index(trial["positive"])
+    return (part["row"].to_numpy(), (part["target"] == index).to_numpy(),
+            part[f"prob_{trial['positive']}"].cast(pl.Float64).to_numpy(), part["patient_id"].to_numpy())
+
+
+def _original_of(aurocs: pl.DataFrame, trial: dict) -> dict | None:
+    match = [c for c in MATCH if c in aurocs.columns]
+    found = aurocs.filter((pl.col("representation") == REFERENCE)
+                          & pl.all_horizontal([pl.col(c) == trial[c] for c in match]))
+    return found.row(0, named=True) if found.height else None
+
+
+def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, rules: Rules = Rules()) -> pl.DataFrame:
+    """Per lung-hiding trial: the verdict and every number it rests on (``verdict.Finding``)."""
+    if "representation" not in aurocs.columns:
+        return pl.DataFrame()
+    test = predictions.filter(pl.col("split") == "test")
+    hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding()))
+    m = max(hidden.filter(pl.col("degenerate") == "").height, 1)
+    axes = [c for c in ("representation", *MATCH) if c in aurocs.columns]
+    rows = []
+    for h in hidden.iter_rows(named=True):
+        _, y, s, g = trial_scores(test, h)
+        o = _original_of(aurocs, h)
+        original = trial_scores(test, o)[1:] if o is not None and not o["degenerate"] else None
+        f = judge(y, s, g, m=m, rules=rules, original=original, degenerate=h["degenerate"],
+                  degenerate_original=o["degenerate"] if o is not None else "")
+        rows.append({c: h[c] for c in axes} | {"trial_id": h["trial_id"]} | f.row()
+                    | {"shortcut": f.verdict == "shortcut", "degenerate": h["degenerate"]})
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def _combine(thetas: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Random-effects mean of k replicate vectors ``thetas`` (k, d) whose sampling covariance is ``sigma``
+    (k*d, k*d; replicate-major): the mean and its covariance, between-replicate spread included."""
+    k, d = thetas.shape
+    blocks = sigma.reshape(k, d, k, d)
+    within = blocks.sum(axis=(0, 2)) / k**2  # covariance of the mean of the sampling errors
+    if k < 2:
+        return thetas[0], within
+    own = np.einsum("jajb->ab", blocks)  # sum of each replicate's own block
+    spread = np.atleast_2d(np.cov(thetas.T, ddof=1))
+    between = spread - (own - k * within) / (k - 1)
+    w, v = np.linalg.eigh((between + between.T) / 2)
+    between = (v * np.clip(w, 0, None)) @ v.T  # clipped to a covariance
+    return thetas.mean(0), between / k + within
+
+
+def cell_finding(test: pl.DataFrame, aurocs: pl.DataFrame, cell: pl.DataFrame, m: int, rules: Rules) -> Finding:
+    """The verdict of one cell's lung-hiding replicates (``cell``) against their matched originals."""
+    alpha_m = rules.alpha / max(m, 1)
+    level = 1 - alpha_m
+    z = stats.norm.ppf(1 - alpha_m / 2)
+    live = [r for r in cell.iter_rows(named=True) if not r["degenerate"]]
+    if not live:
+        first = cell.row(0, named=True)
+        return decide(Estimate(*[float("nan")] * 4, 0, 0, "", float("nan")), None, 0.0, level, rules,
+                      degenerate=f"every replicate ({first['degenerate']})")
+    pairs = [(h, _original_of(aurocs, h)) for h in live]
+    with_original = all(o is not None and not o["degenerate"] for _, o in pairs)
+    scored = [(trial_scores(test, h), trial_scores(test, o) if with_original else None) for h, o in pairs]
+    rows0 = scored[0][0][0]
+    shared = all(np.array_equal(hs[0], rows0) and (os_ is None or np.array_equal(os_[0], rows0)) for hs, os_ in scored)
+    per = [(estimate(hs[1], hs[2], hs[3], alpha_m)[0], estimate(os_[1], os_[2], os_[3], alpha_m)[0] if os_ else None)
+           for hs, os_ in scored]
+    d = 2 if with_original else 1
+    k = len(scored)
+    if shared:
+        _, y, _, g = scored[0][0]
+        rows = [r for hs, os_ in scored for r in ((hs[2], os_[2]) if os_ else (hs[2],))]
+        aucs, sigma = auroc_cov(y, np.vstack(rows), g)
+    else:  # other test images per replicate (folds): independent sampling errors
+        aucs, sigma = np.zeros(k * d), np.zeros((k * d, k * d))
+        for j, (hs, os_) in enumerate(scored):
+            a, c = auroc_cov(hs[1], np.vstack([hs[2], os_[2]]) if os_ else hs[2], hs[3])
+            aucs[j * d:(j + 1) * d], sigma[j * d:(j + 1) * d, j * d:(j + 1) * d] = a, c
+    mean, cov = _combine(aucs.reshape(k, d), np.nan_to_num(sigma))
+    sides = []
+    for i in range(d):
+        floor = float(np.mean([(p[i].var if p[i] else 0.0) for p in per]))
+        var = max(float(cov[i, i]), floor)
+        lo, hi = max(0.0, mean[i] - z * np.sqrt(var)), min(1.0, mean[i] + z * np.sqrt(var))
+        pp = min(p[i].patients_pos for p in per)
+        pn = min(p[i].patients_neg for p in per)
+        test_name, p_two = "random-effects mean", float(2 * stats.norm.sf(abs(mean[i] - 0.5) / np.sqrt(var)))
+        if shared and (min(pp, pn) < SMALL_PATIENTS or cov[i, i] <= 0):
+            exact = permutation_auroc(y, np.vstack([r[i] for r in [(hs[2], os_[2]) if os_ else (hs[2],)
+                                                                    for hs, os_ in scored]]), g)
+            test_name, p_two = f"random-effects mean; {exact.method} of the mean AUROC", exact.p_two
+            if not exact.significant(alpha_m):
+                lo, hi = min(lo, 0.5), max(hi, 0.5)
+        sides.append(Estimate(float(mean[i]), lo, hi, var, pp, pn, test_name, p_two))
+    rho = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]) if d == 2 and cov[0, 0] > 0 and cov[1, 1] > 0 else 0.0
+    c01 = float(rho * np.sqrt(sides[0].var * sides[1].var)) if d == 2 else 0.0
+    return decide(sides[0], sides[1] if d == 2 else None, c01, level, rules)
+
+
+def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.DataFrame,
+                  rules: Rules = Rules()) -> pl.DataFrame:
+    """One verdict per protocol cell of lung-hiding trials (``cell_finding``), its replicates' verdicts beside it."""
+    if findings.is_empty():
+        return pl.DataFrame()
+    test = predictions.filter(pl.col("split") == "test")
+    hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding()))
+    axes = [c for c in CELL_AXES if c in hidden.columns]
+    cells = list(hidden.sort([c for c in ("seed", "fold", "trial_id") if c in hidden.columns])
+                 .group_by(axes, maintain_order=True))
+    m = max(sum(1 for _, c in cells if (c["degenerate"] == "").any()), 1)
+    verdict_of = dict(zip(findings["trial_id"], findings["verdict"]))
+    rows = []
+    for key, cell in cells:
+        if cell.height == 1:  # one replicate: the trial's verdict at the cell level (same m)
+            f = findings.filter(pl.col("trial_id") == cell["trial_id"][0]).row(0, named=True)
+            row = {c: f[c] for c in Finding.__dataclass_fields__}
+        else:
+            row = cell_finding(test, aurocs, cell, m, rules).row()
+        reps = [c for c in ("seed", "fold") if c in cell.columns]
+        listed = "; ".join(f"{' '.join(f'{c} {r[c]}' for c in reps)}: {verdict_of.get(r['trial_id'], '')}"
+                           for r in cell.iter_rows(named=True))
+        rows.append(dict(zip(axes, key)) | {"replicates": cell.height} | row | {"replicate_verdicts": listed})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _ci(v: float | None, lo: float, hi: float, scale: float = 1.0, digits: int = 3) -> str:
+    if v is None or v != v:
+        return "\u2014"
+    return f"{v * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+
+def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
+    """The findings in plain words, one sentence per trial or cell, each naming its verdict and why."""
+    out = []
+    for r in findings.iter_rows(named=True):
+        who = f"{r.get('backbone', '')} on {r['representation']}"
+        who += f" ({r['replicates']} replicates)" if r.get("replicates", 1) > 1 else \
+            (f" (seed {r['seed']})" if "seed" in r else "")
+        kept = ""
+        if r["retained"] == r["retained"]:
+            kept = (f"; retained fraction {_ci(r['retained'], r['retained_lo'], r['retained_hi'], 100, 0)} % of the "
+                    f"original's signal (original AUROC {r['auroc_original']:.3f}, drop "
+                    f"{_ci(r['drop'], r['drop_lo'], r['drop_hi'])})")
+        out.append(f"{who}: {r['verdict'].replace('_', ' ').upper()}: {r['reason']} ({100 * r['level']:.1f} % "
+                   f"interval, {r['test']}; reference: {r['reference']}){kept}.")
+    return out
+
+
+def findings_view(findings: pl.DataFrame) -> pl.DataFrame:
+    """The findings as a reader compares them: who, the verdict, the AUROC with its corrected interval, the
+    retained fraction and the drop with theirs, the reference used and the test that decided."""
+    who = [c for c in ("representation", "backbone", "seed", "fold", "replicates") if c in findings.columns]
+    return pl.DataFrame([{c: r[c] for c in who} | {
+        "verdict": r["verdict"], "AUROC [corrected interval]": _ci(r["auroc"], r["ci_lo_corrected"],
+                                                                   r["ci_hi_corrected"]),
+        "level %": round(100 * r["level"], 2), "patients +/-": f"{r['patients_pos']}/{r['patients_neg']}",
+        "retained % [interval]": _ci(r["retained"], r["retained_lo"], r["retained_hi"], 100, 0),
+        "drop from original [interval]": _ci(r["drop"], r["drop_lo"], r["drop_hi"]),
+        "reference": r["reference"], "test": r["test"]} for r in findings.iter_rows(named=True)],
+        infer_schema_length=None)
+
+
+def findings_of(artifacts: dict[str, Artifacts]) -> pl.DataFrame:
+    """The verdicts the headline counts: one per protocol cell (``cell_verdicts``), empty when none was made."""
+    step = artifacts.get("shortcut")
+    return step.tables.get("cell_verdicts", pl.DataFrame()) if step else pl.DataFrame()
+
+
+def headline(artifacts: dict[str, Artifacts]) -> str:
+    """The study's answer in one line (``verdict.verdict_line``), counting protocol cells."""
+    cells = findings_of(artifacts)
+    several = not cells.is_empty() and int(cells["replicates"].max()) > 1
+    return verdict_line(cells["verdict"].to_list() if not cells.is_empty() else [],
+                        "lung-hiding cells" if several else "lung-hiding trials")
+
+
+@analysis_step(order=31)
+def shortcut(run: LoadedRun) -> Artifacts:
+    """The shortcut verdict per lung-hiding trial and per protocol cell (replicates combined)."""
+    from cxrray.analysis.figures import plot_forest
+    from cxrray.analysis.tables import positive_title
+
+    a = Artifacts()
+    rules = run.options.rules
+    findings = shortcut_findings(run.predictions, run.aurocs, rules) if run.aurocs.height else pl.DataFrame()
+    if not findings.is_empty():
+        cells = cell_verdicts(run.predictions, run.aurocs, findings, rules)
+        a.tables |= {"shortcut_findings": findings, "cell_verdicts": cells}
+        several = int(cells["replicates"].max()) > 1
+        counts = cells.group_by("verdict").len().sort("verdict")
+        a.text += (f"\n\nShortcut verdicts ({rules.text()}):\n"
+                   + "\n".join(f"- {s}" for s in shortcut_sentences(cells if several else findings))
+                   + "\nVerdicts" + (" per cell" if several else "") + ": "
+                   + ", ".join(f"{r['verdict']} {r['len']}" for r in counts.iter_rows(named=True)))
+    if run.aurocs.height and not run.aurocs.drop_nans("auroc").is_empty():
+        hide_seek = run.rows == "representation"
+        plot_forest(run.aurocs, findings, run.figure("auroc_forest"), run.rows,
+                    "Hide and seek: can the model still tell without the lungs?" if hide_seek
+                    else f"Test AUROC per {run.rows}", f"test AUROC ({positive_title(run.aurocs)}), 95 % interval")
+        a.figures["auroc_forest"] = ("Test AUROC with its 95 % interval per trial (colour: backbone); lung-hiding "
+                                     "trials add the Bonferroni-corrected interval their verdict reads (band, "
+                                     "colour: verdict) and the verdict")
+    extra: tuple = ()
+    if not findings.is_empty():
+        extra = (("per trial (every column: analysis/shortcut_findings.csv)", findings_view(findings)),)
+        if int(a.tables["cell_verdicts"]["replicates"].max()) > 1:
+            extra = (("per protocol cell, replicates combined (analysis/cell_verdicts.csv)",
+                      findings_view(a.tables["cell_verdicts"])),) + extra
+    a.sections = [Section("Shortcut verdicts", verdict="verdict", note=rules.text(), extra=extra)]
+    return a

@@ -1,0 +1,59 @@
+"""Test sets with known truth, for the operating characteristics of every verdict and interval.
+
+``draw`` makes one clustered test set: patients with a label each, 1 to ``images`` images per patient, and two
+models' scores (a hidden representation's and the original's) whose true AUROCs are given: score = mu * y +
+patient effect (variance ``icc``) + image noise (variance 1 - icc), mu = sqrt(2) Phi^-1(AUROC), so the AUROC of
+an image pair from two patients is exactly the one asked for; AUROC 1.0 separates the classes completely. The
+two models share a correlation ``rho`` of their patient effects and noise (they saw the same images). Used by
+``bench/operating_characteristics.py``, the tests and ``python -m cxrray.analysis plan``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The known answer of a simulated test set."""
+
+    auc_hidden: float
+    auc_original: float
+    patients: int
+    images: int = 3  # at most this many images per patient (1..images, uniform)
+    icc: float = 0.5
+    prevalence: float = 0.4
+    rho: float = 0.5
+
+    @property
+    def retained(self) -> float:
+        return (self.auc_hidden - 0.5) / (self.auc_original - 0.5) if self.auc_original != 0.5 else float("nan")
+
+
+def _scores(rng: np.random.Generator, auc: float, y: np.ndarray, b: np.ndarray, e: np.ndarray, icc: float
+            ) -> np.ndarray:
+    noise = np.sqrt(icc) * b + np.sqrt(1 - icc) * e
+    if auc >= 1.0:
+        return stats.norm.cdf(noise) + y  # every positive above every negative
+    if auc <= 0.0:
+        return stats.norm.cdf(noise) - y
+    return np.sqrt(2) * stats.norm.ppf(auc) * y + noise
+
+
+def draw(rng: np.random.Generator, t: Truth) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, patient ids, hidden scores, original scores) of one test set drawn from ``t``."""
+    n_pos = min(max(int(round(t.prevalence * t.patients)), 1), t.patients - 1)
+    label = np.zeros(t.patients, bool)
+    label[:n_pos] = True
+    sizes = rng.integers(1, t.images + 1, t.patients)
+    pid = np.repeat(np.arange(t.patients), sizes)
+    y = label[pid]
+    b1, b2 = rng.normal(size=(2, t.patients))
+    e1, e2 = rng.normal(size=(2, len(pid)))
+    r = np.sqrt(1 - t.rho**2)
+    hidden = _scores(rng, t.auc_hidden, y, b1[pid], e1, t.icc)
+    original = _scores(rng, t.auc_original, y, (t.rho * b1 + r * b2)[pid], t.rho * e1 + r * e2, t.icc)
+    return y, pid, hidden, original
