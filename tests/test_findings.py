@@ -63,7 +63,9 @@ def test_the_drain_shortcut_is_found_only_when_planted(tmp_path, drain):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     findings = pl.read_csv(out / "analysis" / "shortcut_findings.csv")
     verdict = findings.filter(pl.col("representation") == "lungs_removed")["verdict"][0]
-    assert verdict == ("shortcut" if drain else "no_shortcut"), proc.stdout[-2000:]
+    # without the drain nothing is found; "no shortcut" (equivalence within 0.5 +/- 0.1) needs more than the 60
+    # test patients of this phantom, so the honest answer there is inconclusive
+    assert verdict in (("shortcut",) if drain else ("no_shortcut", "inconclusive")), proc.stdout[-2000:]
     aurocs = pl.read_csv(out / "analysis" / "trial_aurocs.csv")
     assert set(aurocs["positive"]) == {"Pneumothorax"}
     saliency = pl.read_csv(out / "analysis" / "saliency_in_lungs.csv")

@@ -53,19 +53,19 @@ def _page(path):
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    _run(out, PLANTED, n=300)
+    _run(out, PLANTED, n=1200)  # enough patients for "no shortcut" (equivalence within 0.5 +/- 0.1)
     return out, run_analysis(out)
 
 
 def test_verdict_card_opens_the_report_with_the_answer_in_protocol_order(planted):
     out, result = planted
     text, cells = _page(result.report)
-    findings = result.artifacts["delong"].tables["shortcut_findings"]
+    findings = result.artifacts["shortcut"].tables["shortcut_findings"]
     verdicts = dict(zip(findings["representation"], findings["verdict"]))
     assert verdicts == {"lungs_removed": "shortcut", "lungs_boxed_out": "no_shortcut"}
     # the answer comes first, before any section, with a sentence per lung-hiding trial
     assert text.index("SHORTCUT: 1/2 lung-hiding trials keep the signal") < text.index("Statistics")
-    assert text.index("resnet18 on lungs_removed (seed 0): AUROC") < text.index("Statistics")
+    assert text.index("resnet18 on lungs_removed: SHORTCUT: AUROC") < text.index("Statistics")
     # the grid: rows in protocol order, each cell AUROC [CI] with its verdict colour
     aurocs = pl.read_csv(out / "analysis" / "trial_aurocs.csv")
     expected = []
@@ -88,7 +88,7 @@ def test_tables_are_readable_and_every_class_code_is_defined(planted):
     # constant columns are said once, not repeated per row
     assert "The same in every row: study = hide_seek; backbone = resnet18; task = CL2; pretraining = none" in text
     # the DeLong matrix names cells by what varies, in protocol order, with an empty diagonal
-    matrix = dict(result.artifacts["delong"].sections[1].extra)
+    matrix = dict(result.artifacts["delong"].sections[0].extra)
     (frame,) = matrix.values()
     assert frame["cell"].to_list() == ["original", "lungs_isolated", "lungs_removed", "lungs_boxed_out"]
     assert all(frame[c][i] is None for i, c in enumerate(frame.columns[1:]))
