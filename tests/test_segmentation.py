@@ -172,11 +172,11 @@ def test_real_data_replication_flags_the_shortcut_and_the_hospital(trained, tmp_
         print("\nReal-data replication (cxr-real-mini, basecnn, 64 px, seed 0):")
         print(aurocs.select("representation", "auroc", "ci_lo", "ci_hi", "n_pos", "n_neg"))
         print(findings.select("representation", "ci_lo_corrected", "retained", "shortcut"))
-        print(probe.select("representation", "balanced_accuracy", "chance", "p_vs_majority"))
+        print(probe.select("representation", "balanced_accuracy", "chance", "p_patients"))
     # The study-level verdict (either lung-hiding representation flagged); lungs_removed carries it with
     # margin, the basecnn on lungs_boxed_out does not always train at this size (README).
     assert findings.height == 2 and findings["shortcut"].any()
     assert findings.filter(pl.col("representation") == "lungs_removed")["shortcut"].all()
     hidden = probe.filter(pl.col("representation").is_in(["lungs_removed", "lungs_boxed_out"]))
-    assert hidden.height == 2 and (hidden["p_vs_majority"] < 0.05).all()
+    assert hidden.height == 2 and (hidden["p_patients"] < 0.05).all()
     assert (hidden["balanced_accuracy"] > hidden["chance"] + 0.25).all()

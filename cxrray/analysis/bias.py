@@ -37,10 +37,10 @@ def demographics(run: LoadedRun) -> Artifacts:
     if demographic is None or demographic.is_empty():
         return a
     a.tables["demographic_probe"] = demographic.drop("note")
-    read = demographic.filter(pl.col("representation").is_in(lung_hiding()) & (pl.col("p_vs_majority") < 0.05))
+    read = demographic.filter(pl.col("representation").is_in(lung_hiding()) & (pl.col("p_patients") < 0.05))
     a.text = ("\n\nDemographic probe (sex and age band from thumbnails): " + ("; ".join(
         f"{r['probe']} readable from {r['representation']} (balanced accuracy {r['balanced_accuracy']:.2f}, "
-        f"p {r['p_vs_majority']:.2g})" for r in read.iter_rows(named=True)) if read.height else
+        f"p {r['p_patients']:.2g})" for r in read.iter_rows(named=True)) if read.height else
         "with the lungs hidden, neither sex nor age band is readable above the majority rate") + ".")
     return a
 
@@ -76,9 +76,9 @@ def bias(run: LoadedRun) -> Artifacts:
                    f"{r['representation']} {r['balanced_accuracy']:.2f}" for r in probe.iter_rows(named=True))
                + " balanced accuracy.")
     hidden = probe.filter(pl.col("representation").is_in(lung_hiding()))
-    found = hidden.filter(pl.col("p_vs_majority") < 0.05)["representation"].to_list()
-    a.text += (f" With the lungs hidden ({', '.join(found)}) the hospital is still identifiable (binomial p < 0.05 "
-               f"against the majority-source rate)." if found else
+    found = hidden.filter(pl.col("p_patients") < 0.05)["representation"].to_list()
+    a.text += (f" With the lungs hidden ({', '.join(found)}) the hospital is still identifiable (permutation "
+               f"test over patients, p < 0.05)." if found else
                " With the lungs hidden the probe is not better than guessing the majority source.")
     label = every.filter(pl.col("probe") == "label")
     if label.height:

@@ -23,7 +23,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.compare import holm, trial_scores
+from cxrray.analysis.compare import holm
+from cxrray.analysis.shortcut import trial_scores
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 
@@ -128,8 +129,8 @@ def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: di
     rows = []
     for trial in aurocs.filter(pl.col("positive").is_not_null()).iter_rows(named=True):
         _, y, p, patients = trial_scores(test, trial)
-        if len(y) == 0:
-            continue
+        if len(y) == 0 or not np.isfinite(p).all():
+            continue  # no scores to calibrate (a diverged model is named degenerate by the verdict step)
         stats = calibration_test(y, p, patients, seed=len(rows))
         rows.append({"trial_id": trial["trial_id"], "run_name": names.get(trial["trial_id"], trial["trial_id"]),
                      axis: trial.get(axis, ""),

@@ -4,7 +4,8 @@ A multinomial logistic regression (scikit-learn) on 16 x 16 thumbnails of the
 representation is trained on the run's training shard to predict ``source``
 and scored on its test shard (patient-level splits, as every trial). Balanced
 accuracy against chance (1 / number of sources), macro one-vs-rest AUROC, and a
-one-sided binomial test of the accuracy against the majority-source rate:
+test with the patients as the unit (the true values permuted between test patients, a patient's images
+together; and a patient bootstrap interval of the balanced accuracy):
 if the hospital is identifiable from ``lungs_removed`` or ``lungs_boxed_out``,
 any classifier can learn it, and with a source-label confound it is a shortcut.
 
@@ -28,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -42,7 +42,8 @@ from cxrray.representations import apply_representation
 def _split(shard_dir: Path, split: str) -> dict[str, np.ndarray]:
     batch = read_split_local(shard_dir / split)
     out = {"image": batch["image"][:, None], "mask": batch["mask"][:, None].astype(np.float32),
-           "source": batch["source"], "label": batch["label"]}
+           "source": batch["source"], "label": batch["label"],
+           "patient": np.asarray([str(x) for x in batch["patient_id"]], dtype=object)}
     n = len(batch["source"])
     out["sex"] = np.asarray([str(x).strip().upper() for x in batch.get("sex", [""] * n)], dtype=object)
     out["age band"] = age_band(pl.Series([str(x) for x in batch.get("age", [""] * n)])).to_numpy()
@@ -57,7 +58,7 @@ def _thumbnails(shard_dir: str, split: str, representations: tuple[str, ...], th
     folder is named by its content (the data id), so a path always holds the same images."""
     batch = _split(Path(shard_dir), split)
     features = {rep: _features(batch, rep, thumb) for rep in representations}
-    return {k: batch[k] for k in ("source", "label", "sex", "age band")}, features
+    return {k: batch[k] for k in ("source", "label", "sex", "age band", "patient")}, features
 
 
 def _features(batch: dict[str, np.ndarray], representation: str, thumb: int) -> np.ndarray:
@@ -66,13 +67,45 @@ def _features(batch: dict[str, np.ndarray], representation: str, thumb: int) -> 
     return x.reshape(len(x), -1).numpy()
 
 
+def patient_test(truth: np.ndarray, pred: np.ndarray, patients: np.ndarray, seed: int, draws: int = 999,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Balanced accuracy's one-sided permutation p (the true values permuted between patients, a
+    patient's images together: is the prediction associated with the truth?) and its patient-bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    classes, y = np.unique(truth, return_inverse=True)
+    p_hat = np.searchsorted(classes, pred)
+    p_hat = np.where(np.isin(pred, classes), p_hat, -1)
+    _, unit = np.unique(np.char.add(patients.astype(str), np.char.add("\x00", truth.astype(str))),
+                        return_inverse=True)
+    unit_y = np.zeros(unit.max() + 1, int)
+    unit_y[unit] = y
+
+    def bal(labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        w = np.ones_like(labels, float) if weights is None else weights
+        rec = [((labels == c) & (p_hat == c)) @ w.T / np.maximum((labels == c) @ w.T, 1e-12)
+               if labels.ndim == 1 else (((labels == c) & (p_hat == c)) * w).sum(1) /
+               np.maximum(((labels == c) * w).sum(1), 1e-12) for c in range(len(classes))]
+        return np.mean(rec, axis=0)
+
+    observed = float(bal(y))
+    perm = np.argsort(rng.random((draws, len(unit_y))), axis=1)
+    null = bal(unit_y[perm][:, unit])
+    p = float((1 + (null >= observed - 1e-12).sum()) / (draws + 1))
+    _, patient = np.unique(patients.astype(str), return_inverse=True)
+    counts = rng.multinomial(patient.max() + 1, np.full(patient.max() + 1, 1 / (patient.max() + 1)), size=draws)
+    boot = bal(np.broadcast_to(y, (draws, len(y))), counts[:, patient].astype(float))
+    return p, float(np.percentile(boot, 50 - 50 * level)), float(np.percentile(boot, 50 + 50 * level))
+
+
 def _probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-           seed: int) -> dict[str, float] | None:
-    """Fit the logistic probe on train, score on test: balanced accuracy, chance, majority rate and the binomial
-    p of the accuracy against it, macro one-vs-rest AUROC. None with fewer than two classes on either side."""
+           seed: int, patients: np.ndarray | None = None) -> dict[str, float] | None:
+    """Fit the logistic probe on train, score on test: balanced accuracy with its patient-bootstrap CI, chance,
+    the majority rate, the permutation p over patients, macro one-vs-rest AUROC. None with fewer than two classes
+    on either side."""
     classes = sorted(set(y_train))
     keep = np.isin(y_test, classes)
     x_test, y_test = x_test[keep], y_test[keep]
+    patients = (np.arange(len(keep)) if patients is None else np.asarray(patients))[keep]
     if len(classes) < 2 or len(set(y_test)) < 2:
         return None
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, random_state=seed))
@@ -84,11 +117,11 @@ def _probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test:
     pred = clf.classes_[prob.argmax(1)]
     correct = int((pred == y_test).sum())
     majority = max((y_test == c).mean() for c in classes)  # the best a constant guess can do
-    return {"n_classes": len(classes), "n_test": len(y_test),
-            "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)), "chance": 1 / len(classes),
-            "accuracy": correct / len(y_test), "majority": float(majority),
-            "p_vs_majority": float(stats.binomtest(correct, len(y_test), majority, "greater").pvalue),
-            "auroc_macro": auroc}
+    p, lo, hi = patient_test(np.asarray(y_test), np.asarray(pred), patients, seed)
+    return {"n_classes": len(classes), "n_test": len(y_test), "patients": len(set(patients)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)), "balanced_accuracy_lo": lo,
+            "balanced_accuracy_hi": hi, "chance": 1 / len(classes), "accuracy": correct / len(y_test),
+            "majority": float(majority), "p_patients": p, "auroc_macro": auroc}
 
 
 def source_probe(shard_dir: str | Path, representations: Sequence[str], thumb: int = 16,
@@ -119,7 +152,7 @@ def probes(shard_dir: str | Path, representations: Sequence[str], thumb: int = 1
         f_train, f_test = features_train[rep], features_test[rep]
         for kind in (k for k in kinds if k in ("source", "label", "sex", "age band")):
             a, b = train[kind] != "", test[kind] != ""  # unknown sex or age: left out of that probe
-            got = _probe(f_train[a], train[kind][a], f_test[b], test[kind][b], seed)
+            got = _probe(f_train[a], train[kind][a], f_test[b], test[kind][b], seed, test["patient"][b])
             if got is not None:
                 rows.append({"probe": kind, "representation": rep} | got | {"note": ""})
         if "source within label" not in kinds:
@@ -129,13 +162,14 @@ def probes(shard_dir: str | Path, representations: Sequence[str], thumb: int = 1
             a, b = train["label"] == label, test["label"] == label
             if len(set(train["source"][a])) < 2 or len(set(test["source"][b])) < 2:
                 continue
-            got = _probe(f_train[a], train["source"][a], f_test[b], test["source"][b], seed)
+            got = _probe(f_train[a], train["source"][a], f_test[b], test["source"][b], seed, test["patient"][b])
             if got is not None:
                 estimable = True
                 rows.append({"probe": f"source within {label}", "representation": rep} | got | {"note": ""})
         if not estimable:
             rows.append({"probe": "source within label", "representation": rep, "n_classes": 0, "n_test": 0,
-                         "balanced_accuracy": float("nan"), "chance": float("nan"), "accuracy": float("nan"),
-                         "majority": float("nan"), "p_vs_majority": float("nan"), "auroc_macro": float("nan"),
+                         "patients": 0, "balanced_accuracy": float("nan"), "balanced_accuracy_lo": float("nan"),
+                         "balanced_accuracy_hi": float("nan"), "chance": float("nan"), "accuracy": float("nan"),
+                         "majority": float("nan"), "p_patients": float("nan"), "auroc_macro": float("nan"),
                          "note": "cannot be estimated: every label comes from one source (on one side of the split)"})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
