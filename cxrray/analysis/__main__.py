@@ -1,4 +1,5 @@
-"""``python -m cxrray.analysis RUN_DIR``: rerun the analysis from stored predictions."""
+"""``python -m cxrray.analysis RUN_DIR``: rerun the analysis from stored predictions.
+``python -m cxrray.analysis plan ...``: how many test patients a confident verdict needs (by simulation)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,37 @@ import sys
 from cxrray.registry import UserError
 
 
+def plan(argv: list[str]) -> int:
+    """The ``plan`` command: simulated test sets of growing size judged by the verdict rule."""
+    p = argparse.ArgumentParser(prog="python -m cxrray.analysis plan", description=(
+        "Test patients needed for a confident shortcut (hidden AUROC above chance + margin) or no_shortcut (inside "
+        "it), by simulating clustered test sets and judging each with the verdict rule."))
+    p.add_argument("--auroc-hidden", type=float, required=True, help="true AUROC of the lung-hiding model")
+    p.add_argument("--auroc-original", type=float, default=0.9, help="true AUROC of the original model")
+    p.add_argument("--images", type=int, default=2, help="images per patient (1..images, uniform)")
+    p.add_argument("--icc", type=float, default=0.5, help="intra-patient correlation of the scores (0-1)")
+    p.add_argument("--prevalence", type=float, default=0.4, help="share of positive patients")
+    p.add_argument("--trials", type=int, default=2, help="lung-hiding trials tested together (Bonferroni m)")
+    p.add_argument("--power", type=float, default=0.8, help="share of test sets that must reach the verdict")
+    p.add_argument("--reps", type=int, default=200, help="simulated test sets per size")
+    p.add_argument("--margin", type=float, default=0.1, help="equivalence margin around AUROC 0.5")
+    args = p.parse_args(argv)
+    for name in ("auroc_hidden", "auroc_original", "icc", "prevalence", "power"):
+        if not 0 <= getattr(args, name) <= 1:
+            p.error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    from cxrray.analysis.plan import format_plan, patients_needed
+    from cxrray.analysis.verdict import Rules
+
+    result = patients_needed(args.auroc_hidden, args.auroc_original, args.images, args.icc, args.prevalence,
+                             args.trials, Rules(margin_auroc=args.margin), args.power, args.reps)
+    print(format_plan(result, args.auroc_hidden, args.auroc_original))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:
+        return plan(argv[1:])
     p = argparse.ArgumentParser(prog="python -m cxrray.analysis", description=__doc__)
     p.add_argument("run_dir", nargs="?", help="a sweep's run directory (its --out: holds predictions.parquet, "
                    "results.parquet)")

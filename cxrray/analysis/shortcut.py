@@ -25,7 +25,8 @@ from cxrray.analysis.verdict import (SMALL_PATIENTS, Estimate, Finding, Rules, d
                                      verdict_line)
 from cxrray.config import CELL_AXES
 from cxrray.data.tasks import TASKS
-from cxrray.delong import auroc_cov
+from cxrray.analysis.plan import approx_patients
+from cxrray.delong import auroc_cov, auroc_interval
 from cxrray.exact import permutation_auroc
 from cxrray.representations import lung_hiding
 
@@ -64,8 +65,21 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, rules: Ru
         f = judge(y, s, g, m=m, rules=rules, original=original, degenerate=h["degenerate"],
                   degenerate_original=o["degenerate"] if o is not None else "")
         rows.append({c: h[c] for c in axes} | {"trial_id": h["trial_id"]} | f.row()
-                    | {"shortcut": f.verdict == "shortcut", "degenerate": h["degenerate"]})
+                    | {"patients_to_decide": to_decide(f, y, s, g, rules), "shortcut": f.verdict == "shortcut",
+                       "degenerate": h["degenerate"]})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def to_decide(f: Finding, y: np.ndarray, s: np.ndarray, g: np.ndarray, rules: Rules) -> float:
+    """For an inconclusive verdict: roughly how many test patients would decide it (``plan.approx_patients``
+    with this test set's design effect, images per patient and prevalence); NaN otherwise or when none would."""
+    if f.verdict != "inconclusive":
+        return float("nan")
+    ci = auroc_interval(y, s, g)
+    patients = f.patients_pos + f.patients_neg
+    n = approx_patients(f.auroc, ci.deff, len(y) / max(patients, 1), f.patients_pos / max(patients, 1), f.level,
+                        rules)
+    return float(n) if n is not None else float("nan")
 
 
 def _combine(thetas: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,9 +163,13 @@ def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.
     for key, cell in cells:
         if cell.height == 1:  # one replicate: the trial's verdict at the cell level (same m)
             f = findings.filter(pl.col("trial_id") == cell["trial_id"][0]).row(0, named=True)
-            row = {c: f[c] for c in Finding.__dataclass_fields__}
+            row = {c: f[c] for c in (*Finding.__dataclass_fields__, "patients_to_decide")}
         else:
-            row = cell_finding(test, aurocs, cell, m, rules).row()
+            found = cell_finding(test, aurocs, cell, m, rules)
+            first = findings.filter(pl.col("trial_id").is_in(cell["trial_id"].implode()))
+            _, y, s, g = trial_scores(test, cell.row(0, named=True))
+            row = found.row() | {"patients_to_decide": to_decide(found, y, s, g, rules) if first.height else
+                                 float("nan")}
         reps = [c for c in ("seed", "fold") if c in cell.columns]
         listed = "; ".join(f"{' '.join(f'{c} {r[c]}' for c in reps)}: {verdict_of.get(r['trial_id'], '')}"
                            for r in cell.iter_rows(named=True))
@@ -177,8 +195,14 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
             kept = (f"; retained fraction {_ci(r['retained'], r['retained_lo'], r['retained_hi'], 100, 0)} % of the "
                     f"original's signal (original AUROC {r['auroc_original']:.3f}, drop "
                     f"{_ci(r['drop'], r['drop_lo'], r['drop_hi'])})")
+        more = ""
+        if r.get("patients_to_decide") is not None and r["patients_to_decide"] == r["patients_to_decide"]:
+            more = (f" Roughly {int(r['patients_to_decide']):,} test patients (now "
+                    f"{r['patients_pos'] + r['patients_neg']}) would decide it (python -m cxrray.analysis plan).")
+        elif r["verdict"] == "inconclusive":
+            more = " No number of test patients decides it at this AUROC: it sits at the equivalence margin."
         out.append(f"{who}: {r['verdict'].replace('_', ' ').upper()}: {r['reason']} ({100 * r['level']:.1f} % "
-                   f"interval, {r['test']}; reference: {r['reference']}){kept}.")
+                   f"interval, {r['test']}; reference: {r['reference']}){kept}.{more}")
     return out
 
 

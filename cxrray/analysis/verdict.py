@@ -265,9 +265,9 @@ def judge(y: np.ndarray, hidden: np.ndarray, groups: np.ndarray | None, *, m: in
             var_d = c[0, 0] + c[1, 1] - 2 * c[0, 1]
             rho = c[0, 1] / np.sqrt(c[0, 0] * c[1, 1]) if c[0, 0] > 0 and c[1, 1] > 0 else 0.0
             cov = float(rho * np.sqrt(h.var * o.var))
-            if np.isfinite(var_d) and var_d > 1e-15 and min(h.patients_pos, h.patients_neg) >= SMALL_PATIENTS:
+            if np.isfinite(var_d) and var_d > 1e-15:
                 p_vs = float(2 * stats.norm.sf(abs(h.auc - o.auc) / np.sqrt(var_d)))
-            else:
+            else:  # no spread in the difference: exact over patients
                 p_vs = permutation_paired(y, hidden, so, groups, seed=seed).p_two
     elif original is not None:
         o = Estimate(NAN, NAN, NAN, NAN, 0, 0, "", NAN)

@@ -1,0 +1,126 @@
+"""How many test patients would decide it: sample sizes for a confident ``shortcut`` or ``no_shortcut``.
+
+``patients_needed`` simulates (``cxrray.analysis.simulate``) test sets of growing size with the given true
+AUROCs, images per patient, intra-patient correlation and prevalence, judges each with the verdict rule itself
+(``verdict.judge``), and returns the smallest number of test patients at which the expected verdict (shortcut or
+partial for a hidden AUROC above the margin, no_shortcut inside it, inverted below) is reached in ``power`` of
+the test sets. ``python -m cxrray.analysis plan`` prints it with the table of verdict rates per size.
+
+``approx_patients`` is the quick estimate every ``inconclusive`` verdict of the report carries: the same
+interval (``delong.score_interval`` with the observed design effect) at the observed AUROC, grown until it
+would exclude chance or fit inside the equivalence margin with the estimate moving by 0.84 of its standard
+error (about 80 % power). The tests check that it agrees with the simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from cxrray.analysis.simulate import Truth, draw
+from cxrray.analysis.verdict import AUROC_EFFECT, Rules, judge
+from cxrray.delong import score_interval
+
+MAX_PATIENTS = 1_000_000
+EXPECTED = {"shortcut": ("shortcut", "partial"), "no_shortcut": ("no_shortcut",), "inverted": ("inverted",)}
+
+
+def expected_verdict(auc_hidden: float, rules: Rules = Rules()) -> str:
+    """What a large test set would say of a hidden AUROC: inverted below the margin, no_shortcut inside it,
+    shortcut (or partial) above it; at the margin itself nothing is decided at any size."""
+    if auc_hidden <= 0.5 - rules.margin_auroc:
+        return "inverted"
+    if abs(auc_hidden - 0.5) < rules.margin_auroc:
+        return "no_shortcut"
+    return "shortcut"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The answer of ``patients_needed``: the size (None: not reached up to the largest size tried), the verdict
+    aimed at, and the rates of every verdict per size tried."""
+
+    patients: int | None
+    target: str
+    rates: list[tuple[int, dict[str, float]]]
+
+
+def _rates(truth: Truth, m: int, rules: Rules, reps: int, rng: np.random.Generator) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for _ in range(reps):
+        y, g, h, o = draw(rng, truth)
+        v = judge(y, h, g, m=m, rules=rules, original=(y, o, g), seed=int(rng.integers(1 << 30))).verdict
+        counts[v] = counts.get(v, 0) + 1
+    return {k: c / reps for k, c in counts.items()}
+
+
+def patients_needed(auc_hidden: float, auc_original: float, images: int = 2, icc: float = 0.5,
+                    prevalence: float = 0.4, m: int = 1, rules: Rules = Rules(), power: float = 0.8,
+                    reps: int = 200, seed: int = 0, start: int = 10, largest: int = 20_000) -> Plan:
+    """The smallest number of test patients (doubling from ``start``, then halving the last step twice) at which
+    the expected verdict comes out in at least ``power`` of ``reps`` simulated test sets."""
+    rng = np.random.default_rng(seed)
+    target = expected_verdict(auc_hidden, rules)
+    wanted = EXPECTED[target]
+    rates: list[tuple[int, dict[str, float]]] = []
+
+    def ok(n: int) -> bool:
+        r = _rates(Truth(auc_hidden, auc_original, n, images, icc, prevalence), m, rules, reps, rng)
+        rates.append((n, r))
+        return sum(r.get(w, 0.0) for w in wanted) >= power
+
+    n, last = start, None
+    while n <= largest and not ok(n):
+        last, n = n, n * 2
+    if n > largest:
+        return Plan(None, target, rates)
+    lo, hi = (last or n // 2), n
+    for _ in range(2):
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return Plan(hi, target, sorted(rates))
+
+
+def approx_patients(auc: float, deff: float, images: float, prevalence: float, level: float,
+                    rules: Rules = Rules()) -> int | None:
+    """Roughly how many test patients would decide a verdict at this hidden AUROC (see the module docstring);
+    None when no number would (the AUROC sits at the margin of equivalence)."""
+    target = expected_verdict(auc, rules)
+    if abs(abs(auc - 0.5) - rules.margin_auroc) < 1e-3:
+        return None
+    z = stats.norm.ppf(0.5 + level / 2)
+
+    def decided(n: float) -> bool:
+        pos, neg = n * prevalence * images / deff, n * (1 - prevalence) * images / deff
+        lo, hi = (float(x) for x in score_interval(auc, pos, neg, level))
+        wiggle = 0.84 * (hi - lo) / (2 * z)
+        if target == "no_shortcut":
+            return abs(auc - 0.5) + wiggle + (hi - lo) / 2 < rules.margin_auroc
+        return (lo - wiggle > 0.5) if auc > 0.5 else (hi + wiggle < 0.5)
+
+    n = 10.0
+    while not decided(n):
+        n *= 1.25
+        if n > MAX_PATIENTS:
+            return None
+    return int(np.ceil(n))
+
+
+def format_plan(plan: Plan, auc_hidden: float, auc_original: float) -> str:
+    """The plan as a reader wants it: the answer in one line, then the verdict rates per size."""
+    head = (f"about {plan.patients:,} test patients" if plan.patients else "more test patients than were tried")
+    words = {"shortcut": "a confident shortcut (or partial)", "no_shortcut": "a confident no_shortcut (equivalence)",
+             "inverted": "a confident inverted"}
+    lines = [f"{head} give {words[plan.target]} for hidden AUROC {auc_hidden:g} against original {auc_original:g}",
+             "", "patients | " + " | ".join(("shortcut", "partial", "no_shortcut", "inconclusive", "inverted",
+                                             "too_few")), "---"]
+    for n, r in plan.rates:
+        lines.append(f"{n:>8} | " + " | ".join(f"{r.get(v, 0.0):.2f}" for v in
+                                               ("shortcut", "partial", "no_shortcut", "inconclusive", "inverted",
+                                                "too_few")))
+    return "\n".join(lines)
+
+
+__all__ = ["AUROC_EFFECT", "Plan", "approx_patients", "expected_verdict", "format_plan", "patients_needed"]
