@@ -52,14 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--family", nargs="+", default=["study", "task", "seed", "fold"],
                    help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "
                         "e.g. --family study compares every pair of trials of the study")
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise error of the shortcut verdicts "
+                   "(Bonferroni over the lung-hiding trials or cells)")
+    p.add_argument("--equivalence-auroc", type=float, default=0.1, help="no_shortcut needs the hidden AUROC's "
+                   "interval inside 0.5 +/- this margin")
+    p.add_argument("--equivalence-retained", type=float, default=0.5, help="... and, with a usable original, "
+                   "the retained fraction's interval inside +/- this margin")
     args = p.parse_args(argv)
+    if not 0 < args.alpha < 1 or not 0 < args.equivalence_auroc < 0.5 or not args.equivalence_retained > 0:
+        p.error("--alpha must be in (0, 1), --equivalence-auroc in (0, 0.5), --equivalence-retained > 0")
     if (args.run_dir is None) == (args.out is None):
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
     from cxrray.analysis.run import analyze  # torch (saliency) loads after --help is answered
+    from cxrray.analysis.verdict import Rules
 
+    rules = Rules(args.alpha, args.equivalence_auroc, args.equivalence_retained)
     try:
         print(analyze(args.run_dir or args.out, saliency=args.saliency, family=tuple(args.family), lime=args.lime,
-                      transfer=not args.no_transfer))
+                      transfer=not args.no_transfer, rules=rules))
     except UserError as exc:  # bad input in one line; a bug keeps its traceback
         print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
         return 2

@@ -81,7 +81,8 @@ def recalibration(y: np.ndarray, p: np.ndarray, patients: np.ndarray, level: flo
                                       ("slope", np.column_stack([np.ones_like(x), x]), np.zeros_like(x), 1)):
         beta, cov = _logistic(design, offset, y.astype(float), patients)
         se = np.sqrt(cov[idx, idx]) if np.isfinite(cov[idx, idx]) else np.nan
-        out |= {name: float(beta[idx]), f"{name}_lo": float(beta[idx] - z * se), f"{name}_hi": float(beta[idx] + z * se)}
+        b = float(beta[idx])
+        out |= {name: b, f"{name}_lo": b - z * se, f"{name}_hi": b + z * se}
     return out
 
 

@@ -20,6 +20,7 @@ from cxrray.analysis import (bias, calibration, compare, metrics, saliency_repor
                             subgroups, tables)  # (the steps register themselves)
 from cxrray.analysis.report import write_report
 from cxrray.analysis.steps import AnalysisOptions, Artifacts, LoadedRun, ordered_steps
+from cxrray.analysis.verdict import Rules
 from cxrray.config import RunLayout
 from cxrray.registry import UserError
 
@@ -67,14 +68,15 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
 
 
 def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0,
-            transfer: bool = True) -> str:
+            transfer: bool = True, rules: Rules = Rules()) -> str:
     """Recompute every table from ``run_dir``'s stored predictions; returns the text and the report's path.
 
     ``saliency``: test images per trial for Grad-CAM from the saved models (0 skips it).
     ``family``: the columns whose equal values make one family of DeLong tests (adjusted together).
     ``lime``: of those, images per trial also explained with LIME (0 skips it; slower than Grad-CAM).
     ``transfer``: score each saved model on every representation (the transfer matrix).
+    ``rules``: the verdict's alpha and equivalence margins.
     """
     result = run_analysis(run_dir, AnalysisOptions(saliency=saliency, lime=lime, family=tuple(family),
-                                                   transfer=transfer))
+                                                   transfer=transfer, rules=rules))
     return result.text + f"\n\nReport: {result.report}"

@@ -57,3 +57,76 @@ def draw(rng: np.random.Generator, t: Truth) -> tuple[np.ndarray, np.ndarray, np
     hidden = _scores(rng, t.auc_hidden, y, b1[pid], e1, t.icc)
     original = _scores(rng, t.auc_original, y, (t.rho * b1 + r * b2)[pid], t.rho * e1 + r * e2, t.icc)
     return y, pid, hidden, original
+
+
+CLAIMS = ("shortcut", "partial", "inverted")  # verdicts that claim a signal without the lungs
+
+
+def verdict_oc(t: Truth, reps: int, seed: int = 0, m: int = 1) -> dict[str, float]:
+    """Over ``reps`` test sets drawn from ``t``: the rate of each verdict, the false-claim rate (a signal claimed
+    where there is none; no_shortcut where the hidden AUROC is outside the margin), and the coverage of the
+    hidden AUROC's, the drop's and the retained fraction's intervals (the ones the verdict shows)."""
+    from cxrray.analysis.verdict import AUROC_EFFECT, judge
+
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {}
+    cover = {"auroc": 0, "drop": 0, "retained": 0}
+    retained_n = 0
+    for _ in range(reps):
+        y, g, h, o = draw(rng, t)
+        f = judge(y, h, g, m=m, original=(y, o, g), seed=int(rng.integers(1 << 30)))
+        counts[f.verdict] = counts.get(f.verdict, 0) + 1
+        cover["auroc"] += f.ci_lo_corrected <= t.auc_hidden <= f.ci_hi_corrected
+        cover["drop"] += f.drop_lo <= t.auc_original - t.auc_hidden <= f.drop_hi
+        if f.retained == f.retained:
+            retained_n += 1
+            cover["retained"] += f.retained_lo <= t.retained <= f.retained_hi
+    if t.auc_hidden == 0.5:
+        false = sum(counts.get(c, 0) for c in CLAIMS)
+    elif abs(t.auc_hidden - 0.5) >= AUROC_EFFECT - 0.5:
+        false = counts.get("no_shortcut", 0)
+    else:
+        false = 0
+    return ({v: counts.get(v, 0) / reps for v in ("shortcut", "partial", "inverted", "no_shortcut", "inconclusive",
+                                                  "too_few")}
+            | {"false_claims": false / reps, "cover_auroc": cover["auroc"] / reps, "cover_drop": cover["drop"] / reps,
+               "cover_retained": cover["retained"] / retained_n if retained_n else float("nan")})
+
+
+def calibration_oc(patients: int, images: int, reps: int, seed: int = 0) -> dict[str, float]:
+    """A calibrated model whose patients share label and score: how often the calibration test flags it, and how
+    often the intercept's and slope's intervals cover 0 and 1."""
+    from cxrray.analysis.calibration import calibration_test
+
+    rng = np.random.default_rng(seed)
+    flags = cover_i = cover_s = 0
+    for k in range(reps):
+        p = rng.beta(2, 2, patients)
+        y = rng.random(patients) < p
+        sizes = rng.integers(1, images + 1, patients)
+        pid = np.repeat(np.arange(patients), sizes)
+        r = calibration_test(y[pid], p[pid], pid, seed=k, boot=199)
+        flags += r["p"] < 0.05
+        cover_i += r["intercept_lo"] <= 0 <= r["intercept_hi"]
+        cover_s += r["slope_lo"] <= 1 <= r["slope_hi"]
+    return {"false_flags": flags / reps, "cover_intercept": cover_i / reps, "cover_slope": cover_s / reps}
+
+
+def subgroup_oc(patients: int, images: int, icc: float, reps: int, seed: int = 0) -> dict[str, float]:
+    """No gap planted: how often the sex comparison (one test, patients as the unit) finds one."""
+    import polars as pl
+
+    from cxrray.analysis.subgroups import trial_subgroups
+
+    rng = np.random.default_rng(seed)
+    gaps = tested = 0
+    for _ in range(reps):
+        y, g, h, _ = draw(rng, Truth(0.8, 0.9, patients, images, icc))
+        sex = np.where(rng.random(patients) < 0.5, "F", "M")[g]
+        part = pl.DataFrame({"patient_id": g.astype(str), "target": y.astype(int), "prob_CVP": h, "sex": sex,
+                             "source": "a"})
+        row = next((r for r in trial_subgroups(part, 1, "CVP") if r["attribute"] == "sex"), None)
+        if row is not None and row["p"] == row["p"]:
+            tested += 1
+            gaps += row["p"] < 0.05
+    return {"tested": tested / reps, "false_gaps": gaps / tested if tested else float("nan")}
