@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS := --isolated --disable-pip-version-check --default-timeout 180
 
-.PHONY: demo test test-all venv bench clean browser
+.PHONY: demo test test-all venv bench clean browser check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -20,12 +20,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python sweeps/hide_seek.py $(ARGS)
 
-# `make test` (CI) leaves out the tests marked slow (the longest end-to-end sweeps); `make test-all` runs all.
-test: $(STAMP) browser
+# `make test` (CI) lints (ruff), type-checks (mypy, strict on the files pyproject.toml names) and leaves out the
+# tests marked slow (the longest end-to-end sweeps); `make test-all` runs all.
+test: $(STAMP) browser check
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP) browser
+test-all: $(STAMP) browser check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(BIN)/ruff check cxrray sweeps bench tests
+	$(BIN)/mypy
 
 # Debian's chromium renders report.html in one test; installed when apt-get can (best effort, else skipped).
 browser:

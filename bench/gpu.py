@@ -59,9 +59,9 @@ def measure(images: int, size: int, batch: int, steps: int, device_name: str) ->
     import torch
     from sklearn.metrics import roc_auc_score
 
+    from cxrray.data.ingest import ingest
     from cxrray.data.manifest import load_manifest
     from cxrray.data.phantom import write_phantom
-    from cxrray.data.ingest import ingest
     from cxrray.data.shards import LocalSplit, read_split_local
     from cxrray.data.splits import assign_splits
     from cxrray.data.tasks import TASKS

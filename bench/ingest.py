@@ -38,9 +38,9 @@ def run() -> list[dict]:
     import ray
     import ray.data
 
+    from cxrray.data.ingest import ingest
     from cxrray.data.manifest import load_manifest
     from cxrray.data.phantom import write_phantom
-    from cxrray.data.ingest import ingest
     from cxrray.data.shards import read_split
     from cxrray.data.splits import assign_splits
     from cxrray.data.tasks import TASKS

@@ -45,7 +45,8 @@ def run(reps: int = 100) -> list[dict]:
              "goal": f"<={5 + 100 * mc:.0f}%", "ok": worst <= 0.05 + mc,
              "detail": f"{len(rows)} simulated settings x {reps} test sets"},
             {"benchmark": "interval coverage (worst)", "value": 100 * cover, "unit": "%",
-             "goal": f">={93 - 100 * mc:.0f}%", "ok": cover >= 0.93 - mc, "detail": "hidden AUROC and drop, >= 30 patients"}]
+             "goal": f">={93 - 100 * mc:.0f}%", "ok": cover >= 0.93 - mc,
+             "detail": "hidden AUROC and drop, >= 30 patients"}]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,9 +224,10 @@ class TrialContext:
     def from_dict(cls, d: dict[str, Any]) -> TrialContext:
         d = dict(d)
         _check_keys(cls, d)
-        data = dict(d.pop("data"))
-        _check_keys(DataRef, data)
-        data = DataRef(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields = dict(d.pop("data"))
+        _check_keys(DataRef, fields)
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        data = DataRef(**kwargs)
         return cls(spec=TrialSpec.from_dict(d.pop("spec")), data=data, **d)
 
 
@@ -259,7 +260,7 @@ class TrialDir:
 
     @property
     def done(self) -> bool:
-        return self.predictions.exists()
+        return bool(self.predictions.exists())
 
     @property
     def finished(self) -> bool:
@@ -292,14 +293,14 @@ class RunLayout:
 
     def shards(self, data_id: str, image_size: int) -> Path:
         """The shard set of one prepared dataset at one image size (cached, reused by every trial)."""
-        return self.shards_root / f"{data_id}-{image_size}px"
+        return Path(self.shards_root) / f"{data_id}-{image_size}px"
 
     def shards_of(self, spec: TrialSpec) -> Path:
         return self.shards(spec.data_id, spec.image_size)
 
     def analysis_file(self, name: str) -> Path:
         """``analysis/<name>`` (a table, a figure, a sub-folder of per-trial tables)."""
-        return self.analysis / name
+        return Path(self.analysis) / name
 
     def splits(self, name: str = "") -> Path:
         return self.root / (f"splits-{name}.csv" if name else "splits.csv")

@@ -25,7 +25,7 @@ from scipy import stats
 
 def _midrank(x: np.ndarray) -> np.ndarray:
     """Ranks 1..n with ties given their average rank."""
-    return stats.rankdata(x, method="average")
+    return np.asarray(stats.rankdata(x, method="average"), float)
 
 
 def _split(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +88,7 @@ def _clustered_cov(y: np.ndarray, groups: np.ndarray, aucs: np.ndarray, v01: np.
     s10 = i10 / ((i10 - 1) * big_m) * (x @ x.T)
     s01 = i01 / ((i01 - 1) * big_n) * (z @ z.T)
     s11 = i_all / (i_all - 1) * (x @ z.T)
-    return s10 / big_m + s01 / big_n + (s11 + s11.T) / (big_m * big_n)
+    return np.asarray(s10 / big_m + s01 / big_n + (s11 + s11.T) / (big_m * big_n), float)
 
 
 def naive_auroc_var(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
@@ -198,7 +198,7 @@ def hm_variance(theta: np.ndarray | float, m: np.ndarray | float, n: np.ndarray 
     t = np.asarray(theta, float)
     big = (np.asarray(m, float) + np.asarray(n, float)) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        return t * (1 - t) / (m * n) * (1 + (big - 1) * ((1 - t) / (2 - t) + t / (1 + t)))
+        return np.asarray(t * (1 - t) / (m * n) * (1 + (big - 1) * ((1 - t) / (2 - t) + t / (1 + t))), float)
 
 
 def score_interval(auc: np.ndarray | float, m: np.ndarray | float, n: np.ndarray | float, level: float = 0.95
@@ -208,16 +208,16 @@ def score_interval(auc: np.ndarray | float, m: np.ndarray | float, n: np.ndarray
     a = np.asarray(auc, float)
     m, n = np.broadcast_to(m, a.shape).astype(float), np.broadcast_to(n, a.shape).astype(float)
 
-    def g(t):
-        return (a - t) ** 2 - z2 * hm_variance(t, m, n)
+    def g(t: np.ndarray) -> np.ndarray:
+        return np.asarray((a - t) ** 2 - z2 * hm_variance(t, m, n), float)
 
-    def root(lo, hi):  # g(lo) > 0 >= g(hi) or the reverse: bisection to the sign change
+    def root(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # g(lo) > 0 >= g(hi): bisection to the sign change
         glo = g(lo) > 0
         for _ in range(60):
             mid = (lo + hi) / 2
             same = (g(mid) > 0) == glo
             lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
-        return (lo + hi) / 2
+        return np.asarray((lo + hi) / 2, float)
 
     eps = 1e-12
     lower = np.where(a <= 0, 0.0, root(np.zeros_like(a), np.maximum(a - eps, 0.0)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -68,7 +69,7 @@ def units(y: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     return np.where(whole[patient], patient, patient.max() + 1 + unit)
 
 
-def _choices(n_units: int, k: int, rng: np.random.Generator, limit: int = ENUMERATE):
+def _choices(n_units: int, k: int, rng: np.random.Generator, limit: int = ENUMERATE) -> Iterator[np.ndarray]:
     """Chunks of permutations as index arrays (rows: the k units chosen): all C(n_units, k) when at most
     ``limit``, else ``limit`` draws (``DRAWS`` for the default)."""
     total = math.comb(n_units, k)
@@ -89,7 +90,7 @@ def _choices(n_units: int, k: int, rng: np.random.Generator, limit: int = ENUMER
             done += n
 
 
-def _result(observed: float, stat_chunks, total: int, enumerated: bool) -> ExactTest:
+def _result(observed: float, stat_chunks: Iterable[np.ndarray], total: int, enumerated: bool) -> ExactTest:
     ge = le = 0
     for s in stat_chunks:
         ge += int((s >= observed - TOL).sum())
@@ -130,7 +131,7 @@ def permutation_auroc(y: np.ndarray, score: np.ndarray, groups: np.ndarray | Non
         m = size[chosen].sum(-1)
         r = rank_sum[:, chosen].sum(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return ((r - m * (m + 1) / 2) / (m * (n - m))).mean(0)
+            return np.asarray(((r - m * (m + 1) / 2) / (m * (n - m))).mean(0), float)
 
     observed = float(auc(np.flatnonzero(positive)[None, :])[0])
     rng = np.random.default_rng(seed)
@@ -155,15 +156,15 @@ def permutation_paired(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, groups: np
 
     def auc(scores: np.ndarray) -> np.ndarray:  # (B, N) -> (B,), midranks per row
         r = stats.rankdata(scores, axis=1)[:, y].sum(1)
-        return (r - pos * (pos + 1) / 2) / (pos * n_neg)
+        return np.asarray((r - pos * (pos + 1) / 2) / (pos * n_neg), float)
 
     def diff(flip: np.ndarray) -> np.ndarray:  # flip: (B, U) bool
         f = flip[:, unit]
-        return auc(np.where(f, s2, s1)) - auc(np.where(f, s1, s2))
+        return np.asarray(auc(np.where(f, s2, s1)) - auc(np.where(f, s1, s2)), float)
 
     observed = float(diff(np.zeros((1, n_units), bool))[0])
 
-    def chunks():
+    def chunks() -> Iterator[np.ndarray]:
         if enumerated:
             codes = np.arange(2**n_units)
             for i in range(0, len(codes), CHUNK):

@@ -85,9 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.data.checks import check_task_data
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep, start_ray
-    from cxrray.data.checks import check_task_data
     from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
 
     cli.record_study(args, "source_bias", argv)

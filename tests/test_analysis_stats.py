@@ -7,11 +7,11 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 
 from cxrray.analysis.compare import bonferroni, holm, pairwise_tests
-from cxrray.analysis.shortcut import shortcut_findings, shortcut_sentences
-from cxrray.delong import paired_test
 from cxrray.analysis.metrics import class_metrics, severity_accuracy
 from cxrray.analysis.run import analyze
+from cxrray.analysis.shortcut import shortcut_findings, shortcut_sentences
 from cxrray.analysis.tables import trial_aurocs
+from cxrray.delong import paired_test
 
 SEVERITIES = np.array(["Mild", "Moderate", "Severe", "Normal-PCR+"])
 
@@ -184,8 +184,7 @@ def test_lime_share_follows_what_the_model_uses():
 
 
 def test_degeneracy_names_models_that_did_not_learn():
-    from cxrray.data.tasks import TASKS
-    from cxrray.data.tasks import degeneracy
+    from cxrray.data.tasks import TASKS, degeneracy
 
     task, rng = TASKS.get("CL2"), np.random.default_rng(0)
     y = rng.random(40) < 0.5
@@ -205,8 +204,7 @@ def test_degeneracy_names_models_that_did_not_learn():
 def test_a_degenerate_lung_hiding_trial_gets_no_verdict(tmp_path):
     """A perfectly ordered but constant lungs_removed score gave 'AUROC 1.000 ... SHORTCUT'; now it is named
     degenerate, untested, and the other lung-hiding trial keeps its verdict."""
-    from cxrray.data.tasks import TASKS
-    from cxrray.data.tasks import degeneracy
+    from cxrray.data.tasks import TASKS, degeneracy
 
     preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 3.0})
     y = preds.filter(pl.col("trial_id") == "t1")["target"].to_numpy()

@@ -7,12 +7,12 @@ import io
 
 import numpy as np
 import pytest
+from conftest import REAL_MINI
 from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import encapsulate
-from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, RLELossless)
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
-from conftest import REAL_MINI
 from cxrray.data.images import read_image, write_dicom
 from cxrray.data.shards import decode, load_and_encode
 

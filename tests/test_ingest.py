@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 
 from cxrray.data.images import read_image, resize
-from cxrray.data.manifest import load_manifest
 from cxrray.data.ingest import ingest
+from cxrray.data.manifest import load_manifest
 from cxrray.data.shards import read_split
 from cxrray.data.splits import assign_splits
 

@@ -29,7 +29,7 @@ def _copy_manifest(tmp_path, edit) -> str:
 
 
 def test_missing_column_names_file_and_column(tmp_path):
-    path = _copy_manifest(tmp_path, lambda t: [",".join(l.split(",")[:-1]) for l in t])
+    path = _copy_manifest(tmp_path, lambda t: [",".join(line.split(",")[:-1]) for line in t])
     with pytest.raises(ManifestError, match=r"manifest.csv: missing column\(s\) \['age'\]"):
         load_manifest(path)
 

@@ -49,7 +49,7 @@ def test_covid_cxnet_head_layout():
     model, _ = build_backbone("covid_cxnet", num_classes=2, in_chans=1, image_size=64)
     linear = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     drop = [m for m in model.head if isinstance(m, torch.nn.Dropout)]
-    assert [l.out_features for l in linear] == [10, 2] and drop[0].p == 0.2
+    assert [lin.out_features for lin in linear] == [10, 2] and drop[0].p == 0.2
     assert linear[0].in_features == 1024  # DenseNet-121 features after global average pooling
 
 

@@ -61,7 +61,7 @@ def test_representation_on_real_cxr(name):
     from conftest import REAL_MINI
     from PIL import Image
 
-    row = next(l for l in REAL_MINI.read_text().splitlines()[1:] if ",masks/" in l).split(",")
+    row = next(x for x in REAL_MINI.read_text().splitlines()[1:] if ",masks/" in x).split(",")
     img = torch.tensor(np.asarray(Image.open(REAL_MINI.parent / row[0]).convert("L")) / 255.0)[None, None]
     mask = torch.tensor(np.asarray(Image.open(REAL_MINI.parent / row[1]).convert("L")) > 0).float()[None, None]
     out = apply_representation(name, img, mask)

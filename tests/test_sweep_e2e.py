@@ -66,8 +66,9 @@ def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smok
     model's validation and test values, the DeLong CI); one summary run for the run directory with the tables,
     native ROC and confusion charts and the verdict line."""
     out, proc = smoke_run
-    from cxrray.analysis.summary import summary_id
     from wandb_records import read_run
+
+    from cxrray.analysis.summary import summary_id
 
     results = pl.read_parquet(out / "results.parquet")
     for r in results.iter_rows(named=True):

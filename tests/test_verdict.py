@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from cxrray.analysis.simulate import Truth, draw
-from cxrray.analysis.verdict import (AUROC_EFFECT, MIN_PATIENTS, Estimate, Rules, decide, judge, verdict_line)
+from cxrray.analysis.verdict import AUROC_EFFECT, MIN_PATIENTS, Estimate, Rules, decide, judge, verdict_line
 from cxrray.delong import auroc_interval
 from cxrray.exact import ExactTest, permutation_auroc
 

@@ -24,8 +24,8 @@ import polars as pl
 from scipy import stats
 
 from cxrray.analysis.compare import holm
-from cxrray.analysis.shortcut import trial_scores
 from cxrray.analysis.palette import protocol_sorted
+from cxrray.analysis.shortcut import trial_scores
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 
 BINS = 10

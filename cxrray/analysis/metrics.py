@@ -15,9 +15,9 @@ import polars as pl
 from scipy import stats
 from sklearn.metrics import confusion_matrix
 
-from cxrray.delong import auroc_ci
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CELL_AXES
+from cxrray.delong import auroc_ci
 
 SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 

@@ -22,8 +22,8 @@ import jinja2
 import polars as pl
 
 from cxrray import provenance
-from cxrray.analysis.shortcut import findings_of, headline, shortcut_sentences
 from cxrray.analysis.palette import TONES, VERDICTS, protocol_sorted
+from cxrray.analysis.shortcut import findings_of, headline, shortcut_sentences
 from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
 from cxrray.data.tasks import TASKS, class_legend
 from cxrray.representations import lung_hiding

@@ -16,8 +16,16 @@ import polars as pl
 
 # Importing a step's module registers it: a new analysis is one module plus its line here.
 import cxrray.analysis.transfer  # noqa: F401  (binds no name that a parameter would shadow)
-from cxrray.analysis import (bias, calibration, compare, metrics, saliency_report, shortcut,  # noqa: F401
-                            subgroups, tables)  # (the steps register themselves)
+from cxrray.analysis import (  # noqa: F401
+    bias,
+    calibration,
+    compare,
+    metrics,
+    saliency_report,
+    shortcut,
+    subgroups,  # (the steps register themselves)
+    tables,
+)
 from cxrray.analysis.report import write_report
 from cxrray.analysis.steps import AnalysisOptions, Artifacts, LoadedRun, ordered_steps
 from cxrray.analysis.verdict import Rules

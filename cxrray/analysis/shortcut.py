@@ -20,12 +20,11 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from cxrray.analysis.plan import approx_patients
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.verdict import (SMALL_PATIENTS, Estimate, Finding, Rules, decide, estimate, judge,
-                                     verdict_line)
+from cxrray.analysis.verdict import SMALL_PATIENTS, Estimate, Finding, Rules, decide, estimate, judge, verdict_line
 from cxrray.config import CELL_AXES
 from cxrray.data.tasks import TASKS
-from cxrray.analysis.plan import approx_patients
 from cxrray.delong import auroc_cov, auroc_interval
 from cxrray.exact import permutation_auroc
 from cxrray.representations import lung_hiding

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from cxrray.analysis.shortcut import headline
 from cxrray.analysis.run import AnalysisResult, run_analysis
+from cxrray.analysis.shortcut import headline
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
 from cxrray.data.tasks import TASKS
 

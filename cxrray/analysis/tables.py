@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cxrray.delong import SCORE_METHOD, auroc_interval, patients_per_class
 from cxrray.analysis.figures import plot_roc_curves
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
+from cxrray.delong import SCORE_METHOD, auroc_interval, patients_per_class
 
 AXES = CONDITION_AXES  # the axes a study varies as table rows (cxrray.config)
 

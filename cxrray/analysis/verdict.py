@@ -167,7 +167,7 @@ class Finding:
     retained_lo: float
     retained_hi: float
 
-    def row(self) -> dict:
+    def row(self) -> dict[str, object]:
         return asdict(self)
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import polars as pl
 
 from cxrray.config import DataRef, RunLayout
-from cxrray.data.manifest import files_fingerprint, manifest_fingerprint, read_manifest
 from cxrray.data.checks import require_task_columns
 from cxrray.data.ingest import ingest
+from cxrray.data.manifest import files_fingerprint, manifest_fingerprint, read_manifest
 from cxrray.data.splits import assign_splits
 from cxrray.data.tasks import TASKS
 from cxrray.registry import UserError

@@ -44,7 +44,8 @@ def dicom_folder(root: Path, labels: str | Path | None = None, salt: str | None 
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_FIELDS)
             pid = str(ds.get("PatientID", "")) or path.stem
-            sex, age, view = str(ds.get("PatientSex", "")), str(ds.get("PatientAge", "")), str(ds.get("ViewPosition", ""))
+            sex, age = str(ds.get("PatientSex", "")), str(ds.get("PatientAge", ""))
+            view = str(ds.get("ViewPosition", ""))
         except Exception:  # an unreadable header: keep the row, the image reader reports the file later
             pid, sex, age, view = path.stem, "", "", ""
         rows.append({"image_path": rel, "patient_id": salted_id(pid, salt) if salt else pid,

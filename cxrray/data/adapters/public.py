@@ -111,7 +111,8 @@ def rsna(root: Path) -> pl.DataFrame:
         if (root / rel).exists():
             ds = pydicom.dcmread(root / rel, stop_before_pixels=True,
                                  specific_tags=["PatientSex", "PatientAge", "ViewPosition"])
-            sex, age, view = str(ds.get("PatientSex", "")), str(ds.get("PatientAge", "")), str(ds.get("ViewPosition", ""))
+            sex, age = str(ds.get("PatientSex", "")), str(ds.get("PatientAge", ""))
+            view = str(ds.get("ViewPosition", ""))
         label = "PNA" if r["Target"] == 1 else "NOR" if r["class"] == "Normal" else "OTH"
         rows.append({"image_path": rel, "patient_id": f"rsna-{r['patientId']}", "source": "rsna", "label": label,
                      "sex": sex, "age": _nih_age(age) if age else "", "view": view})
