@@ -17,7 +17,7 @@ from sklearn.metrics import confusion_matrix
 
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CELL_AXES
-from cxrray.delong import auroc_ci
+from cxrray.delong import auroc_interval
 
 SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 
@@ -30,7 +30,7 @@ def prob_columns(frame: pl.DataFrame) -> list[str]:
 def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str],
                   groups: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy, macro AUROC and per-class sensitivity / specificity / PPV / F1 / one-vs-rest AUROC with its
-    95 % DeLong CI (clustered by ``groups``, the patients, when given)."""
+    95 % interval (``delong.auroc_interval``: clustered by ``groups``, the patients, when given)."""
     pred = prob.argmax(1)
     cm = confusion_matrix(y, pred, labels=list(range(len(classes))))
     out = {"n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else np.nan}
@@ -43,7 +43,8 @@ def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str],
         out |= {f"sens_{c}": sens, f"spec_{c}": tn / (tn + fp) if tn + fp else np.nan, f"ppv_{c}": ppv,
                 f"f1_{c}": 2 * sens * ppv / (sens + ppv) if sens + ppv > 0 else np.nan}
         pos = y == k
-        ci = auroc_ci(pos, prob[:, k], groups=groups) if 0 < pos.sum() < len(y) else None  # one-vs-rest
+        ci = auroc_interval(pos, prob[:, k], groups) if 0 < pos.sum() < len(y) and np.isfinite(prob[:, k]).all() \
+            else None  # one-vs-rest
         out |= {f"auroc_{c}": ci.auc if ci else np.nan, f"auroc_{c}_lo": ci.lo if ci else np.nan,
                 f"auroc_{c}_hi": ci.hi if ci else np.nan}
         aurocs.append(out[f"auroc_{c}"])
@@ -118,7 +119,7 @@ def cell_summary(per_trial: pl.DataFrame) -> pl.DataFrame:
 
 def cell_aurocs(aurocs: pl.DataFrame) -> pl.DataFrame:
     """Per protocol cell: the replicates' test AUROCs (seeds, folds), their mean with a t-interval, and the
-    per-replicate DeLong CIs side by side."""
+    per-replicate intervals side by side."""
     axes = [c for c in CELL_AXES if c in aurocs.columns]
     order = [c for c in ("fold", "seed") if c in aurocs.columns]
     rows = []

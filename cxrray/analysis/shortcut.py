@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.plan import approx_patients
+from cxrray.analysis.plan import approx_patients, expected_verdict
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.analysis.verdict import SMALL_PATIENTS, Estimate, Finding, Rules, decide, estimate, judge, verdict_line
 from cxrray.config import CELL_AXES
@@ -197,7 +197,8 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
         more = ""
         if r.get("patients_to_decide") is not None and r["patients_to_decide"] == r["patients_to_decide"]:
             more = (f" Roughly {int(r['patients_to_decide']):,} test patients (now "
-                    f"{r['patients_pos'] + r['patients_neg']}) would decide it (python -m cxrray.analysis plan).")
+                    f"{r['patients_pos'] + r['patients_neg']}) would decide it ({expected_verdict(r['auroc'])} if "
+                    f"the AUROC stays at {r['auroc']:.3f}; python -m cxrray.analysis plan).")
         elif r["verdict"] == "inconclusive":
             more = " No number of test patients decides it at this AUROC: it sits at the equivalence margin."
         out.append(f"{who}: {r['verdict'].replace('_', ' ').upper()}: {r['reason']} ({100 * r['level']:.1f} % "

@@ -39,7 +39,7 @@ class LoadedRun:
     layout: RunLayout
     predictions: pl.DataFrame  # per image, per trial, per split
     results: pl.DataFrame  # per trial: spec fields, status, training metadata
-    selected: pl.DataFrame  # per analysed trial: test AUROC with DeLong CI (the setting chosen on validation)
+    selected: pl.DataFrame  # per analysed trial: test AUROC with its interval (the setting chosen on validation)
     aurocs: pl.DataFrame  # ``selected`` with the row axis' label column (``condition`` when several axes vary)
     rows: str  # the axis the study's tables have as rows
     n_trials: int  # analysed trials before the choice among hyper-parameter settings

@@ -125,7 +125,7 @@ def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[
 
 @analysis_step(order=45)
 def subgroups(run: LoadedRun) -> Artifacts:
-    """AUROC per sex, age band, view and source with the gap to the rest (DeLong, Holm per trial)."""
+    """AUROC per sex, age band, view and source with the gap to the rest (patients as the unit, Holm per trial)."""
     a = Artifacts()
     if not run.aurocs.height or "positive" not in run.aurocs.columns:
         return a

@@ -1,4 +1,4 @@
-"""Per-trial test AUROC with DeLong CIs, the condition x backbone table and its figures (step ``aurocs``).
+"""Per-trial test AUROC with its interval, the condition x backbone table and its figures (step ``aurocs``).
 
 Computed only from the stored per-image predictions (``predictions.parquet``),
 so the analysis reruns on any finished or partial run without retraining.
@@ -144,7 +144,7 @@ def format_table(table: pl.DataFrame, title: str) -> str:
 
 @analysis_step(order=10)
 def aurocs(run: LoadedRun) -> Artifacts:
-    """Test AUROC per trial with its DeLong CI, the condition x backbone table, forest plot and ROC curves."""
+    """Test AUROC per trial with its interval, the condition x backbone table, forest plot and ROC curves."""
     table = auroc_table(run.aurocs, run.rows)
     a = Artifacts(tables={"trial_aurocs": run.selected, "auroc_table": table})
     n_pos, n_neg = (int(run.aurocs["n_pos"].max()), int(run.aurocs["n_neg"].max())) if run.aurocs.height else (0, 0)

@@ -2,7 +2,7 @@
 
 Each analysed trial's saved model (best on validation) scores every test image of its shards under every
 hide-and-seek representation with the model's channel count, through the trial's own input pipeline; the
-AUROC of the task's positive class gets its DeLong CI clustered by patient. It answers what the
+AUROC of the task's positive class gets its interval clustered by patient. It answers what the
 same-representation table cannot: does the model trained on full images still work with the lungs removed
 (it reads what is outside the lungs), or with only the lungs? The diagonal reproduces the trial's stored test
 AUROC (a check the tests make). Nothing retrains. Step ``transfer``; ``analysis/transfer_matrix.csv`` and a

@@ -23,7 +23,7 @@ import torch
 from cxrray.config import TrialContext, TrialDir, TrialSpec
 from cxrray.data.manifest import CARRIED_COLUMNS
 from cxrray.data.tasks import TASKS, Task
-from cxrray.delong import auroc_ci
+from cxrray.delong import auroc_interval
 from cxrray.training.session import Session
 from cxrray.training.tracking import Tracker
 
@@ -54,7 +54,7 @@ def selected_summary(frames: list[pl.DataFrame], task: Task, scores: dict[str, f
     y = (test["target"] == task.classes.index(task.positive)).to_numpy()
     if y.all() or not y.any():
         return out
-    ci = auroc_ci(y, test[f"prob_{task.positive}"].to_numpy(), groups=test["patient_id"].to_numpy())
+    ci = auroc_interval(y, test[f"prob_{task.positive}"].to_numpy(), test["patient_id"].to_numpy())
     return out | {"test_auroc_positive": ci.auc, "test_auroc_ci_lo": ci.lo, "test_auroc_ci_hi": ci.hi,
                   "test_positive_class": task.positive}
 
