@@ -215,3 +215,60 @@ def test_the_run_ends_with_a_one_line_verdict_naming_every_kind(verdicts, line):
 
 def test_minimum_patients_is_stated():
     assert MIN_PATIENTS == 5 and "< 5 test patients" in Rules().text()
+
+
+def _seeds_run(tmp_path, strengths: dict[str, float], seeds=(0, 1, 2), n_patients=150, seed=0):
+    """A stored run: per representation and seed one trial on the same test images (2 per patient)."""
+    rng = np.random.default_rng(seed)
+    pid = np.repeat(np.arange(n_patients), 2)
+    y = (rng.random(n_patients) < 0.4)[pid]
+    preds, res = [], []
+    for rep, strength in strengths.items():
+        for s in seeds:
+            tid = f"{rep}-{s}"
+            score = 1 / (1 + np.exp(-(strength * (2 * y - 1) + rng.normal(0, 1, len(pid)))))
+            preds.append(pl.DataFrame({"row": np.arange(len(pid)), "patient_id": [f"p{i}" for i in pid],
+                                       "source": "a", "label": np.where(y, "CVP", "NOR"), "severity": "",
+                                       "target": y.astype(int), "prob_NCV": 1 - score, "prob_CVP": score,
+                                       "trial_id": tid, "split": "test"}))
+            res.append({"study": "hide_seek", "representation": rep, "backbone": "resnet18", "task": "CL2",
+                        "pretraining": "none", "design": "random", "seed": s, "fold": 0, "trial_id": tid,
+                        "run_name": f"{rep}.resnet18.none.s{s}", "status": "finished", "init": "random",
+                        "best_val_auroc": 0.9})
+    pl.concat(preds).write_parquet(tmp_path / "predictions.parquet")
+    pl.DataFrame(res).write_parquet(tmp_path / "results.parquet")
+
+
+def test_replicates_become_one_verdict_per_cell(tmp_path):
+    """Three seeds per cell: one cell verdict from the random-effects mean (hidden and original), the replicate
+    verdicts listed under it, and a headline that counts cells."""
+    from cxrray.analysis.run import run_analysis
+    from cxrray.analysis.shortcut import headline
+
+    _seeds_run(tmp_path, {"original": 3.0, "lungs_removed": 2.5, "lungs_boxed_out": 0.0})
+    result = run_analysis(tmp_path, )
+    cells = result.artifacts["shortcut"].tables["cell_verdicts"].sort("representation")
+    trials = result.artifacts["shortcut"].tables["shortcut_findings"]
+    assert cells.height == 2 and trials.height == 6 and set(cells["replicates"]) == {3}
+    removed = cells.filter(pl.col("representation") == "lungs_removed").row(0, named=True)
+    assert removed["verdict"] == "shortcut" and removed["reference"] == "retained fraction vs original"
+    mean = trials.filter(pl.col("representation") == "lungs_removed")["auroc"].mean()
+    assert removed["auroc"] == pytest.approx(mean)
+    assert removed["replicate_verdicts"].count("shortcut") == 3 and "seed 0: shortcut" in removed["replicate_verdicts"]
+    assert removed["level"] == pytest.approx(1 - 0.05 / 2)  # Bonferroni over the 2 cells, not the 6 trials
+    assert cells.filter(pl.col("representation") == "lungs_boxed_out")["verdict"][0] in ("inconclusive",
+                                                                                        "no_shortcut")
+    assert headline(result.artifacts).startswith("SHORTCUT: 1/2 lung-hiding cells keep the signal")
+
+
+def test_a_cell_of_perfect_replicates_still_has_width():
+    """Three perfect replicates on 12 + 20 patients: the mean is 1.000, its interval is not [1, 1], and the exact
+    permutation test of the mean AUROC decides with the interval."""
+    from cxrray.analysis.shortcut import _combine
+
+    mean, cov = _combine(np.array([[1.0], [1.0], [1.0]]), np.zeros((3, 3)))
+    assert mean[0] == 1.0 and cov[0, 0] == 0.0  # the raw combination has no width ...
+    y = np.repeat([True, False], [12, 20])
+    g = np.arange(32)
+    exact = permutation_auroc(y, np.vstack([y + r * 0.01 for r in range(3)]), g)
+    assert exact.p_ge < 1e-3  # ... the cell's exact test over patients does

@@ -169,7 +169,8 @@ def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.
             _, y, s, g = trial_scores(test, cell.row(0, named=True))
             row = found.row() | {"patients_to_decide": to_decide(found, y, s, g, rules) if first.height else
                                  float("nan")}
-        reps = [c for c in ("seed", "fold") if c in cell.columns]
+        reps = [c for c in ("seed", "fold") if c in cell.columns and cell[c].n_unique() > 1] or \
+            [c for c in ("seed", "fold") if c in cell.columns][:1]
         listed = "; ".join(f"{' '.join(f'{c} {r[c]}' for c in reps)}: {verdict_of.get(r['trial_id'], '')}"
                            for r in cell.iter_rows(named=True))
         rows.append(dict(zip(axes, key)) | {"replicates": cell.height} | row | {"replicate_verdicts": listed})
