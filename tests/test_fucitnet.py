@@ -1,6 +1,5 @@
 """FuCiTNet / COVID-SDNet class-inherent transformations: parts, fusion rule, a full trial and its resume."""
 
-import json
 
 import numpy as np
 import polars as pl
@@ -210,9 +209,12 @@ def test_fucitnet_trial_writes_fused_predictions_and_resumes_to_the_same_result(
     pred = pl.read_parquet(trial_dir / "predictions.parquet")
     assert set(pred["split"]) == {"val", "test"} and set(pred["trial_id"]) == {spec.trial_id}
     assert np.allclose(pred["prob_NCV"] + pred["prob_CVP"], 1, atol=1e-5)
-    meta = json.loads((trial_dir / "trial.json").read_text())
-    assert meta["best_epoch"] in (2, 3) and meta["stage1_best_epoch"] in (0, 1)
-    assert "perceptual random" in meta["init"]
+    from cxrray.config import TrialDir
+    from cxrray.records import TrialRecord
+
+    record = TrialRecord.read(TrialDir(trial_dir))
+    assert record.best_epoch in (2, 3) and record.method["stage1_best_epoch"] in (0, 1)
+    assert "perceptual random" in record.init and record.trial_id == spec.trial_id
     saved = torch.load(trial_dir / "fucitnet.pt", weights_only=False)
     assert set(saved) == {"generators", "guide", "classifier"} and not (trial_dir / "model.pt").exists()
 

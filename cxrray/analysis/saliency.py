@@ -12,7 +12,6 @@ test shard, the preprocessing the trial's own ``InputPipeline``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES, build_backbone
 from cxrray.models.backbones import CamMethod
+from cxrray.records import TrialRecord
 from cxrray.representations import REPRESENTATIONS, InputPipeline, lung_box, out_channels
 
 
@@ -76,7 +76,7 @@ def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.nda
 def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module]:
     """The trial's spec and its best-on-validation model, on the CPU, in eval mode."""
     trial = RunLayout(Path(run_dir)).trial(trial_id)
-    spec = TrialSpec.from_dict(json.loads(trial.meta.read_text())["spec"])
+    spec = TrialRecord.read(trial).spec
     model, _ = build_backbone(spec.backbone, TASKS.get(spec.task).num_outputs, out_channels(spec.representation),
                               False, spec.image_size)
     model.load_state_dict(torch.load(trial.model, map_location="cpu", weights_only=True))

@@ -10,7 +10,6 @@ of the reliability tests. No Ray.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from cxrray.config import TrialContext, TrialDir, TrialSpec
 from cxrray.data.manifest import CARRIED_COLUMNS
 from cxrray.data.tasks import TASKS, Task
 from cxrray.delong import auroc_interval
+from cxrray.records import TrialRecord
 from cxrray.training.session import Session
 from cxrray.training.tracking import Tracker
 
@@ -41,14 +41,20 @@ def predictions_frame(pred: dict[str, np.ndarray], spec: TrialSpec, split: str) 
     return pl.DataFrame(cols).with_columns(pl.lit(spec.trial_id).alias("trial_id"), pl.lit(split).alias("split"))
 
 
-def selected_summary(frames: list[pl.DataFrame], task: Task, scores: dict[str, float],
-                     meta: dict[str, Any]) -> dict[str, Any]:
+def split_frame(frames: list[pl.DataFrame], *splits: str) -> pl.DataFrame | None:
+    """The predictions of the first of ``splits`` that the trial evaluated (found by its split, never by its
+    place in the list)."""
+    by = {f["split"][0]: f for f in frames if not f.is_empty()}
+    return next((by[s] for s in splits if s in by), None)
+
+
+def selected_summary(frames: list[pl.DataFrame], task: Task, record: TrialRecord) -> dict[str, Any]:
     """What the trial's W&B summary shows: the scores of the kept model (the epoch chosen on validation, not
     the last one), that epoch and its validation values, and the test AUROC of the task's positive class with
-    its 95 % DeLong CI clustered by patient (NaN bounds where it cannot be estimated)."""
-    out = dict(scores) | {"selected_epoch": meta.get("best_epoch", -1)}
-    out |= {f"val_{k}": v for k, v in meta.get("best_val", {}).items()}
-    test = next((f for f in frames if f["split"][0] == "test"), None) if frames else None
+    its 95 % interval clustered by patient (NaN bounds where it cannot be estimated)."""
+    out = dict(record.metrics) | {"selected_epoch": record.best_epoch}
+    out |= {f"val_{k}": v for k, v in record.best_val.items()}
+    test = split_frame(frames, "test")
     if test is None or task.multilabel or task.positive not in task.classes or test.is_empty():
         return out
     y = (test["target"] == task.classes.index(task.positive)).to_numpy()
@@ -128,13 +134,12 @@ def write_outputs(trial_dir: TrialDir, spec: TrialSpec, frames: list[pl.DataFram
     trial_dir.path.mkdir(parents=True, exist_ok=True)
     for name, state in weights.items():
         torch.save(state, trial_dir.file(name))
-    meta = {"spec": spec.to_dict(), "trial_id": spec.trial_id, "run_name": spec.run_name, **meta,
-            "metrics": scores, "finished": time.time()}
-    trial_dir.meta.write_text(json.dumps(meta, indent=1))
+    record = TrialRecord.from_meta(spec, meta, scores, finished=time.time())
+    record.write(trial_dir)
     tmp = trial_dir.path / f".{trial_dir.predictions.name}.tmp"
     pl.concat(frames).write_parquet(tmp)
     os.replace(tmp, trial_dir.predictions)  # the file's existence marks the trial finished
-    tracker.summary(selected_summary(frames, TASKS.get(spec.task), scores, meta))  # after every history row
+    tracker.summary(selected_summary(frames, TASKS.get(spec.task), record))  # after every history row
     tracker.artifact(trial_dir.predictions, f"predictions-{spec.trial_id}", "predictions")
     tracker.finish()
 

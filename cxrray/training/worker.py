@@ -15,7 +15,7 @@ from typing import Any
 from cxrray.config import TrialContext
 from cxrray.data.tasks import TASKS, degeneracy
 from cxrray.training.methods import METHODS, TrialMethod
-from cxrray.training.outputs import EpochReporter, write_outputs
+from cxrray.training.outputs import EpochReporter, split_frame, write_outputs
 from cxrray.training.session import Session, TrainSession
 
 
@@ -47,7 +47,8 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
         report.inject_fault()  # also when a resumed attempt had no epoch left to run
     if session.rank == 0:
         out = trial.finish()
-        verdict = degeneracy(out.frames[-1], TASKS.get(ctx.spec.task), losses)
+        evaluated = split_frame(out.frames, "test", "val")  # the test split, else validation
+        verdict = degeneracy(evaluated, TASKS.get(ctx.spec.task), losses) if evaluated is not None else ""
         write_outputs(ctx.trial_dir, ctx.spec, out.frames, out.scores, out.weights,
                       out.meta | {"train_s": train_s, "train_loss": losses, "degenerate": verdict,
                                   "node_id": getattr(session, "node_id", "")}, report.tracker)

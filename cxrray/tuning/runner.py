@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from cxrray.config import DataRef, RunLayout, SweepOutcome, TrialContext, TrialSpec, WandbMode
+from cxrray.records import TrialRecord
 from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
@@ -286,13 +287,7 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
         elif d.done:
             finished.append(s.trial_id)
             preds.append(pl.read_parquet(d.predictions))
-            meta = json.loads(d.meta.read_text())
-            losses = [x for x in meta.get("train_loss", []) if x == x]
-            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "status": "finished",
-                                    "init": meta["init"], "best_epoch": meta["best_epoch"],
-                                    "best_val_auroc": meta["best_val_auroc"],
-                                    "degenerate": meta.get("degenerate", ""), "node_id": meta.get("node_id", ""),
-                                    "train_loss_min": min(losses) if losses else None} | meta.get("metrics", {}))
+            rows.append(TrialRecord.read(d).results_row())
         else:
             failed.append(s.trial_id)
             blocked = s.init_from and not layout.trial(s.init_from).done
