@@ -130,6 +130,17 @@ def test_no_module_spells_a_run_folder_path():
     assert not offenders, offenders
 
 
+def test_the_analysis_reads_trials_only_through_their_records():
+    """A trial's files reach the analysis through ``TrialRecord`` (trial.json) and ``load_model`` (model.pt with
+    its card): no analysis module opens them itself."""
+    offenders = []
+    for path in sorted((PKG / "analysis").rglob("*.py")):
+        text = path.read_text()
+        offenders += [f"{path.name}: {s}" for s in (".meta.read_text", "torch.load(", ".model.exists", "json.loads(")
+                      if s in text]
+    assert not offenders, offenders
+
+
 def test_every_stage_exists():
     assert all((PKG / s / "__init__.py").exists()
                for s in ("data", "representations", "segmentation", "models", "training", "tuning", "analysis"))

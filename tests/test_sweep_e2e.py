@@ -49,7 +49,7 @@ def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
     assert per_trial["n"].to_list() == per_trial["len"].to_list()  # each test image exactly once
     assert per_trial["n"].n_unique() == 1  # every trial saw the same test images
     assert ((test["prob_NCV"] + test["prob_CVP"] - 1).abs() < 1e-5).all()
-    assert "Test AUROC, COVID-19 vs rest, with 95 % DeLong CI" in proc.stdout
+    assert "Test AUROC, COVID-19 vs rest, with its 95 % interval (score interval" in proc.stdout
     assert "| original" in proc.stdout and "| lungs_removed" in proc.stdout
     assert (out / "analysis" / "auroc_forest.png").stat().st_size > 5000
     done = re.findall(r"\[cxrray\] ([12])/2 done: (\S+)", proc.stdout)  # visible progress, in finishing order
@@ -131,6 +131,25 @@ def test_the_diagonal_is_each_trials_own_test_auroc(smoke_run):
         assert abs(r["auroc"] - r["auroc_right"]) < 1e-6, r
     assert (out / "analysis" / "transfer_matrix.png").stat().st_size > 10_000
     assert "Train on one representation, test on all" in (out / "report.html").read_text()
+
+
+def test_a_missing_model_is_named_not_skipped(smoke_run, tmp_path):
+    """With one trial's model.pt deleted the analysis exited 0 and the trial vanished from the saliency table and
+    the transfer matrix without a word; now both name it, in the console, the tables and the report."""
+    import shutil
+
+    out, _ = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".cxrray.lock*", "wandb"))
+    gone = pl.read_csv(out / "analysis" / "trial_aurocs.csv")["trial_id"][0]
+    (copy / "trials" / gone / "model.pt").unlink()
+    again = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(copy), "--saliency", "4"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stderr
+    said = f"trial {gone}: model missing"
+    assert again.stdout.count(said) == 2, again.stdout  # saliency and transfer
+    assert said in pl.read_csv(copy / "analysis" / "transfer_missing.csv")["note"][0]
+    assert said in (copy / "report.html").read_text()
 
 
 def test_rerun_resumes_without_retraining(smoke_run):
@@ -234,7 +253,9 @@ def test_gradcam_from_saved_models_batched_equals_single(smoke_run):
     assert set(rows["cam_cells"]) == {"22x22"} and set(rows["cam_layer"]) == {"features.8"}  # 32 px - 2 x 5
     shares = rows["lung_share_pred"].drop_nans().to_numpy()
     assert ((shares >= 0) & (shares <= 1)).all()
-    spec, model = load_trial(out, tid)
+    spec, card, model = load_trial(out, tid)
+    assert (card.backbone, card.in_channels, card.head) == (spec.backbone, 1, "softmax")
+    assert (out / "trials" / tid / "model.json").exists()  # the card travels with the weights
     import torch
 
     x = torch.randn(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))

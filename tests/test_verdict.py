@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from cxrray.analysis.simulate import Truth, draw
-from cxrray.analysis.verdict import AUROC_EFFECT, MIN_PATIENTS, Estimate, Rules, decide, judge, verdict_line
+from cxrray.analysis.verdict import AUROC_EFFECT, MIN_PATIENTS, VERDICTS, Estimate, Rules, decide, judge, verdict_line
 from cxrray.delong import auroc_interval
 from cxrray.exact import ExactTest, permutation_auroc
 
@@ -162,7 +162,7 @@ def test_nan_scores_are_degenerate_and_counted(tmp_path):
     cells = result.artifacts["shortcut"].tables["cell_verdicts"]
     by = dict(zip(cells["representation"], cells["verdict"]))
     assert by["lungs_boxed_out"] == "degenerate" and by["lungs_removed"] in ("no_shortcut", "inconclusive")
-    line = headline(result.artifacts)
+    line = headline(result.artifacts).text
     assert "/2 lung-hiding trials" in line and "1 degenerate" in line and not line.startswith("NO SHORTCUT: 0/1")
     assert "NaN or infinite scores (400 of 400 images)" in result.text
 
@@ -210,7 +210,9 @@ def test_signal_kept_without_the_lungs_is_a_shortcut_with_its_effect():
                                  "lungs (1 partial: a weaker signal without the lungs, 1 no_shortcut)"),
 ])
 def test_the_run_ends_with_a_one_line_verdict_naming_every_kind(verdicts, line):
-    assert verdict_line(verdicts) == line
+    answer = verdict_line(verdicts)
+    assert answer.text == line == str(answer) and answer.head == line.split(":")[0]
+    assert answer.tone.word in VERDICTS  # its colour comes from the verdict vocabulary, not from parsing prose
 
 
 def test_minimum_patients_is_stated():
@@ -258,7 +260,7 @@ def test_replicates_become_one_verdict_per_cell(tmp_path):
     assert removed["level"] == pytest.approx(1 - 0.05 / 2)  # Bonferroni over the 2 cells, not the 6 trials
     assert cells.filter(pl.col("representation") == "lungs_boxed_out")["verdict"][0] in ("inconclusive",
                                                                                         "no_shortcut")
-    assert headline(result.artifacts).startswith("SHORTCUT: 1/2 lung-hiding cells keep the signal")
+    assert headline(result.artifacts).text.startswith("SHORTCUT: 1/2 lung-hiding cells keep the signal")
 
 
 def test_a_cell_of_perfect_replicates_still_has_width():

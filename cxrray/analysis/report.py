@@ -92,7 +92,7 @@ def image(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else ""
 
 
-def _verdict_of(findings: pl.DataFrame) -> dict[tuple, str]:
+def _verdict_of(findings: pl.DataFrame) -> tuple[dict[tuple, str], list[str]]:
     keys = [c for c in ("representation", "backbone", "seed", "fold") if c in findings.columns]
     return {tuple(r[c] for c in keys): r["verdict"] for r in findings.iter_rows(named=True)}, keys
 
@@ -126,8 +126,7 @@ def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
     """The verdict card: the one-line answer, a sentence per lung-hiding trial, the table, the key figure and
     the class codes."""
     findings = protocol_sorted(findings_of(artifacts))
-    line = headline(artifacts)
-    head = line.split(":")[0]
+    answer = headline(artifacts)
     sentences = [{"verdict": v, "text": s} for v, s in zip(findings["verdict"], shortcut_sentences(findings))] \
         if not findings.is_empty() else []
     degenerate = run.aurocs.filter(pl.col("degenerate") != "") if run.aurocs.height else run.aurocs
@@ -135,8 +134,7 @@ def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
     tasks = sorted(set(run.aurocs["task"])) if "task" in run.aurocs.columns and run.aurocs.height else []
     legend = [(t, class_legend(TASKS.get(t))) for t in tasks if t in TASKS]
     figure = next((a.figures for a in artifacts.values() if "auroc_forest" in a.figures), {})
-    return {"line": line, "css": {"SHORTCUT": "shortcut", "NO SHORTCUT": "no_shortcut", "INCONCLUSIVE":
-                                  "inconclusive", "SIGNAL WITHOUT THE LUNGS": "partial"}.get(head, "degenerate"),
+    return {"line": answer.text, "css": answer.tone.word,
             "sentences": sentences, "grid": verdict_grid(run, findings) if run.aurocs.height else None,
             "degenerate": [f"{names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
                            for r in degenerate.iter_rows(named=True)],

@@ -23,9 +23,10 @@ from cxrray.analysis.sanity import ROAD_IMAGES, randomisation_test, road
 from cxrray.config import RunLayout, TrialSpec
 from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
-from cxrray.models import BACKBONES, build_backbone
 from cxrray.models.backbones import CamMethod
+from cxrray.models.card import ModelCard, load_model
 from cxrray.records import TrialRecord
+from cxrray.registry import UserError
 from cxrray.representations import REPRESENTATIONS, InputPipeline, lung_box, out_channels
 
 
@@ -73,14 +74,18 @@ def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.nda
     return place(np.concatenate(out), geometry, tuple(x.shape[-2:]))
 
 
-def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, torch.nn.Module]:
-    """The trial's spec and its best-on-validation model, on the CPU, in eval mode."""
+def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, ModelCard, torch.nn.Module]:
+    """The trial's spec, its model card and its best-on-validation model (``models.card.load_model``: on the CPU,
+    in eval mode); a run of an older build without ``model.json`` gets the card its spec implies."""
     trial = RunLayout(Path(run_dir)).trial(trial_id)
+    if not trial.meta.exists():
+        raise UserError(f"trial {trial_id}: model missing (no {trial.meta})")
     spec = TrialRecord.read(trial).spec
-    model, _ = build_backbone(spec.backbone, TASKS.get(spec.task).num_outputs, out_channels(spec.representation),
-                              False, spec.image_size)
-    model.load_state_dict(torch.load(trial.model, map_location="cpu", weights_only=True))
-    return spec, model.eval()
+    task = TASKS.get(spec.task)
+    implied = ModelCard.of(spec.trial_id, spec.backbone, spec.representation, spec.task, spec.image_size,
+                           out_channels(spec.representation), task.num_outputs, task.multilabel)
+    card, model = load_model(trial, implied)
+    return spec, card, model
 
 
 def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.ndarray]:
@@ -105,33 +110,34 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
     lung box. Also returns the maps and images (for grids). ``lime``: also explain the first ``lime``
     images with LIME (``lime_share_pred``; NaN for the others)."""
     run_dir = Path(run_dir)
-    spec, model = load_trial(run_dir, trial_id)
-    task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
+    spec, card, model = load_trial(run_dir, trial_id)
+    task = TASKS.get(spec.task)
     if task.kind != "single":
         raise ValueError(f"trial {trial_id}: Grad-CAM per class needs a softmax task, not {task.name}")
     batch = _test_images(run_dir, spec, limit)
-    x = InputPipeline(spec.representation, bdef.mean, bdef.std).to_inputs(batch, torch.device("cpu"))
+    x = InputPipeline(card.representation, card.mean, card.std).to_inputs(batch, torch.device("cpu"))
     with torch.no_grad():
-        prob = bdef.probs(model(x)).numpy()
+        prob = card.probs(model(x)).numpy()
     order = np.argsort(-prob, 1)
     pred = order[:, 0]
     other = 1 - pred if task.num_classes == 2 else order[:, 1]
     seen = REPRESENTATIONS.get(spec.representation).seen_mask(torch.as_tensor(batch["mask"])[:, None].float())
     lungs = seen[:, 0].numpy() > 0  # the lungs where the model saw them (a crop moves them with the image)
     box = lung_box(seen)[:, 0].numpy()
-    layer, geometry = choose_layer(model, (bdef.gradcam_layer, *bdef.cam_layers), x.shape)
+    layer, geometry = choose_layer(model, (card.cam_layer, *card.cam_layers), x.shape)
     if layer is None:  # too few cells to say where: no number, and the reason
         empty = np.full((len(x), *x.shape[-2:]), np.nan)
         maps = {"pred": empty, "counter": empty}
         note = (f"not interpretable at this resolution (map {geometry.cells[0]} x {geometry.cells[1]} cells, fewer "
                 f"than {MIN_CELLS} a side)")
     else:
-        maps = {"pred": gradcam(model, layer, x, pred, batch_size, bdef.cam, geometry),
-                "counter": gradcam(model, layer, x, other, batch_size, bdef.cam, geometry)}
+        maps = {"pred": gradcam(model, layer, x, pred, batch_size, card.cam_method, geometry),
+                "counter": gradcam(model, layer, x, other, batch_size, card.cam_method, geometry)}
         note = ""
     rho, road_score = np.full(len(x), np.nan), np.full(len(x), np.nan)
     if layer is not None:  # the sanity checks (``sanity``): does the map depend on the model, and on its evidence?
-        rho = randomisation_test(maps["pred"], lambda m: gradcam(m, layer, x, pred, batch_size, bdef.cam, geometry),
+        method = card.cam_method
+        rho = randomisation_test(maps["pred"], lambda m: gradcam(m, layer, x, pred, batch_size, method, geometry),
                                  model, layer, seed=spec.seed)
         k = min(ROAD_IMAGES, len(x))
         road_score[:k] = road(model, x[:k], maps["pred"][:k], pred[:k])
@@ -150,12 +156,12 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
         from cxrray.analysis.lime_maps import lime_maps
 
         n = min(lime, len(x))
-        maps["lime"] = lime_maps(model, x[:n], pred[:n], bdef.probs, hide_value=(0.0 - bdef.mean) / bdef.std,
+        maps["lime"] = lime_maps(model, x[:n], pred[:n], card.probs, hide_value=(0.0 - card.mean) / card.std,
                                  num_samples=lime_samples, seed=int(batch["row"][0]))
         share = np.full(len(x), np.nan)
         share[:n] = saliency_mass(maps["lime"], lungs[:n])
         rows = rows.with_columns(pl.Series("lime_share_pred", share))
-    seen_image = x[:, 0].numpy() * np.asarray(bdef.std, np.float32).ravel()[0] + np.asarray(bdef.mean).ravel()[0]
+    seen_image = x[:, 0].numpy() * np.asarray(card.std, np.float32).ravel()[0] + np.asarray(card.mean).ravel()[0]
     truth = np.asarray([task.classes[task.class_index(str(v))] for v in batch["label"]])
     return rows, maps | {"image": batch["image"], "seen": seen_image, "mask": lungs.astype(np.uint8),
                          "classes": np.asarray(task.classes)[pred], "truth": truth,

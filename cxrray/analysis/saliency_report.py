@@ -12,7 +12,9 @@ from cxrray.analysis.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.analysis.saliency import bootstrap_ci, trial_saliency
 from cxrray.analysis.sanity import RHO_MAX
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.config import RunLayout
+from cxrray.registry import UserError
+
+UNEXPLAINED_OK = ("standard",)  # methods whose model.pt Grad-CAM explains (FuCiTNet's fused model is not)
 
 
 def sanity_summary(rows: pl.DataFrame) -> dict:
@@ -35,17 +37,19 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
     """(per-image shares, per-trial summary with CIs, maps per trial) for every softmax trial in ``aurocs``;
     ``lime`` images per trial also get a LIME share."""
     per_image, summary, maps = [], [], {}
-    layout = RunLayout(Path(run_dir))
     for r in aurocs.iter_rows(named=True):
-        if not layout.trial(r["trial_id"]).model.exists():
+        entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
+        if r.get("method", "standard") not in UNEXPLAINED_OK:
             continue  # a method whose weights Grad-CAM cannot explain (FuCiTNet's fused two-pass model)
         try:
             rows, m = trial_saliency(run_dir, r["trial_id"], limit=limit, lime=lime)
+        except UserError as exc:  # the model or its card is missing: the trial is named, never dropped
+            summary.append(entry | {"note": str(exc), "randomisation": "not tested"})
+            continue
         except ValueError:  # multilabel / hierarchical: no per-class map
             continue
         per_image.append(rows)
         maps[r["trial_id"]] = m | {"representation": r["representation"], "backbone": r["backbone"]}
-        entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
         for col in ("lung_share_pred", "box_share_pred", "lung_share_counter", "lime_share_pred")[:3 + bool(lime)]:
             v = rows[col].to_numpy()
             lo, hi = bootstrap_ci(v, groups=rows["patient_id"].to_numpy())  # by patient
@@ -57,7 +61,28 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
         summary.append(entry)
     if not summary:
         return pl.DataFrame(), pl.DataFrame(), {}
-    return pl.concat(per_image), pl.DataFrame(summary, infer_schema_length=None), maps
+    return (pl.concat(per_image) if per_image else pl.DataFrame(), pl.DataFrame(summary, infer_schema_length=None),
+            maps)
+
+
+def _line(r: dict, lime: bool) -> str:
+    """One trial's saliency in words: its note (a missing model, too few cells), or its shares and checks."""
+    if r["note"] or r.get("lung_share_pred") is None:
+        return str(r["note"])
+    if r["lung_share_pred"] != r["lung_share_pred"]:
+        return "no Grad-CAM signal (every map empty)"
+    text = (f"{r['lung_share_pred']:.2f} [{r['lung_share_pred_lo']:.2f}, {r['lung_share_pred_hi']:.2f}] of the "
+            f"Grad-CAM mass in the lungs (lung area {r['lung_area']:.2f}); {r['box_share_pred']:.2f} in the lung box "
+            f"(box area {r['box_area']:.2f}); map {r['cam_cells']} at {r['cam_layer']}")
+    if lime and r.get("lime_share_pred") == r.get("lime_share_pred"):
+        text += f"; LIME {r['lime_share_pred']:.2f} [{r['lime_share_pred_lo']:.2f}, {r['lime_share_pred_hi']:.2f}]"
+    if r["randomisation"].startswith("fails"):
+        text += (f"; UNTRUSTWORTHY: the map barely changes when the model's top layers are randomised (rank "
+                 f"correlation {r['randomisation_rho']:.2f})")
+    elif r["randomisation"] == "passes":
+        text += (f"; passes the randomisation check (rank correlation {r['randomisation_rho']:.2f}), ROAD "
+                 f"{r['road']:+.3f} [{r['road_lo']:+.3f}, {r['road_hi']:+.3f}]")
+    return text
 
 
 @analysis_step(order=40)
@@ -78,24 +103,19 @@ def saliency(run: LoadedRun) -> Artifacts:
     if summary.is_empty():
         return a
     a.tables |= {"saliency_per_image": per_image, "saliency_in_lungs": summary}
-    plot_saliency_bars(summary, run.figure("saliency_in_lungs"))
+    explained = summary.filter(pl.col("lung_share_pred").is_not_null()) if "lung_share_pred" in summary.columns \
+        else pl.DataFrame()
+    if explained.is_empty():
+        a.text = "\n\nSaliency inside the lungs: no model could be explained:\n" + "\n".join(
+            f"- {r['representation']} / {r['backbone']}: {r['note']}" for r in summary.iter_rows(named=True))
+        return a
+    plot_saliency_bars(explained, run.figure("saliency_in_lungs"))
     plot_gradcam_grid(maps, run.figure("gradcam_grid"))
     a.figures |= {"saliency_in_lungs": "Grad-CAM mass inside the lungs per trial, by representation and backbone",
                   "gradcam_grid": "Grad-CAM of the predicted class on the image each model saw, two test images "
                                   "per true class; white: the lungs where the model saw them"}
-    lines = [f"- {r['representation']} / {r['backbone']}: " + (
-        r["note"] if r["note"] else
-        f"{r['lung_share_pred']:.2f} [{r['lung_share_pred_lo']:.2f}, {r['lung_share_pred_hi']:.2f}] of the "
-        f"Grad-CAM mass in the lungs (lung area {r['lung_area']:.2f}); {r['box_share_pred']:.2f} in the lung box "
-        f"(box area {r['box_area']:.2f}); map {r['cam_cells']} at {r['cam_layer']}"
-        if r["lung_share_pred"] == r["lung_share_pred"] else "no Grad-CAM signal (every map empty)") + (
-        f"; LIME {r['lime_share_pred']:.2f} [{r['lime_share_pred_lo']:.2f}, {r['lime_share_pred_hi']:.2f}]"
-        if lime and r.get("lime_share_pred") == r.get("lime_share_pred") else "") + (
-        f"; UNTRUSTWORTHY: the map barely changes when the model's top layers are randomised (rank correlation "
-        f"{r['randomisation_rho']:.2f})" if r["randomisation"].startswith("fails") else
-        f"; passes the randomisation check (rank correlation {r['randomisation_rho']:.2f}), ROAD "
-        f"{r['road']:+.3f} [{r['road_lo']:+.3f}, {r['road_hi']:+.3f}]" if r["randomisation"] == "passes" else "")
-        for r in summary.iter_rows(named=True)]
+    lines = [f"- {r['representation']} / {r['backbone']}: " + _line(r, bool(lime))
+             for r in summary.iter_rows(named=True)]
     a.text = "\n\nSaliency inside the lungs (predicted class, 95 % bootstrap CI by patient; maps placed by the " \
              "layer's geometry):\n" + "\n".join(lines)
     return a

@@ -22,7 +22,17 @@ from scipy import stats
 
 from cxrray.analysis.plan import approx_patients, expected_verdict
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.verdict import SMALL_PATIENTS, Estimate, Finding, Rules, decide, estimate, judge, verdict_line
+from cxrray.analysis.verdict import (
+    SMALL_PATIENTS,
+    Estimate,
+    Finding,
+    Headline,
+    Rules,
+    decide,
+    estimate,
+    judge,
+    verdict_line,
+)
 from cxrray.config import CELL_AXES
 from cxrray.data.tasks import TASKS
 from cxrray.delong import auroc_cov, auroc_interval
@@ -36,9 +46,8 @@ MATCH = ("backbone", "method", "task", "pretraining", "design", "seed", "fold")
 def trial_scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order."""
     part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
-    index = TASKS.get(trial["task"]).classes.index(trial["positive"])
-    return (part["row"].to_numpy(), (part["target"] == index).to_numpy(),
-            part[f"prob_{trial['positive']}"].cast(pl.Float64).to_numpy(), part["patient_id"].to_numpy())
+    y, score = TASKS.get(trial["task"]).positive_scores(part)
+    return part["row"].to_numpy(), y, score, part["patient_id"].to_numpy()
 
 
 def _original_of(aurocs: pl.DataFrame, trial: dict) -> dict | None:
@@ -227,7 +236,7 @@ def findings_of(artifacts: dict[str, Artifacts]) -> pl.DataFrame:
     return step.tables.get("cell_verdicts", pl.DataFrame()) if step else pl.DataFrame()
 
 
-def headline(artifacts: dict[str, Artifacts]) -> str:
+def headline(artifacts: dict[str, Artifacts]) -> Headline:
     """The study's answer in one line (``verdict.verdict_line``), counting protocol cells."""
     cells = findings_of(artifacts)
     several = not cells.is_empty() and int(cells["replicates"].max()) > 1

@@ -98,7 +98,7 @@ def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[
         part = test.filter(pl.col("trial_id") == trial["trial_id"])
         if not part[f"prob_{trial['positive']}"].cast(pl.Float64).is_finite().all():
             continue  # a diverged model: named degenerate by the verdict step
-        index = TASKS.get(trial["task"]).classes.index(trial["positive"])
+        index = TASKS.get(trial["task"]).positive_index
         rows = trial_subgroups(part, index, trial["positive"])
         if not rows:
             continue

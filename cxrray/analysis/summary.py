@@ -44,7 +44,7 @@ def trial_charts(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[st
         probs = part.select([f"prob_{c}" for c in classes]).to_numpy()
         y, name = part["target"].to_numpy(), names.get(r["trial_id"], r["trial_id"])
         charts[f"roc/{name}"] = wandb.plot.roc_curve(y, probs, labels=list(classes), classes_to_plot=[
-            classes.index(r["positive"])], title=f"ROC {name} ({r['positive']} vs rest)")
+            TASKS.get(r["task"]).positive_index], title=f"ROC {name} ({r['positive']} vs rest)")
         charts[f"confusion/{name}"] = wandb.plot.confusion_matrix(y_true=y.tolist(), preds=probs.argmax(1).tolist(),
                                                                   class_names=list(classes), title=f"Confusion {name}")
     return charts
@@ -72,7 +72,7 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
         logged |= trial_charts(outcome.predictions, aurocs, dict(zip(results["trial_id"], results["run_name"])))
     run.log(logged, commit=True)
     run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
-                        "skipped": len(outcome.skipped), "verdict": headline(analysis.artifacts)})
+                        "skipped": len(outcome.skipped), "verdict": headline(analysis.artifacts).text})
     art = wandb.Artifact(f"{study}-report", type="report")
     art.add_file(str(analysis.report))
     run.log_artifact(art)

@@ -51,9 +51,7 @@ def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = 
         if positive is None or trial_id[0] in upstream or part[f"prob_{positive}"].null_count() == part.height:
             continue  # multilabel, or a pretraining phase (ChestX-ray14, pneumonia) feeding the target trials
         task = TASKS.get(task_of[trial_id[0]])
-        index = task.classes.index(positive)
-        y = (part["target"] == index).to_numpy()
-        score = part[f"prob_{positive}"].cast(pl.Float64).to_numpy()
+        y, score = task.positive_scores(part)
         loss = loss_of.get(trial_id[0])
         seen = degeneracy(part, task, [loss] if loss is not None else None)
         finite = bool(np.isfinite(score).all())

@@ -22,30 +22,30 @@ from cxrray.config import RunLayout
 from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
 from cxrray.delong import auroc_interval, score_interval
-from cxrray.models import BACKBONES
+from cxrray.registry import UserError
 from cxrray.representations import InputPipeline, hide_seek_representations, out_channels
 
 
 def trial_transfer(run_dir, trial_id: str, batch_size: int = 64) -> list[dict]:
     """One row per test representation the trial's model takes: AUROC [CI] of its positive class."""
-    spec, model = load_trial(run_dir, trial_id)
-    task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
+    spec, card, model = load_trial(run_dir, trial_id)
+    task = TASKS.get(card.task)
     if task.positive is None:
         return []
     batch = read_split_local(RunLayout(run_dir).shards_of(spec) / "test")
-    y = np.asarray([task.class_index(str(x)) for x in batch["label"]]) == task.classes.index(task.positive)
+    y = np.asarray([task.class_index(str(x)) for x in batch["label"]]) == task.positive_index
     if y.all() or not y.any():
         return []
     rows = []
     for rep in hide_seek_representations():
         if out_channels(rep) != out_channels(spec.representation):
             continue
-        pipe, scores = InputPipeline(rep, bdef.mean, bdef.std), []
+        pipe, scores = InputPipeline(rep, card.mean, card.std), []
         with torch.no_grad():
             for i in range(0, len(y), batch_size):
                 part = {k: np.asarray(v)[i:i + batch_size] for k, v in batch.items()}
-                prob = bdef.probs(model(pipe.to_inputs(part, torch.device("cpu")))).numpy()
-                scores.append(prob[:, task.classes.index(task.positive)])
+                prob = card.probs(model(pipe.to_inputs(part, torch.device("cpu")))).numpy()
+                scores.append(prob[:, task.positive_index])
         ci = auroc_interval(y, np.concatenate(scores), np.asarray(batch["patient_id"]))
         rows.append({"trial_id": trial_id, "train": spec.representation, "test": rep, "backbone": spec.backbone,
                      "seed": spec.seed, "auroc": ci.auc, "ci_lo": ci.lo, "ci_hi": ci.hi, "n_pos": ci.n_pos,
@@ -57,9 +57,13 @@ def transfer_matrix(run: LoadedRun) -> pl.DataFrame:
     """Every analysed hide-and-seek trial with a saved model, scored on every representation."""
     rows = []
     for trial in run.aurocs.iter_rows(named=True):
-        if "representation" not in trial or not run.layout.trial(trial["trial_id"]).model.exists():
-            continue
-        rows += trial_transfer(run.layout.root, trial["trial_id"])
+        if "representation" not in trial or trial.get("method", "standard") != "standard":
+            continue  # FuCiTNet's fused two-pass model is scored by its own trial only
+        try:
+            rows += trial_transfer(run.layout.root, trial["trial_id"])
+        except UserError as exc:  # a missing model is named in the table, never dropped
+            rows.append({"trial_id": trial["trial_id"], "train": trial["representation"], "test": "",
+                         "backbone": trial["backbone"], "seed": trial.get("seed", 0), "note": str(exc)})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
@@ -100,10 +104,24 @@ def plot_transfer(table: pl.DataFrame, path) -> None:
 def transfer(run: LoadedRun) -> Artifacts:
     """Each trial's model scored on every representation of its test images (the transfer matrix)."""
     a = Artifacts()
+    a.sections = [Section("Train on one representation, test on all", tables=("transfer_matrix", "transfer_missing"),
+                          figures=("transfer_matrix",), group="bias", note=(
+                              "rows of the table: a trained model (train) scored on its test images under another "
+                              "representation (test), AUROC with its 95 % interval clustered by patient; a model "
+                              "trained on original images that keeps its AUROC with the lungs removed reads what "
+                              "lies outside them (claimed in the text with the Bonferroni-corrected interval over "
+                              "every model tested with the lungs removed)"))]
     if not run.aurocs.height or not run.options.transfer:
         return a
     table = transfer_matrix(run)
     if table.is_empty():
+        return a
+    missing = table.filter(pl.col("note").is_not_null()) if "note" in table.columns else table.clear()
+    table = table.filter(pl.col("note").is_null()).drop("note") if "note" in table.columns else table
+    if table.is_empty():
+        a.tables["transfer_missing"] = missing
+        a.text = "\n\nTransfer matrix: no model could be loaded:\n" + "\n".join(
+            f"- {r['train']} / {r['backbone']}: {r['note']}" for r in missing.iter_rows(named=True))
         return a
     table = protocol_sorted(table.rename({"train": "representation"}), "representation").rename(
         {"representation": "train"})
@@ -125,12 +143,9 @@ def transfer(run: LoadedRun) -> Artifacts:
                   f"\n- trained on {r['train']} ({r['backbone']}, seed {r['seed']}), tested with the lungs removed: "
                   f"AUROC {r['auroc']:.3f} [{r['ci_lo_corrected']:.3f}, {r['ci_hi_corrected']:.3f}] "
                   f"({100 * level:.1f} % interval, Bonferroni over {claims.height}): it reads what lies outside "
-                  f"the lungs" for r in kept.iter_rows(named=True)) if off.height else ""))
-    a.sections = [Section("Train on one representation, test on all", tables=("transfer_matrix",),
-                          figures=("transfer_matrix",), group="bias", note=(
-                              "rows of the table: a trained model (train) scored on its test images under another "
-                              "representation (test), AUROC with its 95 % interval clustered by patient; a model "
-                              "trained on original images that keeps its AUROC with the lungs removed reads what "
-                              "lies outside them (claimed in the text with the Bonferroni-corrected interval over "
-                              "every model tested with the lungs removed)"))]
+                  f"the lungs" for r in kept.iter_rows(named=True)) if off.height else "")) + "".join(
+                      f"\n- {r['train']} / {r['backbone']} (seed {r['seed']}): not scored: {r['note']}"
+                      for r in missing.iter_rows(named=True))
+    if missing.height:
+        a.tables["transfer_missing"] = missing
     return a

@@ -280,22 +280,37 @@ def _counts(y: np.ndarray, groups: np.ndarray | None) -> tuple[int, int]:
     return patients_per_class(y, groups)
 
 
-HEADS = (("SHORTCUT", ("shortcut",)), ("SIGNAL WITHOUT THE LUNGS", ("inverted", "partial")))
+@dataclass(frozen=True)
+class Headline:
+    """The study's answer: its head (``SHORTCUT``, ...), the verdict whose colour it takes, and the line."""
+
+    head: str
+    tone: Verdict
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
-def verdict_line(verdicts: list[str], unit: str = "lung-hiding trials") -> str:
+HEADS = (("SHORTCUT", ("shortcut",), Verdict.SHORTCUT),
+         ("SIGNAL WITHOUT THE LUNGS", ("inverted", "partial"), Verdict.PARTIAL))
+
+
+def verdict_line(verdicts: list[str], unit: str = "lung-hiding trials") -> Headline:
     """The study's answer in one line, naming every kind of evidence: SHORTCUT when any trial (cell) keeps the
     signal, SIGNAL WITHOUT THE LUNGS when one keeps a weaker (partial) or reversed (inverted) one, NO SHORTCUT
     when every usable one rules a useful signal out, NO VERDICT when none is usable, else INCONCLUSIVE."""
     if not verdicts:
-        return f"NO VERDICT: no {unit} in this run"
+        return Headline("NO VERDICT", Verdict.DEGENERATE, f"NO VERDICT: no {unit} in this run")
     n = {v: verdicts.count(v) for v in VERDICTS}
     usable = len(verdicts) - n["degenerate"] - n["too_few"]
-    head = next((h for h, kinds in HEADS if any(n[k] for k in kinds)), None)
-    if head is None:
-        head = "NO VERDICT" if usable == 0 else "NO SHORTCUT" if n["no_shortcut"] == usable else "INCONCLUSIVE"
+    head, tone = next(((h, t) for h, kinds, t in HEADS if any(n[k] for k in kinds)), (None, None))
+    if head is None or tone is None:
+        head, tone = (("NO VERDICT", Verdict.DEGENERATE) if usable == 0 else
+                      ("NO SHORTCUT", Verdict.NO_SHORTCUT) if n["no_shortcut"] == usable else
+                      ("INCONCLUSIVE", Verdict.INCONCLUSIVE))
     said = {"inverted": "inverted: the signal exists without the lungs, reversed",
             "partial": "partial: a weaker signal without the lungs"}
     rest = ", ".join(f"{n[v]} {said.get(v, v)}" for v in VERDICTS[1:] if n[v])
-    return (f"{head}: {n['shortcut']}/{len(verdicts)} {unit} keep the signal without the lungs"
-            + (f" ({rest})" if rest else ""))
+    return Headline(head, tone, f"{head}: {n['shortcut']}/{len(verdicts)} {unit} keep the signal without the lungs"
+                    + (f" ({rest})" if rest else ""))

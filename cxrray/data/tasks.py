@@ -78,6 +78,21 @@ class Task:
         return len(self.classes)
 
     @property
+    def positive_index(self) -> int:
+        """Index of the positive class among ``classes`` (single-label tasks only)."""
+        if self.positive is None:
+            raise ValueError(f"task {self.name} has no positive class (multilabel: scored per finding)")
+        return self.classes.index(self.positive)
+
+    def positive_scores(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(is-positive, positive-class score) of stored predictions (``target``, ``prob_<class>`` columns): the
+        one place the analysis, the trial summaries and W&B turn predictions into what an AUROC reads."""
+        import polars as pl
+
+        y = (frame["target"] == self.positive_index).to_numpy()
+        return y, frame[f"prob_{self.positive}"].cast(pl.Float64).to_numpy()
+
+    @property
     def is_binary(self) -> bool:
         return self.num_classes == 2 and not self.multilabel
 

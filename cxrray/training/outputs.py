@@ -23,7 +23,9 @@ from cxrray.config import TrialContext, TrialDir, TrialSpec
 from cxrray.data.manifest import CARRIED_COLUMNS
 from cxrray.data.tasks import TASKS, Task
 from cxrray.delong import auroc_interval
+from cxrray.models.card import ModelCard
 from cxrray.records import TrialRecord
+from cxrray.representations import out_channels
 from cxrray.training.session import Session
 from cxrray.training.tracking import Tracker
 
@@ -57,10 +59,10 @@ def selected_summary(frames: list[pl.DataFrame], task: Task, record: TrialRecord
     test = split_frame(frames, "test")
     if test is None or task.multilabel or task.positive not in task.classes or test.is_empty():
         return out
-    y = (test["target"] == task.classes.index(task.positive)).to_numpy()
-    if y.all() or not y.any():
+    y, score = task.positive_scores(test)
+    if y.all() or not y.any() or not np.isfinite(score).all():
         return out
-    ci = auroc_interval(y, test[f"prob_{task.positive}"].to_numpy(), test["patient_id"].to_numpy())
+    ci = auroc_interval(y, score, test["patient_id"].to_numpy())
     return out | {"test_auroc_positive": ci.auc, "test_auroc_ci_lo": ci.lo, "test_auroc_ci_hi": ci.hi,
                   "test_positive_class": task.positive}
 
@@ -134,6 +136,10 @@ def write_outputs(trial_dir: TrialDir, spec: TrialSpec, frames: list[pl.DataFram
     trial_dir.path.mkdir(parents=True, exist_ok=True)
     for name, state in weights.items():
         torch.save(state, trial_dir.file(name))
+    if trial_dir.model.name in weights:  # what is needed to use the model again, beside it
+        task = TASKS.get(spec.task)
+        ModelCard.of(spec.trial_id, spec.backbone, spec.representation, spec.task, spec.image_size,
+                     out_channels(spec.representation), task.num_outputs, task.multilabel).write(trial_dir)
     record = TrialRecord.from_meta(spec, meta, scores, finished=time.time())
     record.write(trial_dir)
     tmp = trial_dir.path / f".{trial_dir.predictions.name}.tmp"
