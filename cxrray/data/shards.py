@@ -258,7 +258,9 @@ def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, d
     U-Net's masked rows, a packed benchmark set): (encoded good rows, bad rows with the error)."""
     ds = stream_manifest(manifest, size=size, require_masks=require_masks, dtype=dtype,
                          rows_per_block=rows_per_block, cover_masks=cover_masks).materialize()
-    bad = ds.filter(expr="error != ''").select_columns(["row", "image_path", "error"]).to_pandas()
-    good = ds.filter(expr="error == ''").drop_columns(["error", "image_path", *HASH_COLUMNS]).materialize()
+    from ray.data.expressions import col  # predicate expressions (string expressions are deprecated and warn)
+
+    bad = ds.filter(expr=col("error") != "").select_columns(["row", "image_path", "error"]).to_pandas()
+    good = ds.filter(expr=col("error") == "").drop_columns(["error", "image_path", *HASH_COLUMNS]).materialize()
     return good, bad_frame(bad.to_dict("records"))
 
