@@ -187,6 +187,7 @@ class DataRef:
     shard_dir: str
     class_weights: tuple[float, ...] = ()  # empty for multilabel tasks (unweighted BCE)
     splits: tuple[str, ...] = ("train", "val", "test")  # a pretraining phase may have no test split
+    image_size: int = 0  # the shard set's image side in px (0: not stated)
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,9 @@ class TrialContext:
         check_choice("TrialContext", "wandb", self.wandb, WandbMode)
         if self.data.data_id != self.spec.data_id:
             raise ValueError(f"trial {self.spec.trial_id} reads data {self.spec.data_id}, given {self.data.data_id}")
+        if self.data.image_size and self.data.image_size != self.spec.image_size:
+            raise UserError(f"trial {self.spec.run_name} trains at {self.spec.image_size} px, but its shard set "
+                            f"{self.data.data_id} holds {self.data.image_size} px images")
 
     @property
     def layout(self) -> RunLayout:

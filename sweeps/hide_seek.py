@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = cli.phantom_or_manifest(run_dir, args.manifest, n_patients=args.phantom_patients,
                                        confound=args.confound, seed=args.phantom_seed, signature=args.signature,
                                        kind=args.phantom)
-    cli.checked_manifest(manifest, args.task, seed=args.split_seed)  # bad input fails here, before Ray starts
+    checked = cli.checked_manifest(manifest, args.task, seed=args.split_seed)  # bad input fails before Ray starts
     start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
               verbose_workers=args.verbose)
     data = prepare_data(manifest, run_dir, image_size=args.image_size, task=args.task, split_seed=args.split_seed,
-                        check_masks=not args.masks_unchecked)
+                        check_masks=not args.masks_unchecked, frame=checked)  # the frame checked, read once
     recipe = cli.recipe_from(args)
     specs = hide_seek_specs(data_id=data.data_id, representations=args.representations, backbones=args.backbones,
                             seeds=args.seeds, task=args.task, image_size=args.image_size,

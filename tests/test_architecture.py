@@ -141,6 +141,18 @@ def test_the_analysis_reads_trials_only_through_their_records():
     assert not offenders, offenders
 
 
+def test_only_the_data_stage_writes_shards():
+    """Shard sets are ingested and written by ``cxrray.data`` alone (``ShardStore``); the other stages read them."""
+    offenders = []
+    for path in FILES:
+        if "data" in path.relative_to(ROOT).parts[:2]:
+            continue
+        text = path.read_text()
+        offenders += [f"{path.relative_to(ROOT)}: {s}" for s in ("import ingest", "ShardWriter", "_done.json")
+                      if s in text]
+    assert not offenders, offenders
+
+
 def test_every_stage_exists():
     assert all((PKG / s / "__init__.py").exists()
                for s in ("data", "representations", "segmentation", "models", "training", "tuning", "analysis"))

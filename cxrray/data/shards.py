@@ -18,11 +18,22 @@ import numpy as np
 import polars as pl
 
 from cxrray.data.images import ImageReadError, read_image, read_mask, resize, resize_mask
-from cxrray.data.manifest import REQUIRED_COLUMNS
+from cxrray.data.manifest import CARRIED_COLUMNS, REQUIRED_COLUMNS
 from cxrray.data.maskgate import gate_supplied
 
 SCALE = {"uint8": 255.0, "uint16": 65535.0}
 HASH_COLUMNS = ("image_hash", "mask_hash")  # content hashes: identity and duplicates, never written to shards
+# The shard schema, declared once: every shard file holds these columns (``finding_<Name>`` columns travel
+# along for multilabel tasks); a reader checks them and names the file that lacks one.
+SHARD_COLUMNS: tuple[str, ...] = (*CARRIED_COLUMNS, "split", "image", "mask", "size", "pixel_dtype")
+
+
+def check_schema(columns: list[str], where: str | Path) -> None:
+    """Raise ``ValueError`` naming the shard file and the columns it lacks."""
+    missing = [c for c in SHARD_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"{where}: not a cxrray shard file (missing column(s) {missing}; a shard holds "
+                         f"{list(SHARD_COLUMNS)})")
 
 
 def encode(batch: dict[str, np.ndarray], dtype: str = "uint16") -> dict[str, np.ndarray]:
@@ -55,6 +66,7 @@ def decode(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def read_split_local(split_dir: str | Path, limit: int | None = None) -> dict[str, np.ndarray]:
     """One split's shards decoded in this process, in manifest-row order (analysis; no Ray)."""
     df = pl.read_parquet(Path(split_dir) / "*.parquet").sort("row")
+    check_schema(df.columns, split_dir)
     df = df.head(limit) if limit else df
     return decode({c: df[c].to_numpy() for c in df.columns})
 
@@ -88,6 +100,7 @@ class LocalSplit:
             try:
                 for f in self.files:
                     table = pq.read_table(f)
+                    check_schema(table.column_names, f)
                     item = decode({c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names})
                     while not stop.is_set():
                         try:
