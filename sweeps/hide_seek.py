@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke_test:  # smallest real sweep; explicit axes still win
         args.representations = args.representations or ["original", "lungs_removed"]
         args.backbones = args.backbones or ["basecnn"]
-        args.epochs, args.image_size = cli.smoke_epochs(args, argv), 32
+        args.epochs, args.image_size = cli.smoke_epochs(args, argv), cli.smoke_size(args, argv)
         args.phantom_patients = min(args.phantom_patients, 36)
     args.representations = args.representations or list(HIDE_SEEK_REPRESENTATIONS)
     args.backbones = args.backbones or ["resnet18", "densenet121"]
@@ -81,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               else "CL2")
     cli.check_names(representation=args.representations, backbone=args.backbones, task=[args.task],
                     recipe=[args.recipe])
+    cli.check_image_size(args.image_size, args.backbones)
     return args
 
 

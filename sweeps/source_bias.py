@@ -72,12 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = cli.parse_study(p, argv, "source_bias", PRESETS)
     if args.smoke_test:
         args.designs, args.tasks, args.backbones = ["single", "multiple"], ["CL2"], ["basecnn"]
-        args.image_size, args.epochs = 32, cli.smoke_epochs(args, argv)
+        args.image_size, args.epochs = cli.smoke_size(args, argv), cli.smoke_epochs(args, argv)
         args.phantom_patients = min(args.phantom_patients, 60)
     for name in args.designs:
         DESIGNS.get(name)
     cli.check_names(backbone=args.backbones, task=args.tasks, recipe=[args.recipe],
                     representation=[args.representation], method=args.methods)
+    cli.check_image_size(args.image_size, args.backbones)
     cli.check_method_resources(args.methods, args)  # each method's capabilities, before Ray starts
     return args
 

@@ -70,10 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.search:
         raise cli.UserError("--search is for hide_seek.py and source_bias.py; staged phases use their recipes")
     if args.smoke_test:
-        args.backbones, args.image_size, args.phantom_patients = ["basecnn"], 32, min(args.phantom_patients, 36)
+        args.backbones, args.phantom_patients = ["basecnn"], min(args.phantom_patients, 36)
+        args.image_size = cli.smoke_size(args, argv)
         args.epochs = cli.smoke_epochs(args, argv)
     cli.check_names(backbone=args.backbones, task=[args.task], recipe=[args.recipe],
                 representation=[args.representation])
+    cli.check_image_size(args.image_size, args.backbones)
     return args
 
 

@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if 0.0 not in args.confounds or 1.0 not in args.confounds:
         raise cli.UserError(f"--confounds must include 0 and 1 (the known answers), got {args.confounds}")
     cli.check_names(backbone=args.backbones, recipe=[args.recipe])
+    cli.check_image_size(args.image_size, args.backbones)
     return args
 
 

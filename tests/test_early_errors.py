@@ -57,8 +57,41 @@ def _unwritable_out(tmp_path):
     return ["--out", str(blocker / "run")], f"--out {blocker / 'run'} cannot be written: Not a directory"
 
 
+def _negative_image_size(tmp_path):
+    return ["--image-size", "-32"], "--image-size -32 is out of range: 16 to 4096 px"
+
+
+def _huge_image_size(tmp_path):
+    return ["--image-size", "100000"], "--image-size 100000 is out of range: 16 to 4096 px"
+
+
+def _too_small_for_the_backbone(tmp_path):
+    return ["--image-size", "24", "--backbones", "resnet18"], "--image-size 24 is too small for resnet18 (at least " \
+        "32 px)"
+
+
+def _negative_epochs(tmp_path):
+    return ["--epochs", "-1"], "--epochs -1 is out of range: 1 to 100000 epochs"
+
+
+def _fractional_epochs_in_a_study_file(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text("epochs: 1.5\n")
+    return ["--config", str(study)], f"{study}: key 'epochs': 1.5 is not a whole number (the option takes an integer)"
+
+
+def _every_image_missing(tmp_path):
+    m = _phantom(tmp_path)
+    for png in (m.parent / "images").glob("*"):
+        png.unlink()
+    n = pl.read_csv(m, infer_schema=False).height
+    return ["--manifest", str(m)], f"{m}: none of the {n} image files exists"
+
+
 @pytest.mark.parametrize("case", [_one_class, _three_patients, _all_rows_bad, _directory_as_manifest,
-                                  _unwritable_out], ids=lambda f: f.__name__.lstrip("_"))
+                                  _unwritable_out, _negative_image_size, _huge_image_size, _too_small_for_the_backbone,
+                                  _negative_epochs, _fractional_epochs_in_a_study_file, _every_image_missing],
+                         ids=lambda f: f.__name__.lstrip("_"))
 def test_user_errors_stop_before_ray_in_one_line(tmp_path, case):
     extra, expected = case(tmp_path)
     out = tmp_path / "run"
@@ -70,3 +103,20 @@ def test_user_errors_stop_before_ray_in_one_line(tmp_path, case):
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (out / "ray").exists() and not (out / "shards").exists()  # Ray never started, nothing ingested
+
+
+def test_a_symlink_loop_is_quarantined_with_its_reason(tmp_path):
+    """An image path that is a symbolic link loop stopped the whole run with a raw RuntimeError; now that row is
+    quarantined naming the path and the loop, and the others go on."""
+    from cxrray.data.manifest import read_manifest
+
+    m = _phantom(tmp_path)
+    df = pl.read_csv(m, infer_schema=False)
+    loop = m.parent / "images" / "loop.png"
+    os.symlink(loop, loop)
+    df = df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("images/loop.png"))
+                         .otherwise(pl.col("image_path")).alias("image_path"))
+    df.write_csv(m)
+    rows, quarantine = read_manifest(m)
+    assert quarantine["row"].to_list() == [3] and rows.height == df.height - 1
+    assert "unreadable path" in quarantine["reason"][0] and "loop.png" in quarantine["reason"][0]

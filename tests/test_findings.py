@@ -40,6 +40,18 @@ def test_rows_become_the_findings_classes_and_unknowns_leave():
     assert got == ["Mass", "no_Mass", "", "Mass", "", ""]
 
 
+def test_finding_values_other_than_one_zero_and_blank_are_named():
+    """'yes', '-1' and '2' used to vanish as unknown with only a count line; each is a quarantine row with its
+    value and row."""
+    rows = pl.DataFrame({"row": [1, 2, 3, 4, 5, 6], "image_path": list("abcdef"), "label": ["NOR"] * 6,
+                         "finding_Mass": ["1", "yes", "-1", "", "2", "NaN"]})
+    bad = TASKS.get("finding_Mass").unreadable_values(rows, "m.csv")
+    assert bad["row"].to_list() == [2, 3, 5]
+    assert bad["reason"][0] == ("m.csv, row 2: finding_Mass is 'yes': not 1, 0 or blank (unknown); CheXpert's -1 is "
+                                "mapped by the adapters' --uncertain policy")
+    assert TASKS.get("CL2").unreadable_values(rows, "m.csv").is_empty()
+
+
 def test_the_pneumothorax_phantom_passes_the_checks(tmp_path):
     manifest = write_pneumothorax_phantom(tmp_path / "ptx", n_patients=40, seed=3, size=64)
     rows, quarantine = read_manifest(manifest)

@@ -106,13 +106,23 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         [pl.col(c).cast(pl.Utf8).fill_null("").str.strip_chars() for c in REQUIRED_COLUMNS]
     ).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
     base = path.parent
-    absolute = lambda p: "" if not p else str((base / p).resolve())  # noqa: E731
+    unresolvable: dict[str, str] = {}  # path text -> why it cannot be resolved (a symlink loop, a name too long)
+
+    def absolute(p: str) -> str:
+        if not p:
+            return ""
+        try:
+            return str((base / p).resolve())
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+            unresolvable[str(base / p)] = f"{type(exc).__name__}: {exc}"
+            return str(base / p)
+
     # Resolved (``..``, ``.``, symbolic links) before the duplicate check: one file, one path text.
     df = df.with_columns(
         pl.col("image_path").map_elements(absolute, return_dtype=pl.Utf8),
         pl.col("mask_path").map_elements(absolute, return_dtype=pl.Utf8),
     )
-    df = df.with_columns(_row_problems(df, path).alias("_reason"))
+    df = df.with_columns(_row_problems(df, path, unresolvable).alias("_reason"))
     quarantine = df.filter(pl.col("_reason") != "").select("row", "image_path", pl.col("_reason").alias("reason"))
     return df.filter(pl.col("_reason") == "").drop("_reason"), quarantine
 
@@ -127,12 +137,16 @@ def load_manifest(path: str | Path) -> pl.DataFrame:
     return rows
 
 
-def _row_problems(df: pl.DataFrame, path: Path) -> pl.Series:
+def _row_problems(df: pl.DataFrame, path: Path, unresolvable: dict[str, str] | None = None) -> pl.Series:
     """One reason per row ('' = fine); the first problem found wins."""
     age = df["age"]
     dup_of = df.with_columns(pl.col("row").min().over("image_path").alias("first"))["first"]
+    bad_paths = unresolvable or {}
     checks = [
         (df["image_path"] == "", lambda r: "empty image_path"),
+        (df["image_path"].is_in(list(bad_paths)) | df["mask_path"].is_in(list(bad_paths)),
+         lambda r: f"unreadable path {r['image_path'] if r['image_path'] in bad_paths else r['mask_path']} "
+                   f"({bad_paths.get(r['image_path']) or bad_paths.get(r['mask_path'])})"),
         (df["patient_id"] == "", lambda r: "empty patient_id"),
         (~df["label"].is_in(ALL_LABELS), lambda r: f"unknown label {r['label']!r} (valid: {list(ALL_LABELS)})"),
         (~df["severity"].is_in(SEVERITIES),

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 TRUE, FALSE = ("1", "1.0", "true"), ("0", "0.0", "false")  # a finding column's known values (lower case)
+UNKNOWN = ("", "nan", "na", "none", "null")  # the documented spellings of "not known": the row is not used
 NIH14_FINDINGS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
@@ -130,6 +131,21 @@ class Task:
         return rows.with_columns(pl.when(value.is_in(TRUE)).then(pl.lit(self.positive))
                                  .when(value.is_in(FALSE)).then(pl.lit(negative))
                                  .otherwise(pl.lit("")).alias("label"))
+
+    def unreadable_values(self, rows: pl.DataFrame, where: str) -> pl.DataFrame:
+        """Rows whose finding column holds neither 1, 0 nor a spelling of unknown (``yes``, ``-1``, ``2``): each
+        with its value and row, for ``quarantine.csv`` (columns row, image_path, reason); empty for other tasks.
+        CheXpert's -1 (uncertain) is mapped by the adapter's documented ``--uncertain`` policy, never guessed."""
+        import polars as pl
+
+        if not self.column:
+            return pl.DataFrame(schema={"row": pl.Int64, "image_path": pl.Utf8, "reason": pl.Utf8})
+        value = pl.col(self.column).cast(pl.Utf8).fill_null("").str.strip_chars()
+        bad = rows.filter(~value.str.to_lowercase().is_in([*TRUE, *FALSE, *UNKNOWN]))
+        return bad.select(pl.col("row").cast(pl.Int64), "image_path", pl.format(
+            "{}, row {}: {} is {}: not 1, 0 or blank (unknown); CheXpert's -1 is mapped by the adapters' "
+            "--uncertain policy", pl.lit(where), pl.col("row"), pl.lit(self.column),
+            pl.concat_str(pl.lit("'"), value, pl.lit("'"))).alias("reason"))
 
     def multilabel_targets(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """(N, C) float targets from ``finding_*`` columns: 1, 0, or NaN for unknown."""

@@ -185,6 +185,7 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
     from cxrray.tuning.study import parse_search
 
     parse_search(args.search)  # a bad hyper-parameter axis fails here, before Ray starts
+    check_numbers(args)
     early = early_stop_from(args)  # --asha without --search fails here too
     if early is not None and not resources_from(args).inline():
         raise UserError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
@@ -193,6 +194,35 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
     if args.entity:  # W&B reads it here and start_ray hands it to the workers
         os.environ["WANDB_ENTITY"] = args.entity
     return args
+
+
+# option -> (lowest, highest, what it is): every numeric option is checked before Ray starts, in one line
+NUMBERS: dict[str, tuple[float, float, str]] = {
+    "image_size": (16, 4096, "px"), "epochs": (1, 100_000, "epochs"), "batch_size": (1, 1_000_000, "images"),
+    "lr": (1e-12, 10.0, "learning rate"), "num_workers": (1, 10_000, "workers"),
+    "cpus_per_worker": (0.01, 1024, "CPUs"), "max_concurrent": (1, 100_000, "trials"),
+    "data_cpus": (0.0, 1024, "CPUs"), "checkpoint_every_s": (0.0, 1e9, "s"), "max_failures": (0, 1000, "retries"),
+    "num_cpus": (1, 100_000, "CPUs"), "phantom_patients": (6, 1_000_000, "patients"),
+    "asha_grace": (1, 100_000, "epochs"), "asha_reduction": (1.01, 1000, "reduction"),
+    "saliency": (0, 100_000, "images"), "confound": (0.0, 1.0, "share"), "signature": (0.0, 1.0, "strength"),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option within its range (``NUMBERS``), before Ray starts: ``--image-size -32`` or
+    ``--epochs -1`` is one line naming the option, never a traceback from a Ray task after the ingest."""
+    for name, (lo, hi, unit) in NUMBERS.items():
+        values = getattr(args, name, None)
+        for v in values if isinstance(values, list) else [values]:
+            if v is not None and not lo <= v <= hi:
+                raise UserError(f"--{name.replace('_', '-')} {v} is out of range: {lo:g} to {hi:g} {unit}")
+
+
+def check_image_size(size: int, backbones: list[str]) -> None:
+    """The image size fits every backbone of the sweep, before Ray starts (``study.check_image_size``)."""
+    from cxrray.tuning.study import check_image_size as check
+
+    check(size, backbones)
 
 
 def record_study(args: argparse.Namespace, study: str, argv: list[str] | None = None) -> None:
@@ -243,6 +273,10 @@ def _typed(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
         raise UserError(f"{where} takes one value, got a list")
     conv = []
     for item in items:
+        if action.type in (int, float) and isinstance(item, bool):
+            raise UserError(f"{where}: {item!r} is not a number")
+        if action.type is int and isinstance(item, float) and not item.is_integer():
+            raise UserError(f"{where}: {item!r} is not a whole number (the option takes an integer)")
         try:
             v = action.type(item) if action.type is not None and item is not None else item
         except (TypeError, ValueError) as exc:
@@ -279,10 +313,21 @@ def check_method_resources(methods: list[str], args: argparse.Namespace) -> None
         METHODS.get(name).check_resources(args.num_workers, args.asha)
 
 
+def given(argv: list[str] | None, option: str) -> bool:
+    """Whether the command line itself names ``option`` (``--epochs 3`` or ``--epochs=3``)."""
+    words = argv if argv is not None else sys.argv[1:]
+    return any(a == option or a.startswith(option + "=") for a in words)
+
+
 def smoke_epochs(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Epochs of a ``--smoke-test``: 1 unless ``--epochs`` was given on the command line."""
-    given = argv if argv is not None else sys.argv[1:]
-    return args.epochs if any(a == "--epochs" or a.startswith("--epochs=") for a in given) else 1
+    return args.epochs if given(argv, "--epochs") else 1
+
+
+def smoke_size(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Image size of a ``--smoke-test``: 32 px unless ``--image-size`` was given on the command line (a smoke test
+    is a preset that never overrides what the user gave)."""
+    return args.image_size if given(argv, "--image-size") else 32
 
 
 def checked_manifest(path: Path, task: str | None = None, *, fractions: tuple[float, ...] = (0.6, 0.2, 0.2),
@@ -292,12 +337,13 @@ def checked_manifest(path: Path, task: str | None = None, *, fractions: tuple[fl
     or too few patients for the split (``data.checks``)."""
     import polars as pl
 
-    from cxrray.data.checks import check_rows_left, check_task_data
+    from cxrray.data.checks import check_files_exist, check_rows_left, check_task_data
     from cxrray.data.manifest import read_manifest
     from cxrray.data.splits import check_no_leakage
 
     rows, quarantine = read_manifest(path)
     check_rows_left(rows, quarantine, path)
+    check_files_exist(rows, path)
     if "split" in rows.columns:
         check_no_leakage(rows.filter(pl.col("split") != ""))
     if task is not None:

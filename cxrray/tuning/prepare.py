@@ -70,7 +70,9 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     manifest, quarantine = frame if frame is not None else read_manifest(manifest_path)
     the_task = TASKS.get(task)
     require_task_columns(manifest, task, manifest_path)
-    manifest = the_task.rows_of(manifest)  # a finding task: label = the class its column gives
+    unreadable = the_task.unreadable_values(manifest, str(manifest_path))  # named in quarantine.csv, not dropped
+    quarantine = pl.concat([quarantine, unreadable]) if unreadable.height else quarantine
+    manifest = the_task.rows_of(manifest.filter(~pl.col("row").is_in(unreadable["row"].implode())))
     outside = manifest.filter(~pl.col("label").is_in(the_task.labels))
     if outside.height and not the_task.multilabel:
         what = f"no 1 or 0 in {the_task.column}" if the_task.column else f"labels {sorted(set(outside['label']))}"

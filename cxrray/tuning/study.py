@@ -59,10 +59,7 @@ def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_
     """Representation x backbone x seed (Sadre et al.); every name is checked against its registry."""
     for name in representations:
         REPRESENTATIONS.get(name)
-    for name in backbones:
-        bdef = BACKBONES.get(name)
-        if image_size < bdef.min_size:
-            raise UserError(f"backbone {name!r} needs --image-size >= {bdef.min_size}, got {image_size}")
+    check_image_size(image_size, backbones)
     if TASKS.get(task).multilabel:
         raise UserError(f"task {task!r} is multilabel; the hide-and-seek study trains single-label tasks "
                          f"({[t for t in TASKS.names() if not TASKS.get(t).multilabel]})")
@@ -123,6 +120,13 @@ def source_bias_specs(*, data_ids: dict[tuple[str, str, int], str], backbones: S
     return specs
 
 
+def check_image_size(size: int, backbones: Sequence[str]) -> None:
+    """The image size fits every backbone (its registry entry's minimum input): the one place this is checked."""
+    small = [f"{b} (at least {BACKBONES.get(b).min_size} px)" for b in backbones if size < BACKBONES.get(b).min_size]
+    if small:
+        raise UserError(f"--image-size {size} is too small for {', '.join(small)}")
+
+
 def check_specs(specs: Sequence[TrialSpec]) -> None:
     """Every registry-typed field of every spec names a registered entry (errors list the valid names), and
     every backbone gets inputs at least its minimum size: checked before Ray starts."""
@@ -130,9 +134,7 @@ def check_specs(specs: Sequence[TrialSpec]) -> None:
         REPRESENTATIONS.get(spec.representation)
         TASKS.get(spec.task)
         METHODS.get(spec.method)
-        bdef = BACKBONES.get(spec.backbone)
-        if spec.image_size < bdef.min_size:
-            raise UserError(f"backbone {spec.backbone!r} needs --image-size >= {bdef.min_size}, got {spec.image_size}")
+        check_image_size(spec.image_size, [spec.backbone])
 
 
 def parse_search(items: Sequence[str]) -> dict[str, list]:
