@@ -287,7 +287,7 @@ class RunLayout:
     ray = property(lambda self: self.root / "ray")  # default Ray storage (checkpoints, Tune state)
     study_file = property(lambda self: self.root / "study.yaml")  # the effective study: --config reproduces the run
     provenance = property(lambda self: self.root / "provenance.json")  # every invocation: command, versions, date
-    lock = property(lambda self: self.root / ".cxrray.lock")  # one writer per run directory (tuning/runlock.py)
+    lock = property(lambda self: self.root / ".cxrray.lock")  # one writer per run directory (cxrray/runlock.py)
     lock_holder = property(lambda self: self.root / ".cxrray.lock.json")  # who holds it: pid, host, start time
 
     def trial(self, trial_id: str) -> TrialDir:

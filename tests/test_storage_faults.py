@@ -93,3 +93,30 @@ def test_a_read_only_out_is_refused_before_ray_in_one_line(small_fs):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.strip() == f"hide_seek.py: error: --out {out} cannot be written: Read-only file system ({out})"
     assert "Traceback" not in proc.stdout + proc.stderr and not out.exists()
+
+
+def test_a_reanalysis_is_refused_while_a_sweep_holds_the_run(tmp_path):
+    """``python -m cxrray.analysis RUN`` took no lock while a sweep wrote the same run directory; now it is refused
+    in one line naming the holder (exit 2), and runs once the holder is gone."""
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cxrray.runlock import claim; "
+                               f"claim(__import__('pathlib').Path({str(run)!r})); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(run)], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert f"is in use by another cxrray process (pid {holder.pid} " in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.2)
+    after = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(run)], capture_output=True, text=True,
+                           timeout=60)
+    assert after.returncode == 2 and "no predictions.parquet" in after.stderr  # the lock is free; nothing to analyse

@@ -299,8 +299,9 @@ def test_a_second_sweep_into_the_same_out_is_refused_and_the_first_is_as_alone(s
     stdout, _ = first.communicate(timeout=600)
     assert first.returncode == 0, stdout[-3000:]
     assert second.returncode == 2 and second.stdout == ""
-    assert re.fullmatch(rf"hide_seek\.py: error: {re.escape(str(out))} is in use by another sweep \(pid {first.pid} "
-                        r"on \S+ since \S+: .*hide_seek\.py.*\); wait for it to end or use another --out\n",
+    assert re.fullmatch(rf"hide_seek\.py: error: {re.escape(str(out))} is in use by another cxrray process "
+                        rf"\(pid {first.pid} on \S+ since \S+: .*hide_seek\.py.*\); wait for it to end or use "
+                        r"another --out\n",
                         second.stderr), second.stderr
     shards = [p.name for p in (out / "shards").iterdir()]
     assert len(shards) == 1 and ".partial" not in shards[0]  # one shard set, renamed into place

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from cxrray.registry import UserError
 
@@ -65,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
     from cxrray.analysis.run import analyze  # torch (saliency) loads after --help is answered
     from cxrray.analysis.verdict import Rules
+    from cxrray.runlock import claim
 
     rules = Rules(args.alpha, args.equivalence_auroc, args.equivalence_retained)
     try:
+        if Path(args.run_dir or args.out).is_dir():
+            claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
         print(analyze(args.run_dir or args.out, saliency=args.saliency, family=tuple(args.family), lime=args.lime,
                       transfer=not args.no_transfer, rules=rules))
     except UserError as exc:  # bad input in one line; a bug keeps its traceback

@@ -228,7 +228,7 @@ def check_image_size(size: int, backbones: list[str]) -> None:
 def record_study(args: argparse.Namespace, study: str, argv: list[str] | None = None) -> None:
     """Take ``--out``'s lock (one sweep per run directory; a second is refused naming the first), then write
     ``--out``/study.yaml (what ``--config`` reruns) and this invocation in ``--out``/provenance.json."""
-    from cxrray.tuning.runlock import claim
+    from cxrray.runlock import claim
 
     claim(args.out)
     provenance.record(RunLayout(args.out.resolve()), study, vars(args), argv)

@@ -1,11 +1,12 @@
-"""One writer per run directory: a sweep takes ``--out``'s lock before it writes anything there.
+"""One writer per run directory: a sweep, and a re-analysis, take ``--out``'s lock before writing anything there.
 
 The lock is an OS file lock (``flock``) on ``RunLayout.lock``, held for the life of the process: a killed
 sweep's lock is released by the kernel with the process, so the next sweep takes it over without any
 staleness rule. The lock file is held open read-only: an open writable file would keep the file system from
 being remounted read-only under the sweep (which ``storage.py`` must report, not cause). Next to it,
 ``RunLayout.lock_holder`` names the holder (pid, host, start time, command), so a second sweep into the same
-``--out`` is refused with one line naming it, before Ray starts.
+``--out`` (or ``python -m cxrray.analysis`` on a directory a sweep is writing) is refused with one line naming
+it, before Ray starts. A sweep's own closing analysis runs in the process that holds the lock.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def claim(run_dir: Path) -> None:
                                                   "command": " ".join(sys.argv)}))
     except BlockingIOError:
         os.close(fd)
-        raise UserError(f"{layout.root} is in use by another sweep ({holder(layout)}); wait for it to end or use "
-                        f"another --out") from None
+        raise UserError(f"{layout.root} is in use by another cxrray process ({holder(layout)}); wait for it to "
+                        f"end or use another --out") from None
     except OSError as exc:  # read-only, not a folder, no space: the user's to fix, before anything runs
         if fd >= 0:
             os.close(fd)
