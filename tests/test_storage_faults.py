@@ -98,10 +98,6 @@ def test_a_read_only_out_is_refused_before_ray_in_one_line(small_fs):
 def test_a_reanalysis_is_refused_while_a_sweep_holds_the_run(tmp_path):
     """``python -m cxrray.analysis RUN`` took no lock while a sweep wrote the same run directory; now it is refused
     in one line naming the holder (exit 2), and runs once the holder is gone."""
-    import subprocess
-    import sys
-    import time
-
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cxrray.runlock import claim; "
@@ -120,3 +116,29 @@ def test_a_reanalysis_is_refused_while_a_sweep_holds_the_run(tmp_path):
     after = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(run)], capture_output=True, text=True,
                            timeout=60)
     assert after.returncode == 2 and "no predictions.parquet" in after.stderr  # the lock is free; nothing to analyse
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_in_one_line_and_it_resumes(tmp_path):
+    """SIGTERM to the driver ended with exit 134 and Ray's native stack dump; now one line, exit 143, and the same
+    command resumes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, str(root / "sweeps" / "hide_seek.py"), "--smoke-test", "--wandb", "disabled", "--out",
+           str(tmp_path / "run"), "--epochs", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    for line in proc.stdout:
+        if "epoch 1/" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip() == "hide_seek.py: stopped by SIGTERM: finished trials are kept; rerun the same command to " \
+                          "resume"
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]

@@ -148,6 +148,11 @@ def run_cli(main: Callable[[], int], prog: str) -> None:
 
     try:
         sys.exit(main())
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (tuning.runner.Terminated): one line, resumable
+        term = type(exc).__name__ == "Terminated"
+        print(f"{prog}: stopped by {'SIGTERM' if term else 'Ctrl-C'}: finished trials are kept; rerun the same "
+              f"command to resume", file=sys.stderr)
+        sys.exit(143 if term else 130)
     except (UserError, UnknownNameError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))

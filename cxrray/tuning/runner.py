@@ -320,6 +320,20 @@ def worker_env(run_dir: Path, wandb_mode: WandbMode) -> dict[str, str]:
     return env | {k: v for k, v in os.environ.items() if k in WANDB_PASSED}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the driver is, so the sweep stops as on Ctrl-C and ends in one line (exit 143)."""
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops the sweep like Ctrl-C: finished trials stay, the run resumes with the same command."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMode = "offline",
               address: str | None = None, verbose_workers: bool = False) -> None:
     """Start (or join) Ray with W&B's mode and temp files kept inside the run directory.
@@ -339,6 +353,7 @@ def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMo
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
              runtime_env={"env_vars": env}, log_to_driver=verbose_workers, configure_logging=True,
              logging_level="WARNING")
+    stop_on_sigterm()  # after ray.init, whose native handler would dump a stack and abort (exit 134)
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per epoch is the progress view
