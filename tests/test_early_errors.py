@@ -88,7 +88,12 @@ def _every_image_missing(tmp_path):
     return ["--manifest", str(m)], f"{m}: none of the {n} image files exists"
 
 
-@pytest.mark.parametrize("case", [_one_class, _three_patients, _all_rows_bad, _directory_as_manifest,
+def _wandb_online_without_a_key(tmp_path):
+    return ["--wandb", "online"], "--wandb online: no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+
+
+@pytest.mark.parametrize("case", [_wandb_online_without_a_key, _one_class, _three_patients, _all_rows_bad,
+                                  _directory_as_manifest,
                                   _unwritable_out, _negative_image_size, _huge_image_size, _too_small_for_the_backbone,
                                   _negative_epochs, _fractional_epochs_in_a_study_file, _every_image_missing],
                          ids=lambda f: f.__name__.lstrip("_"))
@@ -97,7 +102,8 @@ def test_user_errors_stop_before_ray_in_one_line(tmp_path, case):
     out = tmp_path / "run"
     args = [sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--wandb", "disabled",
             "--out", str(out), *extra]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, env=ENV, cwd=ROOT)
+    env = {k: v for k, v in ENV.items() if k != "WANDB_API_KEY"} | {"HOME": str(tmp_path)}  # no key, no netrc
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

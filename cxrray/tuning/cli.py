@@ -93,9 +93,10 @@ def add_resource_args(p: argparse.ArgumentParser, out: str) -> None:
     r.add_argument("--checkpoint-every-s", type=float, default=30.0, help="epoch checkpoints at most this often "
                    "(seconds; the first epoch of each attempt always): a resume or retry redoes at most this much")
     r.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
-    r.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline",
-                   help="W&B logging: offline run files under --out (default), online (needs WANDB_API_KEY), "
-                        "or disabled")
+    r.add_argument("--wandb", choices=["offline", "online", "auto", "disabled"], default="offline",
+                   help="W&B logging: offline run files under --out (default), online (needs WANDB_API_KEY or "
+                        "`wandb login`, checked before any trial starts), auto (online when a key is set and W&B "
+                        "answers, else offline, said in one line), or disabled")
     r.add_argument("--project", default="cxrray", help="W&B project of the trial and summary runs")
     r.add_argument("--entity", help="W&B entity (user or team) of the runs; default: WANDB_ENTITY, else your "
                    "default entity. With WANDB_API_KEY it is passed to every Ray worker")
@@ -196,6 +197,7 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
         raise UserError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
     if args.resume and not (args.out / "ray").exists() and not args.storage:
         raise UserError(f"--resume: nothing to resume in {args.out.resolve()} (no ray/ folder)")
+    args.wandb = wandb_mode(args.wandb)
     if args.entity:  # W&B reads it here and start_ray hands it to the workers
         os.environ["WANDB_ENTITY"] = args.entity
     return args
@@ -228,6 +230,46 @@ def check_image_size(size: int, backbones: list[str]) -> None:
     from cxrray.tuning.study import check_image_size as check
 
     check(size, backbones)
+
+
+def wandb_key() -> str:
+    """The W&B API key this process would use: ``WANDB_API_KEY``, else the one ``wandb login`` wrote to ~/.netrc."""
+    import netrc
+
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    try:
+        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1])
+    except (OSError, netrc.NetrcParseError):
+        return ""
+    return auth[2] if auth else ""
+
+
+def wandb_reachable(timeout: float = 5.0) -> str:
+    """'' when W&B's server accepts a connection, else why not (asked once, before any trial starts)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        socket.create_connection((url.hostname or "api.wandb.ai", url.port or 443), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.hostname} cannot be reached ({exc.strerror or exc})"
+    return ""
+
+
+def wandb_mode(asked: str) -> str:
+    """``online`` only with a key and a reachable server (else one line, exit 2: every trial used to fail after
+    minutes of retries); ``auto``: online when both hold, else offline, said once."""
+    if asked not in ("online", "auto"):
+        return asked
+    why = "no W&B API key (set WANDB_API_KEY or run `wandb login`)" if not wandb_key() else wandb_reachable()
+    if not why:
+        return "online"
+    if asked == "auto":
+        print(f"[cxrray] --wandb auto: {why}; logging offline (upload later with `wandb sync`)", flush=True)
+        return "offline"
+    raise UserError(f"--wandb online: {why}; use --wandb offline (and `wandb sync` later) or --wandb auto")
 
 
 def record_study(args: argparse.Namespace, study: str, argv: list[str] | None = None) -> None:
