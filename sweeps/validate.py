@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         ok &= all(c.passed for c in checks if c.required)
         rounded = table.with_columns(table["hidden_mean_auroc"].round(3),
                                      table["saliency_in_lungs_original"].round(3))
-        md = format_table(rounded, f"Test AUROC [95 % DeLong CI] per confound (phantom seed {phantom_seed}, backbones "
+        md = format_table(rounded, f"Test AUROC [95 % interval] per confound (phantom seed {phantom_seed}, backbones "
                                    f"{', '.join(args.backbones)}, seeds {args.seeds}):")
         parts.append(f"{md}\n\n```\n{format_checks(checks)}\n```")
         table.write_csv(Path(by_confound[min(by_confound)]).parent / "validation.csv")
