@@ -144,6 +144,7 @@ def test_fill_masks_for_images_without_one(trained, tmp_path):
     assert (df.filter(pl.col("mask_source") == "human")["mask_agreement"].fill_null("") == "").all()
 
 
+@pytest.mark.slow
 def test_real_data_replication_flags_the_shortcut_and_the_hospital(trained, tmp_path, capsys):
     """cxr-real-mini: adult COVID-19 (Hannover) vs pediatric normals and pneumonia (Guangzhou). U-Net masks
     fill the 65 images without one, then the hide-and-seek sweep runs: models that never see the lungs
@@ -173,10 +174,12 @@ def test_real_data_replication_flags_the_shortcut_and_the_hospital(trained, tmp_
         print(aurocs.select("representation", "auroc", "ci_lo", "ci_hi", "n_pos", "n_neg"))
         print(findings.select("representation", "ci_lo_corrected", "retained", "shortcut"))
         print(probe.select("representation", "balanced_accuracy", "chance", "p_patients"))
-    # The study-level verdict (either lung-hiding representation flagged); lungs_removed carries it with
-    # margin, the basecnn on lungs_boxed_out does not always train at this size (README).
-    assert findings.height == 2 and findings["shortcut"].any()
-    assert findings.filter(pl.col("representation") == "lungs_removed")["shortcut"].all()
+    # The test split holds 7 COVID-19 images of 4 patients: lungs_removed still separates them (AUROC ~0.96),
+    # but 4 patients decide nothing, so no verdict is claimed from them (issue 26); the hospital, read by a probe
+    # tested over patients, is the finding this fixture carries.
+    assert findings.height == 2 and set(findings["verdict"]) == {"too_few"}
+    assert findings["reason"][0].startswith("4 positive and 8 negative test patients: fewer than 5 in a class")
+    assert aurocs.filter(pl.col("representation") == "lungs_removed")["auroc"][0] > 0.85
     hidden = probe.filter(pl.col("representation").is_in(["lungs_removed", "lungs_boxed_out"]))
     assert hidden.height == 2 and (hidden["p_patients"] < 0.05).all()
     assert (hidden["balanced_accuracy"] > hidden["chance"] + 0.25).all()

@@ -140,7 +140,7 @@ def test_a_missing_model_is_named_not_skipped(smoke_run, tmp_path):
 
     out, _ = smoke_run
     copy = tmp_path / "run"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".cxrray.lock*", "wandb"))
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".cxrray.lock*", "wandb", "tmp"))
     gone = pl.read_csv(out / "analysis" / "trial_aurocs.csv")["trial_id"][0]
     (copy / "trials" / gone / "model.pt").unlink()
     again = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(copy), "--saliency", "4"],
@@ -280,7 +280,7 @@ def test_report_renders_in_headless_chromium(smoke_run):
     body = re.search(r"<body([^>]*)>", dom).group(1)
     counts = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body))
     assert int(counts["tables"]) >= 6 and int(counts["images"]) >= 3 and counts["broken-images"] == "0", counts
-    for heading in ("Verdict", "ROC curves", "Shortcut findings", "DeLong p-values", "Saliency inside the lungs",
+    for heading in ("Verdict", "ROC curves", "Shortcut verdicts", "DeLong p-values", "Saliency inside the lungs",
                     "Provenance", "Effective study"):
         assert heading in dom
 

@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 3 minutes; the smoke, source-bias, fault and cluster sweeps stay in make test
 def test_known_answer_validation_on_the_phantom(tmp_path):
     """Confound 0 / 1 phantoms (same patients; the middle dose is in the README's seed table), hide-and-seek at
     CI size: every required check must pass

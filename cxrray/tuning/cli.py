@@ -19,6 +19,13 @@ from cxrray import provenance
 from cxrray.config import RunLayout
 from cxrray.registry import UnknownNameError, UserError  # UserError: also for the CLIs in sweeps/
 from cxrray.tuning.names import names as registry_names
+from cxrray.tuning.precheck import (  # noqa: F401  (the sweeps call them as cli.<name>)
+    check_image_size,
+    check_method_resources,
+    check_names,
+    check_numbers,
+    wandb_mode,
+)
 
 if TYPE_CHECKING:
     from cxrray.config import TrainRecipe
@@ -203,75 +210,6 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, study: str,
     return args
 
 
-# option -> (lowest, highest, what it is): every numeric option is checked before Ray starts, in one line
-NUMBERS: dict[str, tuple[float, float, str]] = {
-    "image_size": (16, 4096, "px"), "epochs": (1, 100_000, "epochs"), "batch_size": (1, 1_000_000, "images"),
-    "lr": (1e-12, 10.0, "learning rate"), "num_workers": (1, 10_000, "workers"),
-    "cpus_per_worker": (0.01, 1024, "CPUs"), "max_concurrent": (1, 100_000, "trials at once"),
-    "data_cpus": (0.0, 1024, "CPUs"), "checkpoint_every_s": (0.0, 1e9, "s"), "max_failures": (0, 1000, "retries"),
-    "num_cpus": (1, 100_000, "CPUs"), "phantom_patients": (6, 1_000_000, "patients"),
-    "asha_grace": (1, 100_000, "epochs"), "asha_reduction": (1.01, 1000, "reduction"),
-    "saliency": (0, 100_000, "images"), "confound": (0.0, 1.0, "share"), "signature": (0.0, 1.0, "strength"),
-}
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """Every numeric option within its range (``NUMBERS``), before Ray starts: ``--image-size -32`` or
-    ``--epochs -1`` is one line naming the option, never a traceback from a Ray task after the ingest."""
-    for name, (lo, hi, unit) in NUMBERS.items():
-        values = getattr(args, name, None)
-        for v in values if isinstance(values, list) else [values]:
-            if v is not None and not lo <= v <= hi:
-                raise UserError(f"--{name.replace('_', '-')} {v} is out of range: {lo:g} to {hi:g} {unit}")
-
-
-def check_image_size(size: int, backbones: list[str]) -> None:
-    """The image size fits every backbone of the sweep, before Ray starts (``study.check_image_size``)."""
-    from cxrray.tuning.study import check_image_size as check
-
-    check(size, backbones)
-
-
-def wandb_key() -> str:
-    """The W&B API key this process would use: ``WANDB_API_KEY``, else the one ``wandb login`` wrote to ~/.netrc."""
-    import netrc
-
-    if os.environ.get("WANDB_API_KEY"):
-        return os.environ["WANDB_API_KEY"]
-    try:
-        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1])
-    except (OSError, netrc.NetrcParseError):
-        return ""
-    return auth[2] if auth else ""
-
-
-def wandb_reachable(timeout: float = 5.0) -> str:
-    """'' when W&B's server accepts a connection, else why not (asked once, before any trial starts)."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    try:
-        socket.create_connection((url.hostname or "api.wandb.ai", url.port or 443), timeout=timeout).close()
-    except OSError as exc:
-        return f"{url.hostname} cannot be reached ({exc.strerror or exc})"
-    return ""
-
-
-def wandb_mode(asked: str) -> str:
-    """``online`` only with a key and a reachable server (else one line, exit 2: every trial used to fail after
-    minutes of retries); ``auto``: online when both hold, else offline, said once."""
-    if asked not in ("online", "auto"):
-        return asked
-    why = "no W&B API key (set WANDB_API_KEY or run `wandb login`)" if not wandb_key() else wandb_reachable()
-    if not why:
-        return "online"
-    if asked == "auto":
-        print(f"[cxrray] --wandb auto: {why}; logging offline (upload later with `wandb sync`)", flush=True)
-        return "offline"
-    raise UserError(f"--wandb online: {why}; use --wandb offline (and `wandb sync` later) or --wandb auto")
-
-
 def record_study(args: argparse.Namespace, study: str, argv: list[str] | None = None) -> None:
     """Take ``--out``'s lock (one sweep per run directory; a second is refused naming the first), then write
     ``--out``/study.yaml (what ``--config`` reruns) and this invocation in ``--out``/provenance.json."""
@@ -335,29 +273,6 @@ def _typed(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
             raise UserError(f"{where}: {v!r} is not one of {sorted(action.choices)}")
         conv.append(v)
     return conv if many else conv[0]
-
-
-def check_names(**names: list[str]) -> None:
-    """Every name exists in its registry (``backbone=[...]``, ``task=[...]`` ...), before Ray starts."""
-    from cxrray.data.tasks import TASKS
-    from cxrray.models import BACKBONES
-    from cxrray.representations import REPRESENTATIONS
-    from cxrray.training.methods import METHODS
-    from cxrray.training.recipes import RECIPES
-
-    registries = {"backbone": BACKBONES, "representation": REPRESENTATIONS, "task": TASKS, "recipe": RECIPES,
-                  "method": METHODS}
-    for kind, values in names.items():
-        for v in values:
-            registries[kind].get(v)
-
-
-def check_method_resources(methods: list[str], args: argparse.Namespace) -> None:
-    """Every training method can run with the sweep's workers and scheduler (its registry entry says)."""
-    from cxrray.training.methods import METHODS
-
-    for name in methods:
-        METHODS.get(name).check_resources(args.num_workers, args.asha)
 
 
 def given(argv: list[str] | None, option: str) -> bool:
