@@ -240,7 +240,7 @@ def _rank_icc(ranks: np.ndarray, groups: np.ndarray) -> float:
     return float(np.clip((msb - msw) / denom, 0.0, 1.0)) if denom > 0 else 1.0
 
 
-def design_effect(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, var: float) -> float:
+def design_effect(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, var: float, auc: float) -> float:
     """How many images count as one: clustered DeLong variance / Hanley-McNeil's at the image counts, at least
     1 + (w - 1) ICC of the within-class ranks and at most w (w: images per patient, weighted by size)."""
     y = np.asarray(y, bool)
@@ -254,7 +254,6 @@ def design_effect(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, v
         w = float((sizes**2).sum() / sizes.sum())
         icc = _rank_icc(stats.rankdata(np.asarray(score, float)[cls]), groups[cls])
         lower, upper = max(lower, 1 + (w - 1) * icc), max(upper, w)
-    auc = float(placements(y, score)[0][0])
     hm = float(hm_variance(auc, y.sum(), (~y).sum()))
     ratio = var / hm if np.isfinite(var) and var > 0 and hm > 0 else upper
     return float(np.clip(max(ratio, lower), 1.0, upper))
@@ -300,7 +299,7 @@ def auroc_interval(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None =
     y = np.asarray(y, bool)
     aucs, cov = auroc_cov(y, score, groups)
     auc, var = float(aucs[0]), float(cov[0, 0])
-    deff = design_effect(y, score, groups, var)
+    deff = design_effect(y, score, groups, var, auc)
     lo, hi = score_interval(auc, y.sum() / deff, (~y).sum() / deff, level)
     pp, pn = patients_per_class(y, groups)
     return AurocInterval(auc, var, float(lo), float(hi), level, deff, int(y.sum()), int((~y).sum()), pp, pn)

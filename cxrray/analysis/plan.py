@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from cxrray.analysis.simulate import Truth, draw
-from cxrray.analysis.verdict import AUROC_EFFECT, Rules, judge
+from cxrray.analysis.verdict import Rules, judge
 from cxrray.delong import score_interval
 
 MAX_PATIENTS = 1_000_000
@@ -122,5 +122,3 @@ def format_plan(plan: Plan, auc_hidden: float, auc_original: float) -> str:
                                                 "too_few")))
     return "\n".join(lines)
 
-
-__all__ = ["AUROC_EFFECT", "Plan", "approx_patients", "expected_verdict", "format_plan", "patients_needed"]

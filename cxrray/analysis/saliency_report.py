@@ -14,7 +14,7 @@ from cxrray.analysis.sanity import RHO_MAX
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.registry import UserError
 
-UNEXPLAINED_OK = ("standard",)  # methods whose model.pt Grad-CAM explains (FuCiTNet's fused model is not)
+EXPLAINABLE = ("standard",)  # methods whose model.pt Grad-CAM explains (FuCiTNet's fused model is not)
 
 
 def sanity_summary(rows: pl.DataFrame) -> dict:
@@ -39,7 +39,7 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
     per_image, summary, maps = [], [], {}
     for r in aurocs.iter_rows(named=True):
         entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
-        if r.get("method", "standard") not in UNEXPLAINED_OK:
+        if r.get("method", "standard") not in EXPLAINABLE:
             continue  # a method whose weights Grad-CAM cannot explain (FuCiTNet's fused two-pass model)
         try:
             rows, m = trial_saliency(run_dir, r["trial_id"], limit=limit, lime=lime)

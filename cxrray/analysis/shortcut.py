@@ -144,8 +144,7 @@ def cell_finding(test: pl.DataFrame, aurocs: pl.DataFrame, cell: pl.DataFrame, m
         pn = min(p[i].patients_neg for p in per)
         test_name, p_two = "random-effects mean", float(2 * stats.norm.sf(abs(mean[i] - 0.5) / np.sqrt(var)))
         if shared and (min(pp, pn) < SMALL_PATIENTS or cov[i, i] <= 0):
-            exact = permutation_auroc(y, np.vstack([r[i] for r in [(hs[2], os_[2]) if os_ else (hs[2],)
-                                                                    for hs, os_ in scored]]), g)
+            exact = permutation_auroc(y, np.vstack(rows[i::d]), g)  # side i of every replicate
             test_name, p_two = f"random-effects mean; {exact.method} of the mean AUROC", exact.p_two
             if not exact.significant(alpha_m):
                 lo, hi = min(lo, 0.5), max(hi, 0.5)
@@ -174,10 +173,8 @@ def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.
             row = {c: f[c] for c in (*Finding.__dataclass_fields__, "patients_to_decide")}
         else:
             found = cell_finding(test, aurocs, cell, m, rules)
-            first = findings.filter(pl.col("trial_id").is_in(cell["trial_id"].implode()))
             _, y, s, g = trial_scores(test, cell.row(0, named=True))
-            row = found.row() | {"patients_to_decide": to_decide(found, y, s, g, rules) if first.height else
-                                 float("nan")}
+            row = found.row() | {"patients_to_decide": to_decide(found, y, s, g, rules)}
         reps = [c for c in ("seed", "fold") if c in cell.columns and cell[c].n_unique() > 1] or \
             [c for c in ("seed", "fold") if c in cell.columns][:1]
         listed = "; ".join(f"{' '.join(f'{c} {r[c]}' for c in reps)}: {verdict_of.get(r['trial_id'], '')}"

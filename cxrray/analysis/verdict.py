@@ -30,7 +30,7 @@ from enum import Enum
 import numpy as np
 from scipy import stats
 
-from cxrray.delong import AurocInterval, auroc_cov, auroc_interval
+from cxrray.delong import AurocInterval, auroc_cov, auroc_interval, patients_per_class
 from cxrray.exact import permutation_auroc, permutation_paired
 
 ALPHA = 0.05
@@ -253,7 +253,7 @@ def judge(y: np.ndarray, hidden: np.ndarray, groups: np.ndarray | None, *, m: in
     level = 1 - alpha_m
     y = np.asarray(y, bool)
     if degenerate:
-        h = Estimate(NAN, NAN, NAN, NAN, *_counts(y, groups), "", NAN)
+        h = Estimate(NAN, NAN, NAN, NAN, *patients_per_class(y, groups), "", NAN)
         return decide(h, None, 0.0, level, rules, degenerate=degenerate)
     h, h_ci = estimate(y, hidden, groups, alpha_m, seed)
     o, cov, p_vs = None, 0.0, NAN
@@ -273,11 +273,6 @@ def judge(y: np.ndarray, hidden: np.ndarray, groups: np.ndarray | None, *, m: in
         o = Estimate(NAN, NAN, NAN, NAN, 0, 0, "", NAN)
     return decide(h, o, cov, level, rules, degenerate_original=degenerate_original, p_vs_original=p_vs)
 
-
-def _counts(y: np.ndarray, groups: np.ndarray | None) -> tuple[int, int]:
-    from cxrray.delong import patients_per_class
-
-    return patients_per_class(y, groups)
 
 
 @dataclass(frozen=True)
