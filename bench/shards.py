@@ -32,8 +32,8 @@ def run() -> list[dict]:
     import ray.data
 
     from cxrray.data.manifest import REQUIRED_COLUMNS, load_manifest
+    from cxrray.data.pack import pack, read_shards
     from cxrray.data.phantom import write_phantom
-    from cxrray.data.shard import pack, read_shards
     from cxrray.data.shards import load_batch
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -85,3 +85,40 @@ class TrialRecord:
             "trial_id": self.trial_id, "run_name": self.run_name, "status": "finished", "init": self.init,
             "best_epoch": self.best_epoch, "best_val_auroc": self.best_val_auroc, "degenerate": self.degenerate,
             "node_id": self.node_id, "train_loss_min": min(losses) if losses else None} | dict(self.metrics)
+
+
+@dataclass(frozen=True)
+class StoppedRecord:
+    """A hyper-parameter setting ASHA stopped early (``trials/<id>/stopped.json``): done for good, never retrained,
+    not a failure; the metrics of its last epoch."""
+
+    spec: TrialSpec
+    epochs_done: int
+    best_val_auroc: float | None = None
+    val_auroc: float | None = None
+    val_loss: float | None = None
+    stopped: float = 0.0  # Unix time of the stop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial_id": self.spec.trial_id, "run_name": self.spec.run_name, "spec": self.spec.to_dict(),
+                "epochs_done": self.epochs_done, "best_val_auroc": self.best_val_auroc, "val_auroc": self.val_auroc,
+                "val_loss": self.val_loss, "stopped": self.stopped}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StoppedRecord:
+        known = {f.name for f in dataclasses.fields(cls)} - {"spec"}
+        return cls(spec=TrialSpec.from_dict(d["spec"]), **{k: v for k, v in d.items() if k in known})
+
+    def write(self, trial_dir: TrialDir) -> None:
+        trial_dir.path.mkdir(parents=True, exist_ok=True)
+        trial_dir.stopped.write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def read(cls, trial_dir: TrialDir) -> StoppedRecord:
+        return cls.from_dict(json.loads(trial_dir.stopped.read_text()))
+
+    def results_row(self) -> dict[str, Any]:
+        """The setting's row of ``results.parquet``."""
+        return self.spec.flat() | {"trial_id": self.spec.trial_id, "run_name": self.spec.run_name,
+                                   "status": f"stopped by ASHA after epoch {self.epochs_done}",
+                                   "best_val_auroc": self.best_val_auroc}

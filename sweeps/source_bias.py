@@ -19,8 +19,8 @@ confound (each class mostly, not only, from its own hospital).
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cxrray.data.designs import DESIGNS
@@ -45,76 +45,99 @@ PRESETS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclass(frozen=True)
+class SourceBias(cli.Study):
+    """The source-bias study's options (``--help`` explains each)."""
+
+    name = "source_bias"
+    presets = PRESETS
+    smoke = {"designs": ["single", "multiple"], "tasks": ["CL2"], "backbones": ["basecnn"], "image_size": 32,
+             "epochs": 1, "phantom_patients": 60}  # the smallest real sweep; what the user gave wins
+
+    out: Path = Path("runs/source_bias")
+    manifest: Path | None = None
+    phantom_patients: int = 200
+    confound: float = 0.7
+    split_seed: int = 0
+    masks_unchecked: bool = False
+    designs: tuple[str, ...] = tuple(DESIGNS.names())
+    tasks: tuple[str, ...] = ("CL2",)
+    backbones: tuple[str, ...] = ("basecnn", "resnet18")
+    seeds: tuple[int, ...] = (0,)
+    representation: str = "original"
+    methods: tuple[str, ...] = ("standard",)
+    folds: int = 1
+    test_sources: tuple[str, ...] = ()
+    smoke_test: bool = False
+
+    def check(self) -> None:
+        super().check()
+        for name in self.designs:
+            DESIGNS.get(name)
+        cli.check_names(backbone=self.backbones, task=self.tasks, recipe=[self.recipe],
+                        representation=[self.representation], method=self.methods)
+        cli.check_image_size(self.image_size, self.backbones)
+        cli.check_method_resources(self.methods, self)  # each method's capabilities, before Ray starts
+
+
+def parse_args(argv: list[str] | None = None) -> SourceBias:
+    p = cli.study_parser(__doc__)
     d = p.add_argument_group("data")
     d.add_argument("--manifest", type=Path, help="manifest with several sources (default: the phantom)")
-    d.add_argument("--phantom-patients", type=int, default=200, help="phantom size in patients (1-3 images each)")
-    d.add_argument("--confound", type=float, default=0.7, help="phantom: probability of the class's home source")
-    d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level splits and folds")
+    d.add_argument("--phantom-patients", type=int, help="phantom size in patients (1-3 images each; default 200)")
+    d.add_argument("--confound", type=float, help="phantom: probability of the class's home source (default 0.7)")
+    d.add_argument("--split-seed", type=int, help="seed of the patient-level splits and folds (default 0)")
     cli.add_mask_arg(d)
     s = p.add_argument_group("sweep axes")
-    s.add_argument("--designs", nargs="+", default=DESIGNS.names(), help="single, multiple, independent")
-    s.add_argument("--tasks", nargs="+", default=["CL2"], help="CL2, CL3, CL4, CL3H (hierarchical CL3)")
-    s.add_argument("--backbones", nargs="+", default=["basecnn", "resnet18"],
-                   help=cli.valid_names("default: basecnn resnet18", "backbone"))
-    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds: replicates of every cell")
-    s.add_argument("--representation", default="original", help="input representation (seg_crop for COVID-SDNet)")
-    s.add_argument("--methods", nargs="+", default=["standard"], help="training methods: standard, fucitnet "
+    s.add_argument("--designs", nargs="+", help="single, multiple, independent (default: all three)")
+    s.add_argument("--tasks", nargs="+", help="CL2, CL3, CL4, CL3H (hierarchical CL3; default CL2)")
+    s.add_argument("--backbones", nargs="+", help=cli.valid_names("default: basecnn resnet18", "backbone"))
+    s.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
+    s.add_argument("--representation", help="input representation (default original; seg_crop for COVID-SDNet)")
+    s.add_argument("--methods", nargs="+", help="training methods: standard (the default), fucitnet "
                    "(COVID-SDNet's class-inherent transformations; single-label tasks, one worker per trial)")
-    s.add_argument("--folds", type=int, default=1, help="k-fold CV for single/multiple (1: 60/20/20 holdout)")
-    s.add_argument("--test-sources", nargs="+", default=[],
+    s.add_argument("--folds", type=int, help="k-fold CV for single/multiple (default 1: 60/20/20 holdout)")
+    s.add_argument("--test-sources", nargs="+",
                    help="independent design: held-out sources (default: each viable source in turn)")
-    cli.add_training_args(p, "demo", 64)
-    cli.add_resource_args(p, "runs/source_bias")
+    cli.add_training_args(p, SourceBias)
+    cli.add_resource_args(p, SourceBias)
     p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: single + multiple, basecnn, "
-                   "CL2, 32 px, 1 epoch")
-    args = cli.parse_study(p, argv, "source_bias", PRESETS)
-    if args.smoke_test:
-        args.designs, args.tasks, args.backbones = ["single", "multiple"], ["CL2"], ["basecnn"]
-        args.image_size, args.epochs = cli.smoke_size(args, argv), cli.smoke_epochs(args, argv)
-        args.phantom_patients = min(args.phantom_patients, 60)
-    for name in args.designs:
-        DESIGNS.get(name)
-    cli.check_names(backbone=args.backbones, task=args.tasks, recipe=[args.recipe],
-                    representation=[args.representation], method=args.methods)
-    cli.check_image_size(args.image_size, args.backbones)
-    cli.check_method_resources(args.methods, args)  # each method's capabilities, before Ray starts
-    return args
+                   "CL2, 32 px, 1 epoch (options given on the command line or in --config win)")
+    return cli.parse_study(p, argv, SourceBias)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    study = parse_args(argv)
     from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.data.checks import check_task_data
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep, start_ray
     from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
 
-    cli.record_study(args, "source_bias", argv)
+    study.record(argv)
     t0 = time.time()
-    run_dir = args.out.resolve()
+    run_dir = study.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = cli.phantom_or_manifest(run_dir, args.manifest, n_patients=args.phantom_patients,
-                                       confound=args.confound, seed=1)
+    manifest = cli.phantom_or_manifest(run_dir, study.manifest, n_patients=study.phantom_patients,
+                                       confound=study.confound, seed=1)
     rows, quarantine = cli.checked_manifest(manifest)  # a wrong column or leak fails here, before Ray starts
-    frames = {(design, task, fold): df for design in args.designs for task in args.tasks
-              for fold, df in design_splits(rows, design, task, folds=args.folds, seed=args.split_seed,
-                                            test_sources=args.test_sources)}  # DesignError before Ray starts
+    frames = {(design, task, fold): df for design in study.designs for task in study.tasks
+              for fold, df in design_splits(rows, design, task, folds=study.folds, seed=study.split_seed,
+                                            test_sources=study.test_sources)}  # DesignError before Ray starts
     for (design, task, fold), df in frames.items():  # a class missing from a split fails here too
         check_task_data(df, task, f"{manifest} ({design} design, fold {fold})")
-    start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
-              verbose_workers=args.verbose)
-    data = {key: prepare_data(manifest, run_dir, image_size=args.image_size, task=key[1], name="-".join(map(str, key)),
-                              frame=(df, quarantine), check_masks=not args.masks_unchecked)
+    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
+              verbose_workers=study.verbose)
+    data = {key: prepare_data(manifest, run_dir, image_size=study.image_size, task=key[1], name="-".join(map(str, key)),
+                              frame=(df, quarantine), check_masks=not study.masks_unchecked)
             for key, df in frames.items()}
-    specs = source_bias_specs(data_ids={k: d.data_id for k, d in data.items()}, backbones=args.backbones,
-                              seeds=args.seeds, image_size=args.image_size, pretrained=args.pretrained,
-                              recipe=cli.recipe_from(args), representation=args.representation, methods=args.methods)
-    specs = expand_search(specs, parse_search(args.search))
+    specs = source_bias_specs(data_ids={k: d.data_id for k, d in data.items()}, backbones=study.backbones,
+                              seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained,
+                              recipe=study.train_recipe(), representation=study.representation, methods=study.methods)
+    specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
-                        **cli.sweep_options(args))
-    return finish_study(run_dir, outcome, len(specs), t0, args.wandb, args.project)
+                        **study.sweep_options())
+    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project)
 
 
 if __name__ == "__main__":

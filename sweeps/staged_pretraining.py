@@ -20,8 +20,8 @@ target set). Real data: name each manifest (the adapters in
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cxrray.data.phantom import write_phantom
@@ -39,94 +39,119 @@ PRESETS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclass(frozen=True)
+class Staged(cli.Study):
+    """The staged-pretraining study's options (``--help`` explains each)."""
+
+    name = "staged_pretraining"
+    presets = PRESETS
+    smoke = {"backbones": ["basecnn"], "phantom_patients": 36, "image_size": 32,
+             "epochs": 1}  # the smallest real sweep; what the user gave wins
+
+    out: Path = Path("runs/staged_pretraining")
+    recipe: str = "staged"
+    nih14: Path | None = None
+    pneumonia_high: Path | None = None
+    pneumonia_low: Path | None = None
+    manifest: Path | None = None
+    phantom_patients: int = 120
+    confound: float = 0.5
+    split_seed: int = 0
+    masks_unchecked: bool = False
+    paths: tuple[str, ...] = tuple(names("path"))
+    backbones: tuple[str, ...] = ("resnet18",)
+    representation: str = "original"
+    seeds: tuple[int, ...] = (0,)
+    task: str = "CL2"
+    smoke_test: bool = False
+
+    def check(self) -> None:
+        super().check()
+        from cxrray.tuning.staged import PATHS
+
+        for name in self.paths:
+            PATHS.get(name)
+        if self.search:
+            raise cli.UserError("--search is for hide_seek.py and source_bias.py; staged phases use their recipes")
+        cli.check_names(backbone=self.backbones, task=[self.task], recipe=[self.recipe],
+                        representation=[self.representation])
+        cli.check_image_size(self.image_size, self.backbones)
+
+
+def parse_args(argv: list[str] | None = None) -> Staged:
+    p = cli.study_parser(__doc__)
     d = p.add_argument_group("data (default: phantom stand-ins)")
     d.add_argument("--nih14", type=Path, help="phase-1 manifest with finding_<Name> columns (ChestX-ray14)")
     d.add_argument("--pneumonia-high", type=Path, help="phase-2 manifest, high pneumonia prevalence (RSNA)")
     d.add_argument("--pneumonia-low", type=Path, help="phase-2 manifest, low pneumonia prevalence (NIH test set)")
     d.add_argument("--manifest", type=Path, help="phase-3 (target) manifest")
-    d.add_argument("--phantom-patients", type=int, default=120, help="patients per phantom set")
-    d.add_argument("--confound", type=float, default=0.5, help="source confound of the target phantom")
-    d.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level splits")
+    d.add_argument("--phantom-patients", type=int, help="patients per phantom set (default 120)")
+    d.add_argument("--confound", type=float, help="source confound of the target phantom (default 0.5)")
+    d.add_argument("--split-seed", type=int, help="seed of the patient-level splits (default 0)")
     cli.add_mask_arg(d)
     s = p.add_argument_group("sweep axes")
-    s.add_argument("--paths", nargs="+", default=list(names("path")), help="pretraining paths (default: a-f)")
-    s.add_argument("--backbones", nargs="+", default=["resnet18"],
-                   help=cli.valid_names("Fricks et al.: densenet121", "backbone"))
-    s.add_argument("--representation", default="original",
-                   help=cli.valid_names("input representation of every phase", "representation"))
-    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the target phase")
-    s.add_argument("--task", default="CL2", help=cli.valid_names("target task", "task"))
-    cli.add_training_args(p, "staged", 64)
-    cli.add_resource_args(p, "runs/staged_pretraining")
+    s.add_argument("--paths", nargs="+", help="pretraining paths (default: a-f)")
+    s.add_argument("--backbones", nargs="+",
+                   help=cli.valid_names("default resnet18; Fricks et al.: densenet121", "backbone"))
+    s.add_argument("--representation",
+                   help=cli.valid_names("input representation of every phase (default original)", "representation"))
+    s.add_argument("--seeds", nargs="+", type=int, help="seeds of the target phase (default 0)")
+    s.add_argument("--task", help=cli.valid_names("target task (default CL2)", "task"))
+    cli.add_training_args(p, Staged)
+    cli.add_resource_args(p, Staged)
     p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: basecnn, 32 px, 1 epoch, "
-                   "small phantoms")
-    args = cli.parse_study(p, argv, "staged_pretraining", PRESETS)
-    from cxrray.tuning.staged import PATHS
-
-    for name in args.paths:
-        PATHS.get(name)
-    if args.search:
-        raise cli.UserError("--search is for hide_seek.py and source_bias.py; staged phases use their recipes")
-    if args.smoke_test:
-        args.backbones, args.phantom_patients = ["basecnn"], min(args.phantom_patients, 36)
-        args.image_size = cli.smoke_size(args, argv)
-        args.epochs = cli.smoke_epochs(args, argv)
-    cli.check_names(backbone=args.backbones, task=[args.task], recipe=[args.recipe],
-                representation=[args.representation])
-    cli.check_image_size(args.image_size, args.backbones)
-    return args
+                   "small phantoms (options given on the command line or in --config win)")
+    return cli.parse_study(p, argv, Staged)
 
 
-def _phantoms(run_dir: Path, keys: list[str], args: argparse.Namespace) -> dict[str, Path]:
+def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:
     """Manifest per dataset key: given on the command line, or a phantom stand-in (made once)."""
-    out, n = {}, args.phantom_patients
+    out, n = {}, study.phantom_patients
     makers = {"nih14": ({"patients": n}, lambda d: write_multilabel_phantom(d, n_patients=n)),
               "pneu_high": ({"patients": n}, lambda d: write_pneumonia_phantom(d, prevalence=0.24, n_patients=n,
                                                                                seed=200)),
               "pneu_low": ({"patients": 2 * n}, lambda d: write_pneumonia_phantom(d, prevalence=0.02, n_patients=2 * n,
                                                                                   seed=300)),
-              "target": ({"patients": n, "confound": args.confound},
-                         lambda d: write_phantom(d, n_patients=n, confound=args.confound, seed=0))}
+              "target": ({"patients": n, "confound": study.confound},
+                         lambda d: write_phantom(d, n_patients=n, confound=study.confound, seed=0))}
     for key in keys:
-        given = getattr(args, DATA_OPTIONS[key])
+        given = getattr(study, DATA_OPTIONS[key])
         out[key] = given or cli.generated(run_dir, key, *makers[key])
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    study = parse_args(argv)
     from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_waves, start_ray
     from cxrray.tuning.staged import PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs
 
-    cli.record_study(args, "staged_pretraining", argv)
+    study.record(argv)
     t0 = time.time()
-    run_dir = args.out.resolve()
+    run_dir = study.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifests = _phantoms(run_dir, [*datasets_needed(args.paths), "target"], args)
+    manifests = _phantoms(run_dir, [*datasets_needed(study.paths), "target"], study)
     phase_of = {PHASES.get(p).dataset: PHASES.get(p) for p in PHASES.names()}
-    for key, path in manifests.items():  # a missing class or too few patients fails here, before Ray starts
-        cli.checked_manifest(path, phase_of[key].task if key in phase_of else args.task, seed=args.split_seed,
-                             fractions=phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS)
-    start_ray(run_dir, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
-              verbose_workers=args.verbose)
-    data = {key: prepare_data(path, run_dir, image_size=args.image_size, split_seed=args.split_seed, name=key,
-                              task=phase_of[key].task if key in phase_of else args.task,
-                              fractions=phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS,
-                              check_masks=not args.masks_unchecked)
+    task_of = {key: phase_of[key].task if key in phase_of else study.task for key in manifests}
+    fractions_of = {key: phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS for key in manifests}
+    checked = {key: cli.checked_manifest(path, task_of[key], seed=study.split_seed, fractions=fractions_of[key])
+               for key, path in manifests.items()}  # a missing class or too few patients fails here, before Ray
+    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
+              verbose_workers=study.verbose)
+    data = {key: prepare_data(path, run_dir, image_size=study.image_size, split_seed=study.split_seed, name=key,
+                              task=task_of[key], fractions=fractions_of[key], frame=checked[key],
+                              check_masks=not study.masks_unchecked)  # the frame checked, read once
             for key, path in manifests.items()}
-    recipes = {name: cli.recipe_from(args, PHASES.get(name).recipe if args.recipe == "staged" else args.recipe)
+    recipes = {name: study.train_recipe(PHASES.get(name).recipe if study.recipe == "staged" else study.recipe)
                for name in PHASES.names()}
-    recipes["target"] = cli.recipe_from(args, "staged_phase3" if args.recipe == "staged" else args.recipe)
-    waves = staged_specs(data_ids={k: d.data_id for k, d in data.items()}, paths=args.paths,
-                         backbones=args.backbones, representation=args.representation, task=args.task,
-                         seeds=args.seeds, image_size=args.image_size, pretrained=args.pretrained, recipes=recipes)
+    recipes["target"] = study.train_recipe("staged_phase3" if study.recipe == "staged" else study.recipe)
+    waves = staged_specs(data_ids={k: d.data_id for k, d in data.items()}, paths=study.paths,
+                         backbones=study.backbones, representation=study.representation, task=study.task,
+                         seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained, recipes=recipes)
     outcome = run_waves(waves, run_dir=run_dir, data={d.data_id: d for d in data.values()},
-                        **cli.sweep_options(args))
-    return finish_study(run_dir, outcome, sum(map(len, waves)), t0, args.wandb, args.project)
+                        **study.sweep_options())
+    return finish_study(run_dir, outcome, sum(map(len, waves)), t0, study.wandb, study.project)
 
 
 if __name__ == "__main__":

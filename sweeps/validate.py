@@ -19,8 +19,8 @@ each a full run with its analysis) and ``<out>/validation.md``.
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cxrray.tuning import cli
@@ -33,66 +33,86 @@ PRESETS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--confounds", nargs="+", type=float, default=[0.0, 0.5, 1.0],
-                   help="phantom source confounds (0 and 1 are required: they carry the known answers)")
-    p.add_argument("--phantom-patients", type=int, default=160, help="phantom size in patients (1-3 images each)")
-    p.add_argument("--phantom-seed", type=int, default=0, help="seed of the phantom generator")
+@dataclass(frozen=True)
+class Validate(cli.Study):
+    """The known-answer validation's options (``--help`` explains each)."""
+
+    name = "validate"
+    presets = PRESETS
+
+    out: Path = Path("runs/validate")
+    epochs: int | None = 8
+    confounds: tuple[float, ...] = (0.0, 0.5, 1.0)
+    phantom_patients: int = 160
+    phantom_seed: int = 0
+    phantom_seeds: tuple[int, ...] = ()
+    backbones: tuple[str, ...] = ("resnet18",)
+    seeds: tuple[int, ...] = (0,)
+    saliency: int = 32
+
+    def check(self) -> None:
+        super().check()
+        if 0.0 not in self.confounds or 1.0 not in self.confounds:
+            raise cli.UserError(f"--confounds must include 0 and 1 (the known answers), got {list(self.confounds)}")
+        cli.check_names(backbone=self.backbones, recipe=[self.recipe])
+        cli.check_image_size(self.image_size, self.backbones)
+
+
+def parse_args(argv: list[str] | None = None) -> Validate:
+    p = cli.study_parser(__doc__)
+    p.add_argument("--confounds", nargs="+", type=float, help="phantom source confounds (0 and 1 are required: "
+                   "they carry the known answers; default 0 0.5 1)")
+    p.add_argument("--phantom-patients", type=int, help="phantom size in patients (1-3 images each; default 160)")
+    p.add_argument("--phantom-seed", type=int, help="seed of the phantom generator (default 0)")
     p.add_argument("--phantom-seeds", nargs="+", type=int, help="several phantom seeds: the known answers on each, "
                    "and the verdict's false-flag and detection rates over them")
-    p.add_argument("--backbones", nargs="+", default=["resnet18"],
-                   help=cli.valid_names("backbones of the sweep (basecnn does not find the phantom's stamps in 8 "
-                                        "epochs)", "backbone"))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds: replicates of every cell")
-    p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM")
-    cli.add_training_args(p, "demo", 64)
-    cli.add_resource_args(p, "runs/validate")
-    p.set_defaults(epochs=8)
-    args = cli.parse_study(p, argv, "validate", PRESETS)
-    if 0.0 not in args.confounds or 1.0 not in args.confounds:
-        raise cli.UserError(f"--confounds must include 0 and 1 (the known answers), got {args.confounds}")
-    cli.check_names(backbone=args.backbones, recipe=[args.recipe])
-    cli.check_image_size(args.image_size, args.backbones)
-    return args
+    p.add_argument("--backbones", nargs="+",
+                   help=cli.valid_names("backbones of the sweep (default resnet18; basecnn does not find the "
+                                        "phantom's stamps in 8 epochs)", "backbone"))
+    p.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
+    p.add_argument("--saliency", type=int, help="test images per trial for Grad-CAM (default 32)")
+    cli.add_training_args(p, Validate)
+    cli.add_resource_args(p, Validate)
+    return cli.parse_study(p, argv, Validate)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    study = parse_args(argv)
     import polars as pl
 
-    from cxrray.analysis.run import analyze  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.analyze import analyze  # the stages (torch, Ray) load after --help is answered
     from cxrray.analysis.tables import format_table
     from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep, start_ray
     from cxrray.tuning.study import hide_seek_specs
 
-    cli.record_study(args, "validate", argv)
-    t0, out = time.time(), args.out.resolve()
+    study.record(argv)
+    t0, out = time.time(), study.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start_ray(out, num_cpus=args.num_cpus, wandb_mode=args.wandb, address=args.address,
-              verbose_workers=args.verbose)
-    seeds = args.phantom_seeds or [args.phantom_seed]
+    start_ray(out, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
+              verbose_workers=study.verbose)
+    seeds = study.phantom_seeds or [study.phantom_seed]
     runs: dict[int, dict[float, object]] = {}
     for phantom_seed in seeds:
         base = out if len(seeds) == 1 else out / f"seed-{phantom_seed}"
         runs[phantom_seed] = {}
-        for c in sorted(args.confounds):
+        for c in sorted(study.confounds):
             run_dir = base / f"confound-{c:g}"
             # the same patients and images; only which hospital a class comes from differs
-            manifest = cli.phantom_or_manifest(run_dir, None, n_patients=args.phantom_patients, confound=c,
+            manifest = cli.phantom_or_manifest(run_dir, None, n_patients=study.phantom_patients, confound=c,
                                                seed=phantom_seed)
-            data = prepare_data(manifest, run_dir, image_size=args.image_size, task="CL2")
-            specs = hide_seek_specs(data_id=data.data_id, representations=REPRESENTATIONS, backbones=args.backbones,
-                                    seeds=args.seeds, image_size=args.image_size, recipe=cli.recipe_from(args),
+            data = prepare_data(manifest, run_dir, image_size=study.image_size, task="CL2",
+                                frame=cli.checked_manifest(manifest, "CL2"))
+            specs = hide_seek_specs(data_id=data.data_id, representations=REPRESENTATIONS, backbones=study.backbones,
+                                    seeds=study.seeds, image_size=study.image_size, recipe=study.train_recipe(),
                                     study=f"validate-confound-{c:g}")
             print(f"[cxrray] phantom seed {phantom_seed}, confound {c:g}: {len(specs)} trials", flush=True)
-            outcome = run_sweep(specs, run_dir=run_dir, data=data, **cli.sweep_options(args))
+            outcome = run_sweep(specs, run_dir=run_dir, data=data, **study.sweep_options())
             if outcome.failed:
                 print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
                 return 1
-            analyze(run_dir, saliency=args.saliency)
+            analyze(run_dir, saliency=study.saliency)
             runs[phantom_seed][c] = run_dir
     parts, ok = ["# Known-answer validation"], True
     for phantom_seed, by_confound in runs.items():
@@ -101,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         rounded = table.with_columns(table["hidden_mean_auroc"].round(3),
                                      table["saliency_in_lungs_original"].round(3))
         md = format_table(rounded, f"Test AUROC [95 % interval] per confound (phantom seed {phantom_seed}, backbones "
-                                   f"{', '.join(args.backbones)}, seeds {args.seeds}):")
+                                   f"{', '.join(study.backbones)}, seeds {list(study.seeds)}):")
         parts.append(f"{md}\n\n```\n{format_checks(checks)}\n```")
         table.write_csv(Path(by_confound[min(by_confound)]).parent / "validation.csv")
     oc = operating_characteristics(runs)

@@ -122,7 +122,7 @@ def test_no_module_spells_a_run_folder_path():
                '"stopped.json"', '"predictions.parquet"', '"results.parquet"', '"report.html"', '/ "analysis"')
     offenders = []
     for path in FILES:
-        own_folders = path.name in ("config.py", "shard.py") or "segmentation" in path.parts
+        own_folders = path.name in ("config.py", "pack.py") or "segmentation" in path.parts
         if own_folders:  # the layout itself; the packer and the U-Net job write folders of their own
             continue
         text = path.read_text()
@@ -138,6 +138,30 @@ def test_the_analysis_reads_trials_only_through_their_records():
         text = path.read_text()
         offenders += [f"{path.name}: {s}" for s in (".meta.read_text", "torch.load(", ".model.exists", "json.loads(")
                       if s in text]
+    assert not offenders, offenders
+
+
+def test_the_sweeps_hand_on_a_study_record_never_an_argparse_namespace():
+    """A study command parses into its frozen ``Study`` (``cxrray.tuning.options``) and hands that on; no module
+    takes or forwards a ``Namespace`` (the small module CLIs use theirs where they parse it), and no study file is
+    checked through argparse internals."""
+    offenders = []
+    for path in FILES:
+        text = path.read_text()
+        offenders += [f"{path.relative_to(ROOT)}: {s}" for s in ("Namespace", "vars(args)", "._actions")
+                      if s in text]
+    assert not offenders, offenders
+    for path in sorted((ROOT / "sweeps").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        parse = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_args"), None)
+        if parse is not None:
+            assert isinstance(parse.returns, ast.Name) and parse.returns.id != "Namespace", path.name
+
+
+def test_trial_files_are_read_only_through_their_records():
+    """``trial.json`` and ``stopped.json`` are opened by ``cxrray.records`` alone."""
+    offenders = [f"{p.relative_to(ROOT)}" for p in FILES if p.name != "records.py"
+                 and (".meta.read_text" in p.read_text() or ".stopped.read_text" in p.read_text())]
     assert not offenders, offenders
 
 

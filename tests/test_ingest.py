@@ -77,7 +77,7 @@ def test_shards_give_identical_pixels_to_raw_files(tmp_path, ray_local):
     """Real 8-bit PNGs packed at native size as uint8 read back bit-identical; a bad row is quarantined."""
     from conftest import REAL_MINI
 
-    from cxrray.data.shard import pack, read_shards
+    from cxrray.data.pack import pack, read_shards
 
     data = tmp_path / "mini"
     shutil.copytree(REAL_MINI.parent, data)
@@ -98,8 +98,8 @@ def test_shards_give_identical_pixels_to_raw_files(tmp_path, ray_local):
 
 
 def test_uint16_shards_keep_12_bit_detail(tmp_path, ray_local):
+    from cxrray.data.pack import pack, read_shards
     from cxrray.data.phantom import write_phantom
-    from cxrray.data.shard import pack, read_shards
 
     manifest = write_phantom(tmp_path / "ph", n_patients=6, seed=2, size=64)
     pack(manifest, tmp_path / "out16", size=64, dtype="uint16")

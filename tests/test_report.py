@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from test_analysis_stats import _run
 
-from cxrray.analysis.run import run_analysis
+from cxrray.analysis.analyze import run_analysis
 
 PLANTED = {"lungs_removed": 2.0, "original": 3.0, "lungs_boxed_out": 0.0, "lungs_isolated": 2.5}  # not in order
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from cxrray.data.manifest import load_manifest
 
@@ -18,6 +19,7 @@ STUDIES = ("hide_seek", "staged_pretraining", "source_bias")
 def _cli(name):
     spec = importlib.util.spec_from_file_location(f"sweep_{name}", ROOT / "sweeps" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # a dataclass (the study's record) resolves its annotations through its module
     spec.loader.exec_module(mod)
     return mod
 
@@ -34,12 +36,12 @@ def test_presets_yaml_and_command_line_precedence(name, tmp_path):
     demo, paper = cli.parse_args([]), cli.parse_args(["--preset", "paper"])
     assert demo.preset == "demo" and paper.preset == "paper"
     for key, value in cli.PRESETS["paper"].items():
-        assert getattr(paper, key) == value
+        assert paper.to_dict()[key] == value
     study = tmp_path / "study.yaml"
     study.write_text("preset: paper\nimage-size: 96\nseeds: [4, 5]\nbackbones: resnet18\n")
     args = cli.parse_args(["--config", str(study), "--image-size", "48"])
-    assert args.preset == "paper" and args.image_size == 48 and args.seeds == [4, 5]  # CLI > YAML > preset
-    assert args.backbones == ["resnet18"]  # one value where a list is expected is read as a list
+    assert args.preset == "paper" and args.image_size == 48 and args.seeds == (4, 5)  # CLI > YAML > preset
+    assert args.backbones == ("resnet18",)  # one value where a list is expected is read as a list
 
 
 @pytest.mark.parametrize("text, message", [
@@ -241,14 +243,12 @@ def test_recorded_study_yaml_reproduces_the_options_and_provenance_names_the_run
     argv = ["--preset", "paper", "--seeds", "3", "4", "--epochs", "2", "--lr", "0.01", "--out", str(tmp_path / "r"),
             "--wandb", "disabled"]
     args = cli.parse_args(argv)
-    cli.cli.record_study(args, name, argv)
+    args.record(argv)
     layout = tmp_path / "r"
     again = cli.parse_args(["--config", str(layout / "study.yaml")])
-    skip = {"config", "resume", "verbose"}
-    norm = lambda v: v.resolve() if isinstance(v, Path) else v  # noqa: E731
-    assert {k: norm(v) for k, v in vars(again).items() if k not in skip} == \
-        {k: norm(v) for k, v in vars(args).items() if k not in skip}
-    cli.cli.record_study(again, name, ["--config", "study.yaml"])
+    assert again == args  # the same frozen record, field by field
+    assert yaml.safe_load((layout / "study.yaml").read_text()) == {"study": name} | args.to_dict()
+    again.record(["--config", "study.yaml"])
     runs = json.loads((layout / "provenance.json").read_text())["invocations"]
     assert [r["command"][1:] for r in runs] == [argv, ["--config", "study.yaml"]]
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 from test_analysis_stats import _run
 
-from cxrray.analysis.run import run_analysis
+from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.subgroups import age_band, trial_subgroups
 
 

@@ -151,7 +151,7 @@ def test_nan_scores_are_degenerate_and_counted(tmp_path):
     0/1. The analysis checks the predictions it reads: the trial is named degenerate and counted."""
     from test_analysis_stats import _run
 
-    from cxrray.analysis.run import run_analysis
+    from cxrray.analysis.analyze import run_analysis
     from cxrray.analysis.shortcut import headline
 
     preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 0.0}, n=400)
@@ -244,7 +244,7 @@ def _seeds_run(tmp_path, strengths: dict[str, float], seeds=(0, 1, 2), n_patient
 def test_replicates_become_one_verdict_per_cell(tmp_path):
     """Three seeds per cell: one cell verdict from the random-effects mean (hidden and original), the replicate
     verdicts listed under it, and a headline that counts cells."""
-    from cxrray.analysis.run import run_analysis
+    from cxrray.analysis.analyze import run_analysis
     from cxrray.analysis.shortcut import headline
 
     _seeds_run(tmp_path, {"original": 3.0, "lungs_removed": 2.5, "lungs_boxed_out": 0.0})

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--alpha must be in (0, 1), --equivalence-auroc in (0, 0.5), --equivalence-retained > 0")
     if (args.run_dir is None) == (args.out is None):
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
-    from cxrray.analysis.run import analyze  # torch (saliency) loads after --help is answered
+    from cxrray.analysis.analyze import analyze  # torch (saliency) loads after --help is answered
     from cxrray.analysis.verdict import Rules
     from cxrray.runlock import claim
 

@@ -5,7 +5,7 @@ stored predictions and results (never the training loop, never Tune), and return
 and report sections. ``run.analyze`` runs the steps in order and writes every table as
 ``analysis/<name>.csv``; the report and the W&B summary iterate the artifacts, so a file name is written in
 one place: the step that makes it. A new analysis is one function with its decorator, in its own module,
-imported by ``cxrray/analysis/run.py``.
+imported by ``cxrray/analysis/analyze.py``.
 """
 
 from __future__ import annotations

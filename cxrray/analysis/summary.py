@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cxrray.analysis.run import AnalysisResult, run_analysis
+from cxrray.analysis.analyze import AnalysisResult, run_analysis
 from cxrray.analysis.shortcut import headline
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
 from cxrray.data.tasks import TASKS

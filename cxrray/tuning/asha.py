@@ -14,13 +14,13 @@ resumed sweep does not train it again.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cxrray.config import TrialDir, TrialSpec
+from cxrray.records import StoppedRecord
 from cxrray.registry import UserError
 
 
@@ -107,7 +107,6 @@ def cell_scheduler(specs: Sequence[TrialSpec], early: EarlyStop, spec_of: Callab
 
 def mark_stopped(trial_dir: TrialDir, spec: TrialSpec, result: dict) -> None:
     """Record an ASHA stop with the last epoch's metrics; such a trial counts as done on resume."""
-    trial_dir.path.mkdir(parents=True, exist_ok=True)
-    keep = {k: result.get(k) for k in ("epochs_done", "val_auroc", "val_loss", "best_val_auroc")}
-    trial_dir.stopped.write_text(json.dumps({"trial_id": spec.trial_id, "run_name": spec.run_name,
-                                                 "spec": spec.to_dict(), "stopped": time.time(), **keep}, indent=1))
+    StoppedRecord(spec, epochs_done=int(result.get("epochs_done", 0)), best_val_auroc=result.get("best_val_auroc"),
+                  val_auroc=result.get("val_auroc"), val_loss=result.get("val_loss"),
+                  stopped=time.time()).write(trial_dir)

@@ -3,10 +3,14 @@ for every backbone, registry names, a method's resources, and W&B's credentials 
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cxrray.registry import UserError
+
+if TYPE_CHECKING:
+    from cxrray.tuning.options import Study
 
 # option -> (lowest, highest, what it is): every numeric option is checked before Ray starts, in one line
 NUMBERS: dict[str, tuple[float, float, str]] = {
@@ -20,17 +24,17 @@ NUMBERS: dict[str, tuple[float, float, str]] = {
 }
 
 
-def check_numbers(args: argparse.Namespace) -> None:
+def check_numbers(study: Study) -> None:
     """Every numeric option within its range (``NUMBERS``), before Ray starts: ``--image-size -32`` or
     ``--epochs -1`` is one line naming the option, never a traceback from a Ray task after the ingest."""
     for name, (lo, hi, unit) in NUMBERS.items():
-        values = getattr(args, name, None)
-        for v in values if isinstance(values, list) else [values]:
+        values = getattr(study, name, None)
+        for v in values if isinstance(values, (list, tuple)) else [values]:
             if v is not None and not lo <= v <= hi:
                 raise UserError(f"--{name.replace('_', '-')} {v} is out of range: {lo:g} to {hi:g} {unit}")
 
 
-def check_image_size(size: int, backbones: list[str]) -> None:
+def check_image_size(size: int, backbones: Sequence[str]) -> None:
     """The image size fits every backbone of the sweep, before Ray starts (``study.check_image_size``)."""
     from cxrray.tuning.study import check_image_size as check
 
@@ -77,7 +81,7 @@ def wandb_mode(asked: str) -> str:
     raise UserError(f"--wandb online: {why}; use --wandb offline (and `wandb sync` later) or --wandb auto")
 
 
-def check_names(**names: list[str]) -> None:
+def check_names(**names: Sequence[str]) -> None:
     """Every name exists in its registry (``backbone=[...]``, ``task=[...]`` ...), before Ray starts."""
     from cxrray.data.tasks import TASKS
     from cxrray.models import BACKBONES
@@ -92,9 +96,9 @@ def check_names(**names: list[str]) -> None:
             registries[kind].get(v)
 
 
-def check_method_resources(methods: list[str], args: argparse.Namespace) -> None:
+def check_method_resources(methods: Sequence[str], study: Study) -> None:
     """Every training method can run with the sweep's workers and scheduler (its registry entry says)."""
     from cxrray.training.methods import METHODS
 
     for name in methods:
-        METHODS.get(name).check_resources(args.num_workers, args.asha)
+        METHODS.get(name).check_resources(study.num_workers, study.asha)

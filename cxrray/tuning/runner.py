@@ -13,7 +13,6 @@ from the run's ``RunLayout``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from cxrray.config import DataRef, RunLayout, SweepOutcome, TrialContext, TrialSpec, WandbMode
-from cxrray.records import TrialRecord
+from cxrray.records import StoppedRecord, TrialRecord
 from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
@@ -280,10 +279,7 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
         d = layout.trial(s.trial_id)
         if not d.done and d.stopped.exists():
             stopped.append(s.trial_id)
-            meta = json.loads(d.stopped.read_text())
-            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name,
-                                    "status": f"stopped by ASHA after epoch {meta['epochs_done']}",
-                                    "best_val_auroc": meta["best_val_auroc"]})
+            rows.append(StoppedRecord.read(d).results_row())
         elif d.done:
             finished.append(s.trial_id)
             preds.append(pl.read_parquet(d.predictions))

@@ -1,6 +1,6 @@
 """Pack a manifest into Parquet shards of decoded, resized images and masks.
 
-    python -m cxrray.data.shard MANIFEST OUT --size 256 --dtype uint8 --shard-mb 256
+    python -m cxrray.data.pack MANIFEST OUT --size 256 --dtype uint8 --shard-mb 256
 
 Millions of small files are slow to list and read on a cluster; a few hundred
 MB-sized Parquet files stream well through Ray Data. Images are stored as
@@ -48,7 +48,7 @@ def read_shards(out: str | Path) -> "ray.data.Dataset":  # noqa: F821
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cxrray.data.shard", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m cxrray.data.pack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("manifest")
     p.add_argument("out")
