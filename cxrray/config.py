@@ -277,9 +277,10 @@ class RunLayout:
     """Every path under a run directory (``--out``); callers ask it, nobody joins path strings."""
 
     root: Path
+    analysis_dir: str = "analysis"  # "analysis.partial" while a re-analysis is written (``staging``)
 
     trials = property(lambda self: self.root / "trials")
-    analysis = property(lambda self: self.root / "analysis")
+    analysis = property(lambda self: self.root / self.analysis_dir)
     report = property(lambda self: self.root / "report.html")
     predictions = property(lambda self: self.root / PREDICTIONS)  # every finished trial's, gathered
     results = property(lambda self: self.root / "results.parquet")  # one row per trial: spec, status, scores
@@ -301,6 +302,24 @@ class RunLayout:
 
     def shards_of(self, spec: TrialSpec) -> Path:
         return self.shards(spec.data_id, spec.image_size)
+
+    def staging(self) -> RunLayout:
+        """The layout a re-analysis writes into (``analysis.partial/``), swapped in whole by ``swap_analysis``: an
+        interrupted analysis never leaves the run without its previous ``analysis/``."""
+        return RunLayout(self.root, "analysis.partial")
+
+    def swap_analysis(self) -> RunLayout:
+        """Put the staged ``analysis.partial/`` in the place of ``analysis/`` (the old one is removed after the
+        rename); returns the final layout."""
+        import shutil
+
+        final, staged, old = self.root / "analysis", self.root / "analysis.partial", self.root / "analysis.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        staged.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return RunLayout(self.root)
 
     def analysis_file(self, name: str) -> Path:
         """``analysis/<name>`` (a table, a figure, a sub-folder of per-trial tables)."""

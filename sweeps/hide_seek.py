@@ -55,6 +55,7 @@ class HideSeek(cli.Study):
     phantom_seed: int = 0
     split_seed: int = 0
     masks_unchecked: bool = False
+    mask_unet: Path | None = None
     representations: tuple[str, ...] = HIDE_SEEK_REPRESENTATIONS
     backbones: tuple[str, ...] = ("resnet18", "densenet121")
     seeds: tuple[int, ...] = (0,)
@@ -111,11 +112,13 @@ def parse_args(argv: list[str] | None = None) -> HideSeek:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.summary import finish_study
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep, start_ray
     from cxrray.tuning.study import expand_search, hide_seek_specs, parse_search
 
+    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
     study.record(argv)
     t0 = time.time()
     run_dir = study.out.resolve()
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = cli.phantom_or_manifest(run_dir, study.manifest, n_patients=study.phantom_patients,
                                        confound=study.confound, seed=study.phantom_seed, signature=study.signature,
                                        kind=study.phantom)
-    checked = cli.checked_manifest(manifest, study.task, seed=study.split_seed)  # bad input fails before Ray starts
+    checked = cli.checked_manifest(manifest, study.task, seed=study.split_seed,  # bad input fails before Ray starts
+                                   mask_unet=None if study.masks_unchecked else study.mask_unet)
     start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
               verbose_workers=study.verbose)
     data = prepare_data(manifest, run_dir, image_size=study.image_size, task=study.task, split_seed=study.split_seed,
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                             pretrained=study.pretrained, recipe=recipe)
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data=data, **study.sweep_options())
-    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project)
+    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project, chosen)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class SourceBias(cli.Study):
     confound: float = 0.7
     split_seed: int = 0
     masks_unchecked: bool = False
+    mask_unet: Path | None = None
     designs: tuple[str, ...] = tuple(DESIGNS.names())
     tasks: tuple[str, ...] = ("CL2",)
     backbones: tuple[str, ...] = ("basecnn", "resnet18")
@@ -108,19 +109,22 @@ def parse_args(argv: list[str] | None = None) -> SourceBias:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.summary import finish_study
     from cxrray.data.checks import check_task_data
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep, start_ray
     from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
 
+    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
     study.record(argv)
     t0 = time.time()
     run_dir = study.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = cli.phantom_or_manifest(run_dir, study.manifest, n_patients=study.phantom_patients,
                                        confound=study.confound, seed=1)
-    rows, quarantine = cli.checked_manifest(manifest)  # a wrong column or leak fails here, before Ray starts
+    rows, quarantine = cli.checked_manifest(  # a wrong column or leak fails here, before Ray starts
+        manifest, mask_unet=None if study.masks_unchecked else study.mask_unet)
     frames = {(design, task, fold): df for design in study.designs for task in study.tasks
               for fold, df in design_splits(rows, design, task, folds=study.folds, seed=study.split_seed,
                                             test_sources=study.test_sources)}  # DesignError before Ray starts
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         **study.sweep_options())
-    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project)
+    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project, chosen)
 
 
 if __name__ == "__main__":

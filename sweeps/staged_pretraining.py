@@ -58,6 +58,7 @@ class Staged(cli.Study):
     confound: float = 0.5
     split_seed: int = 0
     masks_unchecked: bool = False
+    mask_unet: Path | None = None
     paths: tuple[str, ...] = tuple(names("path"))
     backbones: tuple[str, ...] = ("resnet18",)
     representation: str = "original"
@@ -122,11 +123,13 @@ def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.summary import finish_study
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_waves, start_ray
     from cxrray.tuning.staged import PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs
 
+    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
     study.record(argv)
     t0 = time.time()
     run_dir = study.out.resolve()
@@ -135,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     phase_of = {PHASES.get(p).dataset: PHASES.get(p) for p in PHASES.names()}
     task_of = {key: phase_of[key].task if key in phase_of else study.task for key in manifests}
     fractions_of = {key: phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS for key in manifests}
-    checked = {key: cli.checked_manifest(path, task_of[key], seed=study.split_seed, fractions=fractions_of[key])
+    unet = None if study.masks_unchecked else study.mask_unet
+    checked = {key: cli.checked_manifest(path, task_of[key], seed=study.split_seed, fractions=fractions_of[key],
+                                         mask_unet=unet)
                for key, path in manifests.items()}  # a missing class or too few patients fails here, before Ray
     start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
               verbose_workers=study.verbose)
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                          seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained, recipes=recipes)
     outcome = run_waves(waves, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         **study.sweep_options())
-    return finish_study(run_dir, outcome, sum(map(len, waves)), t0, study.wandb, study.project)
+    return finish_study(run_dir, outcome, sum(map(len, waves)), t0, study.wandb, study.project, chosen)
 
 
 if __name__ == "__main__":

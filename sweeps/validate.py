@@ -80,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
     import polars as pl
 
-    from cxrray.analysis.analyze import analyze  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.analyze import analysis_options, analyze  # torch and Ray load after --help is answered
     from cxrray.analysis.tables import format_table
     from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep, start_ray
     from cxrray.tuning.study import hide_seek_specs
 
+    analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
     study.record(argv)
     t0, out = time.time(), study.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.failed:
                 print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
                 return 1
-            analyze(run_dir, saliency=study.saliency)
+            analyze(run_dir, saliency=study.saliency, analysis=study.analysis, skip=study.skip)
             runs[phantom_seed][c] = run_dir
     parts, ok = ["# Known-answer validation"], True
     for phantom_seed, by_confound in runs.items():

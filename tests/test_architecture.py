@@ -33,7 +33,7 @@ ALLOWED = {  # part -> the parts it may import besides itself
     "Models": {"Core"},
     "Segmentation": {"Core", "Data", "Representations"},
     "Training": {"Core", "Data", "Representations", "Models"},
-    "Tuning": {"Core", "Data", "Representations", "Models", "Training"},
+    "Tuning": {"Core", "Data", "Segmentation", "Representations", "Models", "Training"},
     "Analysis": {"Core", "Data", "Representations", "Models"},
     "Sweeps": {"Tuning", "Analysis", "Data"},
 }

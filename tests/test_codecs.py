@@ -137,3 +137,39 @@ def test_8_12_and_16_bit_versions_of_one_image_give_the_same_shard_pixels(tmp_pa
     for k in range(1, 4):
         assert np.abs(px[k] - px[0]).max() <= 1 / 255, paths[k].name  # the same up to 8-bit quantisation
     assert abs(px[1].mean() - px[0].mean()) < 1e-3  # not 16x too dark (the old reading: value / 65535)
+
+
+def _narrow_real(k: int, size: int = 96) -> np.ndarray:
+    """Fixture CXR number ``k`` as its file holds it (8 bits, not stretched: real images use part of the range)."""
+    images = sorted((REAL_MINI.parent / "images").iterdir())
+    with Image.open(images[k]) as im:
+        return np.asarray(im.convert("L").resize((size, size)), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("k", [0, 7, 21, 40])
+def test_narrow_range_twins_at_8_10_12_and_16_bits_decode_alike_and_hash_alike(tmp_path, k):
+    """One intensity policy (``images.stretch``) that twins agree with: a real fixture image that does not span
+    0-255, stored at 8, 10, 12 and 16 bits (PNG, and a 12-bit DICOM), decodes to the same pixels, and the pixel
+    hash of the duplicate check (taken after the policy) is the same, so the twins are caught."""
+    from cxrray.data.shards import load_batch
+
+    eight = _narrow_real(k)
+    assert eight.min() > 0 or eight.max() < 255  # truly narrow
+    paths = [tmp_path / "8.png"]
+    Image.fromarray(eight).save(paths[0])
+    for bits in (10, 12, 16):
+        shifted = (eight.astype(np.uint16) << (bits - 8)).astype(np.uint16)  # the values an n-bit container holds
+        paths.append(tmp_path / f"{bits}.png")
+        Image.fromarray(shifted).save(paths[-1])
+    paths.append(write_dicom(tmp_path / "12.dcm", eight.astype(np.uint16) << 4, bits_stored=12, uid_seed=f"t{k}"))
+    decoded = [read_image(p) for p in paths]
+    for p, arr in zip(paths[1:], decoded[1:]):
+        assert np.array_equal(arr, decoded[0]), p.name
+    assert decoded[0].min() == 0.0 and decoded[0].max() == 1.0
+    batch = {"row": np.arange(len(paths)), "image_path": np.array([str(p) for p in paths], dtype=object),
+             "mask_path": np.array([""] * len(paths), dtype=object)}
+    hashes = load_batch(batch, 64, require_masks=False)["image_hash"]
+    assert len(set(hashes)) == 1, hashes
+    rounded = (eight.astype(np.uint32) * 4095 // 255).astype(np.uint16)  # re-quantised with rounding: close
+    Image.fromarray(rounded).save(tmp_path / "12r.png")
+    assert np.abs(read_image(tmp_path / "12r.png") - decoded[0]).max() < 1 / 255

@@ -51,6 +51,30 @@ def test_bad_rows_reported_and_the_rest_ingested(tmp_path, phantom_manifest, ray
     assert set(np.unique(np.asarray(r["mask"]))) <= {0, 1}
 
 
+def test_one_mask_serving_two_images_is_named_and_left_out(tmp_path, phantom_manifest, ray_local):
+    """A mask belongs to one image: a row pointing at another row's mask file, or at a copy of it, passes the
+    shape gate but is quarantined naming the row whose mask it is; ``--masks-unchecked`` turns this off."""
+    data = tmp_path / "data"
+    shutil.copytree(phantom_manifest.parent, data)
+    df = pl.read_csv(data / "manifest.csv", infer_schema=False)
+    other = df["patient_id"] != df["patient_id"][0]
+    first_other = int(np.flatnonzero(other.to_numpy())[0])
+    second_other = int(np.flatnonzero(other.to_numpy())[1])
+    shutil.copy(data / df["mask_path"][0], data / "copied_mask.png")
+    paths = df["mask_path"].to_list()
+    paths[first_other], paths[second_other] = paths[0], "copied_mask.png"
+    df.with_columns(pl.Series("mask_path", paths)).write_csv(data / "manifest.csv")
+    manifest = assign_splits(load_manifest(data / "manifest.csv"), seed=0)
+    result = ingest(manifest, tmp_path / "shards", image_size=32)
+    msgs = dict(zip(result.bad_rows["row"].to_list(), result.bad_rows["error"].to_list()))
+    assert sorted(msgs) == [first_other + 1, second_other + 1]
+    assert msgs[first_other + 1].endswith(f"the same lung mask as row 1 ({data / paths[0]}) serves this image too; a "
+                                          "mask belongs to one image: left out")
+    assert msgs[second_other + 1].startswith(str(data / "copied_mask.png"))
+    unchecked = ingest(manifest, tmp_path / "unchecked", image_size=32, check_masks=False)
+    assert unchecked.bad_rows.height == 0
+
+
 def test_prepare_quarantines_manifest_and_image_problems(tmp_path, phantom_manifest, ray_local):
     from cxrray.tuning.prepare import prepare_data
 

@@ -2,6 +2,7 @@
 text and colours, protocol order, constant columns named once, class codes defined, no stale section after a
 re-analysis, and a PDF (headless chromium) whose first page keeps every AUROC and CI of the card."""
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -107,6 +108,35 @@ def test_a_reanalysis_leaves_no_stale_section(planted, tmp_path):
     assert "Dataset-design bias" not in text  # a step with nothing to show has no empty section
 
 
+def test_an_interrupted_reanalysis_leaves_the_previous_analysis_whole(planted, tmp_path, monkeypatch):
+    """A re-analysis is written aside (analysis.partial/) and swapped in whole: Ctrl-C in the middle of it leaves
+    the previous analysis/ and report exactly as they were; the next analysis completes and clears the rest."""
+    from cxrray.analysis import steps
+
+    out, _ = planted
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = {p.relative_to(copy): p.read_bytes() for p in (copy / "analysis").rglob("*") if p.is_file()}
+    report = (copy / "report.html").read_bytes()
+    real = steps.ordered_steps
+
+    def interrupted():
+        todo = real()
+        broken = dataclasses.replace(todo[3], run=lambda run: (_ for _ in ()).throw(KeyboardInterrupt()))
+        return [*todo[:3], broken, *todo[4:]]
+
+    monkeypatch.setattr("cxrray.analysis.analyze.ordered_steps", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_analysis(copy)
+    after = {p.relative_to(copy): p.read_bytes() for p in (copy / "analysis").rglob("*") if p.is_file()}
+    assert after == before and len(before) > 10
+    assert (copy / "report.html").read_bytes() == report
+    monkeypatch.setattr("cxrray.analysis.analyze.ordered_steps", real)
+    run_analysis(copy)
+    assert sorted(p.name for p in copy.iterdir() if p.name.startswith("analysis")) == ["analysis"]
+    assert {p.relative_to(copy) for p in (copy / "analysis").rglob("*") if p.is_file()} == set(before)
+
+
 def test_report_prints_with_every_auroc_and_ci_on_the_first_page(planted, tmp_path):
     """Headless chromium prints the page to PDF (A4 landscape); page 1 holds the verdict and every AUROC with
     its CI, read back from the PDF's text."""
@@ -129,3 +159,24 @@ def test_report_prints_with_every_auroc_and_ci_on_the_first_page(planted, tmp_pa
     every = " ".join(" ".join(p.extract_text().split()) for p in pages)
     for header in ("AUROC [corrected interval]", "retained % [interval]", "CI low", "CI high"):
         assert header in every  # the wide tables' AUROC and CI columns are printed, not cut off
+
+
+def test_the_analysis_runs_the_steps_chosen_and_says_which(planted, tmp_path):
+    """``--analysis statistics`` leaves out every step that loads the saved models, ``--skip`` names more; the
+    text (and so the report) says which steps ran; a misspelt step is refused with the valid names."""
+    from cxrray.analysis.analyze import analysis_options
+    from cxrray.registry import UnknownNameError
+
+    out, full = planted
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    options = analysis_options("statistics", ("calibration",))
+    assert options.skip == ("calibration", "saliency", "transfer")
+    result = run_analysis(copy, options)
+    assert list(result.artifacts) == [s for s in full.artifacts if s not in options.skip]
+    assert result.text.rstrip().endswith("skipped calibration, saliency, transfer (--analysis / --skip)")
+    assert not (copy / "analysis" / "calibration.csv").exists() and (copy / "analysis" / "trial_aurocs.csv").exists()
+    text, _ = _page(result.report)
+    assert "skipped calibration, saliency, transfer" in text
+    with pytest.raises(UnknownNameError, match="valid: .*bias.*transfer"):
+        analysis_options("all", ("tranfser",))

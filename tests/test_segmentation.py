@@ -183,3 +183,56 @@ def test_real_data_replication_flags_the_shortcut_and_the_hospital(trained, tmp_
     hidden = probe.filter(pl.col("representation").is_in(["lungs_removed", "lungs_boxed_out"]))
     assert hidden.height == 2 and (hidden["p_patients"] < 0.05).all()
     assert (hidden["balanced_accuracy"] > hidden["chance"] + 0.25).all()
+
+
+def test_a_mask_of_another_image_is_flagged_and_named(trained, tmp_path, capsys):
+    """A supplied mask that passes the shape gate but belongs to another image: the U-Net's lungs of the image
+    disagree with it. Measured on the held-out real patients (never seen by this U-Net): the false-flag rate on
+    their human masks and the hit rate when each image gets another patient's mask; then the command on a
+    manifest with two masks swapped names both rows and keeps the rest."""
+    from cxrray.data.images import read_image, read_mask, resize
+    from cxrray.data.manifest import load_manifest
+    from cxrray.segmentation.job import load_unet
+    from cxrray.segmentation.maskcheck import MASK_DICE, check_masks, mask_dice
+
+    out, per_image = trained
+    rows = load_manifest(REAL_MINI).filter(pl.col("row").is_in(per_image["row"].implode())).sort("row")
+    images = np.stack([resize(read_image(p), 128) for p in rows["image_path"]])
+    masks = np.stack([resize(read_mask(p).astype(np.float32), 128) > 0.5 for p in rows["mask_path"]])
+    model = load_unet(out / "unet_heldout.pt")
+    own = mask_dice(model, images, masks)
+    patients = rows["patient_id"].to_list()
+    n = len(patients)
+    other = [next(j % n for j in range(i + 1, i + n) if patients[j % n] != patients[i]) for i in range(n)]
+    shuffled = mask_dice(model, images, masks[other])
+    false_flags, hits = float((own < MASK_DICE).mean()), float((shuffled < MASK_DICE).mean())
+    with capsys.disabled():
+        print(f"\nmask check on {n} held-out real images (lung Dice with the U-Net < {MASK_DICE}): human masks "
+              f"flagged {false_flags:.0%} (Dice {own.mean():.3f}, lowest {own.min():.3f}); another patient's "
+              f"mask flagged {hits:.0%} (Dice {shuffled.mean():.3f}, highest {shuffled.max():.3f})")
+    assert false_flags <= 0.15
+    assert hits >= 0.6
+    assert own.mean() > shuffled.mean() + 0.05
+
+    manifest = pl.read_csv(REAL_MINI, infer_schema=False)
+    base = REAL_MINI.parent
+    manifest = manifest.with_columns(*(pl.when(pl.col(c) != "").then(pl.lit(str(base) + "/") + pl.col(c))
+                                       .otherwise(pl.col(c)).alias(c) for c in ("image_path", "mask_path")))
+    a, b = (int(rows["row"][i]) - 1 for i in (0, other[0]))
+    paths = manifest["mask_path"].to_list()
+    paths[a], paths[b] = paths[b], paths[a]
+    manifest.with_columns(pl.Series("mask_path", paths)).write_csv(tmp_path / "swapped.csv")
+    table = check_masks(tmp_path / "swapped.csv", out / "unet_heldout.pt", tmp_path / "checked")
+    flagged = set(table.filter(pl.col("flagged"))["row"].to_list())
+    assert {a + 1, b + 1} <= flagged
+    assert len(flagged) <= 3 + 0.15 * table.height  # the swapped pair and few of the human masks
+    reasons = pl.read_csv(tmp_path / "checked" / "quarantine.csv")
+    line = reasons.filter(pl.col("row") == a + 1)["reason"][0]
+    assert line.startswith(f"row {a + 1}: {paths[a]}: lung Dice 0.") and "may belong to another image" in line
+    kept = pl.read_csv(tmp_path / "checked" / "manifest.csv", infer_schema=False)
+    assert kept.height == manifest.height - len(flagged)
+    from cxrray.tuning.cli import checked_manifest  # a sweep's --mask-unet: the same check, before Ray starts
+
+    rows, quarantine = checked_manifest(tmp_path / "swapped.csv", mask_unet=out / "unet_heldout.pt")
+    assert {a + 1, b + 1} <= set(quarantine["row"].to_list()) and not {a + 1, b + 1} & set(rows["row"].to_list())
+    assert rows.height == kept.height

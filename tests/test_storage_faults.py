@@ -142,3 +142,27 @@ def test_sigterm_stops_the_sweep_in_one_line_and_it_resumes(tmp_path):
                           "resume"
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_the_first_ctrl_c_after_tune_is_heard_and_one_during_tune_stops_the_sweep():
+    """Tune installs its own SIGINT handler for a fit and leaves it there when the fit ends: the first Ctrl-C of
+    the analysis that follows was swallowed. ``sigint_kept`` puts the handlers back after the fit, and a Ctrl-C
+    that Tune caught during the fit (it then ends the fit quietly) becomes the sweep's KeyboardInterrupt."""
+    import signal
+
+    from ray.tune.tune import _setup_signal_catching
+
+    from cxrray.tuning.runner import sigint_kept
+
+    before = signal.getsignal(signal.SIGINT)
+    with sigint_kept():
+        _setup_signal_catching()  # what tuner.fit() does first
+        assert signal.getsignal(signal.SIGINT) is not before
+    assert signal.getsignal(signal.SIGINT) is before  # the next Ctrl-C reaches the driver
+    with pytest.raises(KeyboardInterrupt):
+        with sigint_kept():
+            event = _setup_signal_catching()
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, caught by Tune's handler
+            time.sleep(0.1)
+            assert event.is_set()  # Tune saw it and would end the fit quietly
+    assert signal.getsignal(signal.SIGINT) is before

@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
                    "(COVID-CXNet's second method; about 0.5 s per image at 64 px on a CPU)")
     p.add_argument("--no-transfer", action="store_true", help="skip the transfer matrix (each saved model scored "
                    "on every representation of its test images)")
+    p.add_argument("--analysis", choices=["all", "statistics"], default="all", help="all steps (default), or "
+                   "statistics: no step that loads the saved models (saliency, transfer)")
+    p.add_argument("--skip", nargs="+", default=[], metavar="STEP", help="registered analysis steps not to run "
+                   "(e.g. transfer saliency); the report says which ran")
     p.add_argument("--family", nargs="+", default=["study", "task", "seed", "fold"],
                    help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "
                         "e.g. --family study compares every pair of trials of the study")
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if Path(args.run_dir or args.out).is_dir():
             claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
         print(analyze(args.run_dir or args.out, saliency=args.saliency, family=tuple(args.family), lime=args.lime,
-                      transfer=not args.no_transfer, rules=rules))
+                      transfer=not args.no_transfer, rules=rules, analysis=args.analysis, skip=tuple(args.skip)))
     except UserError as exc:  # bad input in one line; a bug keeps its traceback
         print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
         return 2

@@ -2,15 +2,18 @@
 
 ``analyze`` is the whole analysis: load the run once (``LoadedRun``), run the steps of ``ANALYSES`` in order,
 write each step's tables under ``analysis/`` (the folder is rewritten from what exists now, so a re-analysis
-with fewer steps leaves nothing stale), the prose to ``analysis/auroc_table.md`` and the report. Nothing here
-retrains; the training loop and Ray Tune are never imported.
+with fewer steps leaves nothing stale; it is written as ``analysis.partial/`` and swapped in whole, so an
+interrupted re-analysis leaves the previous one in place), the prose to ``analysis/auroc_table.md`` and the
+report. Nothing here retrains; the training loop and Ray Tune are never imported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -27,7 +30,7 @@ from cxrray.analysis import (  # noqa: F401
     tables,
 )
 from cxrray.analysis.report import write_report
-from cxrray.analysis.steps import AnalysisOptions, Artifacts, LoadedRun, ordered_steps
+from cxrray.analysis.steps import ANALYSES, AnalysisOptions, Artifacts, LoadedRun, ordered_steps
 from cxrray.analysis.verdict import Rules
 from cxrray.config import RunLayout
 from cxrray.registry import UserError
@@ -56,35 +59,54 @@ def load_run(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) 
 
 def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) -> AnalysisResult:
     """Every registered step on ``run_dir``; tables under ``analysis/``, the text, and ``report.html``."""
-    run = load_run(run_dir, options)
+    final = load_run(run_dir, options)
+    run = dataclasses.replace(final, layout=final.layout.staging())  # written aside, swapped in when complete
     out = run.layout.analysis
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     artifacts = {}
-    for step in ordered_steps():
+    steps = ordered_steps()
+    chosen = [s for s in steps if s.name not in options.skip]
+    for step in chosen:
         made = step.run(run)
         for name, frame in (made.tables | made.detail).items():
             path = run.layout.analysis_file(f"{name}.csv")
             path.parent.mkdir(parents=True, exist_ok=True)
             frame.write_csv(path)
         artifacts[step.name] = made
-    text = "".join(a.text for a in artifacts.values())
+    skipped = [s.name for s in steps if s.name in options.skip]
+    text = "".join(a.text for a in artifacts.values()) + (
+        f"\n\nAnalysis steps: ran {', '.join(s.name for s in chosen)}; skipped {', '.join(skipped)} (--analysis / "
+        f"--skip)" if skipped else "")
     run.layout.analysis_file("auroc_table.md").write_text(text + "\n")
+    run = dataclasses.replace(final, layout=run.layout.swap_analysis())
     report = write_report(run, text, artifacts)
     return AnalysisResult(text, artifacts, report)
 
 
+def analysis_options(analysis: str = "all", skip: tuple[str, ...] = (), **options: Any) -> AnalysisOptions:
+    """The analysis a user chose: ``analysis`` "all" (every registered step) or "statistics" (no step that loads
+    the saved models: saliency, transfer; minutes instead of hours at paper scale), less the steps named in
+    ``skip``; every name checked against the registry (its error lists the valid ones), before Ray starts."""
+    for name in skip:
+        ANALYSES.get(name)
+    if analysis not in ("all", "statistics"):
+        raise UserError(f"--analysis {analysis!r}: valid: all, statistics")
+    models = tuple(s.name for s in ordered_steps() if s.models) if analysis == "statistics" else ()
+    return AnalysisOptions(skip=tuple(sorted({*skip, *models})), **options)
+
+
 def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0,
-            transfer: bool = True, rules: Rules = Rules()) -> str:
+            transfer: bool = True, rules: Rules = Rules(), analysis: str = "all", skip: tuple[str, ...] = ()) -> str:
     """Recompute every table from ``run_dir``'s stored predictions; returns the text and the report's path.
 
     ``saliency``: test images per trial for Grad-CAM from the saved models (0 skips it).
     ``family``: the columns whose equal values make one family of DeLong tests (adjusted together).
     ``lime``: of those, images per trial also explained with LIME (0 skips it; slower than Grad-CAM).
     ``transfer``: score each saved model on every representation (the transfer matrix).
-    ``rules``: the verdict's alpha and equivalence margins.
+    ``rules``: the verdict's alpha and equivalence margins. ``analysis`` / ``skip``: see ``analysis_options``.
     """
-    result = run_analysis(run_dir, AnalysisOptions(saliency=saliency, lime=lime, family=tuple(family),
-                                                   transfer=transfer, rules=rules))
+    result = run_analysis(run_dir, analysis_options(analysis, skip, saliency=saliency, lime=lime,
+                                                    family=tuple(family), transfer=transfer, rules=rules))
     return result.text + f"\n\nReport: {result.report}"

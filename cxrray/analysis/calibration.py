@@ -24,7 +24,7 @@ import polars as pl
 from scipy import stats
 
 from cxrray.analysis.compare import holm
-from cxrray.analysis.palette import protocol_sorted
+from cxrray.analysis.palette import protocol_sorted, row_colours
 from cxrray.analysis.shortcut import trial_scores
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 
@@ -134,7 +134,7 @@ def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: di
             continue  # no scores to calibrate (a diverged model is named degenerate by the verdict step)
         stats = calibration_test(y, p, patients, seed=len(rows))
         rows.append({"trial_id": trial["trial_id"], "run_name": names.get(trial["trial_id"], trial["trial_id"]),
-                     axis: trial.get(axis, ""),
+                     axis: trial.get(axis, ""), **({"backbone": trial["backbone"]} if "backbone" in trial else {}),
                      "positive": trial["positive"], **stats, "constant": bool(np.ptp(p) == 0)})
     if not rows:
         return pl.DataFrame()
@@ -146,9 +146,12 @@ def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: di
         .otherwise(pl.lit("consistent with calibration")).alias("verdict")).drop("constant")
 
 
-def plot_reliability(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.DataFrame, path) -> None:
-    """Small multiples: one reliability diagram per trial (observed frequency against mean probability per bin,
-    the bin's size as the marker's area), the diagonal a calibrated model follows, ECE and slope in the title."""
+def plot_reliability(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.DataFrame, path,
+                     rows: str = "representation") -> None:
+    """Small multiples that stay readable at paper scale: one reliability panel per backbone (9 panels for 225
+    trials, not 225), a line per trial coloured by its row (representation), observed frequency against mean
+    probability per bin; a miscalibrated trial (after Holm) drawn solid with its bins marked, the others dashed;
+    the diagonal a calibrated model follows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,21 +159,32 @@ def plot_reliability(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.
 
     test = predictions.filter(pl.col("split") == "test")
     trials = {t["trial_id"]: t for t in aurocs.iter_rows(named=True)}
-    k = table.height
-    cols = min(k, 4)
-    fig, axes = plt.subplots(-(-k // cols), cols, figsize=(3.1 * cols, 3.1 * -(-k // cols)), squeeze=False)
-    for ax, row in zip(axes.ravel(), table.iter_rows(named=True)):
-        _, y, p, _ = trial_scores(test, trials[row["trial_id"]])
-        n, conf, freq = bin_stats(y, p)
-        keep = n > 0
-        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
-        ax.scatter(conf[keep], freq[keep], s=20 + 200 * n[keep] / n.sum(), color="#b2182b"
-                   if row["verdict"] == "miscalibrated" else "#2166ac", alpha=0.8)
-        ax.plot(conf[keep], freq[keep], color="0.3", lw=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"mean P({row['positive']})", ylabel="observed frequency")
-        ax.set_title(f"{row['run_name']}\nECE {row['ece']:.3f} (calibrated: {row['ece_if_calibrated']:.3f}), "
-                     f"slope {row['slope']:.2f}", fontsize=8)
-    for ax in axes.ravel()[k:]:
+    label = rows if rows in table.columns else "run_name"
+    colours = row_colours([str(x) for x in table[label].unique(maintain_order=True).to_list()])
+    backbones = table["backbone"].unique(maintain_order=True).to_list() if "backbone" in table.columns else ["all"]
+    cols = min(len(backbones), 3)
+    nrows = -(-len(backbones) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.5 * nrows), squeeze=False)
+    for ax, bb in zip(axes.ravel(), backbones):
+        part = table.filter(pl.col("backbone") == bb) if "backbone" in table.columns else table
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls=":")
+        shown = set()
+        for row in part.iter_rows(named=True):
+            _, y, p, _ = trial_scores(test, trials[row["trial_id"]])
+            n, conf, freq = bin_stats(y, p)
+            keep = n > 0
+            bad = row["verdict"] == "miscalibrated"
+            name = str(row[label])
+            ax.plot(conf[keep], freq[keep], color=colours[name], lw=1.6 if bad else 1.0, ls="-" if bad else "--",
+                    marker="o" if bad else None, ms=4, alpha=0.9,
+                    label=None if name in shown else name)
+            shown.add(name)
+        worst = part.sort("ece", descending=True).row(0, named=True)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed frequency")
+        ax.set_title(f"{bb}: {int((part['verdict'] == 'miscalibrated').sum())} of {part.height} miscalibrated\n"
+                     f"highest ECE {worst['ece']:.3f} ({worst[label]})", fontsize=8)
+        ax.legend(fontsize=6, loc="upper left")
+    for ax in axes.ravel()[len(backbones):]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -187,10 +201,11 @@ def calibration(run: LoadedRun) -> Artifacts:
     if table.is_empty():  # (sorted: the figure's panels in the tables' order)
         return a
     a.tables["calibration"] = table
-    plot_reliability(run.predictions, table, run.aurocs, run.figure("reliability"))
-    a.figures["reliability"] = ("Reliability per trial: observed frequency of the positive class against the mean "
-                                "predicted probability in 10 bins (marker area: the bin's share of images); the "
-                                "dashed diagonal is perfect calibration; red: miscalibrated after Holm")
+    plot_reliability(run.predictions, table, run.aurocs, run.figure("reliability"), run.rows)
+    a.figures["reliability"] = ("Reliability per backbone: observed frequency of the positive class against the "
+                                "mean predicted probability in 10 bins, a line per trial coloured by its "
+                                f"{run.rows}; solid with markers: miscalibrated after Holm; dotted diagonal: "
+                                "perfect calibration")
     bad = table.filter(pl.col("verdict") == "miscalibrated")
     a.text = (f"\n\nCalibration: {bad.height} of {table.height} trial(s) miscalibrated (consistency resampling, "
               f"Holm); ECE from {table['ece'].min():.3f} to {table['ece'].max():.3f} (analysis/calibration.csv).")

@@ -97,8 +97,7 @@ def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path,
     for ax, bb in zip(axes[0], backbones):
         for r in protocol_sorted(aurocs.filter(pl.col("backbone") == bb), rows).iter_rows(named=True):
             part = test.filter(pl.col("trial_id") == r["trial_id"])
-            index = TASKS.get(r["task"]).classes.index(r["positive"])
-            fpr, tpr, _ = roc_curve((part["target"] == index).to_numpy(), part[f"prob_{r['positive']}"].to_numpy())
+            fpr, tpr, _ = roc_curve(*TASKS.get(r["task"]).positive_scores(part))
             seed = r.get("seed", 0)
             name = f"{r[rows]}" + (f" s{seed}" if len(seeds) > 1 else "")
             ax.plot(fpr, tpr, color=colours[str(r[rows])], ls=styles[seeds.index(seed) % len(styles)], lw=1.6,

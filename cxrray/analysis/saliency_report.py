@@ -85,7 +85,7 @@ def _line(r: dict, lime: bool) -> str:
     return text
 
 
-@analysis_step(order=40)
+@analysis_step(order=40, models=True)
 def saliency(run: LoadedRun) -> Artifacts:
     """Grad-CAM (and LIME) shares inside the lungs (CSV, bar chart) and example grids; a line per trial."""
     a = Artifacts(sections=[Section("Saliency inside the lungs", tables=("saliency_in_lungs",),

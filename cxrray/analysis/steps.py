@@ -30,6 +30,7 @@ class AnalysisOptions:
     family: tuple[str, ...] = ("study", "task", "seed", "fold")  # columns whose equal values form a DeLong family
     transfer: bool = True  # score each saved model on every representation (the transfer matrix)
     rules: Rules = field(default_factory=Rules)  # the verdict's alpha and equivalence margins
+    skip: tuple[str, ...] = ()  # registered steps not to run (``analyze.analysis_options`` checks the names)
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,20 @@ class AnalysisStep:
     order: int
     run: Callable[[LoadedRun], Artifacts]
     description: str = ""
+    models: bool = False  # reads the saved models (saliency, transfer): the costly part, left out by
+    # ``--analysis statistics``
 
 
 ANALYSES: Registry[AnalysisStep] = Registry("analysis step")
 
 
-def analysis_step(order: int) -> Callable[[Callable[[LoadedRun], Artifacts]], Callable[[LoadedRun], Artifacts]]:
-    """Register a step under its function's name; ``order`` places its text and report sections."""
+def analysis_step(order: int, models: bool = False) -> Callable[[Callable[[LoadedRun], Artifacts]],
+                                                                Callable[[LoadedRun], Artifacts]]:
+    """Register a step under its function's name; ``order`` places its text and report sections; ``models``:
+    the step loads the trials' saved models."""
 
     def deco(fn: Callable[[LoadedRun], Artifacts]) -> Callable[[LoadedRun], Artifacts]:
-        ANALYSES.register(fn.__name__)(AnalysisStep(fn.__name__, order, fn, (fn.__doc__ or "").strip()))
+        ANALYSES.register(fn.__name__)(AnalysisStep(fn.__name__, order, fn, (fn.__doc__ or "").strip(), models))
         return fn
 
     return deco

@@ -11,6 +11,7 @@ import polars as pl
 
 from cxrray.analysis.analyze import AnalysisResult, run_analysis
 from cxrray.analysis.shortcut import headline
+from cxrray.analysis.steps import AnalysisOptions
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
 from cxrray.data.tasks import TASKS
 
@@ -80,10 +81,11 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
 
 
 def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wandb_mode: WandbMode = "disabled",
-                 project: str = "cxrray") -> int:
-    """Print the analysis of ``run_dir`` and a closing line; the exit code is 1 when a trial failed."""
+                 project: str = "cxrray", options: AnalysisOptions = AnalysisOptions()) -> int:
+    """Print the analysis of ``run_dir`` (``options``: ``analyze.analysis_options``, chosen and checked before Ray
+    starts) and a closing line; the exit code is 1 when a trial failed."""
     print()
-    analysis = run_analysis(run_dir)
+    analysis = run_analysis(run_dir, options)
     print(analysis.text + f"\n\nReport: {analysis.report}")
     log_summary(run_dir, outcome, analysis, wandb_mode, project)
     stopped = f" ({len(outcome.stopped)} more stopped early by ASHA)" if outcome.stopped else ""

@@ -100,7 +100,7 @@ def plot_transfer(table: pl.DataFrame, path) -> None:
     plt.close(fig)
 
 
-@analysis_step(order=42)
+@analysis_step(order=42, models=True)
 def transfer(run: LoadedRun) -> Artifacts:
     """Each trial's model scored on every representation of its test images (the transfer matrix)."""
     a = Artifacts()

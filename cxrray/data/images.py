@@ -4,11 +4,17 @@ Images come back as float32 in [0, 1], 2-D, with 0 = black (air) whatever the
 file's photometric convention; masks come back as uint8 {0, 1}. Any failure is
 an ``ImageReadError`` that names the file, so the caller can add the row.
 
-One intensity policy, whatever the format: an image of more than 8 bits (DICOM after its modality and VOI
-LUTs, a 16-bit PNG or TIFF whether it holds 10, 12 or 16 significant bits) is stretched from its darkest to its
-brightest pixel, as a viewer without a window would show it; an 8-bit image has already been windowed for
-display and is read as value / 255. So the 12-bit values of a 16-bit PNG are not read 16x too dark, and one
-source's bit depth cannot become a brightness signature of its own.
+One intensity policy, whatever the format and the bit depth: every image (DICOM after its modality and VOI
+LUTs; an 8-bit PNG or JPEG; a 16-bit PNG or TIFF whether it holds 10, 12 or 16 significant bits) is stretched
+from its darkest to its brightest pixel, as a viewer without a window shows it. Why this one: the container's
+nominal range (value / 255, value / 65535) says how the file was stored, not what was imaged, and real images
+rarely use their whole range (none of the 46 human-masked fixture CXRs spans 0-255), so a nominal-range policy
+reads the 8-bit and the 12-bit copy of one radiograph differently (up to 0.165 apart) and lets a source's bit
+depth become a brightness signature. The stretch divides integer differences exactly, so every copy whose values
+are an integer multiple of another's (bit shifts, x257, 12 bits in a 16-bit container) decodes to the very same
+pixels and the duplicate check, which hashes the decoded pixels, names it; a copy re-quantised with rounding is
+within half of one of its grey levels. Robust percentiles were not chosen: they clip burn-in text and markers,
+the very shortcuts this tool measures.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ class ImageReadError(ValueError):
 
 
 def stretch(arr: np.ndarray) -> np.ndarray:
-    """Darkest pixel to 0, brightest to 1 (float64); a constant image is all 0."""
+    """Darkest pixel to 0, brightest to 1 (float64); a constant image is all 0. For integer-valued pixels the
+    result depends only on the ratios of their differences (exact subtraction, one correctly rounded division)."""
     arr = np.asarray(arr, dtype=np.float64)
     lo, hi = float(arr.min()), float(arr.max())
     return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
@@ -54,9 +61,9 @@ def _read_dicom(path: Path) -> np.ndarray:
 def _read_raster(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # more than 8 bits: windowed like a DICOM
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # more than 8 bits
             return stretch(np.asarray(im, dtype=np.float64)).astype(np.float32)
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return stretch(np.asarray(im.convert("L"), dtype=np.float64)).astype(np.float32)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -6,7 +6,9 @@ decoded image and mask is hashed (``shards.pixel_hash``), which gives two things
 
 - **duplicates by content**: a row whose image has the same pixels as an earlier row's (under another name,
   path, patient id, format or DICOM header) is quarantined with the row it duplicates, whatever its split:
-  one image never sits in two splits, nor twice in one (the earlier row keeps its place);
+  one image never sits in two splits, nor twice in one (the earlier row keeps its place); likewise a row whose
+  lung mask has the same pixels as an earlier row's (one mask file serving two images) is quarantined naming
+  it, since a mask belongs to one image (``--masks-unchecked`` turns this off with the gate);
 - **the data's identity** (``IngestResult.content``): a digest of every row's image and mask pixels, so a
   repaired or replaced file makes a new dataset id (and new trials), while a moved or re-exported one with the
   same pixels does not.
@@ -77,16 +79,25 @@ class Duplicates:
     """Content hashes seen so far (16 bytes each): the first row of each image, and the later rows that repeat
     it. Streaming: rows arrive in manifest-row order, so 'earlier' is the manifest's order."""
 
-    def __init__(self) -> None:
+    def __init__(self, masks: bool = True) -> None:
         self.first: dict[str, tuple[int, str]] = {}  # image hash -> (row, path)
+        self.masks: dict[str, tuple[int, str]] | None = {} if masks else None  # mask hash -> (row, mask path)
 
-    def check(self, row: int, path: str, digest: str) -> str:
-        """'' for a new image, else the reason naming the earlier row."""
+    def check(self, row: int, path: str, digest: str, mask_digest: str = "", mask_path: str = "") -> str:
+        """'' for a new image with a mask of its own, else the reason naming the earlier row: the same image, or
+        the same lung mask as another image's (a mask belongs to one image: one mask file serving two images,
+        or a copy of it, is another patient's lungs for at least one of them)."""
         if not digest:
             return ""
         if digest in self.first:
             first_row, first_path = self.first[digest]
             return f"{path}: the same image as row {first_row} ({first_path}): a duplicate, left out"
+        if mask_digest and self.masks is not None:
+            if mask_digest in self.masks:
+                first_row, first_mask = self.masks[mask_digest]
+                return (f"{mask_path}: the same lung mask as row {first_row} ({first_mask}) serves this image too; a "
+                        f"mask belongs to one image: left out")
+            self.masks[mask_digest] = (row, mask_path)
         self.first[digest] = (row, path)
         return ""
 
@@ -113,19 +124,21 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
     ctx.execution_options.preserve_order = True
     cpus = max(ray.cluster_resources().get("CPU", 1), 1) if ray.is_initialized() else 1
     ctx.execution_options.resource_limits = limits.copy(object_store_memory=store_mib_per_cpu * cpus * 2**20)
-    writer, bad, dups, content = ShardWriter(out, rows_per_shard), [], Duplicates(), hashlib.sha256()
+    writer, bad, dups, content = ShardWriter(out, rows_per_shard), [], Duplicates(check_masks), hashlib.sha256()
     try:
         stream = stream_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype,
                                  rows_per_block=rows_per_block, check_masks=check_masks,
                                  rows_file=out / "_rows.parquet")
         for block in stream.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
             rows, paths = block.column("row").to_pylist(), block.column("image_path").to_pylist()
+            has_masks = "mask_path" in block.column_names
+            mask_paths = block.column("mask_path").to_pylist() if has_masks else [""] * len(rows)
             image_hashes, mask_hashes = (block.column(c).to_pylist() for c in HASH_COLUMNS)
             errors = block.column("error").to_pylist()
             for k, (row, path, ih, mh) in enumerate(zip(rows, paths, image_hashes, mask_hashes)):
                 content.update(f"{row}:{ih}:{mh};".encode())
                 if not errors[k]:
-                    errors[k] = dups.check(row, path, ih)
+                    errors[k] = dups.check(row, path, ih, mh, mask_paths[k] or "")
             bad += [{"row": r, "image_path": p, "error": e} for r, p, e in zip(rows, paths, errors) if e]
             splits = block.column("split").to_pylist()
             good = block.drop_columns(["error", "image_path", *HASH_COLUMNS])

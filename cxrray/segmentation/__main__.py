@@ -1,5 +1,6 @@
-"""``python -m cxrray.segmentation {train,evaluate,fill}``: train the lung U-Net (held-out Dice per source,
-then a refit on every mask), score it on a masked set from other sites, or fill in missing masks."""
+"""``python -m cxrray.segmentation {train,evaluate,fill,check}``: train the lung U-Net (held-out Dice per source,
+then a refit on every mask), score it on a masked set from other sites, fill in missing masks, or check that
+every supplied mask belongs to its image (the U-Net's lungs of the image against the mask)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--dilate", type=int, default=0, help="grow predicted masks by this many pixels")
     f.add_argument("--batch-size", type=int, default=16, help="images per U-Net batch")
     f.add_argument("--concurrency", type=int, default=1, help="U-Net actors predicting in parallel")
+    c = sub.add_parser("check", help="flag supplied masks that disagree with the U-Net's lungs of their image; "
+                       "write the manifest without them")
+    c.add_argument("manifest", help="manifest whose rows with a mask_path are checked")
+    c.add_argument("model", help="unet.pt written by 'train' (seg_config.json beside it)")
+    c.add_argument("--out", required=True, help="folder for mask_check.csv, quarantine.csv and manifest.csv")
+    c.add_argument("--min-dice", type=float, default=None, help="lung Dice below which a mask is flagged "
+                   "(default: cxrray.segmentation.maskcheck.MASK_DICE)")
     args = p.parse_args(argv)
+    if args.cmd == "check":  # no Ray: one process scores the masks
+        from cxrray.segmentation.maskcheck import MASK_DICE, check_masks
+
+        check_masks(args.manifest, args.model, args.out, MASK_DICE if args.min_dice is None else args.min_dice)
+        return 0
     _start_ray()
     if args.cmd == "train":
         from cxrray.segmentation.job import summarise, train_segmenter

@@ -69,10 +69,14 @@ def add_training_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
 
 
 def add_mask_arg(d: argparse._ArgumentGroup) -> None:
-    """``--masks-unchecked``: the one opt-out of the lung-mask plausibility gate."""
+    """``--masks-unchecked`` (the one opt-out of the lung-mask checks) and ``--mask-unet`` (masks checked against a
+    lung U-Net's view of their image)."""
     d.add_argument("--masks-unchecked", action="store_true", help="use supplied lung masks without the "
-                   "plausibility gate (non-empty, two regions, 8-60 %% of the image, inside the body) that "
-                   "otherwise sends a failing row to quarantine.csv with the reason")
+                   "plausibility gate (non-empty, two regions, 8-60 %% of the image, inside the body; one mask "
+                   "file for one image) that otherwise sends a failing row to quarantine.csv with the reason")
+    d.add_argument("--mask-unet", type=Path, help="a lung U-Net (unet.pt of `python -m cxrray.segmentation train`): "
+                   "each supplied mask is compared with the U-Net's lungs of its image, before Ray starts, and a "
+                   "mask with lung Dice below 0.85 goes to quarantine.csv (it may belong to another image)")
 
 
 def add_resource_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
@@ -113,6 +117,12 @@ def add_resource_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
     r.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: every core; ignored "
                    "with --address)")
     r.add_argument("--verbose", action="store_true", help="stream Ray worker logs to the terminal")
+    a = p.add_argument_group("analysis at the end of the sweep (rerun any time: python -m cxrray.analysis --out DIR)")
+    a.add_argument("--analysis", choices=["all", "statistics"], help="all steps (the default), or statistics: no "
+                   "step that loads the saved models (saliency with its sanity checks, the transfer matrix), "
+                   "minutes instead of hours for a paper-scale sweep")
+    a.add_argument("--skip", nargs="+", metavar="STEP", help="registered analysis steps not to run (for example "
+                   "transfer); the report says which ran")
 
 
 def run_cli(main: Callable[[], int], prog: str) -> None:
@@ -172,7 +182,7 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, kind: type[S
 
 
 def checked_manifest(path: Path, task: str | None = None, *, fractions: tuple[float, ...] = (0.6, 0.2, 0.2),
-                     seed: int = 0):
+                     seed: int = 0, mask_unet: Path | None = None):
     """``read_manifest`` plus, before Ray starts: the leakage check of a given ``split`` column (file, patient
     and rows named); a manifest whose every row is quarantined; and with ``task``, a class of the task missing
     or too few patients for the split (``data.checks``)."""
@@ -185,6 +195,11 @@ def checked_manifest(path: Path, task: str | None = None, *, fractions: tuple[fl
     rows, quarantine = read_manifest(path)
     check_rows_left(rows, quarantine, path)
     check_files_exist(rows, path)
+    if mask_unet is not None:
+        from cxrray.segmentation.maskcheck import quarantine_foreign_masks
+
+        rows, quarantine = quarantine_foreign_masks(rows, quarantine, mask_unet)
+        check_rows_left(rows, quarantine, path)
     if "split" in rows.columns:
         check_no_leakage(rows.filter(pl.col("split") != ""))
     if task is not None:

@@ -75,6 +75,9 @@ class Study:
     address: str | None = None
     num_cpus: int | None = None
     verbose: bool = field(default=False, metadata=HOW)
+    # the analysis at the end of the sweep
+    analysis: Literal["all", "statistics"] = "all"
+    skip: tuple[str, ...] = ()
 
     # ---- resolution -------------------------------------------------------------------------------------------
     @classmethod

@@ -17,7 +17,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     try:
-        with guard:
+        with guard, sigint_kept():
             tuner.fit()
     except Exception:
         if not guard.check(force=True):
@@ -314,6 +315,31 @@ def worker_env(run_dir: Path, wandb_mode: WandbMode) -> dict[str, str]:
     env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp), "WANDB_SILENT": "true"}
     env |= {k: v for k, v in os.environ.items() if k == FAULT_ENV}  # reliability tests only
     return env | {k: v for k, v in os.environ.items() if k in WANDB_PASSED}
+
+
+@contextmanager
+def sigint_kept() -> Iterator[None]:
+    """Around ``tuner.fit()``: Tune replaces the SIGINT (and SIGUSR1) handler for the fit, ends the fit quietly on
+    a first Ctrl-C and puts the original back only then; after a fit that ended normally its handler stayed, so
+    the first Ctrl-C of the analysis was swallowed. The handlers are restored after the fit, and a Ctrl-C that
+    Tune caught ends the sweep as any Ctrl-C does (KeyboardInterrupt: one line, exit 130, resumable)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kinds = [signal.SIGINT, *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])]
+    saved = {k: signal.getsignal(k) for k in kinds}
+    tune_catches = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    try:
+        yield
+    finally:
+        caught = tune_catches and signal.getsignal(signal.SIGINT) is saved[signal.SIGINT]  # Tune put it back
+        for k, handler in saved.items():
+            signal.signal(k, handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class Terminated(KeyboardInterrupt):
