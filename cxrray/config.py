@@ -321,6 +321,10 @@ class RunLayout:
         shutil.rmtree(old, ignore_errors=True)
         return RunLayout(self.root)
 
+    def analysis_cache(self, step: str) -> Path:
+        """``cache/analysis/<step>/``: a model-based step's per-trial results, kept across re-analyses."""
+        return self.root / "cache" / "analysis" / step
+
     def analysis_file(self, name: str) -> Path:
         """``analysis/<name>`` (a table, a figure, a sub-folder of per-trial tables)."""
         return Path(self.analysis) / name

@@ -98,7 +98,9 @@ def test_prepare_quarantines_manifest_and_image_problems(tmp_path, phantom_manif
 
 
 def test_shards_give_identical_pixels_to_raw_files(tmp_path, ray_local):
-    """Real 8-bit PNGs packed at native size as uint8 read back bit-identical; a bad row is quarantined."""
+    """Real 8-bit PNGs packed at native size as uint8 read back as decoded, within half a grey level of the 8-bit
+    storage (decoding stretches each image over [0, 1]; uint16 storage keeps 0.5 / 65535); a bad row is
+    quarantined."""
     from conftest import REAL_MINI
 
     from cxrray.data.pack import pack, read_shards
@@ -118,7 +120,7 @@ def test_shards_give_identical_pixels_to_raw_files(tmp_path, ray_local):
     got = {int(r["row"]): np.asarray(r["image"]) for r in read_shards(tmp_path / "out").iter_rows()}
     assert sorted(got) == manifest["row"].to_list()
     for r in manifest.iter_rows(named=True):
-        assert np.array_equal(got[r["row"]], read_image(r["image_path"])), r["image_path"]
+        assert np.abs(got[r["row"]] - read_image(r["image_path"])).max() <= 0.5 / 255 + 1e-6, r["image_path"]
 
 
 def test_uint16_shards_keep_12_bit_detail(tmp_path, ray_local):

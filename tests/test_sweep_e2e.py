@@ -140,7 +140,7 @@ def test_a_missing_model_is_named_not_skipped(smoke_run, tmp_path):
 
     out, _ = smoke_run
     copy = tmp_path / "run"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".cxrray.lock*", "wandb", "tmp"))
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".cxrray.lock*", "wandb", "tmp", "cache"))
     gone = pl.read_csv(out / "analysis" / "trial_aurocs.csv")["trial_id"][0]
     (copy / "trials" / gone / "model.pt").unlink()
     again = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(copy), "--saliency", "4"],
@@ -150,6 +150,29 @@ def test_a_missing_model_is_named_not_skipped(smoke_run, tmp_path):
     assert again.stdout.count(said) == 2, again.stdout  # saliency and transfer
     assert said in pl.read_csv(copy / "analysis" / "transfer_missing.csv")["note"][0]
     assert said in (copy / "report.html").read_text()
+
+
+def test_a_reanalysis_reuses_each_trials_model_based_results(smoke_run, tmp_path):
+    """Saliency and the transfer matrix are computed once per trial and kept under cache/analysis/: a re-analysis
+    with the same options needs no model (here every model.pt is gone) and gives the same tables; other options
+    (fewer saliency images) are a new entry, computed from the model."""
+    import shutil
+
+    out, _ = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".cxrray.lock*", "wandb", "tmp"))
+    assert {p.parent.name for p in (copy / "cache" / "analysis").rglob("*.parquet")} == {"saliency", "transfer"}
+    for model in (copy / "trials").glob("*/model.pt"):
+        model.unlink()
+    again = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(copy)], capture_output=True, text=True,
+                           cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "model missing" not in again.stdout
+    for name in ("transfer_matrix", "saliency_in_lungs", "saliency_per_image"):
+        assert pl.read_csv(copy / "analysis" / f"{name}.csv").equals(pl.read_csv(out / "analysis" / f"{name}.csv"))
+    fewer = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(copy), "--saliency", "4"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert fewer.returncode == 0 and fewer.stdout.count("model missing") == 2  # a new entry needs the model
 
 
 def test_rerun_resumes_without_retraining(smoke_run):

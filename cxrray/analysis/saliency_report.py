@@ -8,13 +8,38 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from cxrray.analysis.cache import TrialCache
 from cxrray.analysis.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.analysis.saliency import bootstrap_ci, trial_saliency
 from cxrray.analysis.sanity import RHO_MAX
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.config import RunLayout
 from cxrray.registry import UserError
 
 EXPLAINABLE = ("standard",)  # methods whose model.pt Grad-CAM explains (FuCiTNet's fused model is not)
+VERSION = 1  # of the per-trial result (``cache.TrialCache``): raise it when trial_saliency computes otherwise
+GRID = ("seen", "pred", "mask", "classes", "prob", "truth")  # what the Grad-CAM grid draws of a trial's maps
+
+
+def grid_maps(maps: dict, per_class: int = 2) -> dict[str, np.ndarray]:
+    """Of a trial's maps, the images the Grad-CAM grid shows (the first ``per_class`` test images of each true
+    class): all the cache keeps, so an entry stays small at any image size."""
+    classes = np.asarray(maps["all_classes"])
+    picks = np.concatenate([np.flatnonzero(maps["truth"] == c)[:per_class] for c in classes]).astype(int)
+    return {k: np.asarray(maps[k])[picks] for k in GRID} | {"all_classes": classes}
+
+
+def _cached_saliency(cache: TrialCache, run_dir: Path, trial_id: str, limit: int, lime: int
+                     ) -> tuple[pl.DataFrame, dict]:
+    """A trial's saliency rows and grid maps: from the cache, else computed (model loaded) and stored."""
+    hit = cache.get(trial_id)
+    if hit is not None:
+        rows, arrays = hit
+        return rows, arrays | {"all_classes": tuple(str(c) for c in arrays["all_classes"])}
+    rows, maps = trial_saliency(run_dir, trial_id, limit=limit, lime=lime)
+    kept = grid_maps(maps)
+    cache.put(trial_id, rows, kept)
+    return rows, kept | {"all_classes": tuple(str(c) for c in kept["all_classes"])}
 
 
 def sanity_summary(rows: pl.DataFrame) -> dict:
@@ -37,12 +62,13 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
     """(per-image shares, per-trial summary with CIs, maps per trial) for every softmax trial in ``aurocs``;
     ``lime`` images per trial also get a LIME share."""
     per_image, summary, maps = [], [], {}
+    cache = TrialCache(RunLayout(Path(run_dir)), "saliency", VERSION, {"limit": limit, "lime": lime})
     for r in aurocs.iter_rows(named=True):
         entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
         if r.get("method", "standard") not in EXPLAINABLE:
             continue  # a method whose weights Grad-CAM cannot explain (FuCiTNet's fused two-pass model)
         try:
-            rows, m = trial_saliency(run_dir, r["trial_id"], limit=limit, lime=lime)
+            rows, m = _cached_saliency(cache, Path(run_dir), r["trial_id"], limit, lime)
         except UserError as exc:  # the model or its card is missing: the trial is named, never dropped
             summary.append(entry | {"note": str(exc), "randomisation": "not tested"})
             continue

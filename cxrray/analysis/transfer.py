@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from cxrray.analysis.cache import TrialCache
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.saliency import load_trial
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
@@ -53,14 +54,24 @@ def trial_transfer(run_dir, trial_id: str, batch_size: int = 64) -> list[dict]:
     return rows
 
 
+VERSION = 1  # of the per-trial result (``cache.TrialCache``): raise it when trial_transfer computes otherwise
+
+
 def transfer_matrix(run: LoadedRun) -> pl.DataFrame:
-    """Every analysed hide-and-seek trial with a saved model, scored on every representation."""
-    rows = []
+    """Every analysed hide-and-seek trial with a saved model, scored on every representation (each trial once:
+    its rows are cached and reused by later analyses)."""
+    rows, cache = [], TrialCache(run.layout, "transfer", VERSION, {})
     for trial in run.aurocs.iter_rows(named=True):
         if "representation" not in trial or trial.get("method", "standard") != "standard":
             continue  # FuCiTNet's fused two-pass model is scored by its own trial only
         try:
-            rows += trial_transfer(run.layout.root, trial["trial_id"])
+            hit = cache.get(trial["trial_id"])
+            if hit is None:
+                mine = trial_transfer(run.layout.root, trial["trial_id"])
+                cache.put(trial["trial_id"], pl.DataFrame(mine, infer_schema_length=None))
+            else:
+                mine = hit[0].to_dicts()
+            rows += mine
         except UserError as exc:  # a missing model is named in the table, never dropped
             rows.append({"trial_id": trial["trial_id"], "train": trial["representation"], "test": "",
                          "backbone": trial["backbone"], "seed": trial.get("seed", 0), "note": str(exc)})

@@ -125,20 +125,20 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
     cpus = max(ray.cluster_resources().get("CPU", 1), 1) if ray.is_initialized() else 1
     ctx.execution_options.resource_limits = limits.copy(object_store_memory=store_mib_per_cpu * cpus * 2**20)
     writer, bad, dups, content = ShardWriter(out, rows_per_shard), [], Duplicates(check_masks), hashlib.sha256()
+    masked = check_masks and "mask_path" in manifest.columns
+    mask_of = dict(zip(manifest["row"].to_list(), manifest["mask_path"].to_list())) if masked else {}
     try:
         stream = stream_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype,
                                  rows_per_block=rows_per_block, check_masks=check_masks,
                                  rows_file=out / "_rows.parquet")
         for block in stream.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
             rows, paths = block.column("row").to_pylist(), block.column("image_path").to_pylist()
-            has_masks = "mask_path" in block.column_names
-            mask_paths = block.column("mask_path").to_pylist() if has_masks else [""] * len(rows)
             image_hashes, mask_hashes = (block.column(c).to_pylist() for c in HASH_COLUMNS)
             errors = block.column("error").to_pylist()
             for k, (row, path, ih, mh) in enumerate(zip(rows, paths, image_hashes, mask_hashes)):
                 content.update(f"{row}:{ih}:{mh};".encode())
                 if not errors[k]:
-                    errors[k] = dups.check(row, path, ih, mh, mask_paths[k] or "")
+                    errors[k] = dups.check(row, path, ih, mh, mask_of.get(row) or "")
             bad += [{"row": r, "image_path": p, "error": e} for r, p, e in zip(rows, paths, errors) if e]
             splits = block.column("split").to_pylist()
             good = block.drop_columns(["error", "image_path", *HASH_COLUMNS])
