@@ -25,6 +25,7 @@ COMMANDS = {  # name -> how to run it (a script path or -m module)
     "staged_pretraining": ["sweeps/staged_pretraining.py"], "validate": ["sweeps/validate.py"],
     "analysis": ["-m", "cxrray.analysis"], "segmentation": ["-m", "cxrray.segmentation"],
     "adapters": ["-m", "cxrray.data.adapters"], "params": ["-m", "cxrray.models.params"],
+    "cxrray": ["-m", "cxrray.studies.command"], "cxrray hide-seek": ["-m", "cxrray.studies.command", "hide-seek"],
 }
 PROBE = """import runpy, sys
 target, argv = sys.argv[1], sys.argv[2:]
@@ -42,9 +43,10 @@ print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 def help_run(command: list[str], extra: tuple[str, ...] = ("--help",)) -> tuple[float, str, list[str]]:
     """(seconds, the help text, heavy modules imported) for one fresh ``--help`` run."""
     target = command[1] if command[0] == "-m" else str(ROOT / command[0])
+    words = command[2:] if command[0] == "-m" else command[1:]  # a subcommand, as in ``cxrray hide-seek``
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", PROBE, target, *extra], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", PROBE, target, *words, *extra], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
     seconds = time.perf_counter() - t0
     heavy = proc.stderr.rsplit("HEAVY=", 1)[-1].strip()
     return seconds, proc.stdout, [m for m in heavy.split(",") if m]

@@ -24,7 +24,7 @@ PARTS = {  # part -> the paths it is made of (relative to the repository root)
     "Training": ("cxrray/training/",),
     "Tuning": ("cxrray/tuning/",),
     "Analysis": ("cxrray/analysis/",),
-    "Sweeps": ("sweeps/",),
+    "Sweeps": ("sweeps/", "cxrray/studies/"),  # the study commands and their thin scripts
 }
 ALLOWED = {  # part -> the parts it may import besides itself
     "Core": set(),
@@ -35,7 +35,7 @@ ALLOWED = {  # part -> the parts it may import besides itself
     "Training": {"Core", "Data", "Representations", "Models"},
     "Tuning": {"Core", "Data", "Segmentation", "Representations", "Models", "Training"},
     "Analysis": {"Core", "Data", "Representations", "Models"},
-    "Sweeps": {"Tuning", "Analysis", "Data"},
+    "Sweeps": {"Core", "Tuning", "Analysis", "Data", "Segmentation"},  # (cxrray <command> dispatches to each)
 }
 NEVER = {  # (importer, imported): why not
     ("Data", "Representations"): "data flows one way",

@@ -16,6 +16,7 @@ EXPECTED = {  # an option each help text must explain, with a registry name wher
     "staged_pretraining": ("--paths", "--recipe"), "validate": ("--confounds", "resnet18"),
     "analysis": ("--saliency", "--family"), "segmentation": ("train", "fill"),
     "adapters": ("usage:", "covidx"), "params": ("--models", "vgg19"),
+    "cxrray": ("hide-seek", "segment"), "cxrray hide-seek": ("usage: cxrray hide-seek", "densenet121"),
 }
 
 
@@ -33,3 +34,21 @@ def test_registry_name_index_matches_the_registries():
     assert stored == names.live(), "registry_names.json is stale: run python -m cxrray.tuning.names"
     assert names.names("hide_seek") == ("original", "lungs_isolated", "lungs_removed", "lungs_framed",
                                         "lungs_boxed_out")
+
+
+def test_the_cxrray_command_runs_each_study_with_its_options_and_errors():
+    """``cxrray <command>`` is the scripts' entry point: the same options, the same one-line errors (exit 2)."""
+    import subprocess
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cxrray.studies.command", *a],  # noqa: E731
+                                    capture_output=True, text=True, cwd=ROOT, timeout=120)
+    bad = run("hide-seek", "--image-size", "-32")
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "cxrray hide-seek: error: --image-size -32 is out of range: 16 to 4096 px")
+    unknown = run("hide_seek")
+    assert unknown.returncode == 2 and "unknown command 'hide_seek' (did you mean 'hide-seek'?)" in unknown.stderr
+    assert run("plan", "--help").stdout.startswith("usage: python -m cxrray.analysis plan")
+    from cxrray.studies.command import COMMANDS
+
+    assert {name for name in COMMANDS} == {"hide-seek", "staged", "source-bias", "validate", "analyze", "plan",
+                                           "segment", "adapters"}

@@ -77,6 +77,7 @@ def test_unet_reaches_dice_092_on_held_out_real_patients(trained, capsys):
     assert summary["gate_hits"].sum() <= summary["poor"].sum() and summary["good_flagged"][-1] <= 1
 
 
+@pytest.mark.slow  # ~40 s: two Ray Train fits; the held-out fit is exercised by the module's fixture
 def test_refit_trains_the_kept_model_on_every_mask(tmp_path, ray_local):
     """Held-out Dice measures the recipe; unet.pt is then refit on all 46 human masks (before, the model
     kept for use had seen only the 2/3 of patients it was not tested on)."""

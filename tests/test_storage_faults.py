@@ -45,7 +45,7 @@ def _fill(fs: Path) -> None:
             pass
 
 
-@pytest.mark.parametrize("fault", ["read-only", "full"])
+@pytest.mark.parametrize("fault", [pytest.param("read-only", marks=pytest.mark.slow), "full"])  # same stop path
 def test_out_failing_mid_sweep_stops_in_one_line_and_resumes(small_fs, fault):
     out = small_fs / "run"
     proc = subprocess.Popen(_sweep(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,

@@ -1,0 +1,144 @@
+"""Source-bias sweep (Hasan et al. 2020): dataset design x task x backbone x seed/fold.
+
+Designs (PROTOCOLS.md section 3): ``single`` (each class from one source),
+``multiple`` (each class mixes sources), ``independent`` (test sources never
+seen in training). The drop from Single/Multiple to Independent is the bias.
+Tasks CL2 (NCV vs CVP), CL3 (NOR, NCP, CVP), CL4 (NOR, OBP, OVP, CVP).
+Per-image predictions keep severity, for the per-severity accuracy of COVIDGR;
+``--methods fucitnet`` adds COVID-SDNet's class-inherent transformations (FuCiTNet).
+
+With no arguments it runs the CPU demo on the phantom with a partial source
+confound (each class mostly, not only, from its own hospital).
+
+    python sweeps/source_bias.py                                 # demo
+    python sweeps/source_bias.py --smoke-test                    # smallest real sweep, CI
+    python sweeps/source_bias.py --manifest covid/manifest.csv --preset paper --gpu
+    python sweeps/source_bias.py --config my_study.yaml          # keys = these options
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrray.data.designs import DESIGNS
+from cxrray.tuning import cli
+
+PRESETS = {
+    "demo": {"epochs": 4},
+    # Hasan et al.: CVR-Net and comparators from ImageNet at 224 px, Adam + plateau + early stop,
+    # frequency class weights; Single and Multiple by 5-fold cross-validation.
+    "paper": {"backbones": ["cvrnet", "resnet50", "xception", "densenet121"], "tasks": ["CL2", "CL3", "CL4"],
+              "recipe": "cvrnet", "image_size": 224, "pretrained": True, "folds": 5},
+    # Haghanifar et al. (COVID-CXNet): the hierarchical model (normal vs pneumonia, then COVID-19 vs other
+    # pneumonia) against the flat 3-class one, same network and recipe, in one table (rows single / CL3, CL3H).
+    "covid_cxnet": {"designs": ["single"], "tasks": ["CL3", "CL3H"], "backbones": ["covid_cxnet"],
+                    "recipe": "covid_cxnet", "image_size": 224, "pretrained": True},
+    # Tabik et al. (COVID-SDNet): one source, segmentation crop, ResNet-50 + FC 512, SGD batch 16, 5 x 5-fold CV;
+    # the baseline classifier ("standard") next to the full methodology ("fucitnet": class-inherent generators,
+    # the 4-class P+/P-/N+/N- classifier and the fusion rule); accuracy per severity level in severity_accuracy.csv.
+    "covid_sdnet": {"designs": ["single"], "tasks": ["CL2"], "backbones": ["covid_sdnet"], "recipe": "covid_sdnet",
+                    "representation": "seg_crop", "image_size": 224, "pretrained": True, "folds": 5,
+                    "seeds": [0, 1, 2, 3, 4], "methods": ["standard", "fucitnet"]},
+}
+
+
+@dataclass(frozen=True)
+class SourceBias(cli.Study):
+    """The source-bias study's options (``--help`` explains each)."""
+
+    name = "source_bias"
+    presets = PRESETS
+    smoke = {"designs": ["single", "multiple"], "tasks": ["CL2"], "backbones": ["basecnn"], "image_size": 32,
+             "epochs": 1, "phantom_patients": 60}  # the smallest real sweep; what the user gave wins
+
+    out: Path = Path("runs/source_bias")
+    manifest: Path | None = None
+    phantom_patients: int = 200
+    confound: float = 0.7
+    split_seed: int = 0
+    masks_unchecked: bool = False
+    mask_unet: Path | None = None
+    designs: tuple[str, ...] = tuple(DESIGNS.names())
+    tasks: tuple[str, ...] = ("CL2",)
+    backbones: tuple[str, ...] = ("basecnn", "resnet18")
+    seeds: tuple[int, ...] = (0,)
+    representation: str = "original"
+    methods: tuple[str, ...] = ("standard",)
+    folds: int = 1
+    test_sources: tuple[str, ...] = ()
+    smoke_test: bool = False
+
+    def check(self) -> None:
+        super().check()
+        for name in self.designs:
+            DESIGNS.get(name)
+        cli.check_names(backbone=self.backbones, task=self.tasks, recipe=[self.recipe],
+                        representation=[self.representation], method=self.methods)
+        cli.check_image_size(self.image_size, self.backbones)
+        cli.check_method_resources(self.methods, self)  # each method's capabilities, before Ray starts
+
+
+def parse_args(argv: list[str] | None = None) -> SourceBias:
+    p = cli.study_parser(__doc__)
+    d = p.add_argument_group("data")
+    d.add_argument("--manifest", type=Path, help="manifest with several sources (default: the phantom)")
+    d.add_argument("--phantom-patients", type=int, help="phantom size in patients (1-3 images each; default 200)")
+    d.add_argument("--confound", type=float, help="phantom: probability of the class's home source (default 0.7)")
+    d.add_argument("--split-seed", type=int, help="seed of the patient-level splits and folds (default 0)")
+    cli.add_mask_arg(d)
+    s = p.add_argument_group("sweep axes")
+    s.add_argument("--designs", nargs="+", help="single, multiple, independent (default: all three)")
+    s.add_argument("--tasks", nargs="+", help="CL2, CL3, CL4, CL3H (hierarchical CL3; default CL2)")
+    s.add_argument("--backbones", nargs="+", help=cli.valid_names("default: basecnn resnet18", "backbone"))
+    s.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
+    s.add_argument("--representation", help="input representation (default original; seg_crop for COVID-SDNet)")
+    s.add_argument("--methods", nargs="+", help="training methods: standard (the default), fucitnet "
+                   "(COVID-SDNet's class-inherent transformations; single-label tasks, one worker per trial)")
+    s.add_argument("--folds", type=int, help="k-fold CV for single/multiple (default 1: 60/20/20 holdout)")
+    s.add_argument("--test-sources", nargs="+",
+                   help="independent design: held-out sources (default: each viable source in turn)")
+    cli.add_training_args(p, SourceBias)
+    cli.add_resource_args(p, SourceBias)
+    p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: single + multiple, basecnn, "
+                   "CL2, 32 px, 1 epoch (options given on the command line or in --config win)")
+    return cli.parse_study(p, argv, SourceBias)
+
+
+def main(argv: list[str] | None = None) -> int:
+    study = parse_args(argv)
+    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.summary import finish_study
+    from cxrray.data.checks import check_task_data
+    from cxrray.tuning.prepare import prepare_data
+    from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
+
+    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
+    study.record(argv)
+    t0 = time.time()
+    run_dir = study.out.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = cli.phantom_or_manifest(run_dir, study.manifest, n_patients=study.phantom_patients,
+                                       confound=study.confound, seed=1)
+    rows, quarantine = cli.checked_manifest(  # a wrong column or leak fails here, before Ray starts
+        manifest, mask_unet=None if study.masks_unchecked else study.mask_unet)
+    frames = {(design, task, fold): df for design in study.designs for task in study.tasks
+              for fold, df in design_splits(rows, design, task, folds=study.folds, seed=study.split_seed,
+                                            test_sources=study.test_sources)}  # DesignError before Ray starts
+    for (design, task, fold), df in frames.items():  # a class missing from a split fails here too
+        check_task_data(df, task, f"{manifest} ({design} design, fold {fold})")
+    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
+              verbose_workers=study.verbose)
+    data = {key: prepare_data(manifest, run_dir, image_size=study.image_size, task=key[1], name="-".join(map(str, key)),
+                              frame=(df, quarantine), check_masks=not study.masks_unchecked)
+            for key, df in frames.items()}
+    specs = source_bias_specs(data_ids={k: d.data_id for k, d in data.items()}, backbones=study.backbones,
+                              seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained,
+                              recipe=study.train_recipe(), representation=study.representation, methods=study.methods)
+    specs = expand_search(specs, parse_search(study.search))
+    outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
+                        **study.sweep_options())
+    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project, chosen)
+

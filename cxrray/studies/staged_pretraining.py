@@ -1,0 +1,159 @@
+"""Staged pretraining sweep (Fricks et al. 2021): pretraining paths a-f x seed.
+
+Phase 1 (ChestX-ray14, 14 findings) -> phase 2 (pneumonia at high or low
+prevalence) -> phase 3 (the COVID-19 target task); PROTOCOLS.md section 4.
+Every distinct upstream phase trains once and hands its checkpoint (not its
+head) to every path and seed that needs it; phases run in dependency waves.
+
+With no arguments it runs the CPU demo on phantom stand-ins (a multilabel
+ChestX-ray14-like set, pneumonia sets at 24 % and 2 % prevalence, a COVID-19
+target set). Real data: name each manifest (the adapters in
+``cxrray.data.adapters`` write them: nih14, rsna, covidx ...).
+
+    python sweeps/staged_pretraining.py                      # demo, paths a-f
+    python sweeps/staged_pretraining.py --paths a c f --smoke-test
+    python sweeps/staged_pretraining.py --nih14 nih/manifest.csv --pneumonia-high rsna/manifest.csv \\
+        --pneumonia-low nih_test/manifest.csv --manifest covid/manifest.csv \\
+        --backbones densenet121 --pretrained --image-size 512 --recipe staged --gpu
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrray.data.phantom import write_phantom
+from cxrray.data.phantom_phases import write_multilabel_phantom, write_pneumonia_phantom
+from cxrray.tuning import cli
+from cxrray.tuning.names import names
+
+DATA_OPTIONS = {"nih14": "nih14", "pneu_high": "pneumonia_high", "pneu_low": "pneumonia_low", "target": "manifest"}
+
+
+PRESETS = {
+    "demo": {"epochs": 4},  # phantom stand-ins, resnet18, 64 px; the recipes' other settings as published
+    # Fricks et al.: DenseNet-121 from ImageNet, the staged recipes (up to 100 epochs, early stopping), 512 px.
+    "paper": {"backbones": ["densenet121"], "pretrained": True, "image_size": 512, "seeds": [0, 1, 2, 3, 4]},
+}
+
+
+@dataclass(frozen=True)
+class Staged(cli.Study):
+    """The staged-pretraining study's options (``--help`` explains each)."""
+
+    name = "staged_pretraining"
+    presets = PRESETS
+    smoke = {"backbones": ["basecnn"], "phantom_patients": 36, "image_size": 32,
+             "epochs": 1}  # the smallest real sweep; what the user gave wins
+
+    out: Path = Path("runs/staged_pretraining")
+    recipe: str = "staged"
+    nih14: Path | None = None
+    pneumonia_high: Path | None = None
+    pneumonia_low: Path | None = None
+    manifest: Path | None = None
+    phantom_patients: int = 120
+    confound: float = 0.5
+    split_seed: int = 0
+    masks_unchecked: bool = False
+    mask_unet: Path | None = None
+    paths: tuple[str, ...] = tuple(names("path"))
+    backbones: tuple[str, ...] = ("resnet18",)
+    representation: str = "original"
+    seeds: tuple[int, ...] = (0,)
+    task: str = "CL2"
+    smoke_test: bool = False
+
+    def check(self) -> None:
+        super().check()
+        from cxrray.tuning.staged import PATHS
+
+        for name in self.paths:
+            PATHS.get(name)
+        if self.search:
+            raise cli.UserError("--search is for hide_seek.py and source_bias.py; staged phases use their recipes")
+        cli.check_names(backbone=self.backbones, task=[self.task], recipe=[self.recipe],
+                        representation=[self.representation])
+        cli.check_image_size(self.image_size, self.backbones)
+
+
+def parse_args(argv: list[str] | None = None) -> Staged:
+    p = cli.study_parser(__doc__)
+    d = p.add_argument_group("data (default: phantom stand-ins)")
+    d.add_argument("--nih14", type=Path, help="phase-1 manifest with finding_<Name> columns (ChestX-ray14)")
+    d.add_argument("--pneumonia-high", type=Path, help="phase-2 manifest, high pneumonia prevalence (RSNA)")
+    d.add_argument("--pneumonia-low", type=Path, help="phase-2 manifest, low pneumonia prevalence (NIH test set)")
+    d.add_argument("--manifest", type=Path, help="phase-3 (target) manifest")
+    d.add_argument("--phantom-patients", type=int, help="patients per phantom set (default 120)")
+    d.add_argument("--confound", type=float, help="source confound of the target phantom (default 0.5)")
+    d.add_argument("--split-seed", type=int, help="seed of the patient-level splits (default 0)")
+    cli.add_mask_arg(d)
+    s = p.add_argument_group("sweep axes")
+    s.add_argument("--paths", nargs="+", help="pretraining paths (default: a-f)")
+    s.add_argument("--backbones", nargs="+",
+                   help=cli.valid_names("default resnet18; Fricks et al.: densenet121", "backbone"))
+    s.add_argument("--representation",
+                   help=cli.valid_names("input representation of every phase (default original)", "representation"))
+    s.add_argument("--seeds", nargs="+", type=int, help="seeds of the target phase (default 0)")
+    s.add_argument("--task", help=cli.valid_names("target task (default CL2)", "task"))
+    cli.add_training_args(p, Staged)
+    cli.add_resource_args(p, Staged)
+    p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: basecnn, 32 px, 1 epoch, "
+                   "small phantoms (options given on the command line or in --config win)")
+    return cli.parse_study(p, argv, Staged)
+
+
+def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:
+    """Manifest per dataset key: given on the command line, or a phantom stand-in (made once)."""
+    out, n = {}, study.phantom_patients
+    makers = {"nih14": ({"patients": n}, lambda d: write_multilabel_phantom(d, n_patients=n)),
+              "pneu_high": ({"patients": n}, lambda d: write_pneumonia_phantom(d, prevalence=0.24, n_patients=n,
+                                                                               seed=200)),
+              "pneu_low": ({"patients": 2 * n}, lambda d: write_pneumonia_phantom(d, prevalence=0.02, n_patients=2 * n,
+                                                                                  seed=300)),
+              "target": ({"patients": n, "confound": study.confound},
+                         lambda d: write_phantom(d, n_patients=n, confound=study.confound, seed=0))}
+    for key in keys:
+        given = getattr(study, DATA_OPTIONS[key])
+        out[key] = given or cli.generated(run_dir, key, *makers[key])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    study = parse_args(argv)
+    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
+    from cxrray.analysis.summary import finish_study
+    from cxrray.tuning.prepare import prepare_data
+    from cxrray.tuning.runner import run_waves, start_ray
+    from cxrray.tuning.staged import PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs
+
+    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
+    study.record(argv)
+    t0 = time.time()
+    run_dir = study.out.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifests = _phantoms(run_dir, [*datasets_needed(study.paths), "target"], study)
+    phase_of = {PHASES.get(p).dataset: PHASES.get(p) for p in PHASES.names()}
+    task_of = {key: phase_of[key].task if key in phase_of else study.task for key in manifests}
+    fractions_of = {key: phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS for key in manifests}
+    unet = None if study.masks_unchecked else study.mask_unet
+    checked = {key: cli.checked_manifest(path, task_of[key], seed=study.split_seed, fractions=fractions_of[key],
+                                         mask_unet=unet)
+               for key, path in manifests.items()}  # a missing class or too few patients fails here, before Ray
+    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
+              verbose_workers=study.verbose)
+    data = {key: prepare_data(path, run_dir, image_size=study.image_size, split_seed=study.split_seed, name=key,
+                              task=task_of[key], fractions=fractions_of[key], frame=checked[key],
+                              check_masks=not study.masks_unchecked)  # the frame checked, read once
+            for key, path in manifests.items()}
+    recipes = {name: study.train_recipe(PHASES.get(name).recipe if study.recipe == "staged" else study.recipe)
+               for name in PHASES.names()}
+    recipes["target"] = study.train_recipe("staged_phase3" if study.recipe == "staged" else study.recipe)
+    waves = staged_specs(data_ids={k: d.data_id for k, d in data.items()}, paths=study.paths,
+                         backbones=study.backbones, representation=study.representation, task=study.task,
+                         seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained, recipes=recipes)
+    outcome = run_waves(waves, run_dir=run_dir, data={d.data_id: d for d in data.values()},
+                        **study.sweep_options())
+    return finish_study(run_dir, outcome, sum(map(len, waves)), t0, study.wandb, study.project, chosen)
+
