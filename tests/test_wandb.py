@@ -87,10 +87,11 @@ def test_workers_get_the_drivers_wandb_credentials_entity_and_project(tmp_path, 
     monkeypatch.delenv("WANDB_ENTITY", raising=False)
     monkeypatch.setenv("UNRELATED_SECRET", "x")
     monkeypatch.setattr("cxrray.tuning.precheck.wandb_reachable", lambda timeout=5.0: "")  # no network here
-    p = cli.argparse.ArgumentParser()
-    cli.add_training_args(p, "demo", 64)
-    cli.add_resource_args(p, str(tmp_path))
-    cli.parse_study(p, ["--wandb", "online", "--entity", "my-lab"], "hide_seek", {"demo": {}})
+    p = cli.study_parser(None)
+    cli.add_training_args(p, cli.Study)
+    cli.add_resource_args(p, cli.Study)
+    study = cli.parse_study(p, ["--wandb", "online", "--entity", "my-lab", "--out", str(tmp_path)], cli.Study)
+    assert (study.wandb, study.entity) == ("online", "my-lab")
     env = worker_env(tmp_path, "online")
     assert env["WANDB_API_KEY"] == "k" * 40 and env["WANDB_ENTITY"] == "my-lab" and env["WANDB_PROJECT"] == "cxr"
     assert env["WANDB_MODE"] == "online" and "UNRELATED_SECRET" not in env

@@ -26,8 +26,10 @@ from cxrray.analysis import (  # noqa: F401
     metrics,
     saliency_report,
     shortcut,
+    source_ceiling,
     subgroups,  # (the steps register themselves)
     tables,
+    underdiagnosis,
 )
 from cxrray.analysis.report import write_report
 from cxrray.analysis.steps import ANALYSES, AnalysisOptions, Artifacts, LoadedRun, ordered_steps
