@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _sweep(out: Path) -> list[str]:
 
 
 def _fill(fs: Path) -> None:
-    with open(fs / "filler", "wb") as f:
+    with open(fs / "filler", "ab") as f:
         try:
             while True:
                 f.write(b"\0" * 2**20)
@@ -59,7 +60,21 @@ def test_out_failing_mid_sweep_stops_in_one_line_and_resumes(small_fs, fault):
                 _fill(small_fs)
             injected = True
         time.sleep(0.05)
-    stdout, stderr = proc.communicate(timeout=400)
+    done = threading.Event()
+
+    def keep_full() -> None:  # a finishing trial frees its resume.pt (~50 MB): the disk stays full all the same
+        while not done.wait(0.05):
+            _fill(small_fs)
+
+    refill = threading.Thread(target=keep_full, daemon=True)
+    if injected and fault == "full":
+        refill.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=400)
+    finally:
+        done.set()
+    if refill.is_alive():
+        refill.join()
     assert injected, "the sweep ended before the fault: " + stdout[-2000:] + stderr[-2000:]
     assert proc.returncode == 75, stdout[-3000:] + stderr[-3000:]
     problem = "read-only file system" if fault == "read-only" else "no space left"

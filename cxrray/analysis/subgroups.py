@@ -19,13 +19,15 @@ Yang et al. (Nature Medicine 2024) found such gaps where CXR models read demogra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
 from cxrray.analysis.compare import holm
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.data.tasks import TASKS
+from cxrray.data.tasks import TASKS, Task
 from cxrray.delong import auroc_interval, clustered_difference, patients_per_class
 
 MIN_PATIENTS = 10  # positive and negative patients a subgroup (and the rest) needs for an AUROC and a test
@@ -89,17 +91,17 @@ def trial_subgroups(part: pl.DataFrame, positive_index: int, positive: str) -> l
     return rows
 
 
-def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
-                   axis: str) -> pl.DataFrame:
-    """Every analysed single-label trial's subgroup rows, with Holm over each trial's tests and a verdict."""
-    test = predictions.filter(pl.col("split") == "test")
+def per_trial(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str], axis: str,
+              rows_of: Callable[[pl.DataFrame, Task, str], list[dict]]) -> pl.DataFrame:
+    """``rows_of(the trial's predictions, its task, its positive class)`` for every analysed single-label trial
+    whose scores are finite (a diverged model is named degenerate by the verdict step), each row with the trial,
+    its run name, its row-axis value and ``p_holm``: Holm over that trial's tested comparisons (``p`` not NaN)."""
     frames = []
     for trial in aurocs.filter(pl.col("positive").is_not_null()).iter_rows(named=True):
-        part = test.filter(pl.col("trial_id") == trial["trial_id"])
+        part = predictions.filter(pl.col("trial_id") == trial["trial_id"])
         if not part[f"prob_{trial['positive']}"].cast(pl.Float64).is_finite().all():
-            continue  # a diverged model: named degenerate by the verdict step
-        index = TASKS.get(trial["task"]).positive_index
-        rows = trial_subgroups(part, index, trial["positive"])
+            continue
+        rows = rows_of(part, TASKS.get(trial["task"]), trial["positive"])
         if not rows:
             continue
         frame = pl.DataFrame(rows, infer_schema_length=None)
@@ -110,9 +112,16 @@ def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[
                                          pl.lit(names.get(trial["trial_id"], trial["trial_id"])).alias("run_name"),
                                          pl.lit(str(trial.get(axis, ""))).alias(axis),
                                          pl.Series("p_holm", adjusted)))
-    if not frames:
-        return pl.DataFrame()
-    out = pl.concat(frames, how="diagonal")
+    return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+
+
+def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
+                   axis: str) -> pl.DataFrame:
+    """Every analysed single-label trial's subgroup rows, with Holm over each trial's tests and a verdict."""
+    out = per_trial(predictions, aurocs, names, axis, lambda part, task, positive: trial_subgroups(
+        part.filter(pl.col("split") == "test"), task.positive_index, positive))
+    if out.is_empty():
+        return out
     verdict = (pl.when(pl.col("p_holm").is_nan()).then(pl.lit("too few to test"))
                .when((pl.col("p_holm") < 0.05) & (pl.col("gap") < 0)).then(pl.lit("worse in this subgroup"))
                .when(pl.col("p_holm") < 0.05).then(pl.lit("better in this subgroup"))

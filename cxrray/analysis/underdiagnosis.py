@@ -25,11 +25,9 @@ import polars as pl
 from scipy import stats
 from sklearn.metrics import roc_curve
 
-from cxrray.analysis.compare import holm
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.subgroups import attribute_values
-from cxrray.data.tasks import TASKS
+from cxrray.analysis.subgroups import attribute_values, per_trial
 
 MIN_POSITIVE = 10  # positive patients each side of a comparison needs
 
@@ -133,26 +131,10 @@ def trial_underdiagnosis(val: pl.DataFrame, test: pl.DataFrame, positive_index: 
 def underdiagnosis_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
                          axis: str) -> pl.DataFrame:
     """Every analysed single-label trial's rows, Holm over each trial's comparisons, and a verdict."""
-    frames = []
-    for trial in aurocs.filter(pl.col("positive").is_not_null()).iter_rows(named=True):
-        part = predictions.filter(pl.col("trial_id") == trial["trial_id"])
-        if not part[f"prob_{trial['positive']}"].cast(pl.Float64).is_finite().all():
-            continue  # a diverged model: named degenerate by the verdict step
-        rows = trial_underdiagnosis(part.filter(pl.col("split") == "val"), part.filter(pl.col("split") == "test"),
-                                    TASKS.get(trial["task"]).positive_index, trial["positive"])
-        if not rows:
-            continue
-        frame = pl.DataFrame(rows, infer_schema_length=None)
-        tested = frame["p"].is_not_nan().to_numpy()
-        adjusted = np.full(frame.height, np.nan)
-        adjusted[tested] = holm(frame["p"].to_numpy()[tested]) if tested.any() else []
-        frames.append(frame.with_columns(pl.lit(trial["trial_id"]).alias("trial_id"),
-                                         pl.lit(names.get(trial["trial_id"], trial["trial_id"])).alias("run_name"),
-                                         pl.lit(str(trial.get(axis, ""))).alias(axis),
-                                         pl.Series("p_holm", adjusted)))
-    if not frames:
-        return pl.DataFrame()
-    out = pl.concat(frames, how="diagonal")
+    out = per_trial(predictions, aurocs, names, axis, lambda part, task, positive: trial_underdiagnosis(
+        part.filter(pl.col("split") == "val"), part.filter(pl.col("split") == "test"), task.positive_index, positive))
+    if out.is_empty():
+        return out
     verdict = (pl.when(pl.col("p_holm").is_nan()).then(pl.lit("too few to test"))
                .when((pl.col("p_holm") < 0.05) & (pl.col("gap") > 0)).then(pl.lit("underdiagnosed"))
                .when(pl.col("p_holm") < 0.05).then(pl.lit("missed less often"))
