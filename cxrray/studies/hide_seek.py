@@ -15,7 +15,6 @@ finished trials are never rerun, new cells (more seeds, backbones) are added.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -111,24 +110,20 @@ def parse_args(argv: list[str] | None = None) -> HideSeek:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
-    from cxrray.analysis.summary import finish_study
+    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
-    from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.tuning.runner import run_sweep
     from cxrray.tuning.study import expand_search, hide_seek_specs, parse_search
 
-    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
-    study.record(argv)
-    t0 = time.time()
-    run_dir = study.out.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    begun = begin(study, argv)
+    run_dir = begun.run_dir
     manifest = cli.phantom_or_manifest(run_dir, study.manifest, n_patients=study.phantom_patients,
                                        confound=study.confound, seed=study.phantom_seed, signature=study.signature,
                                        kind=study.phantom)
     checked = cli.checked_manifest(manifest, study.task, seed=study.split_seed,  # bad input fails before Ray starts
                                    mask_unet=None if study.masks_unchecked else study.mask_unet)
-    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
-              verbose_workers=study.verbose)
+    start(study, run_dir)
     data = prepare_data(manifest, run_dir, image_size=study.image_size, task=study.task, split_seed=study.split_seed,
                         check_masks=not study.masks_unchecked, frame=checked)  # the frame checked, read once
     recipe = study.train_recipe()
@@ -137,5 +132,5 @@ def main(argv: list[str] | None = None) -> int:
                             pretrained=study.pretrained, recipe=recipe)
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data=data, **study.sweep_options())
-    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project, chosen)
+    return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)
 

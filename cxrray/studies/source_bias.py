@@ -18,7 +18,6 @@ confound (each class mostly, not only, from its own hospital).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,18 +107,15 @@ def parse_args(argv: list[str] | None = None) -> SourceBias:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
-    from cxrray.analysis.summary import finish_study
+    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.data.checks import check_task_data
+    from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
-    from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.tuning.runner import run_sweep
     from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
 
-    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
-    study.record(argv)
-    t0 = time.time()
-    run_dir = study.out.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    begun = begin(study, argv)
+    run_dir = begun.run_dir
     manifest = cli.phantom_or_manifest(run_dir, study.manifest, n_patients=study.phantom_patients,
                                        confound=study.confound, seed=1)
     rows, quarantine = cli.checked_manifest(  # a wrong column or leak fails here, before Ray starts
@@ -129,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                                             test_sources=study.test_sources)}  # DesignError before Ray starts
     for (design, task, fold), df in frames.items():  # a class missing from a split fails here too
         check_task_data(df, task, f"{manifest} ({design} design, fold {fold})")
-    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
-              verbose_workers=study.verbose)
+    start(study, run_dir)
     data = {key: prepare_data(manifest, run_dir, image_size=study.image_size, task=key[1], name="-".join(map(str, key)),
                               frame=(df, quarantine), check_masks=not study.masks_unchecked)
             for key, df in frames.items()}
@@ -140,5 +135,5 @@ def main(argv: list[str] | None = None) -> int:
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         **study.sweep_options())
-    return finish_study(run_dir, outcome, len(specs), t0, study.wandb, study.project, chosen)
+    return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)
 

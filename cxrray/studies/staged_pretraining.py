@@ -19,7 +19,6 @@ target set). Real data: name each manifest (the adapters in
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,17 +121,14 @@ def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.analyze import analysis_options  # the stages (torch, Ray) load after --help is answered
-    from cxrray.analysis.summary import finish_study
+    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
-    from cxrray.tuning.runner import run_waves, start_ray
+    from cxrray.tuning.runner import run_waves
     from cxrray.tuning.staged import PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs
 
-    chosen = analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
-    study.record(argv)
-    t0 = time.time()
-    run_dir = study.out.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    begun = begin(study, argv)
+    run_dir = begun.run_dir
     manifests = _phantoms(run_dir, [*datasets_needed(study.paths), "target"], study)
     phase_of = {PHASES.get(p).dataset: PHASES.get(p) for p in PHASES.names()}
     task_of = {key: phase_of[key].task if key in phase_of else study.task for key in manifests}
@@ -141,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     checked = {key: cli.checked_manifest(path, task_of[key], seed=study.split_seed, fractions=fractions_of[key],
                                          mask_unet=unet)
                for key, path in manifests.items()}  # a missing class or too few patients fails here, before Ray
-    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
-              verbose_workers=study.verbose)
+    start(study, run_dir)
     data = {key: prepare_data(path, run_dir, image_size=study.image_size, split_seed=study.split_seed, name=key,
                               task=task_of[key], fractions=fractions_of[key], frame=checked[key],
                               check_masks=not study.masks_unchecked)  # the frame checked, read once
@@ -155,5 +150,5 @@ def main(argv: list[str] | None = None) -> int:
                          seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained, recipes=recipes)
     outcome = run_waves(waves, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         **study.sweep_options())
-    return finish_study(run_dir, outcome, sum(map(len, waves)), t0, study.wandb, study.project, chosen)
+    return finish_study(run_dir, outcome, sum(map(len, waves)), begun.t0, study.wandb, study.project, begun.analysis)
 

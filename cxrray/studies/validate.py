@@ -79,19 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
     import polars as pl
 
-    from cxrray.analysis.analyze import analysis_options, analyze  # torch and Ray load after --help is answered
+    from cxrray.analysis.analyze import analyze  # torch and Ray load after --help is answered
     from cxrray.analysis.tables import format_table
     from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
+    from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
-    from cxrray.tuning.runner import run_sweep, start_ray
+    from cxrray.tuning.runner import run_sweep
     from cxrray.tuning.study import hide_seek_specs
 
-    analysis_options(study.analysis, study.skip)  # a misspelt step fails here, before Ray starts
-    study.record(argv)
-    t0, out = time.time(), study.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    start_ray(out, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
-              verbose_workers=study.verbose)
+    begun = begin(study, argv)
+    t0, out = begun.t0, begun.run_dir
+    start(study, out)
     seeds = study.phantom_seeds or [study.phantom_seed]
     runs: dict[int, dict[float, object]] = {}
     for phantom_seed in seeds:

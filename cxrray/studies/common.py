@@ -1,0 +1,38 @@
+"""What every study command does between parsing and its sweep: choose the analysis, take the run folder, start
+Ray. Imported by ``main`` after ``--help`` is answered (it loads the analysis stage)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrray.analysis.analyze import analysis_options
+from cxrray.analysis.steps import AnalysisOptions
+from cxrray.tuning.options import Study
+from cxrray.tuning.runner import start_ray
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A study under way: its run folder, the analysis chosen for its end, and when it began."""
+
+    run_dir: Path
+    analysis: AnalysisOptions
+    t0: float
+
+
+def begin(study: Study, argv: list[str] | None) -> Begun:
+    """Before Ray starts: the analysis steps checked (a misspelt one fails here), the run folder's lock taken and
+    ``study.yaml`` with the invocation's provenance written, the folder made."""
+    chosen = analysis_options(study.analysis, study.skip)
+    study.record(argv)
+    run_dir = study.out.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Begun(run_dir, chosen, time.time())
+
+
+def start(study: Study, run_dir: Path) -> None:
+    """Start (or join, with ``--address``) Ray for the study, with W&B's mode and temp files in the run folder."""
+    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
+              verbose_workers=study.verbose)
