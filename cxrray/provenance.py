@@ -21,7 +21,6 @@ from cxrray.config import RunLayout
 
 PACKAGES = ("cxrray", "torch", "torchvision", "timm", "ray", "kornia", "pydicom", "scikit-learn", "grad-cam",
             "wandb", "polars", "numpy")
-NOT_STUDY = ("config", "resume", "help", "verbose")  # options that say how to run, not what the study is
 
 
 def package_versions() -> dict[str, str]:
@@ -49,27 +48,13 @@ def git_commit(where: Path = Path(__file__).resolve().parent) -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
-def study_values(options: dict[str, Any]) -> dict[str, Any]:
-    """The options that define the study, as YAML-able values (paths absolute, so the file works anywhere)."""
-    out = {}
-    for key, value in sorted(options.items()):
-        if key in NOT_STUDY:
-            continue
-        if isinstance(value, Path):
-            value = str(value.resolve())
-        elif isinstance(value, (list, tuple)):
-            value = [str(v.resolve()) if isinstance(v, Path) else v for v in value]
-        out[key] = value
-    return out
-
-
 def record(layout: RunLayout, study: str, options: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
     """Write ``study.yaml`` (``study:`` plus every option: ``--config study.yaml`` reruns this study) and append
     this invocation to ``provenance.json``; returns the invocation's entry."""
     import yaml
 
     layout.root.mkdir(parents=True, exist_ok=True)
-    values = study_values(options)
+    values = dict(options)  # ``Study.to_dict``: YAML-able, absolute paths, how-to-run options left out
     layout.study_file.write_text("# the effective study of this run: python sweeps/" + study + ".py --config "
                                  "study.yaml reruns it\n" + yaml.safe_dump({"study": study} | values, sort_keys=False))
     entry = {"study": study, "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
