@@ -33,7 +33,7 @@ def small_fs(tmp_path):
 
 def _sweep(out: Path) -> list[str]:
     return [sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--wandb", "disabled",
-            "--out", str(out), "--representations", "original", "lungs_removed", "lungs_isolated", "--epochs", "3",
+            "--out", str(out), "--representations", "original", "lungs_removed", "lungs_isolated", "--epochs", "20",
             "--max-concurrent", "1", "--checkpoint-every-s", "0"]
 
 
