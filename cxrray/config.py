@@ -104,6 +104,7 @@ class TrialSpec:
     fold: int = 0  # cross-validation fold (repeat * k + fold) the data_id was split for
     setting: str = ""  # the hyper-parameter setting of a --search sweep, e.g. "lr=0.001", for names only
     method: str = "standard"  # how the trial trains (cxrray.training.methods): "standard" fit or "fucitnet"
+    mask_dilation: int = 0  # px the lung mask grows by before hiding (at image_size): the dilation axis
 
     @property
     def trial_id(self) -> str:
@@ -122,7 +123,8 @@ class TrialSpec:
                         if v != d)
         fold = f".f{self.fold}" if self.fold else ""
         setting = f".{self.setting}" if self.setting else ""
-        return f"{self.representation}.{self.backbone}.{self.pretraining}{extra}{fold}.s{self.seed}{setting}"
+        dilated = f".d{self.mask_dilation}" if self.mask_dilation else ""
+        return f"{self.representation}{dilated}.{self.backbone}.{self.pretraining}{extra}{fold}.s{self.seed}{setting}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able), the inverse of ``from_dict``."""
@@ -176,7 +178,8 @@ def _check_keys(cls: type, d: dict[str, Any]) -> None:
 CONDITION_AXES = ("representation", "pretraining", "design", "task", "method")
 REPLICATE_AXES = ("fold", "seed")
 CELL_AXES = ("study", "representation", "backbone", "method", "task", "pretraining", "design")
-SELECTION_AXES = (*CONDITION_AXES, "backbone", *REPLICATE_AXES)  # one protocol cell and replicate: settings compete
+# one protocol cell and replicate (at one mask dilation): its hyper-parameter settings compete
+SELECTION_AXES = (*CONDITION_AXES, "backbone", *REPLICATE_AXES, "mask_dilation")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from test_analysis_stats import _run
 
 import cxrray.training  # noqa: F401  (registers the methods)
 from cxrray.analysis.analyze import load_run
-from cxrray.analysis.steps import ANALYSES, AnalysisOptions, Artifacts, ordered_steps
+from cxrray.analysis.steps import ANALYSES, GROUPS, AnalysisOptions, Artifacts, ordered_steps
 from cxrray.config import TrialSpec
 from cxrray.data.tasks import TASKS
 from cxrray.registry import UserError
@@ -58,7 +58,7 @@ def test_every_step_returns_what_its_sections_name(name, stored_run):
     made = step.run(stored_run)
     assert isinstance(made, Artifacts)
     for section in made.sections:
-        assert section.group in ("statistics", "bias", "saliency", "detail"), section
+        assert section.group in GROUPS, section
         for table in section.tables:
             assert table in made.tables or not made.tables.get(table), (name, table)
     for figure in made.figures:

@@ -22,7 +22,9 @@ import cxrray.analysis.transfer  # noqa: F401  (binds no name that a parameter w
 from cxrray.analysis import (  # noqa: F401
     bias,
     calibration,
+    checklist,
     compare,
+    dilation,
     metrics,
     saliency_report,
     shortcut,
@@ -32,7 +34,7 @@ from cxrray.analysis import (  # noqa: F401
     underdiagnosis,
 )
 from cxrray.analysis.report import write_report
-from cxrray.analysis.steps import ANALYSES, AnalysisOptions, Artifacts, LoadedRun, ordered_steps
+from cxrray.analysis.steps import ANALYSES, AnalysisOptions, Artifacts, Dilated, LoadedRun, ordered_steps
 from cxrray.analysis.verdict import Rules
 from cxrray.config import RunLayout
 from cxrray.registry import UserError
@@ -53,10 +55,28 @@ def load_run(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) 
     if not layout.predictions.exists() or not layout.results.exists():
         raise UserError(f"{layout.root}: no predictions.parquet/results.parquet (has a trial finished?)")
     predictions, results = pl.read_parquet(layout.predictions), pl.read_parquet(layout.results)
+    predictions, results, dilated = split_dilated(predictions, results)
     every = tables.trial_aurocs(predictions, results)
     selected = tables.select_by_validation(every)
     rows, labelled = tables.row_axis(selected)
-    return LoadedRun(layout, predictions, results, selected, labelled, rows, every.height, options)
+    return LoadedRun(layout, predictions, results, selected, labelled, rows, every.height, options, dilated)
+
+
+def split_dilated(predictions: pl.DataFrame, results: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame,
+                                                                           Dilated | None]:
+    """The undilated trials (every step's), and the mask-dilation axis' trials apart (step ``dilation``'s); the
+    ``mask_dilation`` column leaves the undilated results, so their tables are those of a run without the axis."""
+    if "mask_dilation" not in results.columns:
+        return predictions, results, None
+    grown = pl.col("mask_dilation").fill_null(0) > 0
+    ids = results.filter(grown)["trial_id"].implode()
+    dilated = None
+    if results.filter(grown).height:
+        d_results = results.filter(grown)
+        d_predictions = predictions.filter(pl.col("trial_id").is_in(ids))
+        aurocs = tables.select_by_validation(tables.trial_aurocs(d_predictions, d_results))
+        dilated = Dilated(d_predictions, d_results, aurocs)
+    return predictions.filter(~pl.col("trial_id").is_in(ids)), results.filter(~grown).drop("mask_dilation"), dilated
 
 
 def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) -> AnalysisResult:

@@ -83,7 +83,7 @@ def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, ModelCard, torc
     spec = TrialRecord.read(trial).spec
     task = TASKS.get(spec.task)
     implied = ModelCard.of(spec.trial_id, spec.backbone, spec.representation, spec.task, spec.image_size,
-                           out_channels(spec.representation), task.num_outputs, task.multilabel)
+                           out_channels(spec.representation), task.num_outputs, task.multilabel, spec.mask_dilation)
     card, model = load_model(trial, implied)
     return spec, card, model
 
@@ -115,7 +115,8 @@ def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_si
     if task.kind != "single":
         raise ValueError(f"trial {trial_id}: Grad-CAM per class needs a softmax task, not {task.name}")
     batch = _test_images(run_dir, spec, limit)
-    x = InputPipeline(card.representation, card.mean, card.std).to_inputs(batch, torch.device("cpu"))
+    pipe = InputPipeline(card.representation, card.mean, card.std, mask_dilation=card.mask_dilation)
+    x = pipe.to_inputs(batch, torch.device("cpu"))
     with torch.no_grad():
         prob = card.probs(model(x)).numpy()
     order = np.argsort(-prob, 1)

@@ -34,6 +34,17 @@ class AnalysisOptions:
 
 
 @dataclass(frozen=True)
+class Dilated:
+    """The trials of the mask-dilation axis (``TrialSpec.mask_dilation`` > 0): lung-hiding representations rerun
+    with grown masks. Every other step analyses the undilated trials only; step ``dilation`` reads these against
+    them."""
+
+    predictions: pl.DataFrame  # their per-image predictions
+    results: pl.DataFrame  # their results rows
+    aurocs: pl.DataFrame  # per trial (setting chosen on validation): test AUROC, interval, ``mask_dilation``
+
+
+@dataclass(frozen=True)
 class LoadedRun:
     """A run directory's stored outputs, loaded once for every step."""
 
@@ -45,6 +56,8 @@ class LoadedRun:
     rows: str  # the axis the study's tables have as rows
     n_trials: int  # analysed trials before the choice among hyper-parameter settings
     options: AnalysisOptions
+    dilated: Dilated | None = None  # the mask-dilation axis' trials (mask grown before hiding), kept apart
+
 
     @property
     def names(self) -> dict[str, str]:
@@ -58,8 +71,9 @@ class LoadedRun:
         return self.layout.analysis_file(f"{name}.png")
 
 
+# the report's parts after the verdict card, in this order
 GROUPS = {"statistics": "Statistics", "bias": "Bias and shortcuts beyond the lungs", "saliency": "Saliency",
-          "detail": "Per-trial detail"}  # the report's parts after the verdict card, in this order
+          "detail": "Per-trial detail", "reporting": "Reporting guidelines"}
 
 
 @dataclass(frozen=True)

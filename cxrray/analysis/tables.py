@@ -69,7 +69,8 @@ def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = 
                                      "patients_pos": pl.Int64, "patients_neg": pl.Int64, "positive": pl.Utf8,
                                      "balanced_accuracy": pl.Float64, "degenerate_seen": pl.Utf8})
     keep = [c for c in ("trial_id", "study", "representation", "backbone", "method", "task", "pretraining", "design",
-                        "fold", "seed", "init", "best_val_auroc", "degenerate") if c in results.columns]
+                        "fold", "seed", "init", "best_val_auroc", "degenerate", "mask_dilation")
+            if c in results.columns]
     out = results.select(keep).join(aur, on="trial_id", how="inner")
     if "degenerate" not in out.columns:  # a run from before degeneracy was recorded: the predictions decide
         out = out.with_columns(pl.lit("").alias("degenerate"))

@@ -41,17 +41,18 @@ class ModelCard:
     cam_layer: str  # the backbone's Grad-CAM layer, then the deeper candidates
     cam_layers: tuple[str, ...] = ()
     cam_method: str = "gradcam"
+    mask_dilation: int = 0  # pixels the lung mask was grown by before the representation hid it
 
     @classmethod
     def of(cls, trial_id: str, backbone: str, representation: str, task: str, image_size: int, in_channels: int,
-           num_outputs: int, multilabel: bool) -> ModelCard:
+           num_outputs: int, multilabel: bool, mask_dilation: int = 0) -> ModelCard:
         """The card of a trial's model, the backbone's facts taken from its registry entry."""
         from cxrray.models import BACKBONES
 
         b = BACKBONES.get(backbone)
         head: Head = "sigmoid" if multilabel else "capsule" if b.output == "capsule_lengths" else "softmax"
         return cls(trial_id, backbone, representation, task, image_size, in_channels, num_outputs, b.mean, b.std,
-                   head, b.gradcam_layer, tuple(b.cam_layers), b.cam)
+                   head, b.gradcam_layer, tuple(b.cam_layers), b.cam, mask_dilation)
 
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
         """Per-class probabilities of the network's outputs (softmax; capsule lengths normalised to sum to 1,

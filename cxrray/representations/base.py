@@ -89,10 +89,21 @@ def lung_box(mask: torch.Tensor) -> torch.Tensor:
     return rows[..., :, None] & cols[..., None, :]
 
 
-def apply_representation(name: str, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Apply the registered representation ``name`` to a batch (checks shapes first)."""
+def dilate(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """The lung mask (B, 1, H, W) grown by ``px`` pixels in every direction (a square structuring element):
+    segmentation masks tend to miss the lung edge, so a lung-hiding representation is rerun with grown masks
+    to see whether its verdict rests on an edge the mask left visible (mask-dilation sensitivity)."""
+    if px <= 0:
+        return mask
+    return torch.nn.functional.max_pool2d((mask > 0.5).to(torch.float32), 2 * px + 1, stride=1,
+                                          padding=px).to(mask.dtype)
+
+
+def apply_representation(name: str, image: torch.Tensor, mask: torch.Tensor, dilation: int = 0) -> torch.Tensor:
+    """Apply the registered representation ``name`` to a batch (checks shapes first), its lung mask grown by
+    ``dilation`` pixels first (``dilate``)."""
     if image.ndim != 4 or mask.ndim != 4 or mask.shape[1] != 1 or image.shape[-2:] != mask.shape[-2:] \
             or image.shape[0] != mask.shape[0]:
         raise ValueError(f"expected image (B,C,H,W) and mask (B,1,H,W), got {tuple(image.shape)} "
                          f"and {tuple(mask.shape)}")
-    return REPRESENTATIONS.get(name).fn(image, mask)
+    return REPRESENTATIONS.get(name).fn(image, dilate(mask, dilation))

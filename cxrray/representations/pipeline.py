@@ -22,6 +22,7 @@ class InputPipeline:
     std: float = 0.25
     augment: AugmentConfig | None = None
     channels_last: bool = False  # NHWC inputs: faster convolutions on CUDA tensor cores
+    mask_dilation: int = 0  # grow the lung mask by this many pixels (after augmentation) before hiding
 
     def to_inputs(self, batch: dict[str, np.ndarray], device: torch.device,
                   generator: torch.Generator | None = None) -> torch.Tensor:
@@ -29,5 +30,5 @@ class InputPipeline:
         mask = torch.tensor(batch["mask"], device=device, dtype=torch.float32).unsqueeze(1)
         if generator is not None and self.augment is not None:
             image, mask = augment(image, mask, generator, self.augment)
-        image = (apply_representation(self.representation, image, mask) - self.mean) / self.std
+        image = (apply_representation(self.representation, image, mask, self.mask_dilation) - self.mean) / self.std
         return image.contiguous(memory_format=torch.channels_last) if self.channels_last else image

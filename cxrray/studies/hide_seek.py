@@ -47,7 +47,7 @@ class HideSeek(cli.Study):
     out: Path = Path("runs/hide_seek")
     manifest: Path | None = None
     phantom_patients: int = 160
-    phantom: Literal["covid", "pneumothorax"] = "covid"
+    phantom: Literal["covid", "pneumothorax", "border"] = "covid"
     confound: float = 1.0
     signature: float = SIGNATURE
     phantom_seed: int = 0
@@ -57,6 +57,7 @@ class HideSeek(cli.Study):
     representations: tuple[str, ...] = HIDE_SEEK_REPRESENTATIONS
     backbones: tuple[str, ...] = ("resnet18", "densenet121")
     seeds: tuple[int, ...] = (0,)
+    mask_dilation: tuple[int, ...] = (0,)
     task: str | None = None
     smoke_test: bool = False
 
@@ -69,6 +70,9 @@ class HideSeek(cli.Study):
         cli.check_names(representation=self.representations, backbone=self.backbones, task=[self.task or ""],
                         recipe=[self.recipe])
         cli.check_image_size(self.image_size, self.backbones)
+        from cxrray.tuning.study import check_mask_dilation  # (loads torch: after --help is answered)
+
+        check_mask_dilation(self.mask_dilation, self.representations, self.image_size)
 
 
 def parse_args(argv: list[str] | None = None) -> HideSeek:
@@ -77,9 +81,11 @@ def parse_args(argv: list[str] | None = None) -> HideSeek:
     d.add_argument("--manifest", type=Path, help="manifest CSV/parquet (image_path, mask_path, patient_id, source, "
                    "label, severity, view, sex, age; paths relative to it). Default: generate the phantom")
     d.add_argument("--phantom-patients", type=int, help="phantom size in patients (1-3 images each; default 160)")
-    d.add_argument("--phantom", choices=["covid", "pneumothorax"], help="which phantom without "
-                   "--manifest: covid (COVID-19 vs rest, a source confound; the default) or pneumothorax (task "
-                   "finding_Pneumothorax; positives may carry a chest drain outside the lungs, the device shortcut)")
+    d.add_argument("--phantom", choices=["covid", "pneumothorax", "border"], help="which phantom without "
+                   "--manifest: covid (COVID-19 vs rest, a source confound; the default), pneumothorax (task "
+                   "finding_Pneumothorax; positives may carry a chest drain outside the lungs, the device "
+                   "shortcut) or border (COVID-19 drawn only in a band just inside the lung border, which the "
+                   "masks miss: the known answer of --mask-dilation)")
     d.add_argument("--confound", type=float,
                    help="phantom shortcut strength: covid, the source confound (1 = each class from its own "
                         "hospital, the default; 0 = independent); pneumothorax, the share of positives with a drain")
@@ -98,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> HideSeek:
         "default: resnet18 densenet121 (both learn the phantom in 8 CPU epochs; basecnn, the COVID-CXNet base "
         "CNN, often sits at chance there)", "backbone"))
     s.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
+    s.add_argument("--mask-dilation", nargs="+", type=int, metavar="PX", help="mask-dilation sensitivity: rerun "
+                   "the lung-hiding representations with the lung mask grown by each PX pixels at the model's "
+                   "resolution (e.g. 0 4 8); the report shows whether each verdict survives. Default 0 (none)")
     s.add_argument("--task", help=cli.valid_names(
         "classification task (default CL2: COVID-19 (CVP) vs all other labels (NCV); finding_Pneumothorax for "
         "the pneumothorax phantom; finding_<Name> for any binary finding column of the manifest)", "task"))
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = study.train_recipe()
     specs = hide_seek_specs(data_id=data.data_id, representations=study.representations, backbones=study.backbones,
                             seeds=study.seeds, task=study.task, image_size=study.image_size,
-                            pretrained=study.pretrained, recipe=recipe)
+                            pretrained=study.pretrained, recipe=recipe, mask_dilation=study.mask_dilation)
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data=data, **study.sweep_options())
     return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)

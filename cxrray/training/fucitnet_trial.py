@@ -94,7 +94,8 @@ class _FuCiTTrial:
                      "guide_opt": torch.optim.Adam(self.guide.parameters(), lr=cfg.guide_lr),
                      "clf_opt": make_optimizer(self.clf, r)}
         self.pipe = InputPipeline(spec.representation, bdef.mean, bdef.std,
-                                  AugmentConfig(hflip=r.hflip) if r.augment else None)
+                                  AugmentConfig(hflip=r.hflip) if r.augment else None,
+                                  mask_dilation=spec.mask_dilation)
         self.guide_score = GuideScore(self.gens, self.guide, self.k)  # views sharing the trained modules
         self.pair_model = PairClassifier(self.gens, self.clf)
         self.fused = FusedClassifier(self.gens, self.clf, self.k)

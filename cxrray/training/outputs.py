@@ -139,7 +139,8 @@ def write_outputs(trial_dir: TrialDir, spec: TrialSpec, frames: list[pl.DataFram
     if trial_dir.model.name in weights:  # what is needed to use the model again, beside it
         task = TASKS.get(spec.task)
         ModelCard.of(spec.trial_id, spec.backbone, spec.representation, spec.task, spec.image_size,
-                     out_channels(spec.representation), task.num_outputs, task.multilabel).write(trial_dir)
+                     out_channels(spec.representation), task.num_outputs, task.multilabel,
+                     spec.mask_dilation).write(trial_dir)
     record = TrialRecord.from_meta(spec, meta, scores, finished=time.time())
     record.write(trial_dir)
     tmp = trial_dir.path / f".{trial_dir.predictions.name}.tmp"

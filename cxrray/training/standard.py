@@ -71,7 +71,8 @@ class StandardTrial:
             self.optimizer, factor=r.plateau_factor, patience=max(r.plateau_patience - 1, 0)) \
             if r.plateau_patience else None
         self.pipe = InputPipeline(spec.representation, bdef.mean, bdef.std,
-                                  AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=self.cuda)
+                                  AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=self.cuda,
+                                  mask_dilation=spec.mask_dilation)
         self.best, self.start, self.epochs = Best(), 0, r.epochs
         self.config = {"init": init}
         self.init = init

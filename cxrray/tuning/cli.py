@@ -238,7 +238,8 @@ def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int
                         seed: int, signature: float | None = None, kind: str = "covid") -> Path:
     """The given manifest, or an embedded phantom (generated once under ``run_dir/data/<kind>``, keyed by its
     parameters; ``signature`` None is the phantom's default strength): ``covid`` (the source-confounded
-    COVID-19 phantom) or ``pneumothorax`` (``confound``: the share of positives with a chest drain)."""
+    COVID-19 phantom), ``pneumothorax`` (``confound``: the share of positives with a chest drain) or ``border``
+    (COVID-19 only in a rim just inside the lung border that the masks miss: ``data.phantom_border``)."""
     from cxrray.data.phantom import SIGNATURE, write_phantom
 
     if manifest is not None:
@@ -248,6 +249,11 @@ def phantom_or_manifest(run_dir: Path, manifest: Path | None, *, n_patients: int
 
         return generated(run_dir, "pneumothorax", {"patients": n_patients, "drain": confound, "seed": seed},
                          lambda d: write_pneumothorax_phantom(d, n_patients=n_patients, drain=confound, seed=seed))
+    if kind == "border":
+        from cxrray.data.phantom_border import write_border_phantom
+
+        return generated(run_dir, "border", {"patients": n_patients, "seed": seed},
+                         lambda d: write_border_phantom(d, n_patients=n_patients, seed=seed))
     strength = SIGNATURE if signature is None else signature
     return generated(run_dir, "phantom", {"patients": n_patients, "confound": confound, "seed": seed,
                                           "signature": strength},

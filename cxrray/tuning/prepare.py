@@ -60,7 +60,7 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     """Split by patient, ingest into shards (cached), quarantine bad rows; needs Ray started.
 
     ``fractions``: (train, val, test), or (train, val) for a pretraining phase
-    that is never tested. Writes ``<run_dir>/splits.csv`` (row, patient, split)
+    that is never tested. Writes ``<run_dir>/splits.csv`` (row, patient, label, source, view, sex, age, split)
     and ``<run_dir>/quarantine.csv`` (every row left out, with the reason naming
     file and row); with ``name`` (one of several datasets of a study) ``splits-<name>.csv`` and so on.
     ``frame``: the already-read ``(rows, quarantine)`` of ``manifest_path`` (for instance a dataset
@@ -81,7 +81,8 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
         manifest = manifest.filter(pl.col("label").is_in(the_task.labels))
     manifest = assign_splits(manifest, fractions, seed=split_seed)
     layout = RunLayout(Path(run_dir))
-    manifest.select("row", "patient_id", "label", "source", "split").write_csv(layout.splits(name))
+    described = [c for c in ("view", "sex", "age") if c in manifest.columns]  # demographics per split (checklist)
+    manifest.select("row", "patient_id", "label", "source", *described, "split").write_csv(layout.splits(name))
     shards = ShardStore(layout).get_or_ingest(manifest, image_size, check_masks=check_masks,
                                                           source=str(manifest_path))
     counts, bad = shards.counts, shards.bad_rows

@@ -20,7 +20,7 @@ from cxrray.data.splits import kfold_splits
 from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
 from cxrray.registry import UserError
-from cxrray.representations import REPRESENTATIONS, hide_seek_representations
+from cxrray.representations import REPRESENTATIONS, hide_seek_representations, lung_hiding
 from cxrray.training.methods import METHODS, check_methods
 
 HIDE_SEEK_REPRESENTATIONS = hide_seek_representations()  # Sadre et al.'s five, from their registry entries
@@ -52,21 +52,40 @@ class Resources:
         return self.launcher == "inline" or (self.launcher == "auto" and self.num_workers == 1)
 
 
+def check_mask_dilation(dilation: Sequence[int], representations: Sequence[str], image_size: int) -> list[str]:
+    """The representations a dilation axis reruns (those that hide the lungs); an error for a dilation below 0
+    or of half the image or more, or for dilations without a lung-hiding representation to rerun."""
+    if any(d < 0 or 2 * d >= image_size for d in dilation):
+        raise UserError(f"--mask-dilation {' '.join(map(str, dilation))}: each must be 0 or more pixels and "
+                        f"under half the image size ({image_size} px)")
+    hiding = [r for r in representations if r in lung_hiding()]
+    if any(dilation) and not hiding:
+        raise UserError(f"--mask-dilation needs a representation that hides the lungs ({', '.join(lung_hiding())}) "
+                        f"among --representations")
+    return hiding
+
+
 def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_REPRESENTATIONS,
                     backbones: Sequence[str] = ("basecnn", "resnet18"), seeds: Sequence[int] = (0,),
                     task: str = "CL2", image_size: int = 64, pretrained: bool = False,
-                    recipe: TrainRecipe = TrainRecipe(), study: str = "hide_seek") -> list[TrialSpec]:
-    """Representation x backbone x seed (Sadre et al.); every name is checked against its registry."""
+                    recipe: TrainRecipe = TrainRecipe(), study: str = "hide_seek",
+                    mask_dilation: Sequence[int] = (0,)) -> list[TrialSpec]:
+    """Representation x backbone x seed (Sadre et al.); every name is checked against its registry.
+    ``mask_dilation``: each non-zero value adds the lung-hiding representations again with the lung mask grown
+    by that many pixels (the undilated trials are always there: the comparison every dilation is read against;
+    their ids are those of a sweep without the axis)."""
     for name in representations:
         REPRESENTATIONS.get(name)
     check_image_size(image_size, backbones)
     if TASKS.get(task).multilabel:
         raise UserError(f"task {task!r} is multilabel; the hide-and-seek study trains single-label tasks "
                          f"({[t for t in TASKS.names() if not TASKS.get(t).multilabel]})")
+    hiding = check_mask_dilation(mask_dilation, representations, image_size)
+    grown = [(r, d) for d in sorted(set(mask_dilation) - {0}) for r in hiding]
     return [
         TrialSpec(study=study, data_id=data_id, representation=rep, backbone=bb, task=task, seed=seed,
-                  image_size=image_size, pretrained=pretrained, recipe=recipe)
-        for rep, bb, seed in itertools.product(representations, backbones, seeds)
+                  image_size=image_size, pretrained=pretrained, recipe=recipe, mask_dilation=d)
+        for (rep, d), bb, seed in itertools.product([(r, 0) for r in representations] + grown, backbones, seeds)
     ]
 
 
