@@ -116,7 +116,8 @@ def test_study_file_values_are_typed_by_the_record_and_errors_name_file_and_key(
     assert kind.resolve({}, values).derive().task == "CL2"  # a derived default: a manifest is not the phantom
     assert kind.resolve({}, values | {"manifest": None}).derive().task == "finding_Pneumothorax"
     for text, message in [("seeds: [1.5]\n", "key 'seeds': 1.5 is not a whole number"),
-                          ("phantom: lungs\n", "key 'phantom': 'lungs' is not one of ['border', 'covid', 'pneumothorax']"),
+                          ("phantom: lungs\n",
+                           "key 'phantom': 'lungs' is not one of ['border', 'covid', 'pneumothorax']"),
                           ("image_size: [64, 32]\n", "key 'image_size' takes one value, got a list"),
                           ("preset: huge\n", "unknown preset 'huge'; valid: ['demo', 'paper']"),
                           ("phantom_patient: 9\n", "unknown key 'phantom_patient' for study hide_seek (did you mean "
