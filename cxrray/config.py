@@ -291,6 +291,7 @@ class RunLayout:
     ray = property(lambda self: self.root / "ray")  # default Ray storage (checkpoints, Tune state)
     study_file = property(lambda self: self.root / "study.yaml")  # the effective study: --config reproduces the run
     provenance = property(lambda self: self.root / "provenance.json")  # every invocation: command, versions, date
+    workspace = property(lambda self: self.root / "wandb_workspace.json")  # the W&B dashboard, as code
     lock = property(lambda self: self.root / ".cxrray.lock")  # one writer per run directory (cxrray/runlock.py)
     lock_holder = property(lambda self: self.root / ".cxrray.lock.json")  # who holds it: pid, host, start time
 

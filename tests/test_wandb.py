@@ -95,3 +95,33 @@ def test_workers_get_the_drivers_wandb_credentials_entity_and_project(tmp_path, 
     env = worker_env(tmp_path, "online")
     assert env["WANDB_API_KEY"] == "k" * 40 and env["WANDB_ENTITY"] == "my-lab" and env["WANDB_PROJECT"] == "cxr"
     assert env["WANDB_MODE"] == "online" and "UNRELATED_SECRET" not in env
+
+
+def test_a_workspace_that_cannot_be_pushed_is_one_line_and_the_definition_stays(tmp_path, capsys, monkeypatch):
+    """Online without network or rights: the sweep is complete, the push says so in one line and names the
+    command that pushes the written definition later; that command shows the panels and the keys they read."""
+    from cxrray.analysis.__main__ import main
+    from cxrray.analysis.dashboard import Dashboard, dashboard_of
+    from cxrray.analysis.summary import push_workspace
+    from cxrray.config import RunLayout
+
+    layout = RunLayout(tmp_path)
+    board = dashboard_of("hide_seek", "cxr", {"cell_verdicts", "subgroups"}, {"auroc_forest"}, entity="lab")
+    board.write(layout.workspace)
+    assert Dashboard.read(layout.workspace) == board
+
+    def refused(self, entity=None):
+        raise ConnectionError("no route to api.wandb.ai")
+
+    monkeypatch.setattr(Dashboard, "push", refused)
+    push_workspace(board, layout)
+    line = capsys.readouterr().out.strip()
+    assert line == (f"[cxrray] W&B workspace not pushed (ConnectionError: no route to api.wandb.ai); later: python -m "
+                    f"cxrray.analysis workspace {tmp_path}")
+    assert main(["workspace", str(tmp_path), "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert "line  validation AUROC by epoch: val_auroc" in shown
+    assert "table cell_verdicts: analysis/cell_verdicts" in shown
+    assert "Bias and subgroups (the summary run)" in shown and "table subgroups: analysis/subgroups" in shown
+    assert main(["workspace", str(tmp_path / "nowhere"), "--show"]) == 2
+    assert "no workspace definition" in capsys.readouterr().err

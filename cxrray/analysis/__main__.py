@@ -1,5 +1,6 @@
 """``python -m cxrray.analysis RUN_DIR``: rerun the analysis from stored predictions.
-``python -m cxrray.analysis plan ...``: how many test patients a confident verdict needs (by simulation)."""
+``python -m cxrray.analysis plan ...``: how many test patients a confident verdict needs (by simulation).
+``python -m cxrray.analysis workspace RUN_DIR``: create or update the run's W&B workspace from its definition."""
 
 from __future__ import annotations
 
@@ -37,10 +38,40 @@ def plan(argv: list[str]) -> int:
     return 0
 
 
+def workspace(argv: list[str]) -> int:
+    """The ``workspace`` command: push a run's W&B workspace definition (``wandb_workspace.json``)."""
+    p = argparse.ArgumentParser(prog="python -m cxrray.analysis workspace", description=(
+        "Create or update the W&B workspace of a run directory from its wandb_workspace.json (written by every "
+        "analysis with W&B on; push it once the offline runs are synced with `wandb sync`)."))
+    p.add_argument("run_dir", type=Path, help="the sweep's run directory (its --out)")
+    p.add_argument("--entity", help="W&B entity (default: the definition's, else the API key's default)")
+    p.add_argument("--show", action="store_true", help="print the panels and the keys they read; send nothing")
+    args = p.parse_args(argv)
+    from cxrray.analysis.dashboard import Dashboard
+    from cxrray.config import RunLayout
+
+    path = RunLayout(args.run_dir).workspace
+    if not path.exists():
+        print(f"python -m cxrray.analysis workspace: error: {path}: no workspace definition (a sweep or analysis "
+              f"with --wandb offline or online writes it)", file=sys.stderr)
+        return 2
+    board = Dashboard.read(path)
+    if args.show:
+        for s in board.sections:
+            print(s.name)
+            for panel in s.panels:
+                print(f"  {panel.kind:5s} {panel.title}: {', '.join(panel.keys)}")
+        return 0
+    print(f"[cxrray] W&B workspace: {board.push(args.entity)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plan"]:
         return plan(argv[1:])
+    if argv[:1] == ["workspace"]:
+        return workspace(argv[1:])
     p = argparse.ArgumentParser(prog="python -m cxrray.analysis", description=__doc__)
     p.add_argument("run_dir", nargs="?", help="a sweep's run directory (its --out: holds predictions.parquet, "
                    "results.parquet)")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
 import polars as pl
 
 from cxrray.analysis.analyze import AnalysisResult, run_analysis
+from cxrray.analysis.dashboard import Dashboard, dashboard_of
 from cxrray.analysis.shortcut import headline
 from cxrray.analysis.steps import AnalysisOptions
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
@@ -72,12 +74,28 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
     if not aurocs.is_empty() and not outcome.predictions.is_empty():
         logged |= trial_charts(outcome.predictions, aurocs, dict(zip(results["trial_id"], results["run_name"])))
     run.log(logged, commit=True)
+    board = dashboard_of(study, project, {n for a in analysis.artifacts.values() for n in a.tables},
+                         {n for a in analysis.artifacts.values() for n in a.figures}, entity=os.environ.get(
+                             "WANDB_ENTITY", ""))
+    board.write(layout.workspace)
     run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
                         "skipped": len(outcome.skipped), "verdict": headline(analysis.artifacts).text})
     art = wandb.Artifact(f"{study}-report", type="report")
     art.add_file(str(analysis.report))
     run.log_artifact(art)
     run.finish()
+    if wandb_mode == "online":
+        push_workspace(board, layout)
+
+
+def push_workspace(board: Dashboard, layout: RunLayout) -> None:
+    """Create or update the study's W&B workspace; a failure (no network, no rights) is one line, never the end
+    of the sweep: the definition stays in ``wandb_workspace.json`` for ``python -m cxrray.analysis workspace``."""
+    try:
+        print(f"[cxrray] W&B workspace: {board.push()}", flush=True)
+    except Exception as exc:  # noqa: BLE001  (any W&B or network error: the run itself is complete)
+        print(f"[cxrray] W&B workspace not pushed ({type(exc).__name__}: {str(exc)[:200]}); later: python -m "
+              f"cxrray.analysis workspace {layout.root}", flush=True)
 
 
 def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wandb_mode: WandbMode = "disabled",

@@ -4,6 +4,7 @@ scripts it stands for (``python sweeps/hide_seek.py`` keeps working: it is what 
     cxrray hide-seek --smoke-test          # = python sweeps/hide_seek.py --smoke-test
     cxrray analyze runs/hide_seek          # = python -m cxrray.analysis runs/hide_seek
     cxrray plan --auroc-hidden 0.7         # = python -m cxrray.analysis plan ...
+    cxrray workspace runs/hide_seek        # = python -m cxrray.analysis workspace runs/hide_seek
 
 Nothing heavy at import: ``cxrray --help`` and ``cxrray <command> --help`` answer without torch or Ray.
 """
@@ -26,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("cxrray.analysis.__main__", "rerun the analysis of a run directory", "python -m cxrray.analysis"),
     "plan": ("cxrray.analysis.__main__", "test patients a confident verdict needs",
              "python -m cxrray.analysis plan"),
+    "workspace": ("cxrray.analysis.__main__", "push a run's W&B workspace (dashboards as code)",
+                  "python -m cxrray.analysis workspace"),
     "segment": ("cxrray.segmentation.__main__", "lung U-Net: train, evaluate, fill, check masks",
                 "python -m cxrray.segmentation"),
     "adapters": ("cxrray.data.adapters.__main__", "convert public datasets to manifests",
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.argv[0] = f"cxrray {name}"  # argparse's prog in usage lines and errors
         cli.run_cli(lambda: module.main(rest), f"cxrray {name}")
-    result: int = module.main(["plan", *rest] if name == "plan" else rest)
+    result: int = module.main([name, *rest] if name in ("plan", "workspace") else rest)
     return result
 
 
