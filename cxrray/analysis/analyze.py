@@ -27,6 +27,7 @@ from cxrray.analysis import (  # noqa: F401
     dilation,
     metrics,
     saliency_report,
+    short_testing,
     shortcut,
     source_ceiling,
     subgroups,  # (the steps register themselves)

@@ -42,12 +42,26 @@ def holm(p: Sequence[float]) -> np.ndarray:
     return out
 
 
+LABEL = ("representation", "backbone", "method", "pretraining", "design")  # a trial's cell, as the pairs name it
+
+
+def label_columns(aurocs: pl.DataFrame) -> list[str]:
+    return [c for c in LABEL if c in aurocs.columns]
+
+
+def label_parts(aurocs: pl.DataFrame) -> dict[str, tuple[str, ...]]:
+    """Each pair label (``original.resnet18.standard.none.random``) -> its parts, read from the trials (a value
+    may hold a dot itself: ``short_sex_0.5``)."""
+    cols = label_columns(aurocs)
+    return {".".join(str(r[c]) for c in cols): tuple(str(r[c]) for c in cols) for r in aurocs.iter_rows(named=True)}
+
+
 def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
                    family: Sequence[str] = ("study", "task", "seed", "fold")) -> pl.DataFrame:
     """DeLong test for every pair of trials within each family, with Bonferroni and Holm adjustment."""
     test = predictions.filter(pl.col("split") == "test")
     family = [c for c in family if c in aurocs.columns]
-    label = [c for c in ("representation", "backbone", "method", "pretraining", "design") if c in aurocs.columns]
+    label = label_columns(aurocs)
     out = []
     usable = aurocs.drop_nans("auroc").filter(pl.col("degenerate") == "") if "degenerate" in aurocs.columns \
         else aurocs.drop_nans("auroc")
@@ -118,17 +132,20 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
-def pvalue_matrices(pairs: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+def pvalue_matrices(pairs: pl.DataFrame, parts_of: dict[str, tuple[str, ...]] | None = None
+                    ) -> list[tuple[str, pl.DataFrame]]:
     """Per family: (heading, the pairwise p-value matrix, raw above the diagonal and Holm-adjusted below). Cells
     are named by the parts of their label that vary within the family (``lungs_removed / resnet18``, not
     ``lungs_removed.resnet18.standard.none.random``), in protocol order; the diagonal is empty (None)."""
     out = []
     for (family,), g in pairs.group_by("family", maintain_order=True):
         full = sorted(set(g["a"]) | set(g["b"]))
-        parts = [n.split(".") for n in full]
-        varying = [k for k in range(len(parts[0])) if len({p[k] for p in parts}) > 1]
+        parts = [list((parts_of or {}).get(n) or n.split(".")) for n in full]
+        width = min(len(p) for p in parts)
+        varying = [k for k in range(width) if len({p[k] for p in parts}) > 1]
         short = {n: " / ".join(p[k] for k in varying) or n for n, p in zip(full, parts)}
-        names = sorted(full, key=lambda n: (display_order(sorted({p[0] for p in parts})).index(n.split(".")[0]), n))
+        first = {n: p[0] for n, p in zip(full, parts)}
+        names = sorted(full, key=lambda n: (display_order(sorted(set(first.values()))).index(first[n]), n))
         idx = {n: i for i, n in enumerate(names)}
         m: list[list[float | None]] = [[None] * len(names) for _ in names]
         for r in g.iter_rows(named=True):
@@ -151,6 +168,7 @@ def delong(run: LoadedRun) -> Artifacts:
         a.text += (f"\n\nDeLong tests: {pairs.height} pair(s) in {pairs['family'].n_unique()} famil(ies); "
                    f"{int((pairs['p'] < 0.05).sum())} with raw p < 0.05, {int((pairs['p_holm'] < 0.05).sum())} after "
                    f"Holm, {int((pairs['p_bonferroni'] < 0.05).sum())} after Bonferroni (analysis/delong_pairs.csv).")
-    a.sections = [Section("DeLong p-values", extra=tuple(pvalue_matrices(pairs)) if pairs.height else (),
+    a.sections = [Section("DeLong p-values", extra=tuple(pvalue_matrices(pairs, label_parts(run.aurocs)))
+                          if pairs.height else (),
                           note="" if pairs.height else "fewer than two trials: nothing to compare")]
     return a

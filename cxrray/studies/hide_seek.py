@@ -58,6 +58,7 @@ class HideSeek(cli.Study):
     backbones: tuple[str, ...] = ("resnet18", "densenet121")
     seeds: tuple[int, ...] = (0,)
     mask_dilation: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = ("standard",)
     task: str | None = None
     smoke_test: bool = False
 
@@ -70,9 +71,10 @@ class HideSeek(cli.Study):
         cli.check_names(representation=self.representations, backbone=self.backbones, task=[self.task or ""],
                         recipe=[self.recipe])
         cli.check_image_size(self.image_size, self.backbones)
-        from cxrray.tuning.study import check_mask_dilation  # (loads torch: after --help is answered)
+        from cxrray.tuning.study import check_mask_dilation, method_names  # (torch: after --help is answered)
 
         check_mask_dilation(self.mask_dilation, self.representations, self.image_size)
+        method_names(self.methods)
 
 
 def parse_args(argv: list[str] | None = None) -> HideSeek:
@@ -104,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> HideSeek:
         "default: resnet18 densenet121 (both learn the phantom in 8 CPU epochs; basecnn, the COVID-CXNet base "
         "CNN, often sits at chance there)", "backbone"))
     s.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
+    s.add_argument("--methods", nargs="+", help="training methods (default standard): short_sex or short_age_band "
+                   "runs shortcut testing (ShorT: an attribute head whose gradient into the backbone is scaled by "
+                   "-1, -0.5, 0, 0.5, 1; one trial each), short_sex_0.5 one factor; fucitnet")
     s.add_argument("--mask-dilation", nargs="+", type=int, metavar="PX", help="mask-dilation sensitivity: rerun "
                    "the lung-hiding representations with the lung mask grown by each PX pixels at the model's "
                    "resolution (e.g. 0 4 8); the report shows whether each verdict survives. Default 0 (none)")
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = study.train_recipe()
     specs = hide_seek_specs(data_id=data.data_id, representations=study.representations, backbones=study.backbones,
                             seeds=study.seeds, task=study.task, image_size=study.image_size,
-                            pretrained=study.pretrained, recipe=recipe, mask_dilation=study.mask_dilation)
+                            pretrained=study.pretrained, recipe=recipe, mask_dilation=study.mask_dilation,
+                            methods=study.methods)
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data=data, **study.sweep_options())
     return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)

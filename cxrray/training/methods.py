@@ -7,15 +7,16 @@ trial? ASHA? which task kinds?), a ``validate(spec)`` hook, and ``build(ctx, ses
 the outputs, so a new method is one file with one class and its registration
 (``@METHODS.register("name")`` on an instance), imported by ``cxrray/training/__init__.py``.
 
-Registered: ``standard`` (one supervised fit of the backbone, ``standard.py``) and ``fucitnet`` (the
-class-inherent transformations of FuCiTNet / COVID-SDNet, ``fucitnet_trial.py``). Shared helpers: the
+Registered: ``standard`` (one supervised fit of the backbone, ``standard.py``), ``fucitnet`` (the
+class-inherent transformations of FuCiTNet / COVID-SDNet, ``fucitnet_trial.py``) and the family
+``short_<attribute>_<factor>`` (shortcut testing, ``short.py``; ``METHOD_FAMILIES``). Shared helpers: the
 seeded per-epoch generator, the shuffled training stream, the best-on-validation state and the
 val/test prediction loop. No Ray.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -94,6 +95,18 @@ class TrialMethod:
 
 
 METHODS: Registry[TrialMethod] = Registry("method")
+# A family name -> its registered variants (``--methods short_sex`` is every factor of ShorT on sex)
+METHOD_FAMILIES: dict[str, tuple[str, ...]] = {}
+
+
+def expand_methods(names: Iterable[str]) -> tuple[str, ...]:
+    """The method names of a sweep axis, each family name replaced by its variants (in order, once each)."""
+    out: list[str] = []
+    for name in names:
+        for m in METHOD_FAMILIES.get(name, (name,)):
+            if m not in out:
+                out.append(m)
+    return tuple(out)
 
 
 def register(name: str, *args: Any, **kwargs: Any) -> Callable[[type[TrialMethod]], type[TrialMethod]]:

@@ -8,8 +8,10 @@ on one worker or as a DDP fit, and under ASHA.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 from cxrray.config import TrialContext
@@ -91,8 +93,7 @@ class StandardTrial:
         batches = train_batches(self.session, spec, epoch, audit=self.ctx.trial_dir if epoch == self.start else None)
         if r.balanced:
             batches = rebalance(batches, self.head, gen, r.batch_size)
-        metrics = train_epoch(self.model, batches, self.pipe, self.optimizer, self.head, self.session.device, gen,
-                              amp=self.cuda, accum=r.grad_accum)
+        metrics = self.train_pass(batches, gen)
         val = validate_split(self.model, self.session, self.pipe, self.head, amp=self.cuda)
         self.best.offer(epoch, val, r.select_by, copy_state(self.model))
         if self.scheduler is not None:
@@ -100,6 +101,11 @@ class StandardTrial:
         stop = bool(r.early_stop) and epoch - self.best.epoch >= r.early_stop  # same decision on every rank
         return metrics | {f"val_{k}": v for k, v in val.items()} | {
             "best_val_auroc": self.best.val["auroc"], "lr": self.optimizer.param_groups[0]["lr"], "stopped": stop}
+
+    def train_pass(self, batches: Iterable[dict[str, np.ndarray]], gen: torch.Generator) -> dict[str, float]:
+        """One epoch's pass over the training batches (a method adding a loss overrides it)."""
+        return train_epoch(self.model, batches, self.pipe, self.optimizer, self.head, self.session.device, gen,
+                           amp=self.cuda, accum=self.spec.recipe.grad_accum)
 
     def state(self, epoch: int) -> dict[str, Any]:
         return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -21,7 +21,7 @@ from cxrray.data.tasks import TASKS
 from cxrray.models import BACKBONES
 from cxrray.registry import UserError
 from cxrray.representations import REPRESENTATIONS, hide_seek_representations, lung_hiding
-from cxrray.training.methods import METHODS, check_methods
+from cxrray.training.methods import METHODS, check_methods, expand_methods
 
 HIDE_SEEK_REPRESENTATIONS = hide_seek_representations()  # Sadre et al.'s five, from their registry entries
 
@@ -52,6 +52,15 @@ class Resources:
         return self.launcher == "inline" or (self.launcher == "auto" and self.num_workers == 1)
 
 
+def method_names(methods: Sequence[str]) -> tuple[str, ...]:
+    """The sweep's training methods, each family name (``short_sex``) replaced by its variants; an unknown name
+    is an error listing the valid ones (before Ray starts)."""
+    names = expand_methods(methods)
+    for name in names:
+        METHODS.get(name)
+    return names
+
+
 def check_mask_dilation(dilation: Sequence[int], representations: Sequence[str], image_size: int) -> list[str]:
     """The representations a dilation axis reruns (those that hide the lungs); an error for a dilation below 0
     or of half the image or more, or for dilations without a lung-hiding representation to rerun."""
@@ -69,8 +78,9 @@ def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_
                     backbones: Sequence[str] = ("basecnn", "resnet18"), seeds: Sequence[int] = (0,),
                     task: str = "CL2", image_size: int = 64, pretrained: bool = False,
                     recipe: TrainRecipe = TrainRecipe(), study: str = "hide_seek",
-                    mask_dilation: Sequence[int] = (0,)) -> list[TrialSpec]:
-    """Representation x backbone x seed (Sadre et al.); every name is checked against its registry.
+                    mask_dilation: Sequence[int] = (0,), methods: Sequence[str] = ("standard",)) -> list[TrialSpec]:
+    """Representation x backbone x method x seed (Sadre et al.); every name is checked against its registry
+    (``methods``: a family name such as ``short_sex`` stands for its variants, ``methods.expand_methods``).
     ``mask_dilation``: each non-zero value adds the lung-hiding representations again with the lung mask grown
     by that many pixels (the undilated trials are always there: the comparison every dilation is read against;
     their ids are those of a sweep without the axis)."""
@@ -82,11 +92,14 @@ def hide_seek_specs(*, data_id: str, representations: Sequence[str] = HIDE_SEEK_
                          f"({[t for t in TASKS.names() if not TASKS.get(t).multilabel]})")
     hiding = check_mask_dilation(mask_dilation, representations, image_size)
     grown = [(r, d) for d in sorted(set(mask_dilation) - {0}) for r in hiding]
-    return [
+    specs = [
         TrialSpec(study=study, data_id=data_id, representation=rep, backbone=bb, task=task, seed=seed,
-                  image_size=image_size, pretrained=pretrained, recipe=recipe, mask_dilation=d)
-        for (rep, d), bb, seed in itertools.product([(r, 0) for r in representations] + grown, backbones, seeds)
+                  image_size=image_size, pretrained=pretrained, recipe=recipe, mask_dilation=d, method=method)
+        for (rep, d), bb, method, seed in itertools.product([(r, 0) for r in representations] + grown, backbones,
+                                                            method_names(methods), seeds)
     ]
+    check_methods(specs)
+    return specs
 
 
 def design_splits(rows: pl.DataFrame, design: str, task: str, *, folds: int = 1, seed: int = 0,
