@@ -1,6 +1,7 @@
 """Training-step rate fed by the full data path vs fed from tensors already in memory.
 
-Full path (what a trial does): Ray Data streaming the shards (read_parquet -> decode, nothing materialised) ->
+Full path (what a Ray Train fit does): Ray Data reading the shards (read_parquet -> decode; decoded once and kept
+when the split fits ``shards.DECODED_BUDGET``, as the demo's does; also measured streamed every epoch) ->
 ``iter_batches`` with local shuffle and prefetch -> augmentation + representation batched on
 the device -> ResNet-18 step. Baseline: the same steps on input tensors
 prepared beforehand. Demo size: phantom, 64 px, batch 32, representation
@@ -41,7 +42,7 @@ def run() -> list[dict]:
     from cxrray.data.ingest import ingest
     from cxrray.data.manifest import load_manifest
     from cxrray.data.phantom import write_phantom
-    from cxrray.data.shards import read_split
+    from cxrray.data.shards import read_split, train_split
     from cxrray.data.splits import assign_splits
     from cxrray.data.tasks import TASKS
     from cxrray.models import build_backbone
@@ -59,10 +60,11 @@ def run() -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             manifest = assign_splits(load_manifest(write_phantom(Path(tmp) / "ph", n_patients=160, seed=0)))
             ingest(manifest, Path(tmp) / "shards", image_size=64)
-            ds = read_split(Path(tmp) / "shards" / "train")  # lazy: every pass streams from the shards
+            ds = train_split(Path(tmp) / "shards" / "train")  # what a Ray Train fit reads (decoded once: small)
+            lazy = read_split(Path(tmp) / "shards" / "train")  # streamed every pass (a split over the budget)
             n_steps = 2 * ds.count() // 32
 
-            def ray_path():
+            def ray_path(ds=ds):
                 gen = torch.Generator().manual_seed(0)
                 while True:
                     for b in ds.iter_batches(batch_size=32, batch_format="numpy", local_shuffle_buffer_size=128,
@@ -84,7 +86,8 @@ def run() -> list[dict]:
                 ops += len(b["row"])
             ops_rate = ops / (time.perf_counter() - t)
             rates = {}
-            for name, make in (("memory", memory_path), ("ray", ray_path), ("memory2", memory_path)):
+            for name, make in (("memory", memory_path), ("ray", ray_path), ("streamed", lambda: ray_path(lazy)),
+                               ("memory2", memory_path)):
                 with torch.random.fork_rng():
                     torch.manual_seed(0)
                     model, _ = build_backbone("resnet18", 2, 1, image_size=64)
@@ -97,6 +100,9 @@ def run() -> list[dict]:
         {"benchmark": "train step: Ray Data path / memory", "value": ratio, "unit": "x", "goal": ">= 0.90",
          "ok": ratio >= 0.90, "detail": f"Ray Data {rates['ray']:.0f} img/s, in memory {memory:.0f} img/s "
                                          f"(ResNet-18, 64 px, batch 32)"},
+        {"benchmark": "train step: Ray Data streamed every epoch / memory", "value": rates["streamed"] / memory,
+         "unit": "x", "goal": "info", "ok": True, "detail": f"{rates['streamed']:.0f} img/s: a split over "
+                                                             f"shards.DECODED_BUDGET, each epoch's start-up paid"},
         {"benchmark": "augment + representation alone", "value": ops_rate, "unit": "img/s", "goal": "info",
          "ok": True, "detail": "64 px, batch 32, lungs_removed, CPU"},
     ]

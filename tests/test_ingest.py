@@ -171,6 +171,25 @@ def test_two_ingests_give_the_same_row_order(tmp_path, phantom_manifest, ray_loc
     assert orders[0] == orders[1] == sorted(orders[0])
 
 
+def test_a_small_split_is_decoded_once_for_a_ray_train_fit_and_a_large_one_streams(tmp_path, phantom_manifest,
+                                                                                    ray_local):
+    """A Ray Train fit reads a split that fits the budget decoded once (no epoch pays the streaming start-up),
+    one over it streamed every epoch; both give the same images in the same order."""
+    from ray.data.dataset import MaterializedDataset
+
+    from cxrray.data.shards import decoded_bytes, train_split
+
+    manifest = assign_splits(load_manifest(phantom_manifest), seed=0)
+    result = ingest(manifest, tmp_path / "shards", image_size=32)
+    split = result.split_dir("train")
+    rows = result.counts["train"]
+    assert decoded_bytes(split) == rows * 32 * 32 * 5
+    kept, streamed = train_split(split), train_split(split, budget=decoded_bytes(split) - 1)
+    assert isinstance(kept, MaterializedDataset) and not isinstance(streamed, MaterializedDataset)
+    first = [next(iter(ds.iter_batches(batch_size=rows, batch_format="numpy"))) for ds in (kept, streamed)]
+    assert np.array_equal(first[0]["row"], first[1]["row"]) and np.array_equal(first[0]["image"], first[1]["image"])
+
+
 def test_within_label_source_probe_separates_the_hospital_from_the_label(tmp_path, ray_local):
     """Known answers on the phantom: under the full confound the hospital is the label (the within-label probe
     cannot be estimated and says so; the label probe reads what the source probe reads); without the confound

@@ -37,10 +37,11 @@ __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves",
 
 
 def trial_datasets(data: DataRef, inline: bool) -> dict[str, Any]:
-    """The trial's splits, streamed every epoch from the shards; nothing is materialised and no trial holds a
-    copy of the dataset. Inline: ``LocalSplit``, read in the trial's own process file by file with a reader
-    thread ahead (no Ray task that training could starve, no per-epoch start-up). A Ray Train fit: lazy Ray
-    Datasets (read_parquet -> decode) that Ray Train splits between the workers (``streaming_split``); their
+    """The trial's splits. Inline: ``LocalSplit``, read in the trial's own process file by file with a reader
+    thread ahead (no Ray task that training could starve, no per-epoch start-up, nothing materialised). A Ray
+    Train fit: Ray Datasets (read_parquet -> decode) that Ray Train splits between the workers
+    (``streaming_split``), decoded once and kept in the object store when the split is small
+    (``shards.train_split``: no per-epoch start-up), streamed every epoch when it is large (memory flat); their
     tasks run on the CPUs the trial reserved for them (``Resources.data_cpus``, its placement group's last
     bundle)."""
     if inline:
@@ -51,7 +52,7 @@ def trial_datasets(data: DataRef, inline: bool) -> dict[str, Any]:
     from ray.util import get_current_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from cxrray.data.shards import read_split
+    from cxrray.data.shards import train_split
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -59,7 +60,7 @@ def trial_datasets(data: DataRef, inline: bool) -> dict[str, Any]:
     if pg is not None and pg.bundle_count > 1:  # Ray Data's own strategy (SPREAD) would leave the trial's bundle
         ctx.scheduling_strategy = ctx.scheduling_strategy_large_args = PlacementGroupSchedulingStrategy(
             pg, placement_group_bundle_index=pg.bundle_count - 1)
-    return {s: read_split(Path(data.shard_dir) / s) for s in data.splits}
+    return {s: train_split(Path(data.shard_dir) / s) for s in data.splits}
 
 
 def _trial_fn(config: dict[str, Any]) -> None:
