@@ -21,7 +21,7 @@ from scipy import stats
 
 from cxrray.analysis.shortcut import trial_scores
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.delong import auroc_cov, paired_test, unpaired_test
+from cxrray.delong import DelongTest, auroc_cov, paired_test, unpaired_test
 from cxrray.representations import display_order
 
 
@@ -56,6 +56,36 @@ def label_parts(aurocs: pl.DataFrame) -> dict[str, tuple[str, ...]]:
     return {".".join(str(r[c]) for c in cols): tuple(str(r[c]) for c in cols) for r in aurocs.iter_rows(named=True)}
 
 
+def _shared_covariances(scored: list[tuple[np.ndarray, ...]]):
+    """For trials scored on the same test images: the DeLong covariance of all their AUROCs at once (one
+    placement computation per trial, ``delong.auroc_cov``), so each pair's paired test is two lookups instead of
+    its own placements. Returns ``test(i, j)``: the paired test of trials i and j from the shared covariance, or
+    None where ``paired_test`` must decide (no spread in the difference: its exact test; another test set)."""
+    blocks: dict[bytes, list[int]] = {}
+    for i, (rows, y, _, _) in enumerate(scored):
+        blocks.setdefault(rows.tobytes() + y.tobytes(), []).append(i)
+    block_of, cov_of = {}, {}
+    for b, members in enumerate(blocks.values()):
+        if len(members) > 2:
+            _, y, _, g = scored[members[0]]
+            aucs, cov = auroc_cov(y, np.vstack([scored[i][2] for i in members]), g)
+            cov_of[b] = (aucs, cov, {i: k for k, i in enumerate(members)})
+            block_of |= {i: b for i in members}
+
+    def test(i: int, j: int) -> DelongTest | None:
+        if i not in block_of or block_of.get(j) != block_of[i]:
+            return None
+        aucs, cov, at = cov_of[block_of[i]]
+        a, b = at[i], at[j]
+        var = cov[a, a] + cov[b, b] - 2 * cov[a, b]
+        if not np.isfinite(var) or var <= 1e-15:
+            return None
+        z = (aucs[a] - aucs[b]) / np.sqrt(var)
+        return DelongTest(float(aucs[a]), float(aucs[b]), float(z), float(2 * stats.norm.sf(abs(z))))
+
+    return test
+
+
 def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
                    family: Sequence[str] = ("study", "task", "seed", "fold")) -> pl.DataFrame:
     """DeLong test for every pair of trials within each family, with Bonferroni and Holm adjustment."""
@@ -65,13 +95,19 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
     out = []
     usable = aurocs.drop_nans("auroc").filter(pl.col("degenerate") == "") if "degenerate" in aurocs.columns \
         else aurocs.drop_nans("auroc")
+    parts = test.partition_by("trial_id", as_dict=True) if test.height else {}
     for key, group in usable.group_by(family or [pl.lit(0)], maintain_order=True):
         rows = []
-        for a, b in itertools.combinations(group.iter_rows(named=True), 2):
-            ra, ya, sa, ga = trial_scores(test, a)
-            rb, yb, sb, gb = trial_scores(test, b)
+        trials = list(group.iter_rows(named=True))
+        scored = [trial_scores(parts.get((t["trial_id"],), test.clear()), t) for t in trials]
+        shared = _shared_covariances(scored)
+        for (i, a), (j, b) in itertools.combinations(enumerate(trials), 2):
+            ra, ya, sa, ga = scored[i]
+            rb, yb, sb, gb = scored[j]
             paired = np.array_equal(ra, rb)
-            t = paired_test(ya, sa, sb, groups=ga) if paired else unpaired_test(ya, sa, yb, sb, ga, gb)
+            t = shared(i, j) if paired else None
+            if t is None:
+                t = paired_test(ya, sa, sb, groups=ga) if paired else unpaired_test(ya, sa, yb, sb, ga, gb)
             rows.append({"family": ", ".join(f"{c} {v}" for c, v in zip(family, key)) if family else "all",
                          "a": ".".join(str(a[c]) for c in label), "b": ".".join(str(b[c]) for c in label),
                          "auroc_a": a["auroc"], "auroc_b": b["auroc"], "test": "paired" if paired else "unpaired",
