@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""What a trial costs beyond its training loops, at 20, 200 (and, when asked, 1,000) tiny trials (issue 28, item 4).
+
+Each point is one real sweep from the command line: the smoke phantom, ``original`` x basecnn x N seeds, 32 px,
+1 epoch, one trial at a time (``--max-concurrent 1``), W&B off, statistics only. A trial's cost beyond training
+is the time from the previous trial's end to its own, minus its training loops (``train_s`` in its record); the
+first trial (it starts the Tune actor, imports torch and reads the shards) is reported apart. Ray Tune's
+published figure is about 0.14 s per trial (10,000 one-second trials on 16 CPUs in 715 s against a 625 s floor).
+Also: the sweep's wall time, and the largest resident set of the sweep's processes that this one waited for (the
+driver).
+
+    python bench/many_trials.py           # 20 and 200 trials, about 15 minutes on 2 CPUs
+    python bench/many_trials.py 20 200 1000
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_S = 0.5
+
+
+def sweep(out: Path, trials: int) -> dict:
+    cmd = [sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--representations", "original",
+           "--seeds", *map(str, range(trials)), "--max-concurrent", "1", "--wandb", "disabled", "--analysis",
+           "statistics", "--out", str(out)]
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.time() - t0
+    if proc.returncode:
+        raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
+    records = sorted((json.loads(p.read_text()) for p in (out / "trials").glob("*/trial.json")),
+                     key=lambda r: r["finished"])
+    extra = [b["finished"] - a["finished"] - b["train_s"] for a, b in zip(records, records[1:])]
+    return {"trials": len(records), "wall_s": wall, "train_s": sum(r["train_s"] for r in records),
+            "per_trial_median": statistics.median(extra), "per_trial_mean": statistics.fmean(extra),
+            "whole_s": (wall - sum(r["train_s"] for r in records)) / len(records),
+            "rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def run(counts: tuple[int, ...] = (20, 200)) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            r = sweep(Path(tmp) / f"n{n}", n)
+            rows.append({"benchmark": f"cost per trial beyond training, {n} tiny trials", "value": r["per_trial_mean"],
+                         "unit": "s", "goal": f"<= {GOAL_S}", "ok": r["per_trial_mean"] <= GOAL_S,
+                         "detail": f"median {r['per_trial_median']:.2f} s; sweep {r['wall_s']:.0f} s wall, training "
+                                   f"{r['train_s']:.0f} s: (wall - training) / trials {r['whole_s']:.2f} s with the "
+                                   f"fixed costs (Ray start, ingest, analysis); largest waited process "
+                                   f"{r['rss_mib']:.0f} MiB"})
+    return rows
+
+
+if __name__ == "__main__":
+    counts = tuple(int(a) for a in sys.argv[1:]) or (20, 200)
+    for row in run(counts):
+        print(f"{row['benchmark']}: {row['value']:.2f} {row['unit']} (goal {row['goal']}; "
+              f"{'ok' if row['ok'] else 'MISSED'}) - {row['detail']}", flush=True)
