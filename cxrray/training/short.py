@@ -26,7 +26,6 @@ from torch import nn
 
 from cxrray.config import TrialContext, TrialSpec
 from cxrray.registry import UserError
-from cxrray.training.loop import make_optimizer
 from cxrray.training.methods import METHOD_FAMILIES, METHODS, TrialMethod, TrialResult, unwrap
 from cxrray.training.session import Session
 from cxrray.training.standard import StandardTrial
@@ -80,12 +79,7 @@ class ShorTTrial(StandardTrial):
         self._features: list[torch.Tensor] = []
         head_in.register_forward_hook(lambda m, inp, out: self._features.append(inp[0]))
         self.aux = nn.Linear(head_in.in_features, len(ATTRIBUTES[attribute])).to(session.device)
-        both = nn.ModuleList([unwrap(self.model), self.aux])  # one optimiser and schedule for both
-        self.optimizer = make_optimizer(both, ctx.spec.recipe)
-        r = ctx.spec.recipe
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=r.plateau_factor, patience=max(r.plateau_patience - 1, 0)) \
-            if r.plateau_patience else None
+        self.optimise(nn.ModuleList([unwrap(self.model), self.aux]))  # one optimiser and schedule for both
         self.config |= {"short_attribute": attribute, "short_factor": factor}
 
     def train_pass(self, batches: Iterable[dict[str, np.ndarray]], gen: torch.Generator) -> dict[str, float]:

@@ -68,16 +68,22 @@ class StandardTrial:
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
         self.model = session.prepare_model(model)
-        self.optimizer = make_optimizer(self.model, r)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=r.plateau_factor, patience=max(r.plateau_patience - 1, 0)) \
-            if r.plateau_patience else None
+        self.optimise(self.model)
         self.pipe = InputPipeline(spec.representation, bdef.mean, bdef.std,
                                   AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=self.cuda,
                                   mask_dilation=spec.mask_dilation)
         self.best, self.start, self.epochs = Best(), 0, r.epochs
         self.config = {"init": init}
         self.init = init
+
+    def optimise(self, module: torch.nn.Module) -> None:
+        """The recipe's optimiser and plateau schedule over ``module``'s parameters (a method that trains more than
+        the network, such as ShorT's attribute head, passes both)."""
+        r = self.spec.recipe
+        self.optimizer = make_optimizer(module, r)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=r.plateau_factor, patience=max(r.plateau_patience - 1, 0)) \
+            if r.plateau_patience else None
 
     def load(self, state: dict[str, Any]) -> int:
         unwrap(self.model).load_state_dict(state["model"])
