@@ -198,6 +198,33 @@ def _write_image(img: np.ndarray, path: Path, fmt: str, patient_id: str, uid_see
                 uid_seed=uid_seed, PatientID=patient_id)
 
 
+def phantom_dir(out_dir: str | Path) -> Path:
+    """A phantom's folder, with its ``images/`` and ``masks/``."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_image(out: Path, stem: str, img: np.ndarray, mask: np.ndarray, style: SourceStyle, patient_id: str,
+               uid_seed: str) -> dict[str, str]:
+    """Write one image in its source's format (PNG or DICOM) and its mask; their manifest paths."""
+    ext = "png" if style.fmt == "png" else "dcm"
+    _write_image(img, out / "images" / f"{stem}.{ext}", style.fmt, patient_id, uid_seed)
+    Image.fromarray(mask * 255).save(out / "masks" / f"{stem}.png")
+    return {"image_path": f"images/{stem}.{ext}", "mask_path": f"masks/{stem}.png"}
+
+
+def write_manifest(out: Path, rows: list[dict[str, str]], columns: list[str]) -> Path:
+    """``out/manifest.csv`` of the rows (paths relative to it)."""
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
 def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_patient: tuple[int, int] = (1, 3),
                   confound: float = 1.0, seed: int = 0, size: int = 256, signature: float = SIGNATURE,
                   label_probs: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2), min_per_label: int = 0,
@@ -219,9 +246,7 @@ def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_pati
                         ("age_signature", age_signature)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{name} must be in [0, 1], got {value}")
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    out = phantom_dir(out_dir)
     label_p = np.asarray(label_probs) / sum(label_probs)
     labels = [LABELS[np.random.default_rng([seed, p]).choice(len(LABELS), p=label_p)] for p in range(n_patients)]
     for k in np.flatnonzero(label_p):
@@ -248,15 +273,7 @@ def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_pati
                                breast=sex_signature * female, disease_scale=1.0 - female_gap * female,
                                spine=0.3 * age_signature * (age - 18) / 72)
             stem = f"{pid}_{k}"
-            ext = "png" if style.fmt == "png" else "dcm"
-            _write_image(img, out / "images" / f"{stem}.{ext}", style.fmt, pid, f"{seed}-{stem}")
-            Image.fromarray(mask * 255).save(out / "masks" / f"{stem}.png")
-            rows.append({"image_path": f"images/{stem}.{ext}", "mask_path": f"masks/{stem}.png",
-                         "patient_id": pid, "source": style.name, "label": label, "severity": severity,
-                         "view": "PA", "sex": sex, "age": str(age)})
-    manifest = out / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(REQUIRED_COLUMNS))
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+            rows.append(save_image(out, stem, img, mask, style, pid, f"{seed}-{stem}") | {
+                "patient_id": pid, "source": style.name, "label": label, "severity": severity, "view": "PA",
+                "sex": sex, "age": str(age)})
+    return write_manifest(out, rows, list(REQUIRED_COLUMNS))

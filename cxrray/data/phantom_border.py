@@ -11,15 +11,13 @@ hides the rim and the model is at chance: the known answer of the mask-dilation 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from cxrray.data.manifest import REQUIRED_COLUMNS
-from cxrray.data.phantom import SIGNATURE, SOURCES, _write_image, render
+from cxrray.data.phantom import SIGNATURE, SOURCES, phantom_dir, render, save_image, write_manifest
 from cxrray.registry import UserError
 
 BAND = 2 / 64  # the rim's width: 2 px at the demo's 64 px, 8 px in the 256 px phantom image
@@ -50,9 +48,7 @@ def write_border_phantom(out_dir: str | Path, *, n_patients: int = 160, prevalen
     px = int(round(band * size))
     if not 0 < px < size // 8:
         raise UserError(f"band must be between 1 pixel and 1/8 of the image ({size} px), got {band}")
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    out = phantom_dir(out_dir)
     rows = []
     for p in range(n_patients):
         rng = np.random.default_rng([seed, p, 29])
@@ -66,16 +62,7 @@ def write_border_phantom(out_dir: str | Path, *, n_patients: int = 160, prevalen
                                extra=_rim(px) if positive else None)
             mask = _shrunk(lung.astype(bool), px).astype(np.uint8)  # the mask misses the rim, as masks do
             stem = f"{pid}_{k}"
-            ext = "png" if style.fmt == "png" else "dcm"
-            _write_image(img, out / "images" / f"{stem}.{ext}", style.fmt, pid, f"pb{seed}-{stem}")
-            Image.fromarray(mask * 255).save(out / "masks" / f"{stem}.png")
-            rows.append({"image_path": f"images/{stem}.{ext}", "mask_path": f"masks/{stem}.png",
-                         "patient_id": pid, "source": style.name, "label": "CVP" if positive else "NOR",
-                         "severity": "Moderate" if positive else "none", "view": "PA", "sex": sex,
-                         "age": str(age)})
-    manifest = out / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(REQUIRED_COLUMNS))
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+            rows.append(save_image(out, stem, img, mask, style, pid, f"pb{seed}-{stem}") | {
+                "patient_id": pid, "source": style.name, "label": "CVP" if positive else "NOR",
+                "severity": "Moderate" if positive else "none", "view": "PA", "sex": sex, "age": str(age)})
+    return write_manifest(out, rows, list(REQUIRED_COLUMNS))

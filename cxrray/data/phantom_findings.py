@@ -12,14 +12,12 @@ are independent of the finding.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cxrray.data.manifest import REQUIRED_COLUMNS
-from cxrray.data.phantom import SIGNATURE, SOURCES, _write_image, render
+from cxrray.data.phantom import SIGNATURE, SOURCES, phantom_dir, render, save_image, write_manifest
 from cxrray.registry import UserError
 
 FINDING = "finding_Pneumothorax"
@@ -59,9 +57,7 @@ def write_pneumothorax_phantom(out_dir: str | Path, *, n_patients: int = 160, pr
     for name, value in (("prevalence", prevalence), ("drain", drain)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{name} must be in [0, 1], got {value}")
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    out = phantom_dir(out_dir)
     rows = []
     for p in range(n_patients):
         rng = np.random.default_rng([seed, p, 17])
@@ -77,16 +73,7 @@ def write_pneumothorax_phantom(out_dir: str | Path, *, n_patients: int = 160, pr
                                anatomy={"scale": scale, "shift": tuple(rng.normal(0, 0.015, 2))},
                                extra=(lambda *a, ds=draws: [d(*a) for d in ds]) if draws else None)
             stem = f"{pid}_{k}"
-            ext = "png" if style.fmt == "png" else "dcm"
-            _write_image(img, out / "images" / f"{stem}.{ext}", style.fmt, pid, f"px{seed}-{stem}")
-            Image.fromarray(mask * 255).save(out / "masks" / f"{stem}.png")
-            rows.append({"image_path": f"images/{stem}.{ext}", "mask_path": f"masks/{stem}.png",
-                         "patient_id": pid, "source": style.name, "label": "OTH" if positive else "NOR",
-                         "severity": "", "view": "AP" if has_drain else "PA", "sex": sex, "age": str(age),
-                         FINDING: "1" if positive else "0"})
-    manifest = out / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*REQUIRED_COLUMNS, FINDING])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+            rows.append(save_image(out, stem, img, mask, style, pid, f"px{seed}-{stem}") | {
+                "patient_id": pid, "source": style.name, "label": "OTH" if positive else "NOR", "severity": "",
+                "view": "AP" if has_drain else "PA", "sex": sex, "age": str(age), FINDING: "1" if positive else "0"})
+    return write_manifest(out, rows, [*REQUIRED_COLUMNS, FINDING])

@@ -30,7 +30,7 @@ from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
-from cxrray.tuning.storage import STORAGE_ERRNOS, StorageError, StorageGuard, stopped_message
+from cxrray.tuning.storage import StorageError, StorageGuard, stopped_message, storage_stops
 from cxrray.tuning.study import Resources, check_specs
 
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
@@ -253,21 +253,6 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
             launch_trials(contexts, resources, len(specs), early_stop)
     with storage_stops(layout, specs):
         return collect(specs, layout.root, skipped)
-
-
-@contextmanager
-def storage_stops(layout: RunLayout, specs: list[TrialSpec]) -> Iterator[None]:
-    """An ``OSError`` of failing storage (disk full, read-only) that escapes the guard (for example while the
-    results are gathered, or when a finishing trial freed space just as the guard looked) ends the sweep with
-    the same one line as the guard's stop: what failed and how many trials are kept."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in STORAGE_ERRNOS:
-            raise
-        finished = sum(layout.trial(s.trial_id).finished for s in specs)
-        problem = (exc.strerror or str(exc)).lower()
-        raise StorageError(stopped_message(layout.root, problem, finished, len(specs))) from exc
 
 
 def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:

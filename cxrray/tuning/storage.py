@@ -15,8 +15,11 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from cxrray.config import RunLayout, TrialSpec
 from cxrray.registry import UserError
 
 # OS errors that say the storage, not the program, is at fault: disk full, quota, read-only, permissions, I/O.
@@ -105,3 +108,18 @@ class StorageGuard(logging.Filter):
     def __exit__(self, *exc) -> None:
         for h in self._handlers():
             h.removeFilter(self)
+
+
+@contextmanager
+def storage_stops(layout: RunLayout, specs: list[TrialSpec]) -> Iterator[None]:
+    """An ``OSError`` of failing storage (disk full, read-only) that escapes the guard (for example while the
+    results are gathered, or when a finishing trial freed space just as the guard looked) ends the sweep with
+    the same one line as the guard's stop: what failed and how many trials are kept."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        finished = sum(layout.trial(s.trial_id).finished for s in specs)
+        problem = (exc.strerror or str(exc)).lower()
+        raise StorageError(stopped_message(layout.root, problem, finished, len(specs))) from exc
