@@ -71,13 +71,13 @@ def test_the_checklist_is_filled_from_the_run_and_exported(tmp_path):
     assert "0 patient(s) in two splits" in parts
     assert "unreadable image (2)" in row[("CLAIM 2024", "8")]["where this run answers it"]
     demo = row[("CLAIM 2024", "34")]
-    assert demo["status"] == RUN and "train 12 patients, 50 % female" in demo["where this run answers it"]
-    assert row[("CLAIM 2024", "42")]["status"] == AUTHORS
-    assert row[("CLAIM 2024", "31")]["status"] == AUTHORS  # no saved models here: saliency made nothing
+    assert demo["answered by"] == RUN and "train 12 patients, 50 % female" in demo["where this run answers it"]
+    assert row[("CLAIM 2024", "42")]["answered by"] == AUTHORS
+    assert row[("CLAIM 2024", "31")]["answered by"] == AUTHORS  # no saved models here: saliency made nothing
     assert "calibration" in row[("CLAIM 2024", "30")]["where this run answers it"]
     assert "seeds or folds" not in row[("CLAIM 2024", "30")]["where this run answers it"]  # one seed
     md = (tmp_path / "analysis" / "checklist.md").read_text().splitlines()
-    assert md[0].startswith("| guideline | item | topic | status |") and len(md) == 2 + len(ITEMS)
+    assert md[0].startswith("| guideline | item | topic | answered by |") and len(md) == 2 + len(ITEMS)
     assert "Reporting checklist (CLAIM 2024, TRIPOD+AI" in result.text
     assert "Reporting checklist: CLAIM 2024 and TRIPOD+AI" in (tmp_path / "report.html").read_text()
 
@@ -88,4 +88,4 @@ def test_without_demographics_the_authors_are_asked_for_them(tmp_path):
     _run(tmp_path, sex=False)
     table = run_analysis(tmp_path).artifacts["checklist"].tables["checklist"]
     demo = table.filter((pl.col("guideline") == "CLAIM 2024") & (pl.col("item") == "34")).row(0, named=True)
-    assert demo["status"] != RUN and "no sex or age" in demo["where this run answers it"]
+    assert demo["answered by"] != RUN and "no sex or age" in demo["where this run answers it"]

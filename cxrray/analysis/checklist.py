@@ -5,7 +5,8 @@ control and code availability; a run of cxrray knows most of them. Every item is
 item's number (CLAIM 2024, Tejani et al., Radiology: AI 2024, 42 items; TRIPOD+AI, Collins et al., BMJ 2024,
 27 items), its topic in short, a status and the answer filled from the run (data, splits, exclusions, masks,
 recipe, statistics, the analysis files written before this step, code version). An item the run cannot know
-(the clinical question, ethics, funding, ...) says "to be written by the authors". The topics are paraphrased:
+(the clinical question, ethics, funding, ...) is answered by "authors"; one the run answers in part by "run +
+authors". The topics are paraphrased:
 check the official checklists before a submission. Step ``checklist`` (runs last); ``analysis/checklist.csv``
 and ``analysis/checklist.md`` (the table to attach to a submission).
 """
@@ -22,7 +23,8 @@ from cxrray import provenance
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS
 
-RUN, PART, AUTHORS = "answered by the run", "partly: the authors complete it", "to be written by the authors"
+# status: the run answers the item; it answers part and the authors complete it; only the authors can write it
+RUN, PART, AUTHORS = "run", "run + authors", "authors"
 
 
 @dataclass(frozen=True)
@@ -290,15 +292,15 @@ def checklist_table(facts: Facts) -> pl.DataFrame:
     rows = []
     for guideline, item, topic, answer in ITEMS:
         status, text = answer(facts)
-        rows.append({"guideline": guideline, "item": item, "topic": topic, "status": status,
+        rows.append({"guideline": guideline, "item": item, "topic": topic, "answered by": status,
                      "where this run answers it": text})
     return pl.DataFrame(rows)
 
 
 def markdown(table: pl.DataFrame) -> str:
     """The checklist as a Markdown table, for a submission."""
-    head = "| guideline | item | topic | status | where this run answers it |\n|---|---|---|---|---|\n"
-    return head + "".join(f"| {r['guideline']} | {r['item']} | {r['topic']} | {r['status']} | "
+    head = "| guideline | item | topic | answered by | where this run answers it |\n|---|---|---|---|---|\n"
+    return head + "".join(f"| {r['guideline']} | {r['item']} | {r['topic']} | {r['answered by']} | "
                           f"{r['where this run answers it'].replace('|', '/')} |\n"
                           for r in table.iter_rows(named=True))
 
@@ -321,8 +323,8 @@ def checklist(run: LoadedRun) -> Artifacts:
     facts = _facts(run)
     table = checklist_table(facts)
     run.layout.analysis_file("checklist.md").write_text(markdown(table))
-    counts = table.group_by("status").len()
-    n = dict(zip(counts["status"], counts["len"]))
+    counts = table.group_by("answered by").len()
+    n = dict(zip(counts["answered by"], counts["len"]))
     a = Artifacts(tables={"checklist": table})
     demo = demographics(facts.splits)
     if not demo.is_empty():

@@ -37,6 +37,7 @@ LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "pos
           "auroc_mean": "mean AUROC", "t_lo": "t-CI low", "t_hi": "t-CI high", "auroc_a": "AUROC a",
           "auroc_b": "AUROC b", "val_auroc": "val AUROC", "test_auroc": "test AUROC"}
 FOLD_ROWS, FOLD_COLS = 15, 12  # a table larger than this folds away (<details>), closed on screen, open in print
+SHORT_CELL = 14  # a column whose every cell is at most this long keeps each cell on one line in print
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("cxrray.analysis", "templates"),
                                autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
                                lstrip_blocks=True, undefined=jinja2.StrictUndefined)
@@ -68,6 +69,7 @@ class Table:
     constant: str = ""
     folded: bool = False
     caption: str = ""
+    short: list[bool] = field(default_factory=list)  # per column: every cell short, kept on one line in print
 
 
 def table(frame: pl.DataFrame, rows: str = "representation", verdict: str | None = None, caption: str = "",
@@ -83,9 +85,11 @@ def table(frame: pl.DataFrame, rows: str = "representation", verdict: str | None
     tones = [TONES.get(v, v) for v in frame[verdict]] if verdict in frame.columns else []
     classes = [f"v-{v}" if v in VERDICTS else "" for v in tones]
     said = "; ".join(f"{label(c)} = {fmt(frame[c][0])}" for c in constant if fmt(frame[c][0]) not in ("", "\u2014"))
-    return Table([label(c) for c in shown.columns], [[fmt(v) for v in r] for r in shown.iter_rows()], classes,
-                 f"The same in every row: {said}." if said else "",
-                 shown.height > FOLD_ROWS or shown.width > FOLD_COLS, caption)
+    cells = [[fmt(v) for v in r] for r in shown.iter_rows()]
+    short = [max((len(x) for x in (label(shown.columns[k]), *(r[k] for r in cells))), default=0) <= SHORT_CELL
+             for k in range(shown.width)]
+    return Table([label(c) for c in shown.columns], cells, classes, f"The same in every row: {said}." if said else "",
+                 shown.height > FOLD_ROWS or shown.width > FOLD_COLS, caption, short)
 
 
 def image(path: Path) -> str:
