@@ -25,6 +25,7 @@ from cxrray.data.tasks import TASKS
 
 # status: the run answers the item; it answers part and the authors complete it; only the authors can write it
 RUN, PART, AUTHORS = "run", "run + authors", "authors"
+SPLIT_ORDER = pl.col("split").replace_strict({"train": 0, "val": 1, "test": 2}, default=3, return_dtype=pl.Int64)
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,7 @@ def _partitions(f: Facts) -> tuple[str, str]:
     if not f.splits.height:
         return PART, "splits.csv missing"
     per = f.splits.group_by("split").agg(pl.col("patient_id").n_unique().alias("p"), pl.len().alias("i"))
-    order = pl.col("split").replace_strict({"train": 0, "val": 1, "test": 2}, default=3, return_dtype=pl.Int64)
-    text = ", ".join(f"{r['split']} {r['p']} patients / {r['i']} images" for r in per.sort(order).iter_rows(
+    text = ", ".join(f"{r['split']} {r['p']} patients / {r['i']} images" for r in per.sort(SPLIT_ORDER).iter_rows(
         named=True))
     shared = int(f.splits.group_by("patient_id").agg(pl.col("split").n_unique())["split"].gt(1).sum())
     return RUN, (f"patient-level split (seed {f.study.get('split_seed', 0)}, stratified by label): {text}; "
@@ -284,8 +284,7 @@ def demographics(splits: pl.DataFrame) -> pl.DataFrame:
         aggs += [age.median().alias("age median"), age.quantile(0.25).alias("age q1"),
                  age.quantile(0.75).alias("age q3")]
     images = splits.group_by("split").agg(pl.len().alias("images"))
-    order = pl.col("split").replace_strict({"train": 0, "val": 1, "test": 2}, default=3, return_dtype=pl.Int64)
-    return patients.group_by("split").agg(aggs).join(images, on="split").sort(order)
+    return patients.group_by("split").agg(aggs).join(images, on="split").sort(SPLIT_ORDER)
 
 
 def checklist_table(facts: Facts) -> pl.DataFrame:
