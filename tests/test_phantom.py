@@ -104,3 +104,18 @@ def test_confounds_share_patients_labels_and_images(tmp_path):
     strip = pl.col("image_path").str.replace(r"\.(dcm|png)$", "")
     assert a.select(strip, *keys[1:]).equals(b.select(strip, *keys[1:]))
     assert (a["source"] != b["source"]).any()
+
+
+def test_female_rarity_turns_that_share_of_female_covid_patients_normal_and_nobody_else(tmp_path):
+    import csv
+
+    def patients(**kw) -> dict[str, tuple[str, str]]:
+        rows = csv.DictReader(phantom.write_phantom(tmp_path / str(kw), n_patients=400, seed=2, size=32, **kw).open())
+        return {r["patient_id"]: (r["sex"], r["label"]) for r in rows}
+
+    plain, rare = patients(), patients(female_rarity=0.6)
+    assert plain == patients(female_rarity=0.0)
+    changed = {p for p in plain if plain[p] != rare[p]}
+    assert changed and all(plain[p] == ("F", "CVP") and rare[p] == ("F", "NOR") for p in changed)
+    female_covid = sum(v == ("F", "CVP") for v in plain.values())
+    assert 0.45 < len(changed) / female_covid < 0.75  # about 0.6 of them

@@ -1,8 +1,7 @@
 """Shortcut testing (ShorT, issue 30 item 5): the method scales the attribute head's gradient into the backbone,
 trains, resumes and records the encoding it ended with; the analysis reads a slope of the gap on the encoding with
-one interval, whose operating characteristics are simulated here (false claims, coverage). The known answer on the
-phantom (a planted female gap moves with the encoding, none does not) is not reached yet at CPU scale: over 8 epochs
-the factors do not order the encoding (issue 30, left open)."""
+one interval, whose operating characteristics are simulated here (false claims, coverage). On the phantom (slow)
+no shortcut gives no claim; a planted one is not found yet at CPU scale (``NOT_YET``: issue 30, left open)."""
 
 from __future__ import annotations
 
@@ -27,6 +26,26 @@ def test_the_attribute_gradient_reaches_the_backbone_scaled_by_the_factor(factor
     plain = torch.autograd.grad(torch.nn.functional.cross_entropy(head(features), torch.arange(6) % 2),
                                 features)[0]
     assert torch.allclose(features.grad, factor * plain, atol=1e-7)  # -1: the backbone learns to hide it
+
+
+def test_a_negative_factor_teaches_the_head_to_read_and_the_backbone_to_confuse_it():
+    from cxrray.training.short import attribute_loss
+
+    torch.manual_seed(0)
+    a = torch.tensor([0, 1, 0, 1, -1, 1])
+    features = (torch.randn(6, 4) + 2.0 * a[:, None].clamp(min=0)).requires_grad_(True)  # readable attribute
+    head = torch.nn.Linear(4, 2)
+    attribute_loss(head, features, a, -1.0).backward()
+    reading = torch.nn.functional.cross_entropy(head(features.detach()), a, ignore_index=-1)
+    want = torch.autograd.grad(reading, list(head.parameters()))
+    assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(head.parameters(), want))  # head: reads only
+    with torch.no_grad():  # a small step of the features along their gradient makes the head's output flatter
+        before = torch.softmax(head(features), 1)[a >= 0]
+        after = torch.softmax(head(features - 0.1 * features.grad), 1)[a >= 0]
+    entropy = lambda p: -(p * p.log()).sum(1).mean()  # noqa: E731
+    assert entropy(after) > entropy(before)
+    assert features.grad[4].abs().sum() == 0  # an image of unknown sex asks nothing of the backbone
+    assert attribute_loss(head, features, torch.full((6,), -1), -1.0).item() == 0.0
 
 
 def test_attribute_classes_and_unknown_values():
@@ -137,3 +156,43 @@ def test_a_slope_resting_on_one_point_is_no_claim():
     x, y = np.array([1.0, 1.0, 1.0, 1.0, 0.89]), np.array([-0.36, -0.29, -0.29, -0.34, -0.47])
     assert slope_verdict(x, y, 0.95)["verdict"] == "encoding did not vary"
 
+
+
+NOT_YET = ("issue 30 item 5, open: the factors split the encoding (probe AUROC 0.68-0.76 at factors <= 0, 0.985-1.0 "
+           "above) and the gap follows the factor, but over 10 models the slope stays inconclusive: -0.18 [-0.70, "
+           "0.33] with 14 sick women among the test patients, -0.16 [-0.40, 0.07] with 28 (1,200 patients)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("planted", [pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=NOT_YET)),
+                                     False])
+def test_on_the_phantom_a_planted_sex_shortcut_moves_the_gap_with_the_encoding_and_none_does_not(tmp_path,
+                                                                                                    planted):
+    """Known answer: sex readable outside the lungs (``sex_signature``) in both arms; planted, COVID-19 rarer in
+    women (``female_rarity``) and fainter in them (``female_gap``), so a model that encodes sex can lower the
+    scores of sick women. ``--methods short_sex``, 2 seeds: 10 models of resnet18 at 64 px, 12 epochs (about
+    8 minutes an arm). The planted arm is not reached yet (``NOT_YET``); strict, so it says so when it is."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cxrray.data.phantom import write_phantom
+
+    manifest = write_phantom(tmp_path / "data", n_patients=800, images_per_patient=(1, 1), seed=1, size=64,
+                             confound=0.0, sex_signature=0.2, label_probs=(0.2, 0.5, 0.15, 0.15),
+                             female_rarity=0.6 * planted, female_gap=0.5 * planted)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "sweeps" / "hide_seek.py"), "--manifest", str(manifest),
+                           "--out", str(tmp_path / "run"), "--representations", "original", "--backbones",
+                           "resnet18", "--methods", "short_sex", "--seeds", "0", "1", "--epochs", "12",
+                           "--image-size", "64", "--wandb", "disabled", "--analysis", "statistics"],
+                          capture_output=True, text=True, cwd=root, timeout=1800,
+                          env=os.environ | {"RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cell = pl.read_csv(tmp_path / "run" / "analysis" / "shortcut_testing.csv").row(0, named=True)
+    assert cell["models"] == 10 and cell["encoding_max"] - cell["encoding_min"] > 0.15  # the factors moved it
+    if planted:
+        assert cell["verdict"] == "gap moves with the encoding" and cell["slope_hi"] < 0, cell
+    else:
+        assert cell["verdict"] != "gap moves with the encoding", cell

@@ -228,14 +228,17 @@ def write_manifest(out: Path, rows: list[dict[str, str]], columns: list[str]) ->
 def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_patient: tuple[int, int] = (1, 3),
                   confound: float = 1.0, seed: int = 0, size: int = 256, signature: float = SIGNATURE,
                   label_probs: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2), min_per_label: int = 0,
-                  sex_signature: float = 0.0, female_gap: float = 0.0, age_signature: float = 0.0) -> Path:
+                  sex_signature: float = 0.0, female_gap: float = 0.0, age_signature: float = 0.0,
+                  female_rarity: float = 0.0) -> Path:
     """Write images, masks and ``manifest.csv`` under ``out_dir``; return the manifest path.
 
     Demographic effects, off by default (every other phantom exactly as before), to validate the subgroup and
     demographic analyses: ``sex_signature`` in [0, 1], a soft-tissue shadow over the lower chest of female
     patients, outside the lungs (sex readable with the lungs removed); ``female_gap`` in [0, 1], the disease
     opacities of female patients that much fainter (a model is worse for them: a planted subgroup gap);
-    ``age_signature`` in [0, 1], a spine that brightens with age (up to +0.3 at 90 years, outside the lungs).
+    ``age_signature`` in [0, 1], a spine that brightens with age (up to +0.3 at 90 years, outside the lungs);
+    ``female_rarity`` in [0, 1], that share of the female COVID-19 patients drawn normal instead (COVID-19 rarer in
+    women: sex predicts the label, a shortcut open to a model that reads sex; shortcut testing's known answer).
 
     ``min_per_label``: every label with a non-zero probability gets at least this many patients (taken from the
     most frequent label's last patients), so that a small phantom of a rare class still has that class in every
@@ -243,7 +246,7 @@ def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_pati
     if not 0.0 <= confound <= 1.0:
         raise UserError(f"confound must be in [0, 1], got {confound}")
     for name, value in (("signature", signature), ("sex_signature", sex_signature), ("female_gap", female_gap),
-                        ("age_signature", age_signature)):
+                        ("age_signature", age_signature), ("female_rarity", female_rarity)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{name} must be in [0, 1], got {value}")
     out = phantom_dir(out_dir)
@@ -263,6 +266,8 @@ def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_pati
         style = SOURCES[src_i].at_strength(signature)
         pid = f"ph{seed}-{p:05d}"
         sex, age = ("M", "F")[rng.integers(2)], int(rng.integers(18, 90))
+        if sex == "F" and label == "CVP" and np.random.default_rng([seed, p, 1]).random() < female_rarity:
+            label = "NOR"  # its own draw: every other patient, and every phantom without it, stays the same
         levels, probs = SEVERITY_LEVELS[label]
         severity = levels[rng.choice(len(levels), p=probs)]
         scale = rng.normal(1.0, 0.05)
