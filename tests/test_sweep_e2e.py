@@ -15,21 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, str(ROOT / "sweeps" / "hide_seek.py"), "--smoke-test", "--out", str(out),
-                           *extra], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The smallest real sweep on a 2-CPU Ray instance: both trials run at once (the default fills the cluster,
-    one CPU each) and each streams its shards while it trains (nothing materialised). Before, trials read their
-    shards with Ray tasks, and this is the set-up in which the read tasks waited forever."""
-    out = tmp_path_factory.mktemp("sweep")
-    proc = _sweep(out, "--num-cpus", "2")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc
+from conftest import smoke_sweep as _sweep  # noqa: E402  (the smoke_run fixture's sweep, with other options)
 
 
 def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):

@@ -85,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                    "statistics: no step that loads the saved models (saliency, transfer)")
     p.add_argument("--skip", nargs="+", default=[], metavar="STEP", help="registered analysis steps not to run "
                    "(e.g. transfer saliency); the report says which ran")
+    p.add_argument("--transfer-patients", type=int, default=1000, help="score the transfer matrix on a random "
+                   "sample of this many test patients when a split has more (the same for every model; default "
+                   "1000: about 24 CPU-hours at paper scale instead of hundreds; 0: every patient)")
+    p.add_argument("--model-seeds", type=int, default=1, help="saliency and the transfer matrix explain the models "
+                   "of the run's first N seeds (default 1: seeds are a cell's replicates; 0: every seed)")
+    p.add_argument("--workers", type=int, default=1, help="saliency and transfer jobs at once, as Ray tasks on a "
+                   "local Ray instance of this many CPUs (default 1: in this process, no Ray)")
+    p.add_argument("--gpu", action="store_true", help="score the transfer matrix on the GPU (bf16); saliency "
+                   "stays on the CPUs")
     p.add_argument("--family", nargs="+", default=["study", "task", "seed", "fold"],
                    help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "
                         "e.g. --family study compares every pair of trials of the study")
@@ -97,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 < args.alpha < 1 or not 0 < args.equivalence_auroc < 0.5 or not args.equivalence_retained > 0:
         p.error("--alpha must be in (0, 1), --equivalence-auroc in (0, 0.5), --equivalence-retained > 0")
+    if args.workers < 1 or args.transfer_patients < 0 or args.model_seeds < 0:
+        p.error("--workers must be at least 1, --transfer-patients and --model-seeds at least 0")
     if (args.run_dir is None) == (args.out is None):
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
     from cxrray.analysis.analyze import analyze  # torch (saliency) loads after --help is answered
+    from cxrray.analysis.fanout import Placement
     from cxrray.analysis.verdict import Rules
     from cxrray.runlock import claim
 
@@ -108,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         if Path(args.run_dir or args.out).is_dir():
             claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
         print(analyze(args.run_dir or args.out, saliency=args.saliency, family=tuple(args.family), lime=args.lime,
-                      transfer=not args.no_transfer, rules=rules, analysis=args.analysis, skip=tuple(args.skip)))
+                      transfer=not args.no_transfer, rules=rules, analysis=args.analysis, skip=tuple(args.skip),
+                      placement=Placement(args.workers, int(args.gpu)), transfer_patients=args.transfer_patients,
+                      model_seeds=args.model_seeds))
     except UserError as exc:  # bad input in one line; a bug keeps its traceback
         print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
         return 2

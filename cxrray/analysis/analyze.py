@@ -34,6 +34,7 @@ from cxrray.analysis import (  # noqa: F401
     tables,
     underdiagnosis,
 )
+from cxrray.analysis.fanout import Placement
 from cxrray.analysis.report import write_report
 from cxrray.analysis.steps import ANALYSES, AnalysisOptions, Artifacts, Dilated, LoadedRun, ordered_steps
 from cxrray.analysis.verdict import Rules
@@ -121,7 +122,8 @@ def analysis_options(analysis: str = "all", skip: tuple[str, ...] = (), **option
 
 
 def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0,
-            transfer: bool = True, rules: Rules = Rules(), analysis: str = "all", skip: tuple[str, ...] = ()) -> str:
+            transfer: bool = True, rules: Rules = Rules(), analysis: str = "all", skip: tuple[str, ...] = (),
+            placement: Placement = Placement(), transfer_patients: int = 1000, model_seeds: int = 1) -> str:
     """Recompute every table from ``run_dir``'s stored predictions; returns the text and the report's path.
 
     ``saliency``: test images per trial for Grad-CAM from the saved models (0 skips it).
@@ -129,7 +131,11 @@ def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = F
     ``lime``: of those, images per trial also explained with LIME (0 skips it; slower than Grad-CAM).
     ``transfer``: score each saved model on every representation (the transfer matrix).
     ``rules``: the verdict's alpha and equivalence margins. ``analysis`` / ``skip``: see ``analysis_options``.
+    ``placement``: where saliency and transfer run (``fanout``); ``transfer_patients``: the transfer matrix's sample
+    of test patients (0: all); ``model_seeds``: the seeds whose models the model-based steps load (0: all).
     """
     result = run_analysis(run_dir, analysis_options(analysis, skip, saliency=saliency, lime=lime,
-                                                    family=tuple(family), transfer=transfer, rules=rules))
+                                                    family=tuple(family), transfer=transfer, rules=rules,
+                                                    placement=placement, transfer_patients=transfer_patients,
+                                                    model_seeds=model_seeds))
     return result.text + f"\n\nReport: {result.report}"

@@ -3,12 +3,14 @@ Step ``saliency``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from cxrray.analysis.cache import TrialCache
+from cxrray.analysis.fanout import Placement, fan_out
 from cxrray.analysis.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.analysis.saliency import bootstrap_ci, trial_saliency
 from cxrray.analysis.sanity import RHO_MAX
@@ -29,17 +31,43 @@ def grid_maps(maps: dict, per_class: int = 2) -> dict[str, np.ndarray]:
     return {k: np.asarray(maps[k])[picks] for k in GRID} | {"all_classes": classes}
 
 
-def _cached_saliency(cache: TrialCache, run_dir: Path, trial_id: str, limit: int, lime: int
-                     ) -> tuple[pl.DataFrame, dict]:
-    """A trial's saliency rows and grid maps: from the cache, else computed (model loaded) and stored."""
-    hit = cache.get(trial_id)
-    if hit is not None:
-        rows, arrays = hit
-        return rows, arrays | {"all_classes": tuple(str(c) for c in arrays["all_classes"])}
-    rows, maps = trial_saliency(run_dir, trial_id, limit=limit, lime=lime)
-    kept = grid_maps(maps)
-    cache.put(trial_id, rows, kept)
-    return rows, kept | {"all_classes": tuple(str(c) for c in kept["all_classes"])}
+@dataclass(frozen=True)
+class SaliencyJob:
+    """One trial's saliency with its sanity checks: ``limit`` test images, ``lime`` of them with LIME too."""
+
+    run_dir: str
+    trial_id: str
+    limit: int
+    lime: int
+
+
+def saliency_job(job: SaliencyJob) -> tuple[pl.DataFrame, dict] | UserError | ValueError:
+    """The job's (rows, grid maps); the error instead when the model is missing (``UserError``) or the task has
+    no per-class map (``ValueError``: multilabel, hierarchical), so one trial never stops the others."""
+    try:
+        rows, maps = trial_saliency(job.run_dir, job.trial_id, limit=job.limit, lime=job.lime)
+    except (UserError, ValueError) as exc:
+        return exc
+    return rows, grid_maps(maps)
+
+
+def _saliencies(cache: TrialCache, run_dir: Path, trial_ids: list[str], limit: int, lime: int,
+                placement: Placement) -> dict[str, tuple[pl.DataFrame, dict] | UserError | ValueError]:
+    """Each trial's saliency rows and grid maps: from the cache, else computed (as ``fanout`` places the jobs,
+    on CPUs: Grad-CAM and its checks run in float32) and stored."""
+    found: dict[str, tuple[pl.DataFrame, dict] | UserError | ValueError] = {}
+    for trial_id in trial_ids:
+        hit = cache.get(trial_id)
+        if hit is not None:
+            found[trial_id] = hit
+    todo = [t for t in trial_ids if t not in found]
+    jobs = [SaliencyJob(str(run_dir), t, limit, lime) for t in todo]
+    for trial_id, result in zip(todo, fan_out(saliency_job, jobs, placement.workers)):
+        if not isinstance(result, Exception):
+            cache.put(trial_id, *result)
+        found[trial_id] = result
+    return {t: r if isinstance(r, Exception) else
+            (r[0], r[1] | {"all_classes": tuple(str(c) for c in r[1]["all_classes"])}) for t, r in found.items()}
 
 
 def sanity_summary(rows: pl.DataFrame) -> dict:
@@ -57,23 +85,23 @@ def sanity_summary(rows: pl.DataFrame) -> dict:
             "road": float(np.mean(score[has_road])) if has_road.any() else np.nan, "road_lo": lo, "road_hi": hi}
 
 
-def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: int = 0
-                    ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict]]:
+def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: int = 0,
+                    placement: Placement = Placement()) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict]]:
     """(per-image shares, per-trial summary with CIs, maps per trial) for every softmax trial in ``aurocs``;
     ``lime`` images per trial also get a LIME share."""
     per_image, summary, maps = [], [], {}
     cache = TrialCache(RunLayout(Path(run_dir)), "saliency", VERSION, {"limit": limit, "lime": lime})
-    for r in aurocs.iter_rows(named=True):
+    explained = aurocs.filter(pl.col("method").is_in(EXPLAINABLE)) if "method" in aurocs.columns else aurocs
+    found = _saliencies(cache, Path(run_dir), explained["trial_id"].to_list(), limit, lime, placement)
+    for r in explained.iter_rows(named=True):  # (not explained: FuCiTNet's fused two-pass model)
         entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
-        if r.get("method", "standard") not in EXPLAINABLE:
-            continue  # a method whose weights Grad-CAM cannot explain (FuCiTNet's fused two-pass model)
-        try:
-            rows, m = _cached_saliency(cache, Path(run_dir), r["trial_id"], limit, lime)
-        except UserError as exc:  # the model or its card is missing: the trial is named, never dropped
-            summary.append(entry | {"note": str(exc), "randomisation": "not tested"})
+        result = found[r["trial_id"]]
+        if isinstance(result, UserError):  # the model or its card is missing: the trial is named, never dropped
+            summary.append(entry | {"note": str(result), "randomisation": "not tested"})
             continue
-        except ValueError:  # multilabel / hierarchical: no per-class map
+        if isinstance(result, ValueError):  # multilabel / hierarchical: no per-class map
             continue
+        rows, m = result
         per_image.append(rows)
         maps[r["trial_id"]] = m | {"representation": r["representation"], "backbone": r["backbone"]}
         for col in ("lung_share_pred", "box_share_pred", "lung_share_counter", "lime_share_pred")[:3 + bool(lime)]:
@@ -121,11 +149,13 @@ def saliency(run: LoadedRun) -> Artifacts:
                                         f"the head (Adebayo et al. 2018); a mean rank correlation of {RHO_MAX} or "
                                         f"more with the trained model's maps means the map does not explain the "
                                         f"model, and its in-lung share is untrustworthy. ROAD (Rong et al. 2022): "
-                                        f"above 0 when the map ranks first the pixels the model uses"))])
+                                        f"above 0 when the map ranks first the pixels the model uses"
+                                        f"{run.model_seeds_note()}"))])
     limit, lime = run.options.saliency, min(run.options.lime, run.options.saliency)
     if not limit or not run.aurocs.height:
         return a
-    per_image, summary, maps = saliency_tables(run.layout.root, run.aurocs, limit, lime)
+    per_image, summary, maps = saliency_tables(run.layout.root, run.model_trials(), limit, lime,
+                                                     run.options.placement)
     if summary.is_empty():
         return a
     a.tables |= {"saliency_per_image": per_image, "saliency_in_lungs": summary}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from cxrray.analysis.fanout import Placement
 from cxrray.analysis.verdict import Rules
 from cxrray.config import RunLayout
 from cxrray.registry import Registry
@@ -29,8 +30,11 @@ class AnalysisOptions:
     lime: int = 0  # of those, images per trial also explained with LIME
     family: tuple[str, ...] = ("study", "task", "seed", "fold")  # columns whose equal values form a DeLong family
     transfer: bool = True  # score each saved model on every representation (the transfer matrix)
+    transfer_patients: int = 1000  # ... on a random sample of this many test patients when there are more (0: all)
+    model_seeds: int = 1  # saliency and transfer load the models of the run's first this many seeds (0: every seed)
     rules: Rules = field(default_factory=Rules)  # the verdict's alpha and equivalence margins
     skip: tuple[str, ...] = ()  # registered steps not to run (``analyze.analysis_options`` checks the names)
+    placement: Placement = field(default_factory=Placement)  # where saliency and transfer run (``fanout``)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,22 @@ class LoadedRun:
     def figure(self, name: str) -> Path:
         """Where a step writes figure ``name`` (``analysis/<name>.png``)."""
         return self.layout.analysis_file(f"{name}.png")
+
+    def model_trials(self) -> pl.DataFrame:
+        """The analysed trials whose saved models the model-based steps (saliency, transfer) load: those of the
+        run's first ``options.model_seeds`` seeds (0: every seed). At paper scale the seeds are replicates of a
+        cell, and one seed's models explain the cell at a fifth of the cost."""
+        n = self.options.model_seeds
+        if not n or "seed" not in self.aurocs.columns:
+            return self.aurocs
+        return self.aurocs.filter(pl.col("seed").is_in(sorted(set(self.aurocs["seed"].to_list()))[:n]))
+
+    def model_seeds_note(self) -> str:
+        """How many of the run's seeds the model-based steps explained, in words ("" when all of them)."""
+        seeds = sorted(set(self.aurocs["seed"].to_list())) if "seed" in self.aurocs.columns else []
+        shown = sorted(set(self.model_trials()["seed"].to_list())) if seeds else []
+        return "" if shown == seeds else (f"; the models of seed{'s' * (len(shown) > 1)} {', '.join(map(str, shown))} "
+                                          f"(of {len(seeds)} seeds)")
 
 
 # the report's parts after the verdict card, in this order

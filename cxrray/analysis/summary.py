@@ -6,12 +6,14 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 
 from cxrray.analysis.analyze import AnalysisResult, run_analysis
 from cxrray.analysis.dashboard import Dashboard, dashboard_of
+from cxrray.analysis.fanout import Placement
 from cxrray.analysis.shortcut import headline
 from cxrray.analysis.steps import AnalysisOptions
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
@@ -101,8 +103,10 @@ def push_workspace(board: Dashboard, layout: RunLayout) -> None:
 def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wandb_mode: WandbMode = "disabled",
                  project: str = "cxrray", options: AnalysisOptions = AnalysisOptions()) -> int:
     """Print the analysis of ``run_dir`` (``options``: ``analyze.analysis_options``, chosen and checked before Ray
-    starts) and a closing line; the exit code is 1 when a trial failed."""
+    starts) and a closing line; the exit code is 1 when a trial failed. The model-based steps run as Ray tasks
+    over the instance the trials ran on (one per CPU, or per GPU with ``--gpu``)."""
     print()
+    options = replace(options, placement=Placement.of_cluster(bool(options.placement.gpus)))
     analysis = run_analysis(run_dir, options)
     print(analysis.text + f"\n\nReport: {analysis.report}")
     log_summary(run_dir, outcome, analysis, wandb_mode, project)

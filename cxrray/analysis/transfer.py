@@ -5,77 +5,87 @@ hide-and-seek representation with the model's channel count, through the trial's
 AUROC of the task's positive class gets its interval clustered by patient. It answers what the
 same-representation table cannot: does the model trained on full images still work with the lungs removed
 (it reads what is outside the lungs), or with only the lungs? The diagonal reproduces the trial's stored test
-AUROC (a check the tests make). Nothing retrains. Step ``transfer``; ``analysis/transfer_matrix.csv`` and a
-heatmap per backbone.
+AUROC (a check the tests make). Nothing retrains. The scoring streams each test split once for many models
+(``scoring.ScoreJob``), in this process or as Ray tasks on CPUs or GPUs (``fanout``). Step ``transfer``;
+``analysis/transfer_matrix.csv`` and a heatmap per backbone.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import torch
 
 from cxrray.analysis.cache import TrialCache
+from cxrray.analysis.fanout import fan_out
 from cxrray.analysis.palette import protocol_sorted
-from cxrray.analysis.saliency import load_trial
+from cxrray.analysis.scoring import Scored, jobs_for, score_models
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.config import RunLayout
-from cxrray.data.shards import read_split_local
 from cxrray.data.tasks import TASKS
 from cxrray.delong import auroc_interval, score_interval
-from cxrray.registry import UserError
-from cxrray.representations import InputPipeline, hide_seek_representations, out_channels
+from cxrray.records import TrialRecord
+from cxrray.representations import hide_seek_representations
 
 
-def trial_transfer(run_dir, trial_id: str, batch_size: int = 64) -> list[dict]:
-    """One row per test representation the trial's model takes: AUROC [CI] of its positive class."""
-    spec, card, model = load_trial(run_dir, trial_id)
-    task = TASKS.get(card.task)
+def transfer_rows(record: TrialRecord, scored: Scored) -> list[dict]:
+    """One row per test representation the trial's model took: AUROC [CI] of its task's positive class."""
+    spec = record.spec
+    task = TASKS.get(spec.task)
     if task.positive is None:
         return []
-    batch = read_split_local(RunLayout(run_dir).shards_of(spec) / "test")
-    y = np.asarray([task.class_index(str(x)) for x in batch["label"]]) == task.positive_index
+    y = np.asarray([task.class_index(str(x)) for x in scored.labels]) == task.positive_index
     if y.all() or not y.any():
         return []
     rows = []
-    for rep in hide_seek_representations():
-        if out_channels(rep) != out_channels(spec.representation):
-            continue
-        pipe, scores = InputPipeline(rep, card.mean, card.std), []
-        with torch.no_grad():
-            for i in range(0, len(y), batch_size):
-                part = {k: np.asarray(v)[i:i + batch_size] for k, v in batch.items()}
-                prob = card.probs(model(pipe.to_inputs(part, torch.device("cpu")))).numpy()
-                scores.append(prob[:, task.positive_index])
-        ci = auroc_interval(y, np.concatenate(scores), np.asarray(batch["patient_id"]))
-        rows.append({"trial_id": trial_id, "train": spec.representation, "test": rep, "backbone": spec.backbone,
+    for rep, probs in scored.probs[spec.trial_id].items():
+        ci = auroc_interval(y, probs[:, task.positive_index], scored.patients)
+        rows.append({"trial_id": spec.trial_id, "train": spec.representation, "test": rep, "backbone": spec.backbone,
                      "seed": spec.seed, "auroc": ci.auc, "ci_lo": ci.lo, "ci_hi": ci.hi, "n_pos": ci.n_pos,
-                     "n_neg": ci.n_neg, "deff": ci.deff})
+                     "n_neg": ci.n_neg, "patients": len(set(scored.patients)), "deff": ci.deff})
     return rows
 
 
-VERSION = 1  # of the per-trial result (``cache.TrialCache``): raise it when trial_transfer computes otherwise
+VERSION = 2  # of the per-trial result (``cache.TrialCache``): raise it when the scoring computes otherwise
 
 
 def transfer_matrix(run: LoadedRun) -> pl.DataFrame:
-    """Every analysed hide-and-seek trial with a saved model, scored on every representation (each trial once:
-    its rows are cached and reused by later analyses)."""
-    rows, cache = [], TrialCache(run.layout, "transfer", VERSION, {})
-    for trial in run.aurocs.iter_rows(named=True):
+    """Every analysed hide-and-seek trial with a saved model, scored on every representation. Each trial is
+    scored once (its rows cached and reused by later analyses); the trials not yet scored go to ``ScoreJob`` s,
+    one read of each test split per job, run where ``run.options.placement`` says."""
+    placement = run.options.placement
+    cache = TrialCache(run.layout, "transfer", VERSION, {"patients": run.options.transfer_patients} | (
+        {} if placement.precision == "fp32" else {"precision": placement.precision}))
+    rows: dict[str, list[dict]] = {}
+    records: dict[str, TrialRecord] = {}
+    for trial in run.model_trials().iter_rows(named=True):
         if "representation" not in trial or trial.get("method", "standard") != "standard":
             continue  # FuCiTNet's fused two-pass model is scored by its own trial only
+        tid = trial["trial_id"]
+        hit = cache.get(tid)
+        if hit is not None:
+            rows[tid] = hit[0].to_dicts()
+            continue
         try:
-            hit = cache.get(trial["trial_id"])
-            if hit is None:
-                mine = trial_transfer(run.layout.root, trial["trial_id"])
-                cache.put(trial["trial_id"], pl.DataFrame(mine, infer_schema_length=None))
-            else:
-                mine = hit[0].to_dicts()
-            rows += mine
-        except UserError as exc:  # a missing model is named in the table, never dropped
-            rows.append({"trial_id": trial["trial_id"], "train": trial["representation"], "test": "",
-                         "backbone": trial["backbone"], "seed": trial.get("seed", 0), "note": str(exc)})
-    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+            records[tid] = TrialRecord.read(run.layout.trial(tid))
+        except (OSError, ValueError, KeyError) as exc:
+            rows[tid] = [_missing(trial, f"trial {tid}: no readable trial record ({exc})")]
+    splits = {t: str(run.layout.shards_of(r.spec) / "test") for t, r in records.items()}
+    jobs = jobs_for(run.layout.root, splits, placement.device, placement.precision, placement.scorers,
+                    run.options.transfer_patients)
+    for scored in fan_out(score_models, jobs, placement.scorers, bool(placement.gpus)):
+        for tid, why in scored.errors.items():
+            rows[tid] = [_missing({"trial_id": tid, "representation": records[tid].spec.representation,
+                                   "backbone": records[tid].spec.backbone, "seed": records[tid].spec.seed}, why)]
+        for tid in scored.probs:
+            rows[tid] = transfer_rows(records[tid], scored)
+            cache.put(tid, pl.DataFrame(rows[tid], infer_schema_length=None))
+    ordered = [row for trial in run.model_trials()["trial_id"] for row in rows.get(trial, [])]
+    return pl.DataFrame(ordered, infer_schema_length=None) if ordered else pl.DataFrame()
+
+
+def _missing(trial: dict, note: str) -> dict:
+    """A trial whose model could not be scored: named in the table, never dropped."""
+    return {"trial_id": trial["trial_id"], "train": trial["representation"], "test": "",
+            "backbone": trial["backbone"], "seed": trial.get("seed", 0), "note": note}
 
 
 def plot_transfer(table: pl.DataFrame, path) -> None:
@@ -114,14 +124,16 @@ def plot_transfer(table: pl.DataFrame, path) -> None:
 @analysis_step(order=42, models=True)
 def transfer(run: LoadedRun) -> Artifacts:
     """Each trial's model scored on every representation of its test images (the transfer matrix)."""
-    a = Artifacts()
+    a, cap = Artifacts(), run.options.transfer_patients
+    sampled = (f"; at most {cap} test patients a split (a random sample, the same for every model)" if cap else "") \
+        + run.model_seeds_note()
     a.sections = [Section("Train on one representation, test on all", tables=("transfer_matrix", "transfer_missing"),
                           figures=("transfer_matrix",), group="bias", note=(
                               "rows of the table: a trained model (train) scored on its test images under another "
                               "representation (test), AUROC with its 95 % interval clustered by patient; a model "
                               "trained on original images that keeps its AUROC with the lungs removed reads what "
                               "lies outside them (claimed in the text with the Bonferroni-corrected interval over "
-                              "every model tested with the lungs removed)"))]
+                              f"every model tested with the lungs removed){sampled}"))]
     if not run.aurocs.height or not run.options.transfer:
         return a
     table = transfer_matrix(run)
@@ -150,7 +162,8 @@ def transfer(run: LoadedRun) -> Artifacts:
                                  pl.Series("ci_hi_corrected", np.atleast_1d(hi)))
     kept = claims.filter(pl.col("ci_lo_corrected") > 0.5)
     a.text = (f"\n\nTransfer matrix: {table['trial_id'].n_unique()} model(s) scored on {table['test'].n_unique()} "
-              f"representation(s) (analysis/transfer_matrix.csv)." + ("".join(
+              f"representation(s) of up to {table['patients'].max()} test patients (analysis/transfer_matrix.csv)."
+              + ("".join(
                   f"\n- trained on {r['train']} ({r['backbone']}, seed {r['seed']}), tested with the lungs removed: "
                   f"AUROC {r['auroc']:.3f} [{r['ci_lo_corrected']:.3f}, {r['ci_hi_corrected']:.3f}] "
                   f"({100 * level:.1f} % interval, Bonferroni over {claims.height}): it reads what lies outside "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrray.analysis.analyze import analysis_options
+from cxrray.analysis.fanout import Placement
 from cxrray.analysis.steps import AnalysisOptions
 from cxrray.tuning.options import Study
 from cxrray.tuning.runner import start_ray
@@ -25,7 +26,7 @@ class Begun:
 def begin(study: Study, argv: list[str] | None) -> Begun:
     """Before Ray starts: the analysis steps checked (a misspelt one fails here), the run folder's lock taken and
     ``study.yaml`` with the invocation's provenance written, the folder made."""
-    chosen = analysis_options(study.analysis, study.skip)
+    chosen = analysis_options(study.analysis, study.skip, placement=Placement(1, int(study.gpu)))
     study.record(argv)
     run_dir = study.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

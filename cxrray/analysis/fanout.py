@@ -1,0 +1,71 @@
+"""Where the model-based analysis runs: in this process, or as Ray tasks over the cluster that ran the trials.
+
+Saliency (with its sanity checks) and the transfer matrix load saved models and push test images through them:
+the costly part of an analysis at paper scale. Their work is cut into jobs (a trial's saliency; a batch of
+models scored on one test split) that ``fan_out`` runs one after the other here (``Placement.workers`` 1, no Ray
+needed), or as Ray tasks, one CPU each, or, for the transfer scoring with ``gpus``, one GPU each (under bf16
+autocast, ``Placement.precision``). Results come back in job order, so a table is the same however the
+jobs ran. The sweeps place the analysis on the Ray instance their trials used (``Placement.of_cluster``);
+``python -m cxrray.analysis --workers N [--gpu]`` starts a local one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model-based jobs run: ``workers`` CPU jobs at once (1: here, in order); with ``gpus``, the
+    transfer scoring runs one job per GPU instead (saliency stays on the CPUs)."""
+
+    workers: int = 1
+    gpus: int = 0
+
+    @property
+    def device(self) -> str:
+        """The torch device a scoring job uses."""
+        return "cuda" if self.gpus else "cpu"
+
+    @property
+    def precision(self) -> str:
+        """Transfer scoring's arithmetic: bf16 autocast on a GPU (scores to about 3 digits, AUROCs within
+        their intervals' noise), float32 on a CPU (identical to the trial's own test scores)."""
+        return "bf16" if self.gpus else "fp32"
+
+    @property
+    def scorers(self) -> int:
+        """Transfer scoring jobs at once: one per GPU, else one per CPU worker."""
+        return self.gpus or self.workers
+
+    @classmethod
+    def of_cluster(cls, gpu: bool = False) -> Placement:
+        """One job per CPU (and scoring per GPU, with ``gpu``) of the running Ray instance; here without one."""
+        import ray
+
+        if not ray.is_initialized():
+            return cls(1, int(gpu))
+        resources = ray.cluster_resources()
+        return cls(max(int(resources.get("CPU", 1)), 1), max(int(resources.get("GPU", 0)), 1) if gpu else 0)
+
+
+def fan_out(fn: Callable[[J], R], jobs: Sequence[J], parallel: int = 1, gpu: bool = False) -> list[R]:
+    """``fn`` over ``jobs``, results in job order: here when ``parallel`` is 1 or there is one job, else as Ray
+    tasks (one CPU each, or one GPU each with ``gpu``; a local Ray instance of ``parallel`` CPUs is started when
+    none is running)."""
+    if parallel <= 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local instance, as the sweeps start it
+        ray.init(num_cpus=parallel, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    task = ray.remote(fn).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=0)
+    return ray.get([task.remote(job) for job in jobs])
