@@ -56,7 +56,8 @@ def transfer_matrix(run: LoadedRun) -> pl.DataFrame:
         {} if placement.precision == "fp32" else {"precision": placement.precision}))
     rows: dict[str, list[dict]] = {}
     records: dict[str, TrialRecord] = {}
-    for trial in run.model_trials().iter_rows(named=True):
+    trials = {t["trial_id"]: t for t in run.model_trials().iter_rows(named=True)}
+    for trial in trials.values():
         if "representation" not in trial or trial.get("method", "standard") != "standard":
             continue  # FuCiTNet's fused two-pass model is scored by its own trial only
         tid = trial["trial_id"]
@@ -73,12 +74,11 @@ def transfer_matrix(run: LoadedRun) -> pl.DataFrame:
                     run.options.transfer_patients)
     for scored in fan_out(score_models, jobs, placement.scorers, bool(placement.gpus)):
         for tid, why in scored.errors.items():
-            rows[tid] = [_missing({"trial_id": tid, "representation": records[tid].spec.representation,
-                                   "backbone": records[tid].spec.backbone, "seed": records[tid].spec.seed}, why)]
+            rows[tid] = [_missing(trials[tid], why)]
         for tid in scored.probs:
             rows[tid] = transfer_rows(records[tid], scored)
             cache.put(tid, pl.DataFrame(rows[tid], infer_schema_length=None))
-    ordered = [row for trial in run.model_trials()["trial_id"] for row in rows.get(trial, [])]
+    ordered = [row for trial in trials for row in rows.get(trial, [])]
     return pl.DataFrame(ordered, infer_schema_length=None) if ordered else pl.DataFrame()
 
 
