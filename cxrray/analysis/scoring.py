@@ -6,7 +6,7 @@ images of 224 px). A ``ScoreJob`` instead streams the split shard file by shard 
 files decoded at a time, whatever the split's size), makes each representation of a batch once, and passes it
 through every model of the job that takes it (each with its own normalisation). What comes back is the test
 scores per (trial, representation), with the labels and patients in the same order. At paper scale
-(``ScoreJob.patients``) a stated random sample of test patients is scored, the same for every model: the
+(``ScoreJob.sample``) a stated random sample of test patients is scored, the same for every model: the
 matrix's intervals then show what that sample can tell. No Ray here:
 ``fanout.fan_out`` runs jobs in this process or as Ray tasks.
 """
@@ -36,7 +36,7 @@ class ScoreJob:
     trial_ids: tuple[str, ...]
     device: str = "cpu"
     precision: str = "fp32"  # "bf16": autocast (on a GPU)
-    patients: int = 0  # score a sample of this many test patients (all their images); 0: every patient
+    sample: tuple[str, ...] | None = None  # the test patients to score (all their images); None: every patient
     batch_size: int = 64
 
 
@@ -52,7 +52,7 @@ class Scored:
     errors: dict[str, str]
 
 
-def patient_sample(split_dir: str | Path, patients: int, seed: int = 0) -> set[str] | None:
+def patient_sample(split_dir: str | Path, patients: int, seed: int = 0) -> tuple[str, ...] | None:
     """``patients`` of the split's patients drawn at random (``seed``: every job and every analysis draws the
     same ones), from its shards' patient column alone; None when it has no more than that (all are scored)."""
     import pyarrow.parquet as pq
@@ -61,20 +61,22 @@ def patient_sample(split_dir: str | Path, patients: int, seed: int = 0) -> set[s
     every = sorted({str(p) for f in files for p in pq.read_table(f, columns=["patient_id"]).column(0).to_pylist()})
     if patients <= 0 or len(every) <= patients:
         return None
-    return set(np.random.default_rng(seed).choice(every, patients, replace=False).tolist())
+    return tuple(sorted(np.random.default_rng(seed).choice(every, patients, replace=False).tolist()))
 
 
 def jobs_for(run_dir: str | Path, splits: dict[str, str], device: str = "cpu", precision: str = "fp32",
              workers: int = 1, patients: int = 0) -> list[ScoreJob]:
     """The jobs that score every trial of ``splits`` (trial id -> its test split): trials sharing a split go
-    together, cut into ``workers`` jobs per split (so every worker has one) of at most ``MODELS_PER_JOB``."""
+    together, cut into ``workers`` jobs per split (so every worker has one) of at most ``MODELS_PER_JOB``; a split's
+    sample of ``patients`` test patients (0: all) is drawn once, here, and handed to each of its jobs."""
     by_split: dict[str, list[str]] = {}
     for trial_id, split in splits.items():
         by_split.setdefault(split, []).append(trial_id)
     jobs = []
     for split, trials in by_split.items():
         size = min(max(-(-len(trials) // max(workers, 1)), 1), MODELS_PER_JOB)
-        jobs += [ScoreJob(str(run_dir), split, tuple(trials[i:i + size]), device, precision, patients)
+        sample = patient_sample(split, patients)
+        jobs += [ScoreJob(str(run_dir), split, tuple(trials[i:i + size]), device, precision, sample)
                  for i in range(0, len(trials), size)]
     return jobs
 
@@ -95,8 +97,7 @@ def score_models(job: ScoreJob) -> Scored:
                      if out_channels(r) == out_channels(spec.representation))
         models[trial_id] = (card, model.to(device), reps)
     needed = tuple(r for r in hide_seek_representations() if any(r in m[2] for m in models.values()))
-    drawn = patient_sample(job.split_dir, job.patients) if models else None
-    sample = None if drawn is None else np.asarray(sorted(drawn))
+    sample = None if job.sample is None else np.asarray(job.sample)
     probs: dict[str, dict[str, list[np.ndarray]]] = {t: {r: [] for r in m[2]} for t, m in models.items()}
     labels, patients = [], []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if job.precision == "bf16" \
