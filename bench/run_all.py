@@ -16,7 +16,8 @@ RUNNER = ("import importlib.util, json, sys; spec = importlib.util.spec_from_fil
 
 def main() -> int:
     rows = []
-    for path in sorted(p for p in Path(__file__).parent.glob("*.py") if p.name != "run_all.py"):
+    for path in sorted(p for p in Path(__file__).parent.glob("*.py")
+                       if p.name != "run_all.py" and not p.name.startswith("_")):
         proc = subprocess.run([sys.executable, "-c", RUNNER, str(path)], capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("CXRRAY-BENCH ")), None)
         if proc.returncode or line is None:

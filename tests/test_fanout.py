@@ -95,7 +95,7 @@ def test_fan_out_keeps_job_order_and_runs_in_process_with_one_worker():
     assert fan_out(abs, [-3, 1, -2], 1) == [3, 1, 2]
     assert (Placement(2).device, Placement(2).precision, Placement(2).scorers) == ("cpu", "fp32", 2)
     on_gpu = Placement(16, gpus=1)  # the lent machine: saliency on 16 CPUs, the scoring on its one GPU
-    assert (on_gpu.device, on_gpu.precision, on_gpu.scorers, on_gpu.workers) == ("cuda", "bf16", 1, 16)
+    assert (on_gpu.device, on_gpu.precision, on_gpu.scorers, on_gpu.workers) == ("cuda", "fp32", 1, 16)
 
 
 @pytest.mark.parametrize("workers", [0, -1])

@@ -1,7 +1,7 @@
 """Shortcut testing (ShorT, issue 30 item 5): the method scales the attribute head's gradient into the backbone,
 trains, resumes and records the encoding it ended with; the analysis reads a slope of the gap on the encoding with
 one interval, whose operating characteristics are simulated here (false claims, coverage). On the phantom (slow)
-no shortcut gives no claim; a planted one is not found yet at CPU scale (``NOT_YET``: issue 30, left open)."""
+a planted sex shortcut is found and none planted gives "no dependence"."""
 
 from __future__ import annotations
 
@@ -120,6 +120,8 @@ def test_slope_verdicts_read_one_interval():
     assert moves["verdict"] == "gap moves with the encoding" and moves["slope_hi"] < 0
     flat = slope_verdict(x, 0.002 * np.sin(np.arange(6)), 0.95)
     assert flat["verdict"] == "no dependence" and -SLOPE_MARGIN < flat["slope_lo"] < flat["slope_hi"] < SLOPE_MARGIN
+    small = slope_verdict(x, 0.03 * x + 0.001 * np.sin(np.arange(6)), 0.95)  # nonzero, known to be negligible
+    assert small["slope_lo"] > 0 and small["verdict"] == "no dependence"
     noisy = slope_verdict(x, np.array([0.3, -0.2, 0.25, -0.3, 0.1, 0.0]), 0.95)
     assert noisy["verdict"] == "inconclusive" and noisy["slope_lo"] < 0 < noisy["slope_hi"]
     assert slope_verdict(x[:MIN_MODELS - 1], x[:MIN_MODELS - 1], 0.95)["verdict"] == "too few models"
@@ -128,16 +130,20 @@ def test_slope_verdicts_read_one_interval():
 @pytest.mark.parametrize("models", [5, 10, 25])
 def test_no_dependence_planted_gives_few_false_claims_and_the_interval_covers(models):
     """Gaps independent of the encoding (true slope 0), with the spread a real gap has: a false "gap moves" in at
-    most 5 % of 2,000 simulated sweeps; with a true slope the interval covers it in 93-97 %."""
+    most 5 % of 2,000 simulated sweeps; a true slope at the margin falsely called "no dependence" in at most 5 %;
+    with a true slope the interval covers it in 93-97 %."""
     rng = np.random.default_rng(models)
-    false, covered = 0, 0
+    false, false_flat, covered = 0, 0, 0
     for _ in range(2000):
         x = rng.uniform(0.5, 1.0, models)
         null = slope_verdict(x, rng.normal(-0.1, 0.05, models), 0.95)
         false += null["verdict"] == "gap moves with the encoding"
+        edge = slope_verdict(x, SLOPE_MARGIN * x + rng.normal(0, 0.05, models), 0.95)
+        false_flat += edge["verdict"] == "no dependence"
         true = slope_verdict(x, 0.4 * x + rng.normal(0, 0.05, models), 0.95)
         covered += true["slope_lo"] <= 0.4 <= true["slope_hi"]
-    assert false / 2000 <= 0.05 + 0.01 and 0.93 <= covered / 2000 <= 0.97, (false, covered)
+    assert false / 2000 <= 0.05 + 0.01 and false_flat / 2000 <= 0.05 + 0.01, (false, false_flat)
+    assert 0.93 <= covered / 2000 <= 0.97, covered
 
 
 def test_cells_share_a_bonferroni_level():
@@ -158,20 +164,15 @@ def test_a_slope_resting_on_one_point_is_no_claim():
 
 
 
-NOT_YET = ("issue 30 item 5, open: the factors split the encoding (probe AUROC 0.68-0.76 at factors <= 0, 0.985-1.0 "
-           "above) and the gap follows the factor, but over 10 models the slope stays inconclusive: -0.18 [-0.70, "
-           "0.33] with 14 sick women among the test patients, -0.16 [-0.40, 0.07] with 28 (1,200 patients)")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("planted", [pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=NOT_YET)),
-                                     False])
+@pytest.mark.parametrize("planted", [True, False])
 def test_on_the_phantom_a_planted_sex_shortcut_moves_the_gap_with_the_encoding_and_none_does_not(tmp_path,
                                                                                                     planted):
     """Known answer: sex readable outside the lungs (``sex_signature``) in both arms; planted, COVID-19 rarer in
     women (``female_rarity``) and fainter in them (``female_gap``), so a model that encodes sex can lower the
     scores of sick women. ``--methods short_sex``, 2 seeds: 10 models of resnet18 at 64 px, 12 epochs (about
-    8 minutes an arm). The planted arm is not reached yet (``NOT_YET``); strict, so it says so when it is."""
+    8 minutes an arm). Measured: planted, slope -0.48 [-0.76, -0.20] (seeds 0-1) and -0.38 [-0.70, -0.06] (seeds
+    2-3); none planted, 0.03 [0.00, 0.06], inside the margin."""
     import os
     import subprocess
     import sys
@@ -195,4 +196,4 @@ def test_on_the_phantom_a_planted_sex_shortcut_moves_the_gap_with_the_encoding_a
     if planted:
         assert cell["verdict"] == "gap moves with the encoding" and cell["slope_hi"] < 0, cell
     else:
-        assert cell["verdict"] != "gap moves with the encoding", cell
+        assert cell["verdict"] == "no dependence", cell

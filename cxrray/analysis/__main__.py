@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                    "of the run's first N seeds (default 1: seeds are a cell's replicates; 0: every seed)")
     p.add_argument("--workers", type=int, default=1, help="saliency and transfer jobs at once, as Ray tasks on a "
                    "local Ray instance of this many CPUs (default 1: in this process, no Ray)")
-    p.add_argument("--gpu", action="store_true", help="score the transfer matrix on the GPU (bf16); saliency "
+    p.add_argument("--gpu", action="store_true", help="score the transfer matrix on the GPU; saliency "
                    "stays on the CPUs")
     p.add_argument("--family", nargs="+", default=["study", "task", "seed", "fold"],
                    help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "

@@ -22,7 +22,7 @@ import torch
 
 from cxrray.analysis.saliency import load_trial
 from cxrray.data.shards import LocalSplit
-from cxrray.representations import apply_representation, hide_seek_representations, out_channels
+from cxrray.representations import InputPipeline, apply_representation, hide_seek_representations, out_channels
 
 MODELS_PER_JOB = 16  # models one job holds at once (memory), each job reading its split once
 
@@ -103,7 +103,8 @@ def score_models(job: ScoreJob) -> Scored:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if job.precision == "bf16" \
         else contextlib.nullcontext()
     with torch.no_grad(), autocast:
-        for batch in (LocalSplit(job.split_dir).iter_batches(batch_size=job.batch_size) if models else ()):
+        split = LocalSplit(job.split_dir, stored_pixels=True)  # scaled where the models run
+        for batch in (split.iter_batches(batch_size=job.batch_size) if models else ()):
             if sample is not None:
                 keep = np.isin(np.asarray(batch["patient_id"]).astype(str), sample)
                 if not keep.any():
@@ -111,8 +112,7 @@ def score_models(job: ScoreJob) -> Scored:
                 batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
             labels.append(np.asarray(batch["label"]).astype(str))
             patients.append(np.asarray(batch["patient_id"]).astype(str))
-            image = torch.tensor(batch["image"], device=device, dtype=torch.float32).unsqueeze(1)
-            mask = torch.tensor(batch["mask"], device=device, dtype=torch.float32).unsqueeze(1)
+            image, mask = InputPipeline.tensors(batch, device)
             for rep in needed:
                 seen = apply_representation(rep, image, mask)
                 for trial_id, (card, model, reps) in models.items():

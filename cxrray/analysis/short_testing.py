@@ -11,8 +11,9 @@ averaged first. A model that gives sick women lower scores than sick men misses 
 
 Per cell (representation, backbone, task, ... and attribute; its factors and seeds are the points): the
 least-squares slope of the gap on the encoding, with a t interval on n - 2 degrees of freedom at the Bonferroni
-level over the cells tested. The verdict reads that one interval: **gap moves with the encoding** (it excludes 0:
-the gap rests on the attribute), **no dependence** (inside +/- ``SLOPE_MARGIN``: an equivalence claim), else
+level over the cells tested. The verdict reads that one interval: **no dependence** (inside +/- ``SLOPE_MARGIN``:
+an equivalence claim; read first, so that a slope known precisely to be negligible is not called a shortcut),
+**gap moves with the encoding** (it excludes 0 and reaches past the margin: the gap rests on the attribute), else
 **inconclusive**; fewer than ``MIN_MODELS`` models with an encoding and a gap: **too few models**; encodings that
 span less than ``MIN_SPREAD`` or take fewer than 3 values (the factors did not move the encoding, so a slope would
 rest on one point): **encoding did not vary**. Step
@@ -99,8 +100,8 @@ def slope_verdict(x: np.ndarray, y: np.ndarray, level: float) -> dict:
     fit = stats.linregress(x, y)
     half = stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr
     lo, hi = fit.slope - half, fit.slope + half
-    verdict = "gap moves with the encoding" if lo > 0 or hi < 0 else \
-        "no dependence" if -SLOPE_MARGIN < lo and hi < SLOPE_MARGIN else "inconclusive"
+    verdict = "no dependence" if -SLOPE_MARGIN < lo and hi < SLOPE_MARGIN else \
+        "gap moves with the encoding" if lo > 0 or hi < 0 else "inconclusive"
     return out | {"slope": float(fit.slope), "slope_lo": float(lo), "slope_hi": float(hi),
                   "p": float(fit.pvalue), "encoding_min": float(x.min()), "encoding_max": float(x.max()),
                   "verdict": verdict}
@@ -137,8 +138,10 @@ def plot_short(points: pl.DataFrame, cells: pl.DataFrame, path: Path) -> None:
             centre = float(pts["gap"].mean()) + c["slope"] * (x - float(pts["encoding_auroc"].mean()))
             ax.plot(x, centre, color=colour, lw=1)
         ax.axhline(0, color="#b0bec5", ls=":", lw=0.8)
-        ax.set_title(f"{c['representation']} / {c['backbone']} / {c['attribute']}\n{c['verdict']}", fontsize=9,
-                     color=colour)
+        slope = (f": slope {c['slope']:.2f} [{c['slope_lo']:.2f}, {c['slope_hi']:.2f}]"
+                 if c["slope"] == c["slope"] else "")  # the verdict with the one interval it reads
+        ax.set_title(f"{c['representation']} / {c['backbone']} / {c['attribute']}\n{c['verdict']}{slope}",
+                     fontsize=9, color=colour)
         ax.set_xlabel(f"{c['attribute']} encoding (probe AUROC on test)")
         ax.set_ylabel(f"gap in mean score of the sick ({pts['groups'][0]})")
     fig.suptitle("Shortcut testing: does the gap move with the attribute's encoding?\n(point labels: the gradient "

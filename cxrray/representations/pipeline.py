@@ -9,13 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cxrray.data.shards import SCALE
 from cxrray.representations.augment import AugmentConfig, augment
 from cxrray.representations.base import apply_representation
 
 
 @dataclass
 class InputPipeline:
-    """How a batch (``image`` (B,H,W) float32, ``mask`` (B,H,W) uint8) becomes model input for one trial."""
+    """How a batch (``image`` (B,H,W) float32 in [0, 1] or stored integer pixels, ``mask`` (B,H,W) uint8)
+    becomes model input for one trial."""
 
     representation: str
     mean: float = 0.5
@@ -26,9 +28,25 @@ class InputPipeline:
 
     def to_inputs(self, batch: dict[str, np.ndarray], device: torch.device,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        image = torch.tensor(batch["image"], device=device, dtype=torch.float32).unsqueeze(1)
-        mask = torch.tensor(batch["mask"], device=device, dtype=torch.float32).unsqueeze(1)
+        image, mask = self.tensors(batch, device)
         if generator is not None and self.augment is not None:
             image, mask = augment(image, mask, generator, self.augment)
         image = (apply_representation(self.representation, image, mask, self.mask_dilation) - self.mean) / self.std
         return image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
+
+    @staticmethod
+    def tensors(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, mask) as (B, 1, H, W) float32 on ``device``, the image in [0, 1]: stored integer pixels
+        (``LocalSplit(stored_pixels=True)``) are scaled there, with the same float32 division as ``decode``."""
+        image, mask = (_on(batch[k], device).unsqueeze(1) for k in ("image", "mask"))
+        if np.asarray(batch["image"]).dtype.kind in "ui":
+            image = image / torch.tensor(SCALE[str(batch["pixel_dtype"][0])], dtype=torch.float32, device=device)
+        return image, mask
+
+
+def _on(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A float32 copy of ``x`` on ``device``. To an accelerator ``x`` crosses as it is and is converted there:
+    a uint8 mask moves a quarter of the bytes of its float32 copy, and the host does no conversion."""
+    if device.type == "cpu":
+        return torch.tensor(x, dtype=torch.float32)
+    return torch.from_numpy(np.require(x, requirements=["C", "W"])).to(device).float()

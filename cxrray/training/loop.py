@@ -1,6 +1,6 @@
 """Pure training and evaluation helpers: no Ray here, so they run and test anywhere.
 
-A batch is the numpy dict a shard yields (``image`` (B,H,W) float32,
+A batch is the numpy dict a shard yields (``image`` (B,H,W) float32 in [0, 1] or its stored integer pixels,
 ``mask`` (B,H,W) uint8, ``label`` codes, ``row`` ...). ``to_inputs`` turns it
 into the model's input on ``device`` (``cxrray.representations.InputPipeline``).
 """

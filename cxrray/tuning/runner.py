@@ -47,7 +47,7 @@ def trial_datasets(data: DataRef, inline: bool) -> dict[str, Any]:
     if inline:
         from cxrray.data.shards import LocalSplit
 
-        return {s: LocalSplit(Path(data.shard_dir) / s) for s in data.splits}
+        return {s: LocalSplit(Path(data.shard_dir) / s, stored_pixels=True) for s in data.splits}
     import ray.data
     from ray.util import get_current_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
