@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cxrray.data.shards import SCALE
 from cxrray.representations.augment import AugmentConfig, augment
 from cxrray.representations.base import apply_representation
 
@@ -39,8 +38,9 @@ class InputPipeline:
         """(image, mask) as (B, 1, H, W) float32 on ``device``, the image in [0, 1]: stored integer pixels
         (``LocalSplit(stored_pixels=True)``) are scaled there, with the same float32 division as ``decode``."""
         image, mask = (_on(batch[k], device).unsqueeze(1) for k in ("image", "mask"))
-        if np.asarray(batch["image"]).dtype.kind in "ui":
-            image = image / torch.tensor(SCALE[str(batch["pixel_dtype"][0])], dtype=torch.float32, device=device)
+        stored = np.asarray(batch["image"]).dtype
+        if stored.kind in "ui":  # full scale is the type's maximum, as ``shards.encode`` wrote it
+            image = image / torch.tensor(float(np.iinfo(stored).max), dtype=torch.float32, device=device)
         return image, mask
 
 
