@@ -22,7 +22,7 @@ from cxrray.data.images import ImageReadError, read_image, read_mask, resize, re
 from cxrray.data.manifest import CARRIED_COLUMNS, REQUIRED_COLUMNS
 from cxrray.data.maskgate import gate_supplied
 
-SCALE = {"uint8": 255.0, "uint16": 65535.0}
+SCALE = {"uint8": 255.0, "uint16": 65535.0}  # each stored type's maximum: full scale
 HASH_COLUMNS = ("image_hash", "mask_hash")  # content hashes: identity and duplicates, never written to shards
 # The shard schema, declared once: every shard file holds these columns (``finding_<Name>`` columns travel
 # along for multilabel tasks); a reader checks them and names the file that lacks one.
@@ -70,9 +70,11 @@ def decode_pixels(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def to_float(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``decode_pixels``' integer images as float32 [0, 1] (already float: unchanged)."""
-    if len(batch["image"]) and batch["image"].dtype.kind in "ui":
-        batch["image"] = batch["image"].astype(np.float32) / np.float32(SCALE[str(batch["pixel_dtype"][0])])
+    """``decode_pixels``' integer images as float32 [0, 1] (already float: unchanged). Full scale is the stored
+    type's maximum (``SCALE``), the one rule ``InputPipeline.tensors`` applies on a device."""
+    stored = batch["image"].dtype
+    if len(batch["image"]) and stored.kind in "ui":
+        batch["image"] = batch["image"].astype(np.float32) / np.float32(np.iinfo(stored).max)
     return batch
 
 
