@@ -20,21 +20,21 @@ MODEL_BACKBONES = ("alexnet", "vgg11", "resnet18", "resnet50", "densenet121", "e
 
 
 class _Session:
-    """One trial on this machine's device, as an inline trial runs minus Tune: the splits streamed by
-    ``LocalSplit``, no checkpoint kept (one epoch)."""
+    """One trial on this machine's device, as an inline trial runs minus Tune: the splits an inline trial reads
+    (``runner.trial_datasets``), no checkpoint kept (one epoch)."""
 
     rank, node_id = 0, ""
 
-    def __init__(self, shards: Path, device) -> None:
-        self.shards, self.device = shards, device
+    def __init__(self, data, device) -> None:
+        from cxrray.tuning.runner import trial_datasets
+
+        self.datasets, self.device = trial_datasets(data, inline=True), device
 
     def prepare_model(self, model):
         return model.to(self.device)
 
     def dataset(self, split: str):
-        from cxrray.data.shards import LocalSplit
-
-        return LocalSplit(self.shards / split)
+        return self.datasets[split]
 
     def load_state(self) -> None:
         return None
@@ -99,7 +99,7 @@ def model_steps(work: Path, size: int, device_name: str, backbones: tuple[str, .
         ctx = TrialContext(spec=spec, run_dir=str(layout.root), data=DataRef("bench", str(shards), (1.0, 1.0),
                                                                             image_size=size), wandb="disabled",
                            checkpoint_every_s=1e9, use_gpu=device.type == "cuda")
-        _, train_s = timed(lambda: run_trial(ctx, _Session(shards, device)))
+        _, train_s = timed(lambda: run_trial(ctx, _Session(ctx.data, device)))
         if saliency is None and saliency_wait > 0:  # saliency: one CPU beside the GPU, as its Ray task
             saliency = subprocess.Popen([sys.executable, "-c", SALIENCY, str(layout.root), spec.trial_id],
                                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
