@@ -17,6 +17,7 @@ val/test prediction loop. No Ray.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -167,10 +168,26 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def epoch_seed(spec: TrialSpec, rank: int, epoch: int) -> int:
+    """The seed of one epoch on one worker (a resumed trial draws exactly what an uninterrupted one would)."""
+    return spec.seed * 1_000_003 + rank * 7919 + epoch
+
+
 def epoch_generator(spec: TrialSpec, rank: int, epoch: int) -> torch.Generator:
-    """The augmentation / rebalancing generator of one epoch on one worker: seeded per epoch, so a resumed
-    trial draws exactly what an uninterrupted one would."""
-    return torch.Generator().manual_seed(spec.seed * 1_000_003 + rank * 7919 + epoch)
+    """The augmentation / rebalancing generator of one epoch on one worker."""
+    return torch.Generator().manual_seed(epoch_seed(spec, rank, epoch))
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """torch's global RNG (dropout, stochastic depth, a layer's default init) seeded for a block and restored
+    after it: what a trial draws depends on its spec only, not on the trials a reused actor ran before it, and
+    the caller's RNG is left as it was. The stream is offset from ``epoch_generator``'s, so dropout and
+    augmentation do not draw the same numbers."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + 0x5EED)
+        yield
 
 
 def train_batches(session: Session, spec: TrialSpec, epoch: int, audit: TrialDir | None = None

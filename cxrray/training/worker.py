@@ -14,7 +14,7 @@ from typing import Any
 
 from cxrray.config import TrialContext
 from cxrray.data.tasks import TASKS, degeneracy
-from cxrray.training.methods import METHODS, TrialMethod
+from cxrray.training.methods import METHODS, TrialMethod, epoch_seed, seeded_rng
 from cxrray.training.outputs import EpochReporter, split_frame, write_outputs
 from cxrray.training.session import Session, TrainSession
 
@@ -28,7 +28,8 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
     """Train ``ctx.spec`` with its registered method (or ``method``) on ``session``, reporting every epoch."""
     method = method or METHODS.get(ctx.spec.method)
     method.validate(ctx.spec)
-    trial = method.build(ctx, session)
+    with seeded_rng(ctx.spec.seed, session.device):  # every method's build seeded, extra heads included
+        trial = method.build(ctx, session)
     state = session.load_state()
     start = trial.load(state) if state is not None else 0
     losses = list((state or {}).get("driver", {}).get("train_loss", []))  # every epoch's, across attempts
@@ -36,7 +37,8 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
     with EpochReporter(ctx, session, start, trial.config) as report:
         for epoch in range(start, trial.epochs):
             t0 = time.time()
-            metrics = trial.epoch(epoch)
+            with seeded_rng(epoch_seed(ctx.spec, session.rank, epoch), session.device):  # dropout, per epoch
+                metrics = trial.epoch(epoch)
             metrics |= {"epoch": epoch, "epoch_s": time.time() - t0, "epochs_done": epoch + 1,
                         "epochs_total": trial.epochs}
             train_s += time.time() - t0
