@@ -35,7 +35,8 @@ LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "pos
           "ci_lo_corrected": "corrected CI low", "ci_hi_corrected": "corrected CI high", "p_holm": "p (Holm)",
           "p_bonferroni": "p (Bonferroni)", "auroc_original": "AUROC original", "p_vs_original": "p vs original",
           "auroc_mean": "mean AUROC", "t_lo": "t-CI low", "t_hi": "t-CI high", "auroc_a": "AUROC a",
-          "auroc_b": "AUROC b", "val_auroc": "val AUROC", "test_auroc": "test AUROC"}
+          "auroc_b": "AUROC b", "val_auroc": "val AUROC", "test_auroc": "test AUROC",
+          "detectable": "detectable |slope| (80 % power)"}
 FOLD_ROWS, FOLD_COLS = 15, 12  # a table larger than this folds away (<details>), closed on screen, open in print
 SHORT_CELL = 14  # a column whose every cell is at most this long keeps each cell on one line in print
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("cxrray.analysis", "templates"),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy import stats
+from scipy import optimize, stats
 
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS
@@ -35,6 +35,7 @@ from cxrray.records import TrialRecord
 SLOPE_MARGIN = 0.2  # |gap change| per unit of encoding AUROC called no dependence (0.1 across AUROC 0.5 -> 1)
 MIN_MODELS = 4  # models per cell (factors x seeds) a slope needs
 MIN_POSITIVE = 5  # positive patients per group a gap needs
+POWER = 0.8  # the power at which a cell's detectable slope is stated
 MIN_SPREAD = 0.1  # encodings (probe AUROC) must span this much, over at least 3 distinct values, for a slope
 AGE_BANDS = (40, 60, 75)
 CELL = ("representation", "backbone", "task", "pretraining", "design", "attribute")
@@ -89,13 +90,22 @@ def trial_points(run: LoadedRun) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
+def detectable_slope(stderr: float, n: int, level: float, power: float = POWER) -> float:
+    """The smallest |slope| that a cell of ``n`` models with this standard error finds ("gap moves") with
+    probability ``power`` at ``level``: the noncentral t whose upper tail past the critical value is ``power``.
+    What an inconclusive cell could have found; more seeds shrink it."""
+    df, crit = n - 2, stats.t.ppf(0.5 + level / 2, n - 2)
+    ncp = optimize.brentq(lambda d: stats.nct.sf(crit, df, d) - power, 0.0, crit + 50.0)
+    return float(ncp * stderr)
+
+
 def slope_verdict(x: np.ndarray, y: np.ndarray, level: float) -> dict:
     """OLS slope of ``y`` on ``x`` with its t interval at ``level``, and the verdict it gives."""
     n = len(x)
     out = {"models": n, "level": level}
     spread = len(np.unique(np.round(x, 2))) >= 3 and float(np.ptp(x)) >= MIN_SPREAD if n else False
     if n < MIN_MODELS or not spread:
-        return out | {"slope": np.nan, "slope_lo": np.nan, "slope_hi": np.nan, "p": np.nan,
+        return out | {"slope": np.nan, "slope_lo": np.nan, "slope_hi": np.nan, "p": np.nan, "detectable": np.nan,
                       "verdict": "too few models" if n < MIN_MODELS else "encoding did not vary"}
     fit = stats.linregress(x, y)
     half = stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr
@@ -103,7 +113,8 @@ def slope_verdict(x: np.ndarray, y: np.ndarray, level: float) -> dict:
     verdict = "no dependence" if -SLOPE_MARGIN < lo and hi < SLOPE_MARGIN else \
         "gap moves with the encoding" if lo > 0 or hi < 0 else "inconclusive"
     return out | {"slope": float(fit.slope), "slope_lo": float(lo), "slope_hi": float(hi),
-                  "p": float(fit.pvalue), "encoding_min": float(x.min()), "encoding_max": float(x.max()),
+                  "p": float(fit.pvalue), "detectable": detectable_slope(float(fit.stderr), n, level),
+                  "encoding_min": float(x.min()), "encoding_max": float(x.max()),
                   "verdict": verdict}
 
 
@@ -140,6 +151,8 @@ def plot_short(points: pl.DataFrame, cells: pl.DataFrame, path: Path) -> None:
         ax.axhline(0, color="#b0bec5", ls=":", lw=0.8)
         slope = (f": slope {c['slope']:.2f} [{c['slope_lo']:.2f}, {c['slope_hi']:.2f}]"
                  if c["slope"] == c["slope"] else "")  # the verdict with the one interval it reads
+        if c["verdict"] == "inconclusive":  # what these models could have found
+            slope += f"\nthese models detect |slope| >= {c['detectable']:.2f} ({POWER:.0%} power)"
         ax.set_title(f"{c['representation']} / {c['backbone']} / {c['attribute']}\n{c['verdict']}{slope}",
                      fontsize=9, color=colour)
         ax.set_xlabel(f"{c['attribute']} encoding (probe AUROC on test)")
@@ -169,6 +182,8 @@ def shortcut_testing(run: LoadedRun) -> Artifacts:
     lines = [f"- {r['representation']} / {r['backbone']} / {r['attribute']}: {r['verdict']}: slope "
              + (f"{r['slope']:.2f} [{r['slope_lo']:.2f}, {r['slope_hi']:.2f}] ({100 * r['level']:.1f} % interval, "
                 f"{r['models']} models)" if r["slope"] == r["slope"] else f"- ({r['models']} models)")
+             + (f"; these models find only |slope| >= {r['detectable']:.2f} with {POWER:.0%} power: more seeds "
+                f"narrow it" if r["verdict"] == "inconclusive" else "")
              for r in cells.iter_rows(named=True)]
     a.text = (f"\n\nShortcut testing (ShorT: the gap in mean score of the sick between groups against the attribute's "
               f"encoding; no dependence = slope inside +/- {SLOPE_MARGIN}):\n" + "\n".join(lines))
