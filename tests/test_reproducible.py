@@ -34,10 +34,10 @@ def _run(tmp_path, method: str, backbone: str, **session_kw) -> tuple[np.ndarray
     return pred["prob_CVP"].to_numpy(), session
 
 
-@pytest.mark.parametrize(("method", "backbone"), [("standard", "alexnet"), ("short_sex_1", "basecnn"),
+@pytest.mark.parametrize(("method", "backbone"), [("standard", "covid_cxnet"), ("short_sex_1", "basecnn"),
                                                   ("short_sex_-1", "basecnn")])
 def test_the_same_spec_gives_the_same_predictions_whatever_ran_before(tmp_path, method, backbone):
-    """alexnet has dropout (the global RNG in training); ShorT adds an attribute head after the backbone's seeded
+    """covid_cxnet has dropout (the global RNG in training); ShorT adds an attribute head after the backbone's seeded
     build. Before the fix the two runs differed (a reused actor's RNG state seeded them)."""
     torch.manual_seed(11)
     first, _ = _run(tmp_path / "a", method, backbone)
@@ -51,9 +51,9 @@ def test_the_same_spec_gives_the_same_predictions_whatever_ran_before(tmp_path, 
 
 
 def test_a_resumed_trial_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path):
-    whole, _ = _run(tmp_path / "a", "standard", "alexnet")
-    _, crashed = _run(tmp_path / "b", "standard", "alexnet", stop_after=0)
+    whole, _ = _run(tmp_path / "a", "standard", "covid_cxnet")
+    _, crashed = _run(tmp_path / "b", "standard", "covid_cxnet", stop_after=0)
     torch.manual_seed(99)  # the retry runs in a fresh process with another RNG state
-    resumed, retry = _run(tmp_path / "b", "standard", "alexnet", state=crashed.state)
+    resumed, retry = _run(tmp_path / "b", "standard", "covid_cxnet", state=crashed.state)
     assert [r["epoch"] for r in retry.reports] == [1]
     assert np.array_equal(whole, resumed)
