@@ -22,6 +22,7 @@ rest on one point): **encoding did not vary**. Step
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +91,18 @@ def trial_points(run: LoadedRun) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
+@functools.lru_cache(maxsize=256)
+def _noncentrality(n: int, level: float, power: float) -> float:
+    """The noncentral t (n - 2 degrees of freedom) whose upper tail past the critical value at ``level`` is
+    ``power``."""
+    df, crit = n - 2, stats.t.ppf(0.5 + level / 2, n - 2)
+    return float(optimize.brentq(lambda d: stats.nct.sf(crit, df, d) - power, 0.0, crit + 50.0))
+
+
 def detectable_slope(stderr: float, n: int, level: float, power: float = POWER) -> float:
     """The smallest |slope| that a cell of ``n`` models with this standard error finds ("gap moves") with
-    probability ``power`` at ``level``: the noncentral t whose upper tail past the critical value is ``power``.
-    What an inconclusive cell could have found; more seeds shrink it."""
-    df, crit = n - 2, stats.t.ppf(0.5 + level / 2, n - 2)
-    ncp = optimize.brentq(lambda d: stats.nct.sf(crit, df, d) - power, 0.0, crit + 50.0)
-    return float(ncp * stderr)
+    probability ``power`` at ``level``: what an inconclusive cell could have found; more seeds shrink it."""
+    return _noncentrality(n, level, power) * stderr
 
 
 def slope_verdict(x: np.ndarray, y: np.ndarray, level: float) -> dict:
