@@ -61,8 +61,8 @@ class StandardTrial:
         task, bdef = TASKS.get(spec.task), BACKBONES.get(spec.backbone)
         weights = resolve_class_weights(r, list(ctx.data.class_weights)) if ctx.data.class_weights else None
         self.head = make_head(task, weights, r.label_smoothing, bdef.output)
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG state
-            torch.manual_seed(spec.seed)
+        with torch.random.fork_rng(devices=[]):  # the network's own seed inside the driver's seeded build: its
+            torch.manual_seed(spec.seed)  # init stays that of earlier versions, whatever a method builds after it
             model, init = initial_model(ctx, self.head)
         self.cuda = session.device.type == "cuda"  # GPU paths: channels_last memory layout and bfloat16 autocast
         if self.cuda:
