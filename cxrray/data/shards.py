@@ -22,7 +22,7 @@ from cxrray.data.images import ImageReadError, read_image, read_mask, resize, re
 from cxrray.data.manifest import CARRIED_COLUMNS, REQUIRED_COLUMNS
 from cxrray.data.maskgate import gate_supplied
 
-SCALE = {"uint8": 255.0, "uint16": 65535.0}  # each stored type's maximum: full scale
+SCALE = {t: float(np.iinfo(t).max) for t in ("uint8", "uint16")}  # stored types: full scale is the maximum
 HASH_COLUMNS = ("image_hash", "mask_hash")  # content hashes: identity and duplicates, never written to shards
 # The shard schema, declared once: every shard file holds these columns (``finding_<Name>`` columns travel
 # along for multilabel tasks); a reader checks them and names the file that lacks one.
