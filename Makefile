@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS := --isolated --disable-pip-version-check --default-timeout 180
 
-.PHONY: demo test test-all venv bench clean browser check
+.PHONY: demo test test-all venv bench clean browser sshd check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -22,10 +22,10 @@ demo: $(STAMP)
 
 # `make test` (CI) lints (ruff), type-checks (mypy, strict on the files pyproject.toml names) and leaves out the
 # tests marked slow (the longest end-to-end sweeps); `make test-all` runs all.
-test: $(STAMP) browser check
+test: $(STAMP) browser sshd check
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP) browser check
+test-all: $(STAMP) browser sshd check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(STAMP)
@@ -39,6 +39,14 @@ browser:
 		(timeout 300 apt-get update -qq && timeout 600 apt-get install -y -qq --no-install-recommends chromium) \
 		>/dev/null 2>&1 || \
 		echo "chromium not installed: the report rendering test will be skipped"
+
+# Debian's openssh-server and rsync: the cluster-launcher test runs `ray up` against sshd on 127.0.0.1 (as root).
+sshd:
+	@{ test -x /usr/sbin/sshd && command -v rsync >/dev/null; } || ! command -v apt-get >/dev/null || \
+		timeout 600 apt-get install -y -qq --no-install-recommends openssh-server rsync >/dev/null 2>&1 || \
+		(timeout 300 apt-get update -qq && timeout 600 apt-get install -y -qq --no-install-recommends \
+		openssh-server rsync) >/dev/null 2>&1 || \
+		echo "openssh-server or rsync not installed: the cluster-launcher test will fail"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

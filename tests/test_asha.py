@@ -85,6 +85,7 @@ def test_asha_needs_search_axes_and_inline_trials(tmp_path):
         assert not (tmp_path / "r" / "ray").exists()  # rejected before Ray starts
 
 
+@pytest.mark.slow  # about 65 s; make test-all (CI keeps the per-cell scheduler's unit tests)
 def test_asha_sweep_stops_settings_and_resume_keeps_them_stopped(tmp_path):
     """A real sweep: one cell, four learning rates, ASHA on; stopped settings have no predictions, are
     reported as stopped (not failed, exit 0), and a rerun trains nothing."""

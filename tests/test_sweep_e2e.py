@@ -246,6 +246,7 @@ def test_two_worker_fit_splits_data_and_reports_what_predictions_give(tmp_path):
     assert abs(recomputed - results["best_val_auroc"][0]) < 1e-6
 
 
+@pytest.mark.slow  # about 70 s; make test-all (CI keeps test_reliability's killed trial and the launcher test's resume)
 def test_driver_killed_mid_sweep_resumes_every_trial_once(smoke_run, tmp_path):
     """SIGKILL the driver (and its local Ray) after the first trial; --resume finishes the sweep with each
     trial exactly once and the same results table as the uninterrupted run of the same seeds."""
@@ -328,6 +329,7 @@ def test_report_renders_in_headless_chromium(smoke_run):
     assert ("DeLong p-values" in dom) == (usable.height >= 2)  # a degenerate model is compared with nothing
 
 
+@pytest.mark.slow  # about 60 s; make test-all (CI keeps the lock's refusal of a re-analysis, test_storage_faults)
 def test_a_second_sweep_into_the_same_out_is_refused_and_the_first_is_as_alone(smoke_run, tmp_path):
     """Two sweeps started together on one --out: the second is refused in one line naming the first (pid, host,
     start), before it writes anything; the first finishes with exactly the results of a sweep run alone."""

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--workers must be at least 1, --transfer-patients and --model-seeds at least 0")
     if (args.run_dir is None) == (args.out is None):
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
-    from cxrray.analysis.analyze import analyze  # torch (saliency) loads after --help is answered
+    from cxrray.analysis.analyze import analysis_options, run_analysis  # torch (saliency) loads after --help
     from cxrray.analysis.fanout import Placement
     from cxrray.analysis.verdict import Rules
     from cxrray.runlock import claim
@@ -119,14 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if Path(args.run_dir or args.out).is_dir():
             claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
-        print(analyze(args.run_dir or args.out, saliency=args.saliency, family=tuple(args.family), lime=args.lime,
-                      transfer=not args.no_transfer, rules=rules, analysis=args.analysis, skip=tuple(args.skip),
-                      placement=Placement(args.workers, int(args.gpu)), transfer_patients=args.transfer_patients,
-                      model_seeds=args.model_seeds))
-    except UserError as exc:  # bad input in one line; a bug keeps its traceback
+        result = run_analysis(args.run_dir or args.out, analysis_options(
+            args.analysis, tuple(args.skip), saliency=args.saliency, family=tuple(args.family), lime=args.lime,
+            transfer=not args.no_transfer, rules=rules, placement=Placement(args.workers, int(args.gpu)),
+            transfer_patients=args.transfer_patients, model_seeds=args.model_seeds))
+    except UserError as exc:  # bad input (a damaged run file: named) in one line; a bug keeps its traceback
         print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    print(result.text + f"\n\nReport: {result.report}")
+    for line in result.failure_lines():  # a failed step: the others and the report stand; exit 1 at the end
+        print(line, file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 if __name__ == "__main__":

@@ -45,10 +45,37 @@ FAMILY = AnalysisOptions().family
 
 
 @dataclass(frozen=True)
+class StepFailure:
+    """A step that raised: its name, the error in one line, and the file that keeps its traceback."""
+
+    step: str
+    error: str
+    log: Path
+
+    def line(self) -> str:
+        return f"step {self.step} failed: {self.error} (traceback: {self.log})"
+
+
+@dataclass(frozen=True)
 class AnalysisResult:
     text: str  # what the terminal shows (also analysis/auroc_table.md)
     artifacts: dict[str, Artifacts]  # per step name, in step order
     report: Path
+    failed: tuple[StepFailure, ...] = ()  # steps that raised; every other step's tables and the report stand
+
+    def failure_lines(self) -> list[str]:
+        """One console line per failed step (empty when every step ran)."""
+        return [f"[cxrray] {f.line()}; the other steps' tables and the report were written" for f in self.failed]
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """A run's parquet table, or one line naming the file when it is damaged (truncated, not parquet)."""
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001  (polars and arrow raise several kinds for a damaged file)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: unreadable ({why[:200]}); rerun the sweep's command to gather it again from "
+                        f"the trial folders (finished trials are kept)") from None
 
 
 def load_run(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) -> LoadedRun:
@@ -56,7 +83,7 @@ def load_run(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions()) 
     layout = RunLayout(Path(run_dir))
     if not layout.predictions.exists() or not layout.results.exists():
         raise UserError(f"{layout.root}: no predictions.parquet/results.parquet (has a trial finished?)")
-    predictions, results = pl.read_parquet(layout.predictions), pl.read_parquet(layout.results)
+    predictions, results = read_table(layout.predictions), read_table(layout.results)
     predictions, results, dilated = split_dilated(predictions, results)
     every = tables.trial_aurocs(predictions, results)
     selected = tables.select_by_validation(every)
@@ -89,24 +116,40 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    artifacts = {}
+    artifacts, failed = {}, []
     steps = ordered_steps()
     chosen = [s for s in steps if s.name not in options.skip]
     for step in chosen:
-        made = step.run(run)
-        for name, frame in (made.tables | made.detail).items():
-            path = run.layout.analysis_file(f"{name}.csv")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            frame.write_csv(path)
+        try:
+            made = step.run(run)
+            for name, frame in (made.tables | made.detail).items():
+                path = run.layout.analysis_file(f"{name}.csv")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                frame.write_csv(path)
+        except Exception as exc:  # noqa: BLE001  (one step's failure never takes the others or the report down)
+            log = f"failed/{step.name}.txt"  # kept in the staged folder, read from the final one
+            failed.append(_failure(step.name, exc, run.layout.analysis_file(log), final.layout.analysis_file(log)))
+            continue
         artifacts[step.name] = made
     skipped = [s.name for s in steps if s.name in options.skip]
     text = "".join(a.text for a in artifacts.values()) + (
         f"\n\nAnalysis steps: ran {', '.join(s.name for s in chosen)}; skipped {', '.join(skipped)} (--analysis / "
-        f"--skip)" if skipped else "")
+        f"--skip)" if skipped else "") + "".join(f"\n\nFAILED: {f.line()}" for f in failed)
     run.layout.analysis_file("auroc_table.md").write_text(text + "\n")
     run = dataclasses.replace(final, layout=run.layout.swap_analysis())
-    report = write_report(run, text, artifacts)
-    return AnalysisResult(text, artifacts, report)
+    report = write_report(run, text, artifacts, [(f.step, f.error, str(f.log)) for f in failed])
+    return AnalysisResult(text, artifacts, report, tuple(failed))
+
+
+def _failure(step: str, exc: Exception, staged: Path, log: Path) -> StepFailure:
+    """The failure of ``step``: its traceback written to ``staged`` (``log`` once the analysis is swapped in),
+    the error in one line."""
+    import traceback
+
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_text("".join(traceback.format_exception(exc)))
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return StepFailure(step, f"{type(exc).__name__}: {first}" if first else type(exc).__name__, log)
 
 
 def analysis_options(analysis: str = "all", skip: tuple[str, ...] = (), **options: Any) -> AnalysisOptions:
@@ -124,7 +167,8 @@ def analysis_options(analysis: str = "all", skip: tuple[str, ...] = (), **option
 def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = FAMILY, lime: int = 0,
             transfer: bool = True, rules: Rules = Rules(), analysis: str = "all", skip: tuple[str, ...] = (),
             placement: Placement = Placement(), transfer_patients: int = 1000, model_seeds: int = 1) -> str:
-    """Recompute every table from ``run_dir``'s stored predictions; returns the text and the report's path.
+    """Recompute every table from ``run_dir``'s stored predictions; returns the text and the report's path (and
+    a line per failed step: ``analyze_run`` gives them as records).
 
     ``saliency``: test images per trial for Grad-CAM from the saved models (0 skips it).
     ``family``: the columns whose equal values make one family of DeLong tests (adjusted together).
@@ -138,4 +182,4 @@ def analyze(run_dir: str | Path, saliency: int = 32, family: tuple[str, ...] = F
                                                     family=tuple(family), transfer=transfer, rules=rules,
                                                     placement=placement, transfer_patients=transfer_patients,
                                                     model_seeds=model_seeds))
-    return result.text + f"\n\nReport: {result.report}"
+    return "\n".join([result.text + f"\n\nReport: {result.report}", *result.failure_lines()])

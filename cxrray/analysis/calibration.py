@@ -80,7 +80,7 @@ def recalibration(y: np.ndarray, p: np.ndarray, patients: np.ndarray, level: flo
     for name, design, offset, idx in (("intercept", np.ones((len(x), 1)), x, 0),
                                       ("slope", np.column_stack([np.ones_like(x), x]), np.zeros_like(x), 1)):
         beta, cov = _logistic(design, offset, y.astype(float), patients)
-        se = np.sqrt(cov[idx, idx]) if np.isfinite(cov[idx, idx]) else np.nan
+        se = np.sqrt(cov[idx, idx]) if np.isfinite(cov[idx, idx]) and cov[idx, idx] >= 0 else np.nan
         b = float(beta[idx])
         out |= {name: b, f"{name}_lo": b - z * se, f"{name}_hi": b + z * se}
     return out

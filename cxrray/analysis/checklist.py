@@ -104,9 +104,14 @@ def _sample_size(f: Facts) -> tuple[str, str]:
     a = f.run.aurocs
     if not a.height:
         return PART, "no analysed trial"
-    width = (a["ci_hi"] - a["ci_lo"]).drop_nans()
+    width = (a["ci_hi"] - a["ci_lo"]).drop_nulls().drop_nans()
     rules = f.run.options.rules
-    return PART, (f"test set {int(a['patients_pos'].max())} positive / {int(a['patients_neg'].max())} negative "
+    pos, neg = (a[c].drop_nulls().max() for c in ("patients_pos", "patients_neg"))
+    if not width.len():
+        return PART, (f"test set {int(pos or 0)} positive / {int(neg or 0)} negative patients: no AUROC interval "
+                      f"can be estimated (a class without test patients, or no usable scores). The authors justify "
+                      f"the size in advance")
+    return PART, (f"test set {int(pos or 0)} positive / {int(neg or 0)} negative "
                   f"patients; 95 % AUROC intervals {width.min():.3f}-{width.max():.3f} wide, so an AUROC within "
                   f"0.5 +/- {rules.margin_auroc:g} (no shortcut) can be shown only where the corrected interval is "
                   f"narrower than {2 * rules.margin_auroc:g}; an inconclusive verdict names the patients that "
@@ -184,8 +189,10 @@ def _demographics(f: Facts) -> tuple[str, str]:
     if table.is_empty():
         return PART, "the manifest has no sex or age: the authors report them"
     return RUN, "per split: " + "; ".join(
-        f"{r['split']} {r['patients']} patients" + (f", {r['female %']:.0f} % female" if "female %" in r else "")
-        + (f", age median {r['age median']:.0f}" if "age median" in r else "") for r in table.iter_rows(named=True))
+        f"{r['split']} {r['patients']} patients"
+        + (f", {r['female %']:.0f} % female" if r.get("female %") is not None else "")
+        + (f", age median {r['age median']:.0f}" if r.get("age median") is not None else "")
+        for r in table.iter_rows(named=True))
 
 
 def _performance(f: Facts) -> tuple[str, str]:

@@ -175,9 +175,11 @@ def provenance_view(run: LoadedRun) -> dict:
             "root": str(run.layout.root)}
 
 
-def write_report(run: LoadedRun, summary_text: str, named: dict[str, Artifacts]) -> Path:
+def write_report(run: LoadedRun, summary_text: str, named: dict[str, Artifacts],
+                 failed: list[tuple[str, str, str]] | None = None) -> Path:
     """Write ``report.html`` from the analysis artifacts (per step name, in step order): verdict card, grouped
-    sections, the findings in words, provenance."""
+    sections, the findings in words, provenance; ``failed``: (step, error, traceback file) of each step that
+    raised, marked at the top (its section is missing, every other one stands)."""
     groups = {g: [] for g in GROUPS}
     for art in named.values():
         for sec in art.sections:
@@ -188,6 +190,7 @@ def write_report(run: LoadedRun, summary_text: str, named: dict[str, Artifacts])
     page = TEMPLATES.get_template("report.html.j2").render(
         study=study, card=card(run, named), groups=[(GROUPS.get(g, g), s) for g, s in groups.items() if s],
         text=summary_text, prov=provenance_view(run), verdicts=VERDICTS, n_trials=run.results.height,
+        failed_steps=failed or [],
         made=time.strftime("%Y-%m-%d %H:%M %Z"))
     run.layout.report.write_text(page)
     return run.layout.report

@@ -35,7 +35,7 @@ from cxrray.analysis.verdict import (
 )
 from cxrray.config import CELL_AXES
 from cxrray.data.tasks import TASKS
-from cxrray.delong import auroc_cov, auroc_interval
+from cxrray.delong import auroc_cov, auroc_interval, patients_per_class
 from cxrray.exact import permutation_auroc
 from cxrray.representations import lung_hiding
 
@@ -119,6 +119,11 @@ def cell_finding(test: pl.DataFrame, aurocs: pl.DataFrame, cell: pl.DataFrame, m
     pairs = [(h, _original_of(aurocs, h)) for h in live]
     with_original = all(o is not None and not o["degenerate"] for _, o in pairs)
     scored = [(trial_scores(test, h), trial_scores(test, o) if with_original else None) for h, o in pairs]
+    lacking = [hs for hs, _ in scored if not hs[1].any() or hs[1].all()]
+    if lacking:  # a replicate's test split of one class: no AUROC (verdict too_few, its patients counted)
+        _, y1, _, g1 = lacking[0]
+        nan = float("nan")
+        return decide(Estimate(nan, nan, nan, nan, *patients_per_class(y1, g1), "", nan), None, 0.0, level, rules)
     rows0 = scored[0][0][0]
     shared = all(np.array_equal(hs[0], rows0) and (os_ is None or np.array_equal(os_[0], rows0)) for hs, os_ in scored)
     per = [(estimate(hs[1], hs[2], hs[3], alpha_m)[0], estimate(os_[1], os_[2], os_[3], alpha_m)[0] if os_ else None)

@@ -53,7 +53,8 @@ def attribute_values(part: pl.DataFrame) -> dict[str, pl.Series]:
         out["age band"] = age_band(part["age"].fill_null(""))
     if "view" in part.columns:
         out["view"] = part["view"].cast(pl.Utf8).fill_null("").str.strip_chars().str.to_uppercase()
-    out["source"] = part["source"].cast(pl.Utf8)
+    if "source" in part.columns:
+        out["source"] = part["source"].cast(pl.Utf8).fill_null("")
     return out
 
 

@@ -72,7 +72,8 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
         logged |= {f"analysis/{name}": wandb.Table(dataframe=frame.to_pandas()) for name, frame in art.tables.items()}
         logged |= {f"figures/{name}": wandb.Image(str(layout.analysis_file(f"{name}.png")), caption=cap)
                    for name, cap in art.figures.items()}
-    aurocs = analysis.artifacts["aurocs"].tables.get("trial_aurocs", pl.DataFrame())
+    aurocs = analysis.artifacts["aurocs"].tables.get("trial_aurocs", pl.DataFrame()) \
+        if "aurocs" in analysis.artifacts else pl.DataFrame()
     if not aurocs.is_empty() and not outcome.predictions.is_empty():
         logged |= trial_charts(outcome.predictions, aurocs, dict(zip(results["trial_id"], results["run_name"])))
     run.log(logged, commit=True)
@@ -110,8 +111,10 @@ def finish_study(run_dir: Path, outcome: SweepOutcome, total: int, t0: float, wa
     analysis = run_analysis(run_dir, options)
     print(analysis.text + f"\n\nReport: {analysis.report}")
     log_summary(run_dir, outcome, analysis, wandb_mode, project)
+    for line in analysis.failure_lines():
+        print(line, flush=True)
     stopped = f" ({len(outcome.stopped)} more stopped early by ASHA)" if outcome.stopped else ""
     print(f"\n[cxrray] {len(outcome.finished)}/{total} trials finished{stopped} in {time.time() - t0:.0f} s; "
           f"results in {run_dir} (predictions.parquet, results.parquet, analysis/, report.html)")
     print(f"[cxrray] {headline(analysis.artifacts)}; report: {analysis.report}")
-    return 0 if not outcome.failed else 1
+    return 0 if not outcome.failed and not analysis.failed else 1

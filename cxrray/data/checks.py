@@ -5,6 +5,7 @@ that says what is missing and how much is needed."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,23 +47,75 @@ def check_task_data(rows: pl.DataFrame, task: str, where: str | Path, *,
                             f"{missing} (labels {[lb for c in missing for lb in the_task.members[c]]}) is in the "
                             f"manifest")
     split = assign_splits(used, fractions, seed=seed)
-    names = SPLIT_NAMES[:len(fractions)]
     needed = math.ceil(1 / min(fractions) - 1e-9)
     share = "/".join(f"{round(100 * f)}" for f in fractions)
+    gap = split_gap(split, task, SPLIT_NAMES[:len(fractions)])
+    if gap and the_task.multilabel:
+        raise UserError(f"{where}: {split['patient_id'].n_unique()} patient(s) are too few for the {share} split: "
+                        f"{gap[0]} gets none; at least {needed} are needed")
+    if gap:
+        name, c = gap
+        have = split.filter(pl.col("_class") == c)["patient_id"].n_unique()
+        raise UserError(f"{where}: too few patients for the {share} split: the {name} split gets no patient of "
+                        f"class {c} (a model cannot learn or be scored without it); every class needs at least "
+                        f"{needed} patients, {c} has {have}")
+    return split.drop("_class", strict=False)
+
+
+def split_gap(split: pl.DataFrame, task: str, names: Sequence[str] = SPLIT_NAMES) -> tuple[str, str] | None:
+    """The first (split, class) of ``task`` without a patient in ``split`` (rows with ``split``; a multilabel task:
+    (split, "") for an empty split), or None when every split holds every class."""
+    the_task = TASKS.get(task)
+    if "_class" not in split.columns and not the_task.multilabel:
+        class_of = {label: c for c in the_task.classes for label in the_task.members.get(c, ())}
+        split = split.filter(pl.col("label").is_in(list(class_of))).with_columns(
+            pl.col("label").replace_strict(class_of).alias("_class"))
     for name in names:
         part = split.filter(pl.col("split") == name)
-        if the_task.multilabel:
-            if part.height == 0:
-                raise UserError(f"{where}: {split['patient_id'].n_unique()} patient(s) are too few for the "
-                                f"{share} split: {name} gets none; at least {needed} are needed")
-            continue
-        for c in the_task.classes:
+        if the_task.multilabel and part.height == 0:
+            return name, ""
+        for c in () if the_task.multilabel else the_task.classes:
             if part.filter(pl.col("_class") == c).height == 0:
-                have = split.filter(pl.col("_class") == c)["patient_id"].n_unique()
-                raise UserError(f"{where}: too few patients for the {share} split: the {name} split gets no "
-                                f"patient of class {c} (a model cannot learn or be scored without it); every class "
-                                f"needs at least {needed} patients, {c} has {have}")
-    return split.drop("_class", strict=False)
+                return name, c
+    return None
+
+
+def reason_kind(reason: str) -> str:
+    """A quarantine reason without its row, file and details: "row 7: a/b.png: no lung mask (mask_path is
+    empty)" -> "no lung mask"; rows lost are counted per kind."""
+    text = re.sub(r"^row \d+: ", "", reason)
+    head, _, rest = text.partition(": ")
+    if rest and ("/" in head or "." in head):  # a file's path first
+        text = rest
+    kind = re.split(r" \(|: | \d", text, maxsplit=1)[0].strip()
+    return KINDS.get(kind, kind)
+
+
+KINDS = {"lung Dice": "mask disputed by the U-Net"}  # reason_kind's words where the reason's own start is cryptic
+
+
+def check_what_is_left(kept: pl.DataFrame, lost: pl.DataFrame, task: str, where: str | Path, *,
+                       names: Sequence[str] = SPLIT_NAMES, when: str = "after the ingest") -> None:
+    """The manifest's split check rerun on the rows that are left (``kept``, with their ``split``) once the rows
+    of ``lost`` (``reason`` per row) are taken out: a class that the quarantine emptied from a split stops the run
+    before any trial, in one line that counts the rows lost per reason and says how to fix it."""
+    gap = split_gap(kept, task, names) if lost.height else None
+    if gap is None:
+        return
+    name, c = gap
+    kinds = lost["reason"].map_elements(reason_kind, return_dtype=pl.Utf8).value_counts(sort=True)
+    counts = ", ".join(f"{n} {k}" for k, n in kinds.iter_rows())
+    what = f"no patient of class {c}" if c else "no row"
+    fix = "the rows left out and why are listed above"
+    if "mask disputed by the U-Net" in kinds["reason"]:
+        fix = (f"the U-Net disagrees with the supplied masks: score it on them (`cxrray segment evaluate {where} UNET "
+               f"--out DIR`) or run without --mask-unet")
+    if "no lung mask" in kinds["reason"]:
+        fix = (f"fill the missing lung masks with the lung U-Net in this command (--mask-unet UNET), or first with "
+               f"`cxrray segment fill {where} UNET --out DIR` and then --manifest DIR/manifest.csv (a U-Net from "
+               f"`cxrray segment train {where} --out DIR`, trained on the masked rows)")
+    raise UserError(f"{where}: {when}, the {name} split holds {what} ({lost.height} of {kept.height + lost.height} "
+                    f"rows left out: {counts}); nothing was trained. To fix: {fix}")
 
 
 def check_rows_left(rows: pl.DataFrame, quarantine: pl.DataFrame, where: str | Path) -> None:

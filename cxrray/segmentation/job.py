@@ -245,3 +245,30 @@ def fill_masks(manifest_path: str | Path, model_path: str | Path, out: str | Pat
     for r in flagged.head(10).iter_rows(named=True):
         print(f"[cxrray] mask flagged, row {r['row']} ({r['image_path']}): {r['mask_quality']}")
     return manifest
+
+
+def fill_missing_masks(rows: pl.DataFrame, model_path: str | Path, out: str | Path,
+                       batch_size: int = 16) -> pl.DataFrame:
+    """``rows`` of a read manifest with the U-Net's lungs as the mask of every row that has none (``mask_source``
+    unet, else human), predicted in this process before Ray starts. The masks go to ``out``/unet-<hash of the
+    model's bytes>/ and are predicted once: a resumed run finds them (and the shards made from them) again."""
+    import hashlib
+
+    model_path = Path(model_path).resolve()
+    folder = Path(out) / f"unet-{hashlib.sha256(model_path.read_bytes()).hexdigest()[:10]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = rows.filter(pl.col("mask_path") == "")
+    expected = {int(r): folder / f"row{int(r):07d}.png" for r in missing["row"]}
+    todo = missing.filter(~pl.col("row").is_in([r for r, p in expected.items() if p.exists()]))
+    if todo.height:
+        print(f"[cxrray] --mask-unet: predicting the lungs of {todo.height} image(s) without a mask", flush=True)
+        predict = _MaskPredictor(str(model_path), str(folder), dilate=0)
+        for start in range(0, todo.height, batch_size):
+            part = todo.slice(start, batch_size)
+            predict({"row": part["row"].to_numpy(), "image_path": np.array(part["image_path"].to_list())})
+    made = {r: str(p) for r, p in expected.items() if p.exists()}  # an unreadable image stays maskless: the
+    # ingest quarantines it, naming the file
+    before = pl.col("mask_source") if "mask_source" in rows.columns else pl.lit("human")
+    return rows.with_columns(
+        pl.col("row").replace_strict(made, default=pl.col("mask_path"), return_dtype=pl.Utf8).alias("mask_path"),
+        pl.when(pl.col("row").is_in(list(made))).then(pl.lit("unet")).otherwise(before).alias("mask_source"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from cxrray.analysis.analyze import analysis_options
 from cxrray.analysis.fanout import Placement
 from cxrray.analysis.steps import AnalysisOptions
+from cxrray.tuning.cluster import check_fits, check_shared, cluster_view
 from cxrray.tuning.options import Study
 from cxrray.tuning.runner import start_ray
 
@@ -34,6 +35,15 @@ def begin(study: Study, argv: list[str] | None) -> Begun:
 
 
 def start(study: Study, run_dir: Path) -> None:
-    """Start (or join, with ``--address``) Ray for the study, with W&B's mode and temp files in the run folder."""
+    """Start Ray for the study (a local instance of its own; with ``--address``, join that cluster and say which in
+    one line), with W&B's mode and temp files in the run folder; then check, before any data is read, that one
+    trial's reservation fits what the cluster has or its autoscaler may add (else Tune would wait forever)."""
     start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
               verbose_workers=study.verbose)
+    view = cluster_view(local=not study.address)
+    if study.address:
+        print(f"[cxrray] joined the Ray cluster at {view.address} (--address {study.address}): {view.describe()}",
+              flush=True)
+    check_fits(view, study.resources())
+    if study.address:
+        check_shared(run_dir, study.storage)

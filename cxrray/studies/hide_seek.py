@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from cxrray.config import RunLayout
 from cxrray.data.phantom import SIGNATURE
 from cxrray.tuning import cli
 from cxrray.tuning.names import names
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                                        confound=study.confound, seed=study.phantom_seed, signature=study.signature,
                                        kind=study.phantom)
     checked = cli.checked_manifest(manifest, study.task, seed=study.split_seed,  # bad input fails before Ray starts
-                                   mask_unet=None if study.masks_unchecked else study.mask_unet)
+                                   mask_unet=None if study.masks_unchecked else study.mask_unet,
+                                   masks_dir=RunLayout(run_dir).data("masks"))
     start(study, run_dir)
     data = prepare_data(manifest, run_dir, image_size=study.image_size, task=study.task, split_seed=study.split_seed,
                         check_masks=not study.masks_unchecked, frame=checked)  # the frame checked, read once

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrray.config import RunLayout
 from cxrray.data.designs import DESIGNS
 from cxrray.tuning import cli
 
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = cli.phantom_or_manifest(run_dir, study.manifest, n_patients=study.phantom_patients,
                                        confound=study.confound, seed=1)
     rows, quarantine = cli.checked_manifest(  # a wrong column or leak fails here, before Ray starts
-        manifest, mask_unet=None if study.masks_unchecked else study.mask_unet)
+        manifest, mask_unet=None if study.masks_unchecked else study.mask_unet,
+        masks_dir=RunLayout(run_dir).data("masks"))
     frames = {(design, task, fold): df for design in study.designs for task in study.tasks
               for fold, df in design_splits(rows, design, task, folds=study.folds, seed=study.split_seed,
                                             test_sources=study.test_sources)}  # DesignError before Ray starts

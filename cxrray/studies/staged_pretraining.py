@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrray.config import RunLayout
 from cxrray.data.phantom import write_phantom
 from cxrray.data.phantom_phases import write_multilabel_phantom, write_pneumonia_phantom
 from cxrray.tuning import cli
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     fractions_of = {key: phase_of[key].fractions if key in phase_of else TARGET_FRACTIONS for key in manifests}
     unet = None if study.masks_unchecked else study.mask_unet
     checked = {key: cli.checked_manifest(path, task_of[key], seed=study.split_seed, fractions=fractions_of[key],
-                                         mask_unet=unet)
+                                         mask_unet=unet, masks_dir=RunLayout(run_dir).data("masks"))
                for key, path in manifests.items()}  # a missing class or too few patients fails here, before Ray
     start(study, run_dir)
     data = {key: prepare_data(path, run_dir, image_size=study.image_size, split_seed=study.split_seed, name=key,

@@ -76,7 +76,8 @@ def add_mask_arg(d: argparse._ArgumentGroup) -> None:
                    "file for one image) that otherwise sends a failing row to quarantine.csv with the reason")
     d.add_argument("--mask-unet", type=Path, help="a lung U-Net (unet.pt of `python -m cxrray.segmentation train`): "
                    "each supplied mask is compared with the U-Net's lungs of its image, before Ray starts, and a "
-                   "mask with lung Dice below 0.85 goes to quarantine.csv (it may belong to another image)")
+                   "mask with lung Dice below 0.85 goes to quarantine.csv (it may belong to another image); every "
+                   "row without a mask gets the U-Net's lungs as its mask (under OUT/data/masks/)")
 
 
 def add_resource_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
@@ -113,9 +114,11 @@ def add_resource_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
     r.add_argument("--project", help=f"W&B project of the trial and summary runs (default {d.project})")
     r.add_argument("--entity", help="W&B entity (user or team) of the runs; default: WANDB_ENTITY, else your "
                    "default entity. With WANDB_API_KEY it is passed to every Ray worker")
-    r.add_argument("--address", help="Ray cluster address (default: start a local instance)")
-    r.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: every core; ignored "
-                   "with --address)")
+    r.add_argument("--address", help="join this Ray cluster (auto: the one started on this machine, e.g. the head "
+                   "of `ray up`; said in one line with its nodes, CPUs and GPUs). Default: a local Ray instance of "
+                   "the sweep's own, whatever else runs on the machine")
+    r.add_argument("--num-cpus", type=int, help="CPUs of the sweep's local Ray instance (default: every core; "
+                   "refused with --address: a cluster brings its own)")
     r.add_argument("--verbose", action="store_true", help="stream Ray worker logs to the terminal")
     a = p.add_argument_group("analysis at the end of the sweep (rerun any time: python -m cxrray.analysis --out DIR)")
     a.add_argument("--analysis", choices=["all", "statistics"], help="all steps (the default), or statistics: no "
@@ -182,28 +185,39 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, kind: type[S
 
 
 def checked_manifest(path: Path, task: str | None = None, *, fractions: tuple[float, ...] = (0.6, 0.2, 0.2),
-                     seed: int = 0, mask_unet: Path | None = None):
+                     seed: int = 0, mask_unet: Path | None = None, masks_dir: Path | None = None):
     """``read_manifest`` plus, before Ray starts: the leakage check of a given ``split`` column (file, patient
     and rows named); a manifest whose every row is quarantined; and with ``task``, a class of the task missing
-    or too few patients for the split (``data.checks``)."""
+    or too few patients for the split (``data.checks``). ``mask_unet``: supplied masks checked against the
+    U-Net's lungs of their image and, with ``masks_dir``, the U-Net's lungs as the mask of every row without one;
+    else rows without a mask (which the ingest quarantines) must leave every split every class."""
     import polars as pl
 
-    from cxrray.data.checks import check_files_exist, check_rows_left, check_task_data
+    from cxrray.data.checks import SPLIT_NAMES, check_files_exist, check_rows_left, check_task_data, check_what_is_left
     from cxrray.data.manifest import read_manifest
     from cxrray.data.splits import check_no_leakage
 
     rows, quarantine = read_manifest(path)
     check_rows_left(rows, quarantine, path)
     check_files_exist(rows, path)
+    if "split" in rows.columns:
+        check_no_leakage(rows.filter(pl.col("split") != ""))
+    split = check_task_data(rows, task, path, fractions=fractions, seed=seed) if task is not None else None
     if mask_unet is not None:
+        from cxrray.segmentation.job import fill_missing_masks
         from cxrray.segmentation.maskcheck import quarantine_foreign_masks
 
         rows, quarantine = quarantine_foreign_masks(rows, quarantine, mask_unet)
         check_rows_left(rows, quarantine, path)
-    if "split" in rows.columns:
-        check_no_leakage(rows.filter(pl.col("split") != ""))
-    if task is not None:
-        check_task_data(rows, task, path, fractions=fractions, seed=seed)
+        if masks_dir is not None and (rows["mask_path"] == "").any():
+            rows = fill_missing_masks(rows, mask_unet, masks_dir)
+    if split is not None:  # what the ingest will leave out: rows the mask check moved, rows without a mask
+        kept = split.select("row", "split").join(rows, on="row")
+        lost = pl.concat([quarantine.filter(pl.col("row").is_in(split["row"].implode())).select("reason"),
+                          kept.filter(pl.col("mask_path") == "").select(pl.format(
+                              "row {}: {}: no lung mask (mask_path is empty)", "row", "image_path").alias("reason"))])
+        check_what_is_left(kept.filter(pl.col("mask_path") != ""), lost, task or "", path,
+                           names=SPLIT_NAMES[:len(fractions)], when="before the ingest")
     return rows, quarantine
 
 

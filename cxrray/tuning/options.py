@@ -150,6 +150,9 @@ class Study:
         check_numbers(self)
         if self.early_stop() is not None and not self.resources().inline():  # --asha without --search fails too
             raise UserError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
+        if self.address and self.num_cpus is not None:
+            raise UserError(f"--num-cpus {self.num_cpus} sizes a Ray instance of the sweep's own; with --address "
+                            f"{self.address} the cluster's own CPUs count: drop --num-cpus")
         if self.resume and not (self.out / "ray").exists() and not self.storage:
             raise UserError(f"--resume: nothing to resume in {self.out.resolve()} (no ray/ folder)")
 

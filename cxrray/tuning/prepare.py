@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from cxrray.config import DataRef, RunLayout
-from cxrray.data.checks import require_task_columns
+from cxrray.data.checks import check_what_is_left, require_task_columns
 from cxrray.data.manifest import read_manifest
 from cxrray.data.splits import assign_splits
 from cxrray.data.store import ShardSet, ShardStore
@@ -60,8 +60,8 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
     """Split by patient, ingest into shards (cached), quarantine bad rows; needs Ray started.
 
     ``fractions``: (train, val, test), or (train, val) for a pretraining phase
-    that is never tested. Writes ``<run_dir>/splits.csv`` (row, patient, label, source, view, sex, age, split)
-    and ``<run_dir>/quarantine.csv`` (every row left out, with the reason naming
+    that is never tested. Writes ``<run_dir>/splits.csv`` (row, patient, label, source, view, sex, age, split,
+    of the rows the shards hold) and ``<run_dir>/quarantine.csv`` (every row left out, with the reason naming
     file and row); with ``name`` (one of several datasets of a study) ``splits-<name>.csv`` and so on.
     ``frame``: the already-read ``(rows, quarantine)`` of ``manifest_path`` (for instance a dataset
     design's rows with their ``split``), so derived datasets keep the manifest's row numbers.
@@ -81,8 +81,6 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
         manifest = manifest.filter(pl.col("label").is_in(the_task.labels))
     manifest = assign_splits(manifest, fractions, seed=split_seed)
     layout = RunLayout(Path(run_dir))
-    described = [c for c in ("view", "sex", "age") if c in manifest.columns]  # demographics per split (checklist)
-    manifest.select("row", "patient_id", "label", "source", *described, "split").write_csv(layout.splits(name))
     shards = ShardStore(layout).get_or_ingest(manifest, image_size, check_masks=check_masks,
                                                           source=str(manifest_path))
     counts, bad = shards.counts, shards.bad_rows
@@ -94,9 +92,14 @@ def prepare_data(manifest_path: str | Path, run_dir: Path, *, image_size: int, t
         print(f"[cxrray] {quarantine.height} row(s) left out, listed in {layout.quarantine(name)}:", flush=True)
         for r in quarantine.head(10).iter_rows(named=True):
             print(f"    {r['reason']}", flush=True)
-    for split in ("train", "val", "test")[:len(fractions)]:
+    kept = manifest.filter(~pl.col("row").is_in(bad["row"].implode()))  # what the shards hold
+    names = ("train", "val", "test")[:len(fractions)]
+    check_what_is_left(kept, bad, task, manifest_path, names=names)  # a class the quarantine emptied: no trial
+    for split in names:
         if not counts.get(split):
             raise UserError(f"{manifest_path}: the {split} split has no usable images")
-    train_labels = manifest.filter((pl.col("split") == "train") & ~pl.col("row").is_in(bad["row"].implode()))["label"]
+    described = [c for c in ("view", "sex", "age") if c in manifest.columns]  # demographics per split (checklist)
+    kept.select("row", "patient_id", "label", "source", *described, "split").write_csv(layout.splits(name))
+    train_labels = kept.filter(pl.col("split") == "train")["label"]
     weights = [] if the_task.multilabel else class_weights(train_labels.to_list(), the_task)
     return PreparedData(shards, weights, quarantine)

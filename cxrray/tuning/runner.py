@@ -30,7 +30,7 @@ from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
-from cxrray.tuning.storage import StorageError, StorageGuard, stopped_message, storage_stops
+from cxrray.tuning.storage import StorageError, StorageGuard, set_aside_damaged, stopped_message, storage_stops
 from cxrray.tuning.study import Resources, check_specs
 
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
@@ -239,6 +239,8 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
         raise ValueError(f"specs read data {unknown} that was not prepared (prepared: {sorted(by_id)})")
     check_specs(specs)
     check_methods(specs, resources.num_workers, early_stop is not None)
+    for s in specs:
+        set_aside_damaged(layout.trial(s.trial_id), s.run_name)
     skipped = [s.trial_id for s in specs if layout.trial(s.trial_id).finished]
     todo = [s for s in specs if not layout.trial(s.trial_id).finished]
     print(f"[cxrray] {len(specs)} trials: {len(skipped)} already finished, {len(todo)} to run", flush=True)
@@ -375,7 +377,9 @@ def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMo
     env = worker_env(run_dir, wandb_mode)
     if ray.is_initialized():
         return
-    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+    # No address: a Ray instance of the sweep's own, whatever else runs here (ray.init() alone would join a
+    # cluster it finds recorded on the machine). --num-cpus with --address is refused before this (Study.check).
+    ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
              runtime_env={"env_vars": env}, log_to_driver=verbose_workers, configure_logging=True,
              logging_level="WARNING")
     stop_on_sigterm()  # after ray.init, whose native handler would dump a stack and abort (exit 134)

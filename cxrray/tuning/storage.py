@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cxrray.config import RunLayout, TrialSpec
+import polars as pl
+
+from cxrray.config import RunLayout, TrialDir, TrialSpec
 from cxrray.registry import UserError
 
 # OS errors that say the storage, not the program, is at fault: disk full, quota, read-only, permissions, I/O.
@@ -123,3 +125,18 @@ def storage_stops(layout: RunLayout, specs: list[TrialSpec]) -> Iterator[None]:
         finished = sum(layout.trial(s.trial_id).finished for s in specs)
         problem = (exc.strerror or str(exc)).lower()
         raise StorageError(stopped_message(layout.root, problem, finished, len(specs))) from exc
+
+
+def set_aside_damaged(trial: TrialDir, name: str) -> None:
+    """A finished trial whose predictions file cannot be read (truncated, overwritten) is set aside as
+    ``predictions.parquet.damaged`` and trains again, said in one line: it never stops every rerun."""
+    if not trial.done:
+        return
+    try:
+        pl.read_parquet_schema(trial.predictions)
+    except Exception as exc:  # noqa: BLE001  (polars and arrow raise several kinds for a damaged file)
+        kept = trial.predictions.with_name(trial.predictions.name + ".damaged")
+        os.replace(trial.predictions, kept)
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        print(f"[cxrray] {trial.predictions}: unreadable ({why}); trial {name} trains again (the file is kept as "
+              f"{kept.name})", flush=True)
