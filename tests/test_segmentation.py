@@ -167,20 +167,21 @@ def test_mask_unet_fills_the_missing_masks_before_ray(trained, tmp_path, capsys)
 @pytest.mark.slow
 def test_real_data_replication_flags_the_shortcut_and_the_hospital(trained, tmp_path, capsys):
     """cxr-real-mini: adult COVID-19 (Hannover) vs pediatric normals and pneumonia (Guangzhou). U-Net masks
-    fill the 65 images without one (--mask-unet, in the sweep's command), then the hide-and-seek sweep runs:
-    models that never see the lungs still separate the classes (shortcut flagged), and the source probe finds the
-    hospital."""
+    fill the 65 images without one, then the hide-and-seek sweep runs: models that never see the lungs
+    still separate the classes (shortcut flagged), and the source probe finds the hospital."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from cxrray.segmentation.job import fill_masks
+
     root = Path(__file__).resolve().parents[1]
     out, _ = trained
+    manifest = fill_masks(REAL_MINI, out / "unet.pt", tmp_path / "filled")
     run = tmp_path / "run"
     env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(root / "sweeps" / "hide_seek.py"), "--manifest", str(REAL_MINI),
-                           "--mask-unet", str(out / "unet.pt"),  # the 65 missing masks filled in this command
+    proc = subprocess.run([sys.executable, str(root / "sweeps" / "hide_seek.py"), "--manifest", str(manifest),
                            "--out", str(run), "--representations", "original", "lungs_isolated", "lungs_removed",
                            "lungs_boxed_out", "--backbones", "basecnn", "--epochs", "8", "--wandb", "disabled"],
                           capture_output=True, text=True, timeout=900, env=env, cwd=root)

@@ -4,7 +4,7 @@ With no arguments it generates the embedded phantom dataset (source confound
 on, as in COVIDx) and runs the CPU demo: 5 representations x 2 backbones
 (resnet18, densenet121) x 1 seed at 64 px, 8 epochs each, every trial a fit
 inside a Ray Tune sweep, ending with a table of test AUROC and 95 % DeLong CIs
-and the shortcut verdicts. About 2.5 minutes on 2 CPU cores. Re-running with the same --out resumes:
+and the shortcut verdicts. About 4-7 minutes on 2 CPU cores. Re-running with the same --out resumes:
 finished trials are never rerun, new cells (more seeds, backbones) are added.
 
     python sweeps/hide_seek.py                       # demo on the phantom
