@@ -62,7 +62,7 @@ def test_chexpert_uncertainty_policies_patients_views_and_splits(tmp_path, polic
     assert manifest["label"].to_list() == ["PNA", "NOR", "OTH"] and manifest["split"].to_list() == \
         ["train", "train", "test"]
     every = read_manifest(convert("chexpert", root, views="all"))[0]
-    assert every.height == 4 and "LAT" in every["view"].to_list()
+    assert every.height == 4 and "LATERAL" in every["view"].to_list()  # "LAT" read as the vocabulary's value
 
 
 def _gz(path: Path, text: str) -> None:
@@ -113,7 +113,7 @@ def test_padchest_label_lists_devices_and_age(tmp_path):
     manifest, _ = read_manifest(convert("padchest", root))
     a, b, c = manifest.iter_rows(named=True)
     assert (a["label"], a["age"], a["finding_chest_drain_tube"], a["finding_pneumothorax"]) == ("PNA", "65", "1", "0")
-    assert (b["label"], b["age"], b["view"]) == ("NOR", "36", "AP_horizontal")
+    assert (b["label"], b["age"], b["view"]) == ("NOR", "36", "AP SUPINE")  # PadChest's AP_horizontal: lying down
     assert c["finding_pneumonia"] == "" and c["age"] == ""  # an unreadable label list: unknown, not negative
 
 

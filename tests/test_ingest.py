@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import polars as pl
 
+from cxrray.analysis.checklist import demographics
 from cxrray.data.images import read_image, resize
 from cxrray.data.ingest import ingest
 from cxrray.data.manifest import load_manifest
@@ -95,6 +96,8 @@ def test_prepare_quarantines_manifest_and_image_problems(tmp_path, phantom_manif
     assert sum(prep.counts.values()) == len(lines) - 1 - 2
     splits = pl.read_csv(run / "splits.csv")
     assert splits.group_by("patient_id").agg(pl.col("split").n_unique())["split"].max() == 1
+    assert 6 not in splits["row"].to_list() and splits.height == sum(prep.counts.values())  # what the shards hold
+    assert dict(demographics(splits).select("split", "images").rows()) == prep.counts  # the checklist's counts too
 
 
 def test_shards_give_identical_pixels_to_raw_files(tmp_path, ray_local):

@@ -171,6 +171,20 @@ def test_cells_share_a_bonferroni_level():
     assert table["verdict"].to_list() == ["gap moves with the encoding", "no dependence"]
 
 
+def test_a_cell_whose_groups_are_too_small_is_a_row_saying_why():
+    """ShorT trials trained but the test split has 2 sick women: no gap, and the cell says so instead of
+    vanishing from the table, the report and the console (issue 42)."""
+    x = np.linspace(0.5, 1.0, 5)
+    points = pl.DataFrame({"representation": ["original"] * 10, "backbone": ["a"] * 5 + ["b"] * 5,
+                           "attribute": "sex", "encoding_auroc": np.concatenate([x, x]),
+                           "gap": np.concatenate([-x, np.full(5, np.nan)]), "groups": "F - M",
+                           "patients_group": [9] * 5 + [2, 3, 2, 2, 2], "patients_reference": [9] * 5 + [8] * 5})
+    table = cell_table(points).sort("backbone")
+    assert table["verdict"].to_list() == ["gap moves with the encoding", "groups too small"]
+    assert table["level"][0] == 0.95  # the cell without a slope is not a test: Bonferroni over one
+    assert table["why"][1] == "fewer than 5 positive test patients in a group (F - M: 2 and 8)"
+
+
 def test_a_slope_resting_on_one_point_is_no_claim():
     """Four models encode the attribute perfectly and one a little less: the factors did not move the encoding,
     so however steep the line through them, no claim is made."""

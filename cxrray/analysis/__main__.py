@@ -6,9 +6,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from cxrray.registry import UserError
+from cxrray.registry import UnknownNameError, UserError
+
+
+def ranged(lo: float, hi: float, kind: type = float, *, open_lo: bool = False, open_hi: bool = False) -> Callable:
+    """An argparse type: a number of ``kind`` in [lo, hi] (an open end excludes it); anything else is argparse's
+    one-line error naming the option, before any work."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        if (value < lo or value > hi or (open_lo and value == lo) or (open_hi and value == hi)):
+            ends = f"{'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {ends}")
+        return value
+    return parse
 
 
 def plan(argv: list[str]) -> int:
@@ -16,19 +33,22 @@ def plan(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m cxrray.analysis plan", description=(
         "Test patients needed for a confident shortcut (hidden AUROC above chance + margin) or no_shortcut (inside "
         "it), by simulating clustered test sets and judging each with the verdict rule."))
-    p.add_argument("--auroc-hidden", type=float, required=True, help="true AUROC of the lung-hiding model")
-    p.add_argument("--auroc-original", type=float, default=0.9, help="true AUROC of the original model")
-    p.add_argument("--images", type=int, default=2, help="images per patient (1..images, uniform)")
-    p.add_argument("--icc", type=float, default=0.5, help="intra-patient correlation of the scores (0-1)")
-    p.add_argument("--prevalence", type=float, default=0.4, help="share of positive patients")
-    p.add_argument("--trials", type=int, default=2, help="lung-hiding trials tested together (Bonferroni m)")
-    p.add_argument("--power", type=float, default=0.8, help="share of test sets that must reach the verdict")
-    p.add_argument("--reps", type=int, default=200, help="simulated test sets per size")
-    p.add_argument("--margin", type=float, default=0.1, help="equivalence margin around AUROC 0.5")
+    p.add_argument("--auroc-hidden", type=ranged(0, 1), required=True, help="true AUROC of the lung-hiding model")
+    p.add_argument("--auroc-original", type=ranged(0, 1), default=0.9, help="true AUROC of the original model")
+    p.add_argument("--images", type=ranged(1, 1000, int), default=2, help="images per patient (1..images, uniform)")
+    p.add_argument("--icc", type=ranged(0, 1, open_hi=True), default=0.5, help="intra-patient correlation of the "
+                   "scores, in [0, 1)")
+    p.add_argument("--prevalence", type=ranged(0, 1, open_lo=True, open_hi=True), default=0.4,
+                   help="share of positive patients, in (0, 1)")
+    p.add_argument("--trials", type=ranged(1, 100_000, int), default=2, help="lung-hiding trials tested together "
+                   "(Bonferroni m)")
+    p.add_argument("--power", type=ranged(0, 1, open_lo=True, open_hi=True), default=0.8,
+                   help="share of test sets that must reach the verdict, in (0, 1)")
+    p.add_argument("--reps", type=ranged(20, 100_000, int), default=200, help="simulated test sets per size "
+                   "(at least 20: fewer cannot estimate a share of 80 %%)")
+    p.add_argument("--margin", type=ranged(0, 0.5, open_lo=True, open_hi=True), default=0.1,
+                   help="equivalence margin around AUROC 0.5, in (0, 0.5)")
     args = p.parse_args(argv)
-    for name in ("auroc_hidden", "auroc_original", "icc", "prevalence", "power"):
-        if not 0 <= getattr(args, name) <= 1:
-            p.error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     from cxrray.analysis.plan import format_plan, patients_needed
     from cxrray.analysis.verdict import Rules
 
@@ -104,10 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--equivalence-retained", type=float, default=0.5, help="... and, with a usable original, "
                    "the retained fraction's interval inside +/- this margin")
     args = p.parse_args(argv)
-    if not 0 < args.alpha < 1 or not 0 < args.equivalence_auroc < 0.5 or not args.equivalence_retained > 0:
-        p.error("--alpha must be in (0, 1), --equivalence-auroc in (0, 0.5), --equivalence-retained > 0")
-    if args.workers < 1 or args.transfer_patients < 0 or args.model_seeds < 0:
-        p.error("--workers must be at least 1, --transfer-patients and --model-seeds at least 0")
     if (args.run_dir is None) == (args.out is None):
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
     from cxrray.analysis.analyze import analysis_options, run_analysis  # torch (saliency) loads after --help
@@ -115,15 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     from cxrray.analysis.verdict import Rules
     from cxrray.runlock import claim
 
-    rules = Rules(args.alpha, args.equivalence_auroc, args.equivalence_retained)
-    try:
+    try:  # each option is checked by the record that declares it (Rules, AnalysisOptions, Placement)
+        rules = Rules(args.alpha, args.equivalence_auroc, args.equivalence_retained)
         if Path(args.run_dir or args.out).is_dir():
             claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
         result = run_analysis(args.run_dir or args.out, analysis_options(
             args.analysis, tuple(args.skip), saliency=args.saliency, family=tuple(args.family), lime=args.lime,
             transfer=not args.no_transfer, rules=rules, placement=Placement(args.workers, int(args.gpu)),
             transfer_patients=args.transfer_patients, model_seeds=args.model_seeds))
-    except UserError as exc:  # bad input (a damaged run file: named) in one line; a bug keeps its traceback
+    except (UserError, UnknownNameError) as exc:  # bad input (a damaged run file: named; --skip bogus) in one line
         print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
         return 2
     print(result.text + f"\n\nReport: {result.report}")

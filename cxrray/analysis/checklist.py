@@ -190,7 +190,8 @@ def _demographics(f: Facts) -> tuple[str, str]:
         return PART, "the manifest has no sex or age: the authors report them"
     return RUN, "per split: " + "; ".join(
         f"{r['split']} {r['patients']} patients"
-        + (f", {r['female %']:.0f} % female" if r.get("female %") is not None else "")
+        + (f", {r['female %']:.0f} % female" if r.get("female %") is not None and r["female %"] == r["female %"]
+           else "") + (f" ({r['sex unknown']} of unknown sex)" if r.get("sex unknown") else "")
         + (f", age median {r['age median']:.0f}" if r.get("age median") is not None else "")
         for r in table.iter_rows(named=True))
 
@@ -284,8 +285,10 @@ def demographics(splits: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame()
     patients = splits.unique("patient_id", keep="first")
     aggs = [pl.len().alias("patients")]
-    if "sex" in splits.columns:
-        aggs.append((100 * (pl.col("sex").cast(pl.Utf8) == "F").mean()).alias("female %"))
+    if "sex" in splits.columns:  # of the patients whose sex is recorded (F, M, O); the others are counted apart
+        sex = pl.col("sex").cast(pl.Utf8).fill_null("")
+        aggs += [(100 * (sex == "F").sum() / (sex != "").sum()).alias("female %"),
+                 (sex == "").sum().alias("sex unknown")]
     if "age" in splits.columns:
         age = pl.col("age").cast(pl.Float64, strict=False)
         aggs += [age.median().alias("age median"), age.quantile(0.25).alias("age q1"),

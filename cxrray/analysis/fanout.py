@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from cxrray.registry import UserError
+
 J = TypeVar("J")
 R = TypeVar("R")
 
@@ -26,6 +28,11 @@ class Placement:
 
     workers: int = 1
     gpus: int = 0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.gpus < 0:
+            raise UserError(f"--workers {self.workers}: must be 1 or more" if self.workers < 1 else
+                            f"{self.gpus} GPUs: must be 0 or more")
 
     @property
     def device(self) -> str:

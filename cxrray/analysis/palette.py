@@ -24,7 +24,7 @@ TONES = {"miscalibrated": "shortcut", "consistent with calibration": "no_shortcu
          "passes": "no_shortcut", "fails: untrustworthy": "shortcut", "not tested": "degenerate",
          "underdiagnosed": "shortcut", "missed less often": "inconclusive",
          "gap moves with the encoding": "shortcut", "no dependence": "no_shortcut", "too few models": "degenerate",
-         "encoding did not vary": "degenerate"}
+         "encoding did not vary": "degenerate", "groups too small": "degenerate"}
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
          "#17becf")
 DARK = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4",

@@ -127,12 +127,21 @@ def slope_verdict(x: np.ndarray, y: np.ndarray, level: float) -> dict:
 def cell_table(points: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
     """One row per cell: the slope of the gap on the encoding, its interval (Bonferroni over cells), verdict."""
     cell = [c for c in CELL if c in points.columns]
-    cells = list(points.filter(pl.col("gap").is_not_nan() & pl.col("encoding_auroc").is_not_nan())
-                 .group_by(cell, maintain_order=True))
-    m = max(sum(1 for _, c in cells if c.height >= MIN_MODELS), 1)
-    rows = [dict(zip(cell, key)) | slope_verdict(c["encoding_auroc"].to_numpy(), c["gap"].to_numpy(),
-                                                  1 - alpha / m) for key, c in cells]
+    usable = pl.col("gap").is_not_nan() & pl.col("encoding_auroc").is_not_nan()
+    cells = [(key, c, c.filter(usable)) for key, c in points.group_by(cell, maintain_order=True)]
+    m = max(sum(1 for _, _, c in cells if c.height >= MIN_MODELS), 1)
+    rows = [dict(zip(cell, key)) | (slope_verdict(c["encoding_auroc"].to_numpy(), c["gap"].to_numpy(), 1 - alpha / m)
+                                    if c.height else too_small(every)) for key, every, c in cells]
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def too_small(points: pl.DataFrame) -> dict:
+    """A cell whose trials trained but none has a gap: each group needs ``MIN_POSITIVE`` positive test patients
+    (the test split's smallest counts are said, so that the row names why the cell has no slope)."""
+    return {"models": points.height, "level": np.nan, "slope": np.nan, "slope_lo": np.nan, "slope_hi": np.nan,
+            "p": np.nan, "detectable": np.nan, "verdict": "groups too small",
+            "why": f"fewer than {MIN_POSITIVE} positive test patients in a group ({points['groups'][0] or 'groups'}: "
+                   f"{int(points['patients_group'].min())} and {int(points['patients_reference'].min())})"}
 
 
 def plot_short(points: pl.DataFrame, cells: pl.DataFrame, path: Path) -> None:
@@ -188,6 +197,7 @@ def shortcut_testing(run: LoadedRun) -> Artifacts:
     lines = [f"- {r['representation']} / {r['backbone']} / {r['attribute']}: {r['verdict']}: slope "
              + (f"{r['slope']:.2f} [{r['slope_lo']:.2f}, {r['slope_hi']:.2f}] ({100 * r['level']:.1f} % interval, "
                 f"{r['models']} models)" if r["slope"] == r["slope"] else f"- ({r['models']} models)")
+             + (f"; not estimated: {r['why']}" if r.get("why") else "")
              + (f"; these models find only |slope| >= {r['detectable']:.2f} with {POWER:.0%} power: more seeds "
                 f"narrow it" if r["verdict"] == "inconclusive" else "")
              for r in cells.iter_rows(named=True)]

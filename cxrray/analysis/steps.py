@@ -10,16 +10,19 @@ imported by ``cxrray/analysis/analyze.py``.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import polars as pl
 
 from cxrray.analysis.fanout import Placement
 from cxrray.analysis.verdict import Rules
-from cxrray.config import RunLayout
-from cxrray.registry import Registry
+from cxrray.config import RunLayout, TrialSpec
+from cxrray.registry import Registry, UserError
+
+FAMILY_COLUMNS = tuple(f.name for f in fields(TrialSpec) if f.name not in ("recipe", "data_id"))  # --family
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,20 @@ class AnalysisOptions:
     rules: Rules = field(default_factory=Rules)  # the verdict's alpha and equivalence margins
     skip: tuple[str, ...] = ()  # registered steps not to run (``analyze.analysis_options`` checks the names)
     placement: Placement = field(default_factory=Placement)  # where saliency and transfer run (``fanout``)
+
+    def __post_init__(self) -> None:
+        """Every choice in range, every family column a trial's field, before any step runs: an unknown column
+        used to be dropped, pooling the seeds into one family, and ``saliency -5`` said it ran."""
+        for name in ("saliency", "lime", "transfer_patients", "model_seeds"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 0 or more")
+        unknown = [c for c in self.family if c not in FAMILY_COLUMNS]
+        if unknown or not self.family:
+            near = difflib.get_close_matches(unknown[0], FAMILY_COLUMNS, n=1) if unknown else []
+            what = (f"unknown column {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                    if unknown else "no column")
+            raise UserError(f"--family {' '.join(self.family)}: {what}; valid: {', '.join(FAMILY_COLUMNS)}")
+        object.__setattr__(self, "family", tuple(dict.fromkeys(self.family)))  # a column named twice is one
 
 
 @dataclass(frozen=True)

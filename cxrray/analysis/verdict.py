@@ -32,6 +32,7 @@ from scipy import stats
 
 from cxrray.delong import AurocInterval, auroc_cov, auroc_interval, patients_per_class
 from cxrray.exact import permutation_auroc, permutation_paired
+from cxrray.registry import UserError
 
 ALPHA = 0.05
 MIN_PATIENTS = 5  # fewer test patients in a class: no verdict (2 + 2 patients cannot reach p < 0.05 at all)
@@ -73,6 +74,17 @@ class Rules:
     alpha: float = ALPHA
     margin_auroc: float = AUROC_EFFECT - 0.5  # no_shortcut: the hidden AUROC's interval inside 0.5 +/- this
     margin_retained: float = R_SHORTCUT  # ... and the retained fraction's inside +/- this (usable original)
+
+    def __post_init__(self) -> None:
+        """Thresholds a verdict can be read against, or one line naming the option (a margin of -1 called AUROC
+        0.7 'inverted' with confidence)."""
+        if not 0 < self.alpha < 1:
+            raise UserError(f"--alpha {self.alpha:g}: must be between 0 and 1")
+        if not 0 < self.margin_auroc < 0.5:
+            raise UserError(f"--equivalence-auroc (the margin around AUROC 0.5) {self.margin_auroc:g}: must be "
+                            f"between 0 and 0.5")
+        if not self.margin_retained > 0:
+            raise UserError(f"--equivalence-retained {self.margin_retained:g}: must be above 0")
 
     def text(self) -> str:
         return (f"verdict per lung-hiding trial (or cell of replicates) from one two-sided interval at the "

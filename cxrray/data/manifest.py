@@ -38,6 +38,16 @@ EXTRA_LABELS: tuple[str, ...] = ("PNA", "OTH")
 ALL_LABELS: tuple[str, ...] = LABELS + EXTRA_LABELS
 SEVERITIES: tuple[str, ...] = ("", "none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# The checked vocabularies of the columns an analysis groups by: each spelling (case, spaces, '_' and '-' aside)
+# -> its one value. Anything else is quarantined with its value and row: a numeric code such as 1 or 2 means
+# female in one collection and male in another, and an unread 'female' used to count as an eighth sex group.
+SEXES: dict[str, str] = {"f": "F", "female": "F", "woman": "F", "m": "M", "male": "M", "man": "M",
+                         "o": "O", "other": "O", "x": "O", "non binary": "O", "nonbinary": "O",
+                         "": "", "u": "", "unk": "", "unknown": "", "na": "", "n/a": "", "not recorded": ""}
+VIEWS: dict[str, str] = {"pa": "PA", "ap": "AP", "ap erect": "AP", "ap supine": "AP SUPINE", "supine ap": "AP SUPINE",
+                         "ap horizontal": "AP SUPINE", "frontal": "FRONTAL", "lateral": "LATERAL", "lat": "LATERAL",
+                         "ll": "LATERAL", "rl": "LATERAL", "l": "LATERAL", "": ""}
+AGE_RANGE = (0.0, 120.0)  # years; a plausible age of a patient
 
 
 class ManifestError(UserError):
@@ -96,6 +106,11 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         df = _read_table(path, data)
     except Exception as exc:  # polars raises several error types, with multi-line messages
         raise ManifestError(f"{path}: cannot be read as a table: {' '.join(str(exc).split())}") from None
+    doubled = [c.rsplit("_duplicated_", 1)[0] for c in df.columns
+               if "_duplicated_" in c and c.rsplit("_duplicated_", 1)[0] in df.columns]
+    if doubled:
+        raise ManifestError(f"{path}: column {doubled[0]!r} appears more than once in the header; keep one (which "
+                            f"copy is meant cannot be guessed)")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(
@@ -123,6 +138,7 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.col("mask_path").map_elements(absolute, return_dtype=pl.Utf8),
     )
     df = df.with_columns(_row_problems(df, path, unresolvable).alias("_reason"))
+    df = df.with_columns(_vocabulary("sex", SEXES), _vocabulary("view", VIEWS), _sources(df["source"]))
     quarantine = df.filter(pl.col("_reason") != "").select("row", "image_path", pl.col("_reason").alias("reason"))
     return df.filter(pl.col("_reason") == "").drop("_reason"), quarantine
 
@@ -152,6 +168,13 @@ def _row_problems(df: pl.DataFrame, path: Path, unresolvable: dict[str, str] | N
         (~df["severity"].is_in(SEVERITIES),
          lambda r: f"unknown severity {r['severity']!r} (valid: {list(SEVERITIES[1:])})"),
         ((age != "") & age.cast(pl.Float64, strict=False).is_null(), lambda r: f"non-numeric age {r['age']!r}"),
+        ((age != "") & ~age.cast(pl.Float64, strict=False).is_between(*AGE_RANGE).fill_null(True),
+         lambda r: f"implausible age {r['age']!r} (years, {AGE_RANGE[0]:g} to {AGE_RANGE[1]:g})"),
+        (~df.select(_spelling("sex"))["sex"].is_in(list(SEXES)),
+         lambda r: f"unknown sex {r['sex']!r} (valid: F / female, M / male, O / other, empty or U / unknown; a "
+                   f"numeric code means female in one collection and male in another)"),
+        (~df.select(_spelling("view"))["view"].is_in(list(VIEWS)),
+         lambda r: f"unknown view {r['view']!r} (valid: PA, AP, AP supine, frontal, lateral, or empty)"),
         ((dup_of != df["row"]) & (df["image_path"] != ""), None),
     ]
     if "split" in df.columns:
@@ -167,6 +190,23 @@ def _row_problems(df: pl.DataFrame, path: Path, unresolvable: dict[str, str] | N
                 what = describe(r) if describe else f"duplicate of row {dup_of[i]} (the same file {r['image_path']})"
                 reasons[i] = f"{path}, row {r['row']}: {what}"
     return pl.Series(reasons, dtype=pl.Utf8)
+
+
+def _spelling(column: str) -> pl.Expr:
+    return pl.col(column).str.to_lowercase().str.replace_all(r"[_\-\s]+", " ").str.strip_chars()
+
+
+def _vocabulary(column: str, words: dict[str, str]) -> pl.Expr:
+    """``column`` as its vocabulary's values (a row outside it is quarantined by ``_row_problems`` first)."""
+    return _spelling(column).replace_strict(words, default=pl.col(column), return_dtype=pl.Utf8).alias(column)
+
+
+def _sources(source: pl.Series) -> pl.Series:
+    """Spellings of one source that differ only in case are one source, named as first written."""
+    first: dict[str, str] = {}
+    for value in source.to_list():
+        first.setdefault(value.lower(), value)
+    return source.str.to_lowercase().replace_strict(first, return_dtype=pl.Utf8)
 
 
 def manifest_fingerprint(df: pl.DataFrame) -> str:

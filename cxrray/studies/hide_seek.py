@@ -42,6 +42,7 @@ class HideSeek(cli.Study):
 
     name = "hide_seek"
     presets = PRESETS
+    axes = ("representations", "backbones", "seeds", "mask_dilation", "methods")
     smoke = {"representations": ["original", "lungs_removed"], "backbones": ["basecnn"], "epochs": 1,
              "image_size": 32, "phantom_patients": 36}  # the smallest real sweep; what the user gave wins
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep
-    from cxrray.tuning.study import expand_search, hide_seek_specs, parse_search
+    from cxrray.tuning.study import check_methods_on_data, expand_search, hide_seek_specs, parse_search
 
     begun = begin(study, argv)
     run_dir = begun.run_dir
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     checked = cli.checked_manifest(manifest, study.task, seed=study.split_seed,  # bad input fails before Ray starts
                                    mask_unet=None if study.masks_unchecked else study.mask_unet,
                                    masks_dir=RunLayout(run_dir).data("masks"))
+    check_methods_on_data(study.methods, checked[0], manifest)  # ShorT on one sex: one line, before Ray
     start(study, run_dir)
     data = prepare_data(manifest, run_dir, image_size=study.image_size, task=study.task, split_seed=study.split_seed,
                         check_masks=not study.masks_unchecked, frame=checked)  # the frame checked, read once

@@ -50,6 +50,7 @@ class SourceBias(cli.Study):
 
     name = "source_bias"
     presets = PRESETS
+    axes = ("designs", "tasks", "backbones", "seeds", "methods")
     smoke = {"designs": ["single", "multiple"], "tasks": ["CL2"], "backbones": ["basecnn"], "image_size": 32,
              "epochs": 1, "phantom_patients": 60}  # the smallest real sweep; what the user gave wins
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep
-    from cxrray.tuning.study import design_splits, expand_search, parse_search, source_bias_specs
+    from cxrray.tuning.study import check_methods_on_data, design_splits, expand_search, parse_search, source_bias_specs
 
     begun = begin(study, argv)
     run_dir = begun.run_dir
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, quarantine = cli.checked_manifest(  # a wrong column or leak fails here, before Ray starts
         manifest, mask_unet=None if study.masks_unchecked else study.mask_unet,
         masks_dir=RunLayout(run_dir).data("masks"))
+    check_methods_on_data(study.methods, rows, manifest)  # a method the data cannot estimate: one line, before Ray
     frames = {(design, task, fold): df for design in study.designs for task in study.tasks
               for fold, df in design_splits(rows, design, task, folds=study.folds, seed=study.split_seed,
                                             test_sources=study.test_sources)}  # DesignError before Ray starts

@@ -44,6 +44,7 @@ class Staged(cli.Study):
 
     name = "staged_pretraining"
     presets = PRESETS
+    axes = ("paths", "backbones", "seeds")
     smoke = {"backbones": ["basecnn"], "phantom_patients": 36, "image_size": 32,
              "epochs": 1}  # the smallest real sweep; what the user gave wins
 

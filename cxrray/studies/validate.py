@@ -38,6 +38,7 @@ class Validate(cli.Study):
 
     name = "validate"
     presets = PRESETS
+    axes = ("confounds", "phantom_seeds", "backbones", "seeds")
 
     out: Path = Path("runs/validate")
     epochs: int | None = 8

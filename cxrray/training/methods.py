@@ -91,6 +91,11 @@ class TrialMethod:
             raise UserError(f"--asha compares settings epoch by epoch of one fit; method {self.name} cannot be "
                             f"judged that way")
 
+    def cannot_estimate(self, rows: pl.DataFrame) -> str:
+        """Why this method cannot be estimated on the manifest's ``rows`` ('' when it can): checked before Ray
+        starts, so no trial trains for a table that would never be written."""
+        return ""
+
     def build(self, ctx: TrialContext, session: Session) -> Trial:
         raise NotImplementedError
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
 
@@ -32,6 +33,7 @@ from cxrray.training.session import Session
 from cxrray.training.standard import StandardTrial
 
 ATTRIBUTES = {"sex": ("M", "F"), "age_band": ("<40", "40-59", "60-74", "75+")}  # class index = place here
+MIN_GROUP_PATIENTS = 5  # patients of an attribute value below which its group is not estimable (ShorT needs two)
 FACTORS = (-1.0, -0.5, 0.0, 0.5, 1.0)  # Brown et al.'s range, from hiding the attribute to encoding it
 AUX_WEIGHT = 3.0  # the attribute loss against the task's: at 1 the factors hardly moved the phantom's encoding
 PROBE_C = 0.05  # the encoding probe's inverse L2 strength: few validation images, many features
@@ -189,6 +191,20 @@ class ShorT(TrialMethod):
         if BACKBONES.get(spec.backbone).output == "capsule_lengths":
             raise UserError(f"method {self.name}: backbone {spec.backbone} has capsule outputs, no penultimate "
                             f"features for the attribute head")
+
+    def cannot_estimate(self, rows: pl.DataFrame) -> str:
+        """ShorT reads how a model's gap between the attribute's groups moves with its encoding: it needs two of
+        the attribute's values, each of ``MIN_GROUP_PATIENTS`` patients or more."""
+        columns = {c: np.asarray(rows[c].cast(pl.Utf8).fill_null("").to_list(), dtype=str)
+                   for c in ("sex", "age") if c in rows.columns}
+        target = attribute_targets(self.attribute, {"row": np.zeros(rows.height)} | columns)
+        names = ATTRIBUTES[self.attribute]
+        counts = {names[k]: rows.filter(pl.Series(target == k))["patient_id"].n_unique() for k in range(len(names))}
+        if sum(n >= MIN_GROUP_PATIENTS for n in counts.values()) >= 2:
+            return ""
+        said = ", ".join(f"{v} {n}" for v, n in counts.items())
+        return (f"{self.attribute} needs two values with at least {MIN_GROUP_PATIENTS} patients each; the manifest "
+                f"has {said} (patients)")
 
     def build(self, ctx: TrialContext, session: Session) -> ShorTTrial:
         return ShorTTrial(ctx, session, self.attribute, self.factor)

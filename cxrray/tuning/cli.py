@@ -107,6 +107,8 @@ def add_resource_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
                    "(seconds; the first epoch of each attempt always): a resume or retry redoes at most this much")
     r.add_argument("--max-failures", type=int, help=f"retries of a failing trial from its checkpoint (default "
                    f"{d.max_failures})")
+    r.add_argument("--max-trials", type=int, help=f"refuse a sweep of more trials than this, before Ray starts "
+                   f"(default {d.max_trials}: a typo in --seeds is not a million trials)")
     r.add_argument("--wandb", choices=["offline", "online", "auto", "disabled"],
                    help="W&B logging: offline run files under --out (default), online (needs WANDB_API_KEY or "
                         "`wandb login`, checked before any trial starts), auto (online when a key is set and W&B "

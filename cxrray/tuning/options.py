@@ -41,6 +41,7 @@ class Study:
     name: ClassVar[str] = "study"
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"demo": {}}
     smoke: ClassVar[Mapping[str, Any]] = {}  # what --smoke-test sets (below the file and the command line)
+    axes: ClassVar[tuple[str, ...]] = ()  # the tuple fields whose cross-product is the sweep's trials
 
     preset: str = "demo"
     out: Path = Path("runs/study")
@@ -69,6 +70,7 @@ class Study:
     data_cpus: float = 1.0
     checkpoint_every_s: float = 30.0
     max_failures: int = 1
+    max_trials: int = 10_000  # a sweep larger than this is refused before Ray starts (a typo such as 800,000 seeds)
     wandb: WandbChoice = "offline"
     project: str = "cxrray"
     entity: str | None = None
@@ -108,9 +110,14 @@ class Study:
         import yaml
 
         try:
-            raw = yaml.safe_load(Path(path).read_text())
+            raw = yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 6x
         except FileNotFoundError:
             raise UserError(f"{path}: study file not found") from None
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a folder; --config takes a YAML study file (a run's study.yaml, for "
+                            f"instance)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: cannot be read as a study file ({exc})") from None
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
@@ -153,8 +160,24 @@ class Study:
         if self.address and self.num_cpus is not None:
             raise UserError(f"--num-cpus {self.num_cpus} sizes a Ray instance of the sweep's own; with --address "
                             f"{self.address} the cluster's own CPUs count: drop --num-cpus")
+        bound = self.trial_bound()
+        if bound > self.max_trials:
+            sizes = " x ".join(f"{len(getattr(self, a))} {a}" for a in self.axes)
+            raise UserError(f"about {bound} trials ({sizes}{' x the --search settings' if self.search else ''}) "
+                            f"is more than --max-trials {self.max_trials}; raise --max-trials if this is meant")
         if self.resume and not (self.out / "ray").exists() and not self.storage:
             raise UserError(f"--resume: nothing to resume in {self.out.resolve()} (no ray/ folder)")
+
+    def trial_bound(self) -> int:
+        """The cross-product of the axes and the ``--search`` settings: the sweep's size before anything is built
+        (folds and stages make it larger, the lung-hiding-only dilation smaller; ``run_sweep`` checks the exact
+        count again before any trial)."""
+        from math import prod
+
+        from cxrray.tuning.study import parse_search
+
+        settings = prod(map(len, parse_search(self.search).values()))
+        return prod(max(len(getattr(self, a)), 1) for a in self.axes) * settings
 
     def to_dict(self) -> dict[str, Any]:
         """What the study is, as YAML-able values (paths absolute, so ``--config study.yaml`` works anywhere);
@@ -202,7 +225,7 @@ class Study:
         """The keyword arguments of ``run_sweep`` / ``run_waves`` that come from the study."""
         return {"resources": self.resources(), "wandb_mode": self.wandb, "project": self.project,
                 "weights": str(self.weights) if self.weights else None, "storage": self.storage,
-                "early_stop": self.early_stop()}
+                "early_stop": self.early_stop(), "max_trials": self.max_trials}
 
     def record(self, argv: list[str] | None = None) -> None:
         """Take ``out``'s lock (one sweep per run directory; a second is refused naming the first), then write
@@ -222,9 +245,9 @@ def _as(hint: Any, value: Any, where: str, base: Path | None) -> Any:
         if value is None:
             return None
         return _as(next(a for a in args if a is not type(None)), value, where, base)
-    if origin is tuple:
+    if origin is tuple:  # an axis: a value given twice is one (--seeds 0 0 is --seeds 0), the rule everywhere
         items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(_as(args[0], v, where, base) for v in items)
+        return tuple(dict.fromkeys(_as(args[0], v, where, base) for v in items))
     if isinstance(value, (list, tuple)):
         raise UserError(f"{where} takes one value, got a list")
     if origin is Literal:

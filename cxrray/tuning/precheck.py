@@ -18,6 +18,7 @@ NUMBERS: dict[str, tuple[float, float, str]] = {
     "lr": (1e-12, 10.0, "learning rate"), "num_workers": (1, 10_000, "workers"),
     "cpus_per_worker": (0.01, 1024, "CPUs"), "max_concurrent": (1, 100_000, "trials at once"),
     "data_cpus": (0.0, 1024, "CPUs"), "checkpoint_every_s": (0.0, 1e9, "s"), "max_failures": (0, 1000, "retries"),
+    "max_trials": (1, 100_000_000, "trials per command"),
     "num_cpus": (1, 100_000, "CPUs"), "phantom_patients": (6, 1_000_000, "patients"),
     "asha_grace": (1, 100_000, "epochs"), "asha_reduction": (1.01, 1000, "reduction"),
     "saliency": (0, 100_000, "images"), "confound": (0.0, 1.0, "share"), "signature": (0.0, 1.0, "strength"),

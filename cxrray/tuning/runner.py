@@ -26,6 +26,7 @@ import polars as pl
 
 from cxrray.config import DataRef, RunLayout, SweepOutcome, TrialContext, TrialSpec, WandbMode
 from cxrray.records import StoppedRecord, TrialRecord
+from cxrray.registry import UserError
 from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
@@ -217,10 +218,17 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
         raise StorageError(stopped_message(layout.root, problem, finished, total))
 
 
+def check_size(trials: int, max_trials: int | None) -> None:
+    """A sweep of more than ``max_trials`` trials is refused in one line (``--max-trials`` raises the limit)."""
+    if max_trials is not None and trials > max_trials:
+        raise UserError(f"the sweep has {trials} trials, more than --max-trials {max_trials}; raise --max-trials "
+                        f"if this is meant")
+
+
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],
               resources: Resources = Resources(), wandb_mode: WandbMode = "offline", project: str = "cxrray",
               weights: str | None = None, storage: str | None = None,
-              early_stop: EarlyStop | None = None) -> SweepOutcome:
+              early_stop: EarlyStop | None = None, max_trials: int | None = None) -> SweepOutcome:
     """Run every unfinished spec, then gather predictions and results from the trial folders.
 
     ``data``: the prepared dataset, or one per ``data_id`` when the specs read several
@@ -228,8 +236,10 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
     for specs with ``pretrained`` (recorded as ``init=file:<name>``). ``storage``: where Ray keeps
     checkpoints (default ``<run_dir>/ray``); on a multi-node cluster a shared path (NFS) or a cloud URI
     (``s3://...``, ``gs://...``) that every node can reach. ``early_stop``: ASHA over the hyper-parameter
-    axes, one bracket per protocol cell (protocol cells always finish).
+    axes, one bracket per protocol cell (protocol cells always finish). ``max_trials``: more specs than this is
+    refused before any trial (the study checked its axes' product before Ray started; this is the exact count).
     """
+    check_size(len(specs), max_trials)
     layout = RunLayout(Path(run_dir).resolve())
     if len({s.trial_id for s in specs}) != len(specs):
         raise ValueError("two specs in the sweep are identical (same trial id)")
@@ -264,6 +274,7 @@ def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
     (``blocked by <id>``) while every independent cell still runs. Keyword arguments go to ``run_sweep``.
     """
     layout = RunLayout(Path(kwargs["run_dir"]).resolve())
+    check_size(sum(map(len, waves)), kwargs.get("max_trials"))
     done_before = [s.trial_id for w in waves for s in w if layout.trial(s.trial_id).finished]
     for k, wave in enumerate(waves):
         ready = [s for s in wave if not s.init_from or layout.trial(s.init_from).done]

@@ -11,6 +11,7 @@ import itertools
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -59,6 +60,16 @@ def method_names(methods: Sequence[str]) -> tuple[str, ...]:
     for name in names:
         METHODS.get(name)
     return names
+
+
+def check_methods_on_data(methods: Sequence[str], rows: pl.DataFrame, where: str | Path) -> None:
+    """Each training method of the sweep can be estimated on the manifest's rows, or one line before Ray starts
+    (ShorT on sex with every patient of one sex trained ten trials and then wrote no table)."""
+    for given in dict.fromkeys(methods):  # a family (short_sex) is said once, by the name the user wrote
+        why = next(filter(None, (METHODS.get(name).cannot_estimate(rows) for name in method_names([given]))), "")
+        if why:
+            raise UserError(f"{where}: method {given} cannot be estimated on this data: {why}; drop it from "
+                            f"--methods")
 
 
 def check_mask_dilation(dilation: Sequence[int], representations: Sequence[str], image_size: int) -> list[str]:
