@@ -14,6 +14,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cxrray.config import TrialDir, TrialSpec
@@ -76,7 +77,11 @@ class TrialRecord:
 
     @classmethod
     def read(cls, trial_dir: TrialDir) -> TrialRecord:
-        return cls.from_dict(json.loads(trial_dir.meta.read_text()))
+        return cls.read_file(trial_dir.meta)
+
+    @classmethod
+    def read_file(cls, path: Path) -> TrialRecord:
+        return cls.from_dict(json.loads(path.read_text()))
 
     def results_row(self) -> dict[str, Any]:
         """The trial's row of ``results.parquet``: spec fields, status, training facts, test scores."""

@@ -22,6 +22,7 @@ from cxrray.config import RunLayout
 from cxrray.registry import UserError
 
 _HELD: dict[Path, int] = {}  # run directory -> its lock, kept for the life of this process
+_MADE: set[Path] = set()  # run directories this process created (a refused run leaves none of them behind)
 
 
 def claim(run_dir: Path) -> None:
@@ -33,6 +34,8 @@ def claim(run_dir: Path) -> None:
         return
     fd = -1
     try:
+        if not layout.root.exists():
+            _MADE.add(layout.root)
         layout.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(layout.lock, os.O_RDONLY | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,3 +61,17 @@ def holder(layout: RunLayout) -> str:
     except (OSError, ValueError):
         return "holder unknown"
     return f"pid {h.get('pid')} on {h.get('host')} since {h.get('started')}: {h.get('command', '')}".rstrip(": ")
+
+
+def forget_refused() -> None:
+    """After a refusal (bad input, before any trial): release this process's locks and remove the run folders it
+    created that hold nothing but the lock's files, so a refused command leaves no ``--out`` behind."""
+    layouts = [RunLayout(root) for root in _HELD]
+    for layout in layouts:
+        os.close(_HELD.pop(layout.root))
+        if layout.root in _MADE and {p.name for p in layout.root.iterdir()} <= {layout.lock.name,
+                                                                                layout.lock_holder.name}:
+            for path in (layout.lock, layout.lock_holder):
+                path.unlink(missing_ok=True)
+            layout.root.rmdir()
+            _MADE.discard(layout.root)

@@ -135,7 +135,38 @@ def test_a_damaged_trial_file_trains_again_instead_of_stopping_every_rerun(tmp_p
     assert not trial.done and trial.path.joinpath("predictions.parquet.damaged").read_bytes() == data[:100]
     said = capsys.readouterr().out.strip().splitlines()
     assert len(said) == 1 and said[0].startswith(f"[cxrray] {trial.predictions}: unreadable (")
-    assert said[0].endswith(f"trial {spec.run_name} trains again (the file is kept as predictions.parquet.damaged)")
+    assert said[0].endswith(f"trial {spec.run_name} trains again (its predictions are kept as "
+                            f"predictions.parquet.damaged)")
     other = RunLayout(run).trial(specs_of(Edge())[1].trial_id)
     set_aside_damaged(other, "intact")  # a readable file stays where it is
     assert other.done and capsys.readouterr().out == ""
+    other.meta.write_text(other.meta.read_text()[:50])  # a truncated trial.json: the trial trains again too
+    set_aside_damaged(other, "record")
+    said = capsys.readouterr().out.strip().splitlines()
+    assert not other.done and len(said) == 1 and said[0].startswith(f"[cxrray] {other.meta}: unreadable (")
+
+
+def test_library_warnings_are_counted_once_in_a_file_not_printed_per_trial(tmp_path, monkeypatch, capsys):
+    """scikit-learn's warnings printed five times a run (once per trial); a step's own check already says why a
+    number is missing. They are gathered per step and message, counted, in analysis/warnings.txt and one line."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    from cxrray.analysis.steps import AnalysisStep
+
+    step = ANALYSES.get("underdiagnosis")
+
+    def warns_per_trial(run):
+        for _ in range(5):
+            roc_curve(np.ones(4), np.linspace(0, 1, 4))  # no negative sample: UndefinedMetricWarning
+        return step.run(run)
+
+    monkeypatch.setitem(ANALYSES._items, "underdiagnosis", AnalysisStep("underdiagnosis", step.order,
+                                                                        warns_per_trial))
+    run = write_edge_run(tmp_path, Edge())
+    result = run_analysis(run, AnalysisOptions(saliency=0))
+    assert (run / "analysis" / "warnings.txt").read_text().splitlines() == [
+        "step underdiagnosis: UndefinedMetricWarning: No negative samples in y_true, false positive value should be "
+        "meaningless (5x)"]
+    assert result.text.endswith("Library warnings: 5 during the analysis, 1 distinct (analysis/warnings.txt)")
+    assert "UndefinedMetricWarning" not in capsys.readouterr().err

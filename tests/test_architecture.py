@@ -15,7 +15,7 @@ PKG = ROOT / "cxrray"
 
 PARTS = {  # part -> the paths it is made of (relative to the repository root)
     "Core": ("cxrray/config.py", "cxrray/registry.py", "cxrray/delong.py", "cxrray/exact.py", "cxrray/records.py",
-             "cxrray/runlock.py", "cxrray/provenance.py",
+             "cxrray/runlock.py", "cxrray/provenance.py", "cxrray/wandb_run.py",
              "cxrray/__init__.py"),
     "Data": ("cxrray/data/",),
     "Segmentation": ("cxrray/segmentation/",),

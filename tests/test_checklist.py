@@ -89,3 +89,15 @@ def test_without_demographics_the_authors_are_asked_for_them(tmp_path):
     table = run_analysis(tmp_path).artifacts["checklist"].tables["checklist"]
     demo = table.filter((pl.col("guideline") == "CLAIM 2024") & (pl.col("item") == "34")).row(0, named=True)
     assert demo["answered by"] != RUN and "no sex or age" in demo["where this run answers it"]
+
+
+def test_manifest_text_in_the_markdown_export_is_escaped():
+    """A quarantine reason quotes the manifest's value: raw ``<script>`` in checklist.md ran in a Markdown viewer
+    (issue 42); the report was already escaped."""
+    from cxrray.analysis.checklist import markdown
+
+    table = pl.DataFrame({"guideline": ["CLAIM 2024"], "item": ["8"], "topic": ["data"], "answered by": [RUN],
+                          "where this run answers it": ["unknown sex '<script>alert(1)</script>' (1) | a & b"]})
+    row = markdown(table).splitlines()[2]
+    assert row == ("| CLAIM 2024 | 8 | data | " + RUN + " | unknown sex '&lt;script&gt;alert(1)&lt;/script&gt;' (1) "
+                   "/ a &amp; b |")

@@ -103,7 +103,8 @@ def test_the_analysis_refuses_fewer_than_one_worker(workers, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(tmp_path), "--workers", str(workers)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2
-    assert "--workers must be at least 1, --transfer-patients and --model-seeds at least 0" in proc.stderr
+    assert proc.stderr.strip() == f"python -m cxrray.analysis: error: --workers {workers}: must be 1 or more"
+    assert not list(tmp_path.iterdir())  # refused before the run folder's lock was taken
 
 
 def test_a_patient_sample_scores_all_images_of_the_same_patients_for_every_model(smoke_run):

@@ -101,3 +101,22 @@ def test_the_sweep_size_is_checked_before_ray_and_again_exactly(tmp_path):
     with pytest.raises(UserError, match="^the sweep has 12 trials, more than --max-trials 10; raise --max-trials"):
         check_size(12, 10)
     check_size(10, 10)
+
+
+def test_a_refused_command_leaves_no_run_folder_and_the_lock_names_the_command_once(tmp_path, monkeypatch,
+                                                                                    capsys):
+    """A refused run left ``study.yaml`` and ``provenance.json`` in a new ``--out``; the lock read "cxrray
+    hide-seek hide-seek". A folder that existed before the command stays (with what it held)."""
+    from cxrray.studies.command import main
+
+    monkeypatch.setattr(sys, "argv", ["cxrray"])
+    missing = tmp_path / "missing.csv"
+    for out in (tmp_path / "new", tmp_path / "old"):
+        with pytest.raises(SystemExit) as stop:
+            main(["hide-seek", "--out", str(out), "--manifest", str(missing), "--backbones", "basecnn"])
+        assert stop.value.code == 2
+        assert sys.argv == ["cxrray hide-seek", "--out", str(out), "--manifest", str(missing), "--backbones",
+                            "basecnn"]  # what the lock and provenance.json record
+        (tmp_path / "old").mkdir(exist_ok=True)
+    assert not (tmp_path / "new").exists() and (tmp_path / "old").is_dir()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"cxrray hide-seek: error: {missing}")

@@ -159,6 +159,38 @@ def test_sigterm_stops_the_sweep_in_one_line_and_it_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
 
 
+@pytest.mark.parametrize("sig, code, said", [("SIGTERM", 143, "SIGTERM"), ("SIGINT", 130, "Ctrl-C")])
+def test_a_signal_to_the_whole_process_group_is_one_line_and_no_wait(tmp_path, sig, code, said):
+    """Ctrl-C in a terminal, systemd, Slurm or ``timeout`` signal every process of the group, Ray's own too: Tune
+    printed "Resume experiment with: Tuner.restore(...)" (wrong advice: the same command resumes), and after
+    SIGTERM Ray's exit handler waited 60 s for its dead GCS and exited 1 (issue 42). Now: the one line, its exit
+    code, within seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, str(root / "sweeps" / "hide_seek.py"), "--smoke-test", "--wandb", "disabled", "--out",
+           str(tmp_path / "run"), "--epochs", "50"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root,
+                            start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "epoch 2/" in line:
+            break
+    os.killpg(proc.pid, getattr(signal, sig))
+    sent = time.perf_counter()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and time.perf_counter() - sent < 20, (proc.returncode, err[-2000:])
+    assert err.strip().splitlines() == [f"hide_seek.py: stopped by {said}: finished trials are kept; rerun the same "
+                                        f"command to resume"]
+    assert "Tuner.restore" not in out + "".join(seen) and "Stop signal received" not in out
+
+
 def test_the_first_ctrl_c_after_tune_is_heard_and_one_during_tune_stops_the_sweep():
     """Tune installs its own SIGINT handler for a fit and leaves it there when the fit ends: the first Ctrl-C of
     the analysis that follows was swallowed. ``sigint_kept`` puts the handlers back after the fit, and a Ctrl-C

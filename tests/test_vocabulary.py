@@ -77,4 +77,4 @@ def test_short_on_one_sex_is_refused_before_ray(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"hide_seek.py: error: {manifest}: method short_sex cannot be estimated on this data: sex needs two "
         f"values with at least 5 patients each; the manifest has M 0, F 20 (patients); drop it from --methods"]
-    assert not (tmp_path / "run" / "shards").exists()
+    assert not (tmp_path / "run").exists()  # a refused run leaves no folder, no study.yaml

@@ -86,7 +86,7 @@ def test_workers_get_the_drivers_wandb_credentials_entity_and_project(tmp_path, 
     monkeypatch.setenv("WANDB_PROJECT", "cxr")
     monkeypatch.delenv("WANDB_ENTITY", raising=False)
     monkeypatch.setenv("UNRELATED_SECRET", "x")
-    monkeypatch.setattr("cxrray.tuning.precheck.wandb_reachable", lambda timeout=5.0: "")  # no network here
+    monkeypatch.setattr("cxrray.tuning.precheck.wandb_reachable", lambda timeout=10.0: "")  # no network here
     p = cli.study_parser(None)
     cli.add_training_args(p, cli.Study)
     cli.add_resource_args(p, cli.Study)

@@ -69,6 +69,7 @@ def workspace(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from cxrray.analysis.dashboard import Dashboard
     from cxrray.config import RunLayout
+    from cxrray.wandb_run import KEY_REJECTED, wandb_key, wandb_reachable
 
     path = RunLayout(args.run_dir).workspace
     if not path.exists():
@@ -82,7 +83,18 @@ def workspace(argv: list[str]) -> int:
             for panel in s.panels:
                 print(f"  {panel.kind:5s} {panel.title}: {', '.join(panel.keys)}")
         return 0
-    print(f"[cxrray] W&B workspace: {board.push(args.entity)}")
+    prog = "python -m cxrray.analysis workspace"
+    why = "no W&B API key (set WANDB_API_KEY or run `wandb login`)" if not wandb_key() else wandb_reachable()
+    if why:  # a missing or rejected key, a server that is down: one line, the definition stays for later
+        print(f"{prog}: error: {why}; the workspace stays defined in {path}", file=sys.stderr)
+        return 2 if why.startswith(("no W&B API key", KEY_REJECTED)) else 1
+    try:
+        url = board.push(args.entity)
+    except Exception as exc:  # noqa: BLE001  (W&B raises many types: rights, a project that does not exist ...)
+        print(f"{prog}: error: W&B refused the workspace ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+              file=sys.stderr)
+        return 1
+    print(f"[cxrray] W&B workspace: {url}")
     return 0
 
 
@@ -133,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # each option is checked by the record that declares it (Rules, AnalysisOptions, Placement)
         rules = Rules(args.alpha, args.equivalence_auroc, args.equivalence_retained)
-        if Path(args.run_dir or args.out).is_dir():
-            claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
-        result = run_analysis(args.run_dir or args.out, analysis_options(
+        options = analysis_options(
             args.analysis, tuple(args.skip), saliency=args.saliency, family=tuple(args.family), lime=args.lime,
             transfer=not args.no_transfer, rules=rules, placement=Placement(args.workers, int(args.gpu)),
-            transfer_patients=args.transfer_patients, model_seeds=args.model_seeds))
+            transfer_patients=args.transfer_patients, model_seeds=args.model_seeds)
+        if Path(args.run_dir or args.out).is_dir():
+            claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
+        result = run_analysis(args.run_dir or args.out, options)
     except (UserError, UnknownNameError) as exc:  # bad input (a damaged run file: named; --skip bogus) in one line
         print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
         return 2

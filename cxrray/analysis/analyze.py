@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,15 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
     artifacts, failed = {}, []
     steps = ordered_steps()
     chosen = [s for s in steps if s.name not in options.skip]
+    heard: dict[tuple[str, str], int] = {}  # (step, a library's warning) -> how often: said once, counted
     for step in chosen:
         try:
-            made = step.run(run)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                made = step.run(run)
+            for w in caught:
+                key = (step.name, f"{w.category.__name__}: {' '.join(str(w.message).split())[:200]}")
+                heard[key] = heard.get(key, 0) + 1
             for name, frame in (made.tables | made.detail).items():
                 path = run.layout.analysis_file(f"{name}.csv")
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +142,11 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
     text = "".join(a.text for a in artifacts.values()) + (
         f"\n\nAnalysis steps: ran {', '.join(s.name for s in chosen)}; skipped {', '.join(skipped)} (--analysis / "
         f"--skip)" if skipped else "") + "".join(f"\n\nFAILED: {f.line()}" for f in failed)
+    if heard:  # scikit-learn's per-trial warnings printed five times a run; each step's own check says why
+        run.layout.analysis_file("warnings.txt").write_text("".join(
+            f"step {step}: {message} ({n}x)\n" for (step, message), n in heard.items()))
+        text += (f"\n\nLibrary warnings: {sum(heard.values())} during the analysis, {len(heard)} distinct "
+                 f"(analysis/warnings.txt)")
     run.layout.analysis_file("auroc_table.md").write_text(text + "\n")
     run = dataclasses.replace(final, layout=run.layout.swap_analysis())
     report = write_report(run, text, artifacts, [(f.step, f.error, str(f.log)) for f in failed])

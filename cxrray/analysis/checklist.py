@@ -13,6 +13,7 @@ and ``analysis/checklist.md`` (the table to attach to a submission).
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -310,8 +311,13 @@ def markdown(table: pl.DataFrame) -> str:
     """The checklist as a Markdown table, for a submission."""
     head = "| guideline | item | topic | answered by | where this run answers it |\n|---|---|---|---|---|\n"
     return head + "".join(f"| {r['guideline']} | {r['item']} | {r['topic']} | {r['answered by']} | "
-                          f"{r['where this run answers it'].replace('|', '/')} |\n"
-                          for r in table.iter_rows(named=True))
+                          f"{_cell(r['where this run answers it'])} |\n" for r in table.iter_rows(named=True))
+
+
+def _cell(text: str) -> str:
+    """Manifest text in a Markdown cell: HTML escaped (a Markdown viewer renders raw ``<script>`` from a source
+    name), a pipe never splits the cell."""
+    return html.escape(text, quote=False).replace("|", "/")
 
 
 def _facts(run: LoadedRun) -> Facts:

@@ -18,6 +18,7 @@ from cxrray.analysis.shortcut import headline
 from cxrray.analysis.steps import AnalysisOptions
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
 from cxrray.data.tasks import TASKS
+from cxrray.wandb_run import open_run
 
 
 def summary_id(study: str, run_dir: Path, results: pl.DataFrame) -> str:
@@ -30,11 +31,8 @@ def summary_id(study: str, run_dir: Path, results: pl.DataFrame) -> str:
 
 def summary_run(study: str, run_id: str, directory: Path, mode: WandbMode, project: str):
     """The study's own W&B run (resumed by each analysis of the same run directory): results and analysis."""
-    import wandb
-
-    return wandb.init(id=run_id, name=f"{study} summary", project=project, group=study, job_type="summary",
-                      dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
-                      settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
+    return open_run(mode, directory=directory, name=f"{study} summary", id=run_id, project=project, group=study,
+                    job_type="summary")
 
 
 def trial_charts(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str]) -> dict:

@@ -76,7 +76,13 @@ class ModelCard:
 
 def read_card(trial_dir: TrialDir) -> ModelCard | None:
     path = trial_dir.file(CARD)
-    return ModelCard.from_dict(json.loads(path.read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return ModelCard.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:  # damaged or edited by hand
+        raise UserError(f"trial {trial_dir.path.name}: {path} is not a readable model card ({_first_line(exc)})") \
+            from None
 
 
 def load_model(trial_dir: TrialDir, card: ModelCard | None = None) -> tuple[ModelCard, torch.nn.Module]:
@@ -89,6 +95,26 @@ def load_model(trial_dir: TrialDir, card: ModelCard | None = None) -> tuple[Mode
         raise UserError(f"trial {trial_dir.path.name}: model missing ({trial_dir.model} does not exist)")
     if card is None:
         raise UserError(f"trial {trial_dir.path.name}: no model card ({trial_dir.file(CARD)})")
-    model, _ = build_backbone(card.backbone, card.num_outputs, card.in_channels, False, card.image_size)
-    model.load_state_dict(torch.load(trial_dir.model, map_location="cpu", weights_only=True))
+    name = trial_dir.path.name
+    try:
+        model, _ = build_backbone(card.backbone, card.num_outputs, card.in_channels, False, card.image_size)
+    except (KeyError, ValueError, TypeError) as exc:  # an unknown backbone, a size it cannot take
+        raise UserError(f"trial {name}: its card {trial_dir.file(CARD)} cannot be built ({_first_line(exc)})") \
+            from None
+    try:
+        state = torch.load(trial_dir.model, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (truncated, not a torch file: torch raises several types)
+        raise UserError(f"trial {name}: {trial_dir.model} cannot be read ({_first_line(exc)}); rerun the sweep to "
+                        f"retrain it") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise UserError(f"trial {name}: {trial_dir.model} does not match its card {trial_dir.file(CARD)} (backbone "
+                        f"{card.backbone}, {card.num_outputs} outputs: {_first_line(exc)})") from None
     return card, model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message in one line of at most 200 characters (torch's state-dict errors run for pages)."""
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")

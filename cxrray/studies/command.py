@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if name in STUDIES:
         from cxrray.tuning import cli
 
-        sys.argv[0] = f"cxrray {name}"  # argparse's prog in usage lines and errors
+        sys.argv = [f"cxrray {name}", *rest]  # argparse's prog; the lock and provenance name the command once
         cli.run_cli(lambda: module.main(rest), f"cxrray {name}")
     result: int = module.main([name, *rest] if name in ("plan", "workspace") else rest)
     return result

@@ -22,22 +22,25 @@ class Begun:
     run_dir: Path
     analysis: AnalysisOptions
     t0: float
+    argv: tuple[str, ...] | None  # the invocation, recorded in provenance.json once the input is checked
 
 
 def begin(study: Study, argv: list[str] | None) -> Begun:
-    """Before Ray starts: the analysis steps checked (a misspelt one fails here), the run folder's lock taken and
-    ``study.yaml`` with the invocation's provenance written, the folder made."""
+    """Before Ray starts: the analysis steps checked (a misspelt one fails here), the run folder made and its lock
+    taken (``start`` writes ``study.yaml`` once the input is checked)."""
     chosen = analysis_options(study.analysis, study.skip, placement=Placement(1, int(study.gpu)))
-    study.record(argv)
+    study.claim()
     run_dir = study.out.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return Begun(run_dir, chosen, time.time())
+    return Begun(run_dir, chosen, time.time(), None if argv is None else tuple(argv))
 
 
-def start(study: Study, run_dir: Path) -> None:
-    """Start Ray for the study (a local instance of its own; with ``--address``, join that cluster and say which in
-    one line), with W&B's mode and temp files in the run folder; then check, before any data is read, that one
-    trial's reservation fits what the cluster has or its autoscaler may add (else Tune would wait forever)."""
+def start(study: Study, begun: Begun) -> None:
+    """Once the input is checked: ``study.yaml`` and the invocation's provenance written; then Ray started for the
+    study (a local instance of its own; with ``--address``, join that cluster and say which in one line), with
+    W&B's mode and temp files in the run folder; then check, before any data is read, that one trial's
+    reservation fits what the cluster has or its autoscaler may add (else Tune would wait forever)."""
+    run_dir = begun.run_dir
+    study.record(None if begun.argv is None else list(begun.argv))
     start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
               verbose_workers=study.verbose)
     view = cluster_view(local=not study.address)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                    mask_unet=None if study.masks_unchecked else study.mask_unet,
                                    masks_dir=RunLayout(run_dir).data("masks"))
     check_methods_on_data(study.methods, checked[0], manifest)  # ShorT on one sex: one line, before Ray
-    start(study, run_dir)
+    start(study, begun)
     data = prepare_data(manifest, run_dir, image_size=study.image_size, task=study.task, split_seed=study.split_seed,
                         check_masks=not study.masks_unchecked, frame=checked)  # the frame checked, read once
     recipe = study.train_recipe()

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                             test_sources=study.test_sources)}  # DesignError before Ray starts
     for (design, task, fold), df in frames.items():  # a class missing from a split fails here too
         check_task_data(df, task, f"{manifest} ({design} design, fold {fold})")
-    start(study, run_dir)
+    start(study, begun)
     data = {key: prepare_data(manifest, run_dir, image_size=study.image_size, task=key[1], name="-".join(map(str, key)),
                               frame=(df, quarantine), check_masks=not study.masks_unchecked)
             for key, df in frames.items()}

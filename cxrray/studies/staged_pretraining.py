@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     checked = {key: cli.checked_manifest(path, task_of[key], seed=study.split_seed, fractions=fractions_of[key],
                                          mask_unet=unet, masks_dir=RunLayout(run_dir).data("masks"))
                for key, path in manifests.items()}  # a missing class or too few patients fails here, before Ray
-    start(study, run_dir)
+    start(study, begun)
     data = {key: prepare_data(path, run_dir, image_size=study.image_size, split_seed=study.split_seed, name=key,
                               task=task_of[key], fractions=fractions_of[key], frame=checked[key],
                               check_masks=not study.masks_unchecked)  # the frame checked, read once

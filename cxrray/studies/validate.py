@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     begun = begin(study, argv)
     t0, out = begun.t0, begun.run_dir
-    start(study, out)
+    start(study, begun)
     seeds = study.phantom_seeds or [study.phantom_seed]
     runs: dict[int, dict[float, object]] = {}
     for phantom_seed in seeds:

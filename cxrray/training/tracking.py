@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cxrray.wandb_run import open_run
+
 
 class Tracker:
     """A thin wrapper that is a no-op when W&B is disabled."""
@@ -22,13 +24,9 @@ class Tracker:
         self._step_file = step_file  # None: no memory across attempts
         if mode == "disabled":
             return
-        import wandb
-
         directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(id=run_id, name=name, project=project, group=group,
-                              config=config, dir=str(directory), mode=mode, resume="allow",
-                              reinit="finish_previous",
-                              settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
+        self.run = open_run(mode, directory=directory, name=name, id=run_id, project=project, group=group,
+                            config=config)  # online within a time budget, else offline in one line
 
     def last_step(self) -> int:
         """The last epoch already in this run's history (-1: none)."""

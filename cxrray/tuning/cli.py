@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from cxrray.config import RunLayout
 from cxrray.registry import UnknownNameError, UserError  # UserError: also for the CLIs in sweeps/
+from cxrray.runlock import forget_refused
 from cxrray.tuning.names import names as registry_names
 from cxrray.tuning.options import Study
 from cxrray.tuning.precheck import (  # noqa: F401  (the sweeps call them as cli.<name>)
@@ -143,9 +144,10 @@ def run_cli(main: Callable[[], int], prog: str) -> None:
         term = type(exc).__name__ == "Terminated"
         print(f"{prog}: stopped by {'SIGTERM' if term else 'Ctrl-C'}: finished trials are kept; rerun the same "
               f"command to resume", file=sys.stderr)
-        sys.exit(143 if term else 130)
+        leave(143 if term else 130)
     except (UserError, UnknownNameError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        forget_refused()  # a --out this command made and never used is removed
         sys.exit(getattr(exc, "exit_code", 2))
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
@@ -153,6 +155,22 @@ def run_cli(main: Callable[[], int], prog: str) -> None:
         print(f"{prog}: error: {exc.filename or 'a file'} cannot be written ({exc.strerror}): the sweep stopped; "
               f"finished trials are kept: fix the storage, then rerun the same command to resume", file=sys.stderr)
         sys.exit(75)
+
+
+def leave(code: int, wait_s: float = 5.0) -> None:
+    """Exit now with ``code`` after stopping Ray for at most ``wait_s``: a SIGTERM sent to the whole process
+    group (systemd, Slurm, ``timeout``, ``docker stop``) has killed Ray's own processes too, and Ray's exit
+    handler then waited 60 s for the dead GCS and exited 1 over the line already printed."""
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        done = threading.Thread(target=ray.shutdown, daemon=True)
+        done.start()
+        done.join(wait_s)
+    os._exit(code)
 
 
 def study_parser(description: str | None) -> argparse.ArgumentParser:

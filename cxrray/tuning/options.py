@@ -227,14 +227,19 @@ class Study:
                 "weights": str(self.weights) if self.weights else None, "storage": self.storage,
                 "early_stop": self.early_stop(), "max_trials": self.max_trials}
 
-    def record(self, argv: list[str] | None = None) -> None:
-        """Take ``out``'s lock (one sweep per run directory; a second is refused naming the first), then write
-        ``out``/study.yaml (``to_dict``, what ``--config`` reruns) and this invocation in ``out``/provenance.json."""
-        from cxrray import provenance
-        from cxrray.config import RunLayout
+    def claim(self) -> None:
+        """Take ``out``'s lock (one sweep per run directory; a second is refused naming the first)."""
         from cxrray.runlock import claim
 
         claim(self.out)
+
+    def record(self, argv: list[str] | None = None) -> None:
+        """Take ``out``'s lock, then write ``out``/study.yaml (``to_dict``, what ``--config`` reruns) and this
+        invocation in ``out``/provenance.json: once the input is checked (a refused run leaves neither)."""
+        from cxrray import provenance
+        from cxrray.config import RunLayout
+
+        self.claim()
         provenance.record(RunLayout(self.out.resolve()), self.name, self.to_dict(), argv)
 
 

@@ -3,11 +3,11 @@ for every backbone, registry names, a method's resources, and W&B's credentials 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cxrray.registry import UserError
+from cxrray.wandb_run import KEY_REJECTED, wandb_key, wandb_reachable  # noqa: F401  (tests patch them here)
 
 if TYPE_CHECKING:
     from cxrray.tuning.options import Study
@@ -42,42 +42,17 @@ def check_image_size(size: int, backbones: Sequence[str]) -> None:
     check(size, backbones)
 
 
-def wandb_key() -> str:
-    """The W&B API key this process would use: ``WANDB_API_KEY``, else the one ``wandb login`` wrote to ~/.netrc."""
-    import netrc
-
-    if os.environ.get("WANDB_API_KEY"):
-        return os.environ["WANDB_API_KEY"]
-    try:
-        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1])
-    except (OSError, netrc.NetrcParseError):
-        return ""
-    return auth[2] if auth else ""
-
-
-def wandb_reachable(timeout: float = 5.0) -> str:
-    """'' when W&B's server accepts a connection, else why not (asked once, before any trial starts)."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    try:
-        socket.create_connection((url.hostname or "api.wandb.ai", url.port or 443), timeout=timeout).close()
-    except OSError as exc:
-        return f"{url.hostname} cannot be reached ({exc.strerror or exc})"
-    return ""
-
-
 def wandb_mode(asked: str) -> str:
-    """``online`` only with a key and a reachable server (else one line, exit 2: every trial used to fail after
-    minutes of retries); ``auto``: online when both hold, else offline, said once."""
+    """``online`` only with a key that W&B accepts, checked once before any trial: no key or a rejected one is one
+    line, exit 2; a server that is down or failing is one line and the sweep logs offline (``wandb sync`` uploads it
+    later; every trial used to fail after minutes of retries). ``auto``: online when both hold, else offline."""
     if asked not in ("online", "auto"):
         return asked
     why = "no W&B API key (set WANDB_API_KEY or run `wandb login`)" if not wandb_key() else wandb_reachable()
     if not why:
         return "online"
-    if asked == "auto":
-        print(f"[cxrray] --wandb auto: {why}; logging offline (upload later with `wandb sync`)", flush=True)
+    if asked == "auto" or not (why.startswith("no W&B API key") or why.startswith(KEY_REJECTED)):
+        print(f"[cxrray] --wandb {asked}: {why}; logging offline (upload later with `wandb sync`)", flush=True)
         return "offline"
     raise UserError(f"--wandb online: {why}; use --wandb offline (and `wandb sync` later) or --wandb auto")
 

@@ -33,6 +33,7 @@ from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.storage import StorageError, StorageGuard, set_aside_damaged, stopped_message, storage_stops
 from cxrray.tuning.study import Resources, check_specs
+from cxrray.wandb_run import QUIET_ENV
 
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
 
@@ -328,7 +329,7 @@ def worker_env(run_dir: Path, wandb_mode: WandbMode) -> dict[str, str]:
     reliability tests' fault plan."""
     tmp = RunLayout(Path(run_dir)).tmp
     tmp.mkdir(parents=True, exist_ok=True)
-    env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp), "WANDB_SILENT": "true"}
+    env = {"WANDB_MODE": wandb_mode, "TMPDIR": str(tmp)} | QUIET_ENV
     env |= {k: v for k, v in os.environ.items() if k == FAULT_ENV}  # reliability tests only
     return env | {k: v for k, v in os.environ.items() if k in WANDB_PASSED}
 
@@ -372,6 +373,13 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _tune_stop_lines(record: logging.LogRecord) -> bool:
+    """Drop Tune's lines on a stop signal ("Stop signal received ...", "Resume experiment with:
+    Tuner.restore(...)"): wrong advice for a cxrray sweep, which resumes by running the same command."""
+    text = record.getMessage()
+    return not ("Stop signal received" in text or "Experiment has been interrupted" in text)
+
+
 def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMode = "offline",
               address: str | None = None, verbose_workers: bool = False) -> None:
     """Start (or join) Ray with W&B's mode and temp files kept inside the run directory.
@@ -396,6 +404,7 @@ def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMo
     stop_on_sigterm()  # after ray.init, whose native handler would dump a stack and abort (exit 134)
     import ray.data
 
+    logging.getLogger("ray.tune.tune").addFilter(_tune_stop_lines)  # cxrray says how to resume, in one line
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per epoch is the progress view
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": we disabled them
     ctx = ray.data.DataContext.get_current()

@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from cxrray.config import RunLayout, TrialDir, TrialSpec
+from cxrray.records import TrialRecord
 from cxrray.registry import UserError
 
 # OS errors that say the storage, not the program, is at fault: disk full, quota, read-only, permissions, I/O.
@@ -128,15 +129,18 @@ def storage_stops(layout: RunLayout, specs: list[TrialSpec]) -> Iterator[None]:
 
 
 def set_aside_damaged(trial: TrialDir, name: str) -> None:
-    """A finished trial whose predictions file cannot be read (truncated, overwritten) is set aside as
-    ``predictions.parquet.damaged`` and trains again, said in one line: it never stops every rerun."""
+    """A finished trial whose predictions file or record cannot be read (truncated, overwritten) is set aside as
+    ``predictions.parquet.damaged`` and trains again, said in one line naming the file: it never stops every
+    rerun."""
     if not trial.done:
         return
-    try:
-        pl.read_parquet_schema(trial.predictions)
-    except Exception as exc:  # noqa: BLE001  (polars and arrow raise several kinds for a damaged file)
-        kept = trial.predictions.with_name(trial.predictions.name + ".damaged")
-        os.replace(trial.predictions, kept)
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        print(f"[cxrray] {trial.predictions}: unreadable ({why}); trial {name} trains again (the file is kept as "
-              f"{kept.name})", flush=True)
+    for path, read in ((trial.predictions, pl.read_parquet_schema), (trial.meta, TrialRecord.read_file)):
+        try:
+            read(path)
+        except Exception as exc:  # noqa: BLE001  (polars, arrow and json raise several kinds for a damaged file)
+            kept = trial.predictions.with_name(trial.predictions.name + ".damaged")
+            os.replace(trial.predictions, kept)
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            print(f"[cxrray] {path}: unreadable ({why}); trial {name} trains again (its predictions are kept as "
+                  f"{kept.name})", flush=True)
+            return
