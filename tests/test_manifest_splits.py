@@ -141,3 +141,16 @@ def test_split_allocation_is_exact_and_small_strata_reach_the_test_split():
         assert abs(big["train"] - 36) <= 2 and abs(big["test"] - 12) <= 2  # the large stratum keeps its share
         test_hits += split.filter(pl.col("label").str.starts_with("L") & (pl.col("split") == "test")).height
     assert 0.12 < test_hits / (10 * 40) < 0.28  # singletons reach test at about the test fraction (0.2)
+
+
+def test_a_class_smaller_than_the_folds_is_said_once_not_warned_per_repeat(capsys, recwarn):
+    """scikit-learn warned "The least populated class ..." at every repeat (and design); cxrray says it once."""
+    from cxrray.data.splits import kfold_splits
+
+    df = pl.DataFrame({"row": range(30), "patient_id": [f"p{i}" for i in range(30)],
+                       "label": ["CVP"] * 3 + ["NOR"] * 27})
+    folds = list(kfold_splits(df, k=5, repeats=2))
+    assert len(folds) == 10 and not [w for w in recwarn if "least populated" in str(w.message)]
+    assert capsys.readouterr().out.splitlines() == [
+        "[cxrray] CVP has 3 patient(s) for 5 folds: some folds' test split holds none of them (their verdicts say "
+        "too_few)"]

@@ -7,6 +7,7 @@ after the check. Any patient in two partitions is an error, never a warning.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -101,9 +102,16 @@ def kfold_splits(df: pl.DataFrame, k: int = 5, repeats: int = 1, seed: int = 0, 
 
     patients = _patients(df, stratify)
     ids, strata = patients["patient_id"].to_numpy(), patients["stratum"].to_numpy()
+    values, counts = np.unique(strata, return_counts=True)
+    if counts.min() < k:  # said once in cxrray's words; scikit-learn warned at every repeat and design
+        print(f"[cxrray] {values[counts.argmin()]} has {counts.min()} patient(s) for {k} folds: some folds' test "
+              f"split holds none of them (their verdicts say too_few)", flush=True)
     for rep in range(repeats):
         skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + rep)
-        for fold, (rest, test) in enumerate(skf.split(ids, strata, groups=ids)):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            folds = list(skf.split(ids, strata, groups=ids))
+        for fold, (rest, test) in enumerate(folds):
             assignment = dict.fromkeys(ids[test].tolist(), "test")
             rest_df = df.filter(pl.col("patient_id").is_in(ids[rest].tolist()))
             inner = assign_splits(rest_df, (1 - val_fraction, val_fraction), seed=seed * 1000 + rep * k + fold,
