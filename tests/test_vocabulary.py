@@ -28,7 +28,7 @@ def _manifest(tmp_path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
 
 
 def test_spellings_become_one_value_and_the_rest_is_quarantined_with_its_value(tmp_path):
-    path = _manifest(tmp_path, [("female", "PA", "40", "HospA"), ("Female", "ap supine", "50", "hospa"),
+    path = _manifest(tmp_path, [("female", "PA", "40", "HospA"), ("Female", "ap supine", "50", " hospa "),
                                 ("2", "AP", "60", "B"), ("male", "AP_horizontal", "61", "B"), ("1", "", "33", "B"),
                                 ("F", "Lat", "", "B"), ("M", "oblique", "20", "B"), ("u", "PA", "130", "B"),
                                 ("other", "frontal", "0.5", "B")])

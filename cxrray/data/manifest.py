@@ -202,11 +202,12 @@ def _vocabulary(column: str, words: dict[str, str]) -> pl.Expr:
 
 
 def _sources(source: pl.Series) -> pl.Series:
-    """Spellings of one source that differ only in case are one source, named as first written."""
+    """Spellings of one source that differ only in case or surrounding spaces are one source, named as first
+    written (without the spaces)."""
     first: dict[str, str] = {}
     for value in source.to_list():
-        first.setdefault(value.lower(), value)
-    return source.str.to_lowercase().replace_strict(first, return_dtype=pl.Utf8)
+        first.setdefault(value.strip().lower(), value.strip())
+    return source.str.strip_chars().str.to_lowercase().replace_strict(first, return_dtype=pl.Utf8)
 
 
 def manifest_fingerprint(df: pl.DataFrame) -> str:
