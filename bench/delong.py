@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from cxrray.delong import auroc_cov, naive_auroc_var
+from cxrray.stats.delong import auroc_cov, naive_auroc_var
 
 
 def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

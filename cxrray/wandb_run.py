@@ -24,19 +24,21 @@ def open_run(mode: str, *, directory: Path, name: str, **init: Any) -> Any:
 
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    quiet = {"console": "off", "x_disable_stats": True, "silent": True}
-    common = {"dir": str(directory), "name": name, "resume": "allow", "reinit": "finish_previous"} | init
+    common: dict[str, Any] = {"dir": str(directory), "name": name, "resume": "allow",
+                              "reinit": "finish_previous"} | init
     if mode == "online":
         try:
             return wandb.init(mode="online", **common, settings=wandb.Settings(
-                **quiet, init_timeout=ONLINE_BUDGET_S, finish_timeout=ONLINE_BUDGET_S))
+                console="off", x_disable_stats=True, silent=True, init_timeout=ONLINE_BUDGET_S,
+                finish_timeout=ONLINE_BUDGET_S))
         except Exception as exc:  # noqa: BLE001  (wandb raises CommError, UsageError, its own Error ...)
             wandb.teardown()  # the failed run keeps its id registered otherwise ("run ID ... is in use")
             why = " ".join(str(exc).split())[:160]
             print(f"[cxrray] W&B online failed for {name} ({why}); logged offline in {directory}/wandb instead "
                   f"(upload later: wandb sync {directory}/wandb/offline-run-*)", flush=True)
             mode = "offline"
-    return wandb.init(mode=mode, **common, settings=wandb.Settings(**quiet))
+    return wandb.init(mode="offline" if mode == "offline" else "disabled", **common,
+                      settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
 
 
 def wandb_key() -> str:

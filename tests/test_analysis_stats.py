@@ -7,11 +7,12 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 
 from cxrray.analysis.analyze import analyze
-from cxrray.analysis.compare import bonferroni, holm, pairwise_tests
+from cxrray.analysis.compare import pairwise_tests
 from cxrray.analysis.metrics import class_metrics, severity_accuracy
 from cxrray.analysis.shortcut import shortcut_findings, shortcut_sentences
 from cxrray.analysis.tables import trial_aurocs
-from cxrray.delong import paired_test
+from cxrray.stats.delong import paired_test
+from cxrray.stats.multiplicity import bonferroni, holm
 
 SEVERITIES = np.array(["Mild", "Moderate", "Severe", "Normal-PCR+"])
 

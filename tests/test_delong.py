@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 from conftest import ASAH
 
-from cxrray.delong import auroc_ci, auroc_cov, naive_auroc_var, paired_test, unpaired_test
+from cxrray.stats.delong import auroc_ci, auroc_cov, naive_auroc_var, paired_test, unpaired_test
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -73,7 +73,7 @@ def test_degenerate_labels_are_refused():
 
 
 def test_unpaired_test_without_spread_does_not_divide_by_zero():
-    from cxrray.delong import unpaired_test
+    from cxrray.stats.delong import unpaired_test
 
     y = np.array([0, 0, 1, 1])
     perfect = np.array([0.1, 0.2, 0.8, 0.9])
@@ -98,7 +98,7 @@ def test_clustered_delong_equals_plain_delong_with_one_image_per_patient():
     a_clust, cov_clust = auroc_cov(y, s, groups=np.arange(120) + 1000)
     assert np.allclose(a_plain, a_clust, atol=1e-15)
     assert np.allclose(cov_clust, cov_plain, rtol=1e-12, atol=1e-15)
-    from cxrray.delong import _clustered_cov, placements
+    from cxrray.stats.delong import _clustered_cov, placements
 
     aucs, v01, v10 = placements(y, s)  # the clustered formula itself, forced on singleton clusters
     assert np.allclose(_clustered_cov(y, np.arange(120), aucs, v01, v10), cov_plain, rtol=1e-12, atol=1e-15)

@@ -19,8 +19,8 @@ from cxrray.analysis.fanout import Placement, fan_out
 from cxrray.analysis.scoring import jobs_for, score_models
 from cxrray.analysis.transfer import transfer_rows
 from cxrray.config import RunLayout
-from cxrray.delong import auroc_interval
 from cxrray.records import TrialRecord
+from cxrray.stats.delong import auroc_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ found, intervals cover near 1, and the patients-needed estimate of the report ag
 
 import pytest
 
-from cxrray.analysis.plan import approx_patients, expected_verdict, patients_needed
+from cxrray.analysis.patients import approx_patients, expected_verdict
+from cxrray.analysis.plan import patients_needed
 from cxrray.analysis.simulate import Truth, calibration_oc, subgroup_oc, verdict_oc
 
 

@@ -33,7 +33,7 @@ def _trial(rng, n_patients: int, strength_m: float, strength_f: float) -> pl.Dat
 
 
 def _flagged(rows: list[dict]) -> set[tuple[str, str]]:
-    from cxrray.analysis.compare import holm
+    from cxrray.stats.multiplicity import holm
 
     tested = [r for r in rows if r["p"] == r["p"]]
     adjusted = holm([r["p"] for r in tested])

@@ -10,8 +10,8 @@ import pytest
 
 from cxrray.analysis.simulate import Truth, draw
 from cxrray.analysis.verdict import AUROC_EFFECT, MIN_PATIENTS, VERDICTS, Estimate, Rules, decide, judge, verdict_line
-from cxrray.delong import auroc_interval
-from cxrray.exact import ExactTest, permutation_auroc
+from cxrray.stats.delong import auroc_interval
+from cxrray.stats.exact import ExactTest, permutation_auroc
 
 
 def _clustered(rng, n_pos, n_neg, images, icc, auc=0.5):

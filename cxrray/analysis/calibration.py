@@ -23,10 +23,10 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.compare import holm
 from cxrray.analysis.palette import protocol_sorted, row_colours
-from cxrray.analysis.shortcut import trial_scores
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.tables import trial_scores
+from cxrray.stats.multiplicity import holm
 
 BINS = 10
 BOOT = 1000  # bootstrap and null resamples

@@ -19,28 +19,11 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.shortcut import trial_scores
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.delong import DelongTest, auroc_cov, paired_test, unpaired_test
+from cxrray.analysis.tables import trial_scores
 from cxrray.representations import display_order
-
-
-def bonferroni(p: Sequence[float]) -> np.ndarray:
-    """p x m, capped at 1."""
-    p = np.asarray(p, float)
-    return np.minimum(p * len(p), 1.0)
-
-
-def holm(p: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjustment: sorted p_(i) x (m - i + 1), made monotone, capped at 1."""
-    p = np.asarray(p, float)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    adj = np.minimum(np.maximum.accumulate(p[order] * (m - np.arange(m))), 1.0)
-    out = np.empty(m)
-    out[order] = adj
-    return out
-
+from cxrray.stats.delong import DelongTest, auroc_cov, paired_test, unpaired_test
+from cxrray.stats.multiplicity import bonferroni, holm
 
 LABEL = ("representation", "backbone", "method", "pretraining", "design")  # a trial's cell, as the pairs name it
 

@@ -17,7 +17,7 @@ from sklearn.metrics import confusion_matrix
 
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CELL_AXES
-from cxrray.delong import auroc_interval
+from cxrray.stats.delong import auroc_interval
 
 SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 

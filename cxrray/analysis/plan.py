@@ -6,10 +6,8 @@ AUROCs, images per patient, intra-patient correlation and prevalence, judges eac
 partial for a hidden AUROC above the margin, no_shortcut inside it, inverted below) is reached in ``power`` of
 the test sets. ``python -m cxrray.analysis plan`` prints it with the table of verdict rates per size.
 
-``approx_patients`` is the quick estimate every ``inconclusive`` verdict of the report carries: the same
-interval (``delong.score_interval`` with the observed design effect) at the observed AUROC, grown until it
-would exclude chance or fit inside the equivalence margin with the estimate moving by 0.84 of its standard
-error (about 80 % power). The tests check that it agrees with the simulation.
+``patients.approx_patients`` is the quick closed-form estimate every ``inconclusive`` verdict of the report
+carries; the tests check that it agrees with this simulation.
 """
 
 from __future__ import annotations
@@ -17,24 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
+from cxrray.analysis.patients import expected_verdict
 from cxrray.analysis.simulate import Truth, draw
 from cxrray.analysis.verdict import Rules, judge
-from cxrray.delong import score_interval
 
-MAX_PATIENTS = 1_000_000
 EXPECTED = {"shortcut": ("shortcut", "partial"), "no_shortcut": ("no_shortcut",), "inverted": ("inverted",)}
-
-
-def expected_verdict(auc_hidden: float, rules: Rules = Rules()) -> str:
-    """What a large test set would say of a hidden AUROC: inverted below the margin, no_shortcut inside it,
-    shortcut (or partial) above it; at the margin itself nothing is decided at any size."""
-    if auc_hidden <= 0.5 - rules.margin_auroc:
-        return "inverted"
-    if abs(auc_hidden - 0.5) < rules.margin_auroc:
-        return "no_shortcut"
-    return "shortcut"
 
 
 @dataclass(frozen=True)
@@ -81,31 +67,6 @@ def patients_needed(auc_hidden: float, auc_original: float, images: int = 2, icc
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return Plan(hi, target, sorted(rates))
-
-
-def approx_patients(auc: float, deff: float, images: float, prevalence: float, level: float,
-                    rules: Rules = Rules()) -> int | None:
-    """Roughly how many test patients would decide a verdict at this hidden AUROC (see the module docstring);
-    None when no number would (the AUROC sits at the margin of equivalence)."""
-    target = expected_verdict(auc, rules)
-    if abs(abs(auc - 0.5) - rules.margin_auroc) < 1e-3:
-        return None
-    z = stats.norm.ppf(0.5 + level / 2)
-
-    def decided(n: float) -> bool:
-        pos, neg = n * prevalence * images / deff, n * (1 - prevalence) * images / deff
-        lo, hi = (float(x) for x in score_interval(auc, pos, neg, level))
-        wiggle = 0.84 * (hi - lo) / (2 * z)
-        if target == "no_shortcut":
-            return abs(auc - 0.5) + wiggle + (hi - lo) / 2 < rules.margin_auroc
-        return (lo - wiggle > 0.5) if auc > 0.5 else (hi + wiggle < 0.5)
-
-    n = 10.0
-    while not decided(n):
-        n *= 1.25
-        if n > MAX_PATIENTS:
-            return None
-    return int(np.ceil(n))
 
 
 def format_plan(plan: Plan, auc_hidden: float, auc_original: float) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.plan import approx_patients, expected_verdict
+from cxrray.analysis.patients import approx_patients, expected_verdict
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.tables import trial_scores
 from cxrray.analysis.verdict import (
     SMALL_PATIENTS,
     Estimate,
@@ -34,20 +35,12 @@ from cxrray.analysis.verdict import (
     verdict_line,
 )
 from cxrray.config import CELL_AXES
-from cxrray.data.tasks import TASKS
-from cxrray.delong import auroc_cov, auroc_interval, patients_per_class
-from cxrray.exact import permutation_auroc
 from cxrray.representations import lung_hiding
+from cxrray.stats.delong import auroc_cov, auroc_interval, patients_per_class
+from cxrray.stats.exact import permutation_auroc
 
 REFERENCE = "original"  # the whole image: what a lung-hiding representation is compared with
 MATCH = ("backbone", "method", "task", "pretraining", "design", "seed", "fold")
-
-
-def trial_scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order."""
-    part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
-    y, score = TASKS.get(trial["task"]).positive_scores(part)
-    return part["row"].to_numpy(), y, score, part["patient_id"].to_numpy()
 
 
 def _original_of(aurocs: pl.DataFrame, trial: dict) -> dict | None:

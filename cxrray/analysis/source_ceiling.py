@@ -16,8 +16,8 @@ import polars as pl
 
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS
-from cxrray.delong import auroc_interval
 from cxrray.representations import lung_hiding
+from cxrray.stats.delong import auroc_interval
 
 COLUMNS = ("source", "view", "device")  # the acquisition, in this order, where a column has 2+ values
 GROUP = ("study", "task", "design", "fold")  # the trials that share one test set

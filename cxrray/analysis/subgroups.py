@@ -24,11 +24,11 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.compare import holm
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS, Task
-from cxrray.delong import auroc_interval, clustered_difference, patients_per_class
+from cxrray.stats.delong import auroc_interval, clustered_difference, patients_per_class
+from cxrray.stats.multiplicity import holm
 
 MIN_PATIENTS = 10  # positive and negative patients a subgroup (and the rest) needs for an AUROC and a test
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+"))

@@ -17,7 +17,7 @@ from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
-from cxrray.delong import SCORE_METHOD, auroc_interval, patients_per_class
+from cxrray.stats.delong import SCORE_METHOD, auroc_interval, patients_per_class
 
 AXES = CONDITION_AXES  # the axes a study varies as table rows (cxrray.config)
 
@@ -169,3 +169,10 @@ def aurocs(run: LoadedRun) -> Artifacts:
                   Section(f"Test AUROC per trial (95 % {SCORE_METHOD})", tables=("trial_aurocs",),
                           group="detail")]
     return a
+
+
+def trial_scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order."""
+    part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
+    y, score = TASKS.get(trial["task"]).positive_scores(part)
+    return part["row"].to_numpy(), y, score, part["patient_id"].to_numpy()

@@ -21,9 +21,9 @@ from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.scoring import Scored, jobs_for, score_models
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS
-from cxrray.delong import auroc_interval, score_interval
 from cxrray.records import TrialRecord
 from cxrray.representations import hide_seek_representations
+from cxrray.stats.delong import auroc_interval, score_interval
 
 
 def transfer_rows(record: TrialRecord, scored: Scored) -> list[dict]:

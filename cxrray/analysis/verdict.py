@@ -9,7 +9,7 @@ decision reads that one interval: *one decision, one interval*. The rule, in ord
 2. ``too_few``: fewer than ``MIN_PATIENTS`` test patients in a class: nothing can be concluded.
 3. The hidden AUROC's interval: the score interval with the patients' design effect (``delong.auroc_interval``).
    With fewer than ``SMALL_PATIENTS`` patients in a class, or no spread, the exact permutation test over patients
-   (``cxrray.exact``) must agree: where it does not reject at alpha / m, the interval is widened to reach 0.5.
+   (``cxrray.stats.exact``) must agree: where it does not reject at alpha / m, the interval is widened to reach 0.5.
 4. ``inverted``: the interval lies below 0.5: the signal exists without the lungs, reversed.
 5. Above chance (the interval lies above 0.5): the effect is measured against a *usable* original (its own
    interval above 0.5, its AUROC at least ``AUROC_EFFECT``, and a bounded Fieller interval for the ratio):
@@ -30,9 +30,9 @@ from enum import Enum
 import numpy as np
 from scipy import stats
 
-from cxrray.delong import AurocInterval, auroc_cov, auroc_interval, patients_per_class
-from cxrray.exact import permutation_auroc, permutation_paired
 from cxrray.registry import UserError
+from cxrray.stats.delong import AurocInterval, auroc_cov, auroc_interval, patients_per_class
+from cxrray.stats.exact import permutation_auroc, permutation_paired
 
 ALPHA = 0.05
 MIN_PATIENTS = 5  # fewer test patients in a class: no verdict (2 + 2 patients cannot reach p < 0.05 at all)

@@ -22,10 +22,10 @@ import torch
 from cxrray.config import TrialContext, TrialDir, TrialSpec
 from cxrray.data.manifest import CARRIED_COLUMNS
 from cxrray.data.tasks import TASKS, Task
-from cxrray.delong import auroc_interval
 from cxrray.models.card import ModelCard
 from cxrray.records import TrialRecord
 from cxrray.representations import out_channels
+from cxrray.stats.delong import auroc_interval
 from cxrray.training.session import Session
 from cxrray.training.tracking import Tracker
 

@@ -150,7 +150,6 @@ class Study:
 
     def check(self) -> None:
         """Every choice valid before Ray starts: numbers in range, search axes, ASHA's needs, a resume target."""
-        from cxrray.tuning.precheck import check_numbers
         from cxrray.tuning.study import parse_search
 
         parse_search(self.search)  # a bad hyper-parameter axis fails here
@@ -241,6 +240,29 @@ class Study:
 
         self.claim()
         provenance.record(RunLayout(self.out.resolve()), self.name, self.to_dict(), argv)
+
+
+# option -> (lowest, highest, what it is): every numeric option is checked before Ray starts, in one line
+NUMBERS: dict[str, tuple[float, float, str]] = {
+    "image_size": (16, 4096, "px"), "epochs": (1, 100_000, "epochs"), "batch_size": (1, 1_000_000, "images"),
+    "lr": (1e-12, 10.0, "learning rate"), "num_workers": (1, 10_000, "workers"),
+    "cpus_per_worker": (0.01, 1024, "CPUs"), "max_concurrent": (1, 100_000, "trials at once"),
+    "data_cpus": (0.0, 1024, "CPUs"), "checkpoint_every_s": (0.0, 1e9, "s"), "max_failures": (0, 1000, "retries"),
+    "max_trials": (1, 100_000_000, "trials per command"),
+    "num_cpus": (1, 100_000, "CPUs"), "phantom_patients": (6, 1_000_000, "patients"),
+    "asha_grace": (1, 100_000, "epochs"), "asha_reduction": (1.01, 1000, "reduction"),
+    "saliency": (0, 100_000, "images"), "confound": (0.0, 1.0, "share"), "signature": (0.0, 1.0, "strength"),
+}
+
+
+def check_numbers(study: Study) -> None:
+    """Every numeric option within its range (``NUMBERS``), before Ray starts: ``--image-size -32`` or
+    ``--epochs -1`` is one line naming the option, never a traceback from a Ray task after the ingest."""
+    for name, (lo, hi, unit) in NUMBERS.items():
+        values = getattr(study, name, None)
+        for v in values if isinstance(values, (list, tuple)) else [values]:
+            if v is not None and not lo <= v <= hi:
+                raise UserError(f"--{name.replace('_', '-')} {v} is out of range: {lo:g} to {hi:g} {unit}")
 
 
 def _as(hint: Any, value: Any, where: str, base: Path | None) -> Any:

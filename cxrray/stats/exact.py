@@ -23,6 +23,8 @@ from fractions import Fraction
 import numpy as np
 from scipy import stats
 
+from cxrray.stats.ranks import placements
+
 ENUMERATE = 20_000  # at most this many permutations are enumerated; more are sampled
 DRAWS = 10_000  # Monte Carlo permutations when enumeration is too large (p +/- 0.002 near 0.05)
 CHUNK = 2_000  # permutations evaluated at once (memory: CHUNK x units)
@@ -181,7 +183,6 @@ def permutation_unpaired(y1: np.ndarray, s1: np.ndarray, g1: np.ndarray | None, 
                          g2: np.ndarray | None, seed: int = 0) -> ExactTest:
     """Permutation test of AUROC(sample 1) - AUROC(sample 2) on independent samples: whole patients (their
     images, labels and scores) are reassigned between the two samples."""
-    from cxrray.delong import placements
 
     y = np.concatenate([np.asarray(y1, bool), np.asarray(y2, bool)])
     s = np.concatenate([np.asarray(s1, float), np.asarray(s2, float)])

@@ -22,38 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-
-def _midrank(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    return np.asarray(stats.rankdata(x, method="average"), float)
-
-
-def _split(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).astype(bool)
-    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    if scores.shape[1] != y.shape[0]:
-        raise ValueError(f"scores have {scores.shape[1]} cases, labels {y.shape[0]}")
-    if y.all() or (~y).all():
-        raise ValueError("AUROC needs both positive and negative cases")
-    return scores[:, y], scores[:, ~y]
-
-
-def placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AUROCs (k,) and DeLong placement values of positives (k, m) and negatives (k, n)."""
-    pos, neg = _split(y, scores)
-    m, n = pos.shape[1], neg.shape[1]
-    k = pos.shape[0]
-    tx = np.empty((k, m))
-    ty = np.empty((k, n))
-    tz = np.empty((k, m + n))
-    for r in range(k):
-        tx[r] = _midrank(pos[r])
-        ty[r] = _midrank(neg[r])
-        tz[r] = _midrank(np.concatenate([pos[r], neg[r]]))
-    aucs = tz[:, :m].sum(axis=1) / m / n - (m + 1.0) / 2.0 / n
-    v01 = (tz[:, :m] - tx) / n  # structural components of the positives
-    v10 = 1.0 - (tz[:, m:] - ty) / m  # ... and of the negatives
-    return aucs, v01, v10
+from cxrray.stats.exact import permutation_paired, permutation_unpaired
+from cxrray.stats.ranks import _split, placements
 
 
 def auroc_cov(y: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +115,6 @@ def paired_test(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, level: float = 0.
     if not np.isfinite(var):
         return DelongTest(float(aucs[0]), float(aucs[1]), float("nan"), float("nan"))
     if var <= 1e-15:
-        from cxrray.exact import permutation_paired
 
         exact = permutation_paired(y, s1, s2, groups)
         return DelongTest(float(aucs[0]), float(aucs[1]), float("nan"), exact.p_two)
@@ -170,7 +139,6 @@ def unpaired_test(y1: np.ndarray, s1: np.ndarray, y2: np.ndarray, s2: np.ndarray
     if not np.isfinite(a1.var + a2.var):
         return DelongTest(a1.auc, a2.auc, float("nan"), float("nan"))
     if a1.var + a2.var <= 0:  # both AUROCs without spread (e.g. both perfect): exact over patients
-        from cxrray.exact import permutation_unpaired
 
         exact = permutation_unpaired(y1, s1, groups1, y2, s2, groups2)
         return DelongTest(a1.auc, a2.auc, float("nan"), exact.p_two)
