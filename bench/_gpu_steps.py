@@ -99,7 +99,7 @@ def model_steps(work: Path, size: int, device_name: str, backbones: tuple[str, .
         ctx = TrialContext(spec=spec, run_dir=str(layout.root), data=DataRef("bench", str(shards), (1.0, 1.0),
                                                                             image_size=size), wandb="disabled",
                            checkpoint_every_s=1e9, use_gpu=device.type == "cuda")
-        _, train_s = timed(lambda: run_trial(ctx, _Session(ctx.data, device)))
+        _, train_s = timed(lambda ctx=ctx: run_trial(ctx, _Session(ctx.data, device)))
         if saliency is None and saliency_wait > 0:  # saliency: one CPU beside the GPU, as its Ray task
             saliency = subprocess.Popen([sys.executable, "-c", SALIENCY, str(layout.root), spec.trial_id],
                                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -108,8 +108,9 @@ def model_steps(work: Path, size: int, device_name: str, backbones: tuple[str, .
         job = ScoreJob(str(layout.root), str(shards / "val"), (spec.trial_id,), device_name, precision,
                        batch_size=256)
         score_models(job)  # warm-up: cuDNN's algorithm choice, the allocator
-        scored, bf16_s = timed(lambda: score_models(dataclasses.replace(job, split_dir=str(big))))
-        full, fp32_s = timed(lambda: score_models(dataclasses.replace(job, split_dir=str(big), precision="fp32")))
+        scored, bf16_s = timed(lambda job=job: score_models(dataclasses.replace(job, split_dir=str(big))))
+        full, fp32_s = timed(lambda job=job: score_models(dataclasses.replace(job, split_dir=str(big),
+                                                                               precision="fp32")))
         p_low, p_full = (s.probs[spec.trial_id]["original"][:, 1] for s in (scored, full))
         y = scored.labels == "CVP"
         passes = sum(len(p) for p in scored.probs[spec.trial_id].values())

@@ -82,7 +82,7 @@ def run(trial_steps: tuple[int, ...] = (10, 30, 90), image_steps: tuple[int, ...
     # make the measured exponents < 1, so linear growth from the nearest measured point bounds the paper sweep.
     projected = corner * (PAPER[0] / trial_steps[-1]) ** max(a, 1.0) * (PAPER[1] / image_steps[-1]) ** max(b, 1.0) \
         / 3600
-    show = lambda xs, ts: ", ".join(f"{x}: {t:.1f}" for x, t in zip(xs, ts))  # noqa: E731
+    show = lambda xs, ts: ", ".join(f"{x}: {t:.1f}" for x, t in zip(xs, ts, strict=True))  # noqa: E731
     detail = (f"CPU-s by trials ({show(trial_steps, by_trials)}) at {fixed_images} images; by images "
               f"({show(image_steps, by_images)}) at {fixed_trials} trials; {trial_steps[-1]} trials x "
               f"{image_steps[-1]} images: {corner:.1f}")

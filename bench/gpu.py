@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gpu_steps import MODEL_BACKBONES, copies_of, model_steps, model_verdict, projection, timed  # noqa: E402
-from model_steps import GOAL_GPU_H  # noqa: E402
+from _gpu_steps import MODEL_BACKBONES, copies_of, model_steps, model_verdict, projection, timed
+from model_steps import GOAL_GPU_H
 
 GOAL_RATIO, GOAL_IMG_S = 0.90, 4000.0
 # 1e-3 normalised = 2.5e-4 of the image range, one 12-bit grey level. An H200 measured 1.05e-4 with TF32 on or off
@@ -89,7 +89,7 @@ def make_shards(manifest, out: Path, size: int) -> str:
                                     require_masks=True, cover_masks=True, dtype="uint16")
             bad = [e for e in block.pop("error") if e]
             if bad:
-                raise RuntimeError(f"phantom rows failed to decode: {bad[:3]}")
+                raise RuntimeError(f"phantom rows failed to decode: {bad[:3]}") from None
             table = pa.table({k: v for k, v in block.items() if k not in ("image_path", *HASH_COLUMNS)})
             for split in ("train", "val", "test"):
                 keep = [j for j, s in enumerate(block["split"]) if s == split]
@@ -169,7 +169,7 @@ def measure(images: int, size: int, batch: int, steps: int, device_name: str, wo
     for key, make in (("reader_img_s", batches), ("reader4_img_s", wide), ("inputs_img_s", full_path)):
         it = make()
         next(it)  # started: the first files read
-        _, s = timed(lambda: [next(it) for _ in range(steps)])
+        _, s = timed(lambda it=it: [next(it) for _ in range(steps)])
         out[key] = steps * batch / s
 
     x0 = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)

@@ -15,6 +15,7 @@ Also: the sweep's wall time, and the driver's largest resident set while the tri
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -47,7 +48,7 @@ def sweep(out: Path, trials: int) -> dict:
             raise RuntimeError(log.read()[-4000:])
     records = sorted((json.loads(p.read_text()) for p in (out / "trials").glob("*/trial.json")),
                      key=lambda r: r["finished"])
-    extra = [b["finished"] - a["finished"] - b["train_s"] for a, b in zip(records, records[1:])]
+    extra = [b["finished"] - a["finished"] - b["train_s"] for a, b in itertools.pairwise(records)]
     return {"trials": len(records), "wall_s": wall, "train_s": sum(r["train_s"] for r in records),
             "per_trial_median": statistics.median(extra), "per_trial_mean": statistics.fmean(extra),
             "whole_s": (wall - sum(r["train_s"] for r in records)) / len(records),

@@ -19,6 +19,7 @@ Each size runs in a fresh process (its own Ray instance), so nothing carries ove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -59,10 +60,8 @@ class Sampler(threading.Thread):
                     title = cmd.split()[0] if cmd.startswith("ray::") else "idle worker"
                     self.by_title[title] = max(self.by_title.get(title, 0), rss)
             for f in self.spill_dir.rglob("*") if self.spill_dir.exists() else ():
-                try:
+                with contextlib.suppress(FileNotFoundError):  # a spill file removed while listed
                     self.spilled[f] = max(self.spilled.get(f, 0), f.stat().st_size) if f.is_file() else 0
-                except FileNotFoundError:
-                    pass
             time.sleep(0.2)
 
     def spilled_mib(self) -> float:
@@ -133,7 +132,7 @@ def measure(n: int) -> dict[int, dict]:
 
 
 def report(rows: dict[int, dict]) -> tuple[float, float, list[str]]:
-    (n, small), (_, big) = sorted(rows.items())
+    (_, small), (_, big) = sorted(rows.items())
     lines = [f"{'images':>7} {'ingest s':>9} {'img/s':>7} {'/CPU':>6} {'store MiB':>10} {'spill MiB':>10} "
              f"{'worker RSS':>11} {'driver RSS':>11} {'trial s':>8}"]
     for r in (small, big):

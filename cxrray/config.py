@@ -131,7 +131,7 @@ class TrialSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
+    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
         """Rebuild a spec; unknown keys are an error naming the key."""
         d = dict(d)
         recipe = d.pop("recipe", {}) or {}

@@ -59,7 +59,7 @@ class Registry(Generic[T]):
         """Decorator: register ``obj`` under ``name`` (default: its ``__name__``)."""
 
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or getattr(obj, "__name__")  # noqa: B009  (T is any object: the type checker cannot see it)
             if key in self._items:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._items[key] = obj

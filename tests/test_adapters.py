@@ -42,7 +42,7 @@ def test_covidx(tmp_path):
     assert df["split"].to_list() == ["train"] * 4 + ["test"]
     assert df["patient_id"][1] == df["patient_id"][2] == "rsna-8"
     (tmp_path / "train.txt").write_text("3 a.png\n")
-    with pytest.raises(AdapterError, match="train.txt, line 1"):
+    with pytest.raises(AdapterError, match=r"train.txt, line 1"):
         convert("covidx", tmp_path)
 
 
@@ -86,10 +86,11 @@ def test_covidgr_severity(tmp_path):
     _png(tmp_path / "N" / "n1.jpg")
     (tmp_path / "severity.csv").write_text("filename,severity\np1.jpg,NORMAL-PCR+\np2.jpg,SEVERE\n")
     df = load_manifest(convert("covidgr", tmp_path))
-    assert dict(zip(df["image_path"].map_elements(lambda p: Path(p).name, return_dtype=pl.Utf8), df["severity"])) \
-        == {"p1.jpg": "Normal-PCR+", "p2.jpg": "Severe", "p3.jpg": "", "n1.jpg": "none"}
+    names = df["image_path"].map_elements(lambda p: Path(p).name, return_dtype=pl.Utf8)
+    assert dict(zip(names, df["severity"], strict=True)) == {"p1.jpg": "Normal-PCR+", "p2.jpg": "Severe", "p3.jpg": "",
+                                                              "n1.jpg": "none"}
     (tmp_path / "severity.csv").write_text("filename,severity\np1.jpg,awful\n")
-    with pytest.raises(AdapterError, match="unknown severity 'awful' for p1.jpg"):
+    with pytest.raises(AdapterError, match=r"unknown severity 'awful' for p1.jpg"):
         convert("covidgr", tmp_path)
 
 

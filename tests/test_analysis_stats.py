@@ -90,7 +90,7 @@ def test_shortcut_rule_flags_signal_without_lungs_only(tmp_path):
     preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 2.0, "lungs_boxed_out": 0.0}, n=300)
     aurocs = trial_aurocs(preds, res)
     f = shortcut_findings(preds, aurocs)
-    flags = dict(zip(f["representation"], f["shortcut"]))
+    flags = dict(zip(f["representation"], f["shortcut"], strict=True))
     assert flags == {"lungs_removed": True, "lungs_boxed_out": False}
     assert set(f["level"]) == {1 - 0.05 / 2}  # Bonferroni over the two lung-hiding trials
     lr = f.filter(pl.col("representation") == "lungs_removed").row(0, named=True)
@@ -220,7 +220,7 @@ def test_a_degenerate_lung_hiding_trial_gets_no_verdict(tmp_path):
     aurocs = trial_aurocs(preds, res)
     assert aurocs.filter(pl.col("trial_id") == "t1")["auroc"][0] == 1.0  # the old rule flagged exactly this
     f = shortcut_findings(preds, aurocs)
-    flags = dict(zip(f["representation"], f["shortcut"]))
+    flags = dict(zip(f["representation"], f["shortcut"], strict=True))
     assert flags == {"lungs_removed": False, "lungs_boxed_out": True}
     assert set(f["level"]) == {0.95}  # only the one tested lung-hiding trial counts in the correction
     text = analyze(tmp_path, saliency=0)

@@ -31,7 +31,7 @@ def _drive(specs, curves):
     stopped = []
     sched = cell_scheduler(specs, EarlyStop(("lr",), 1, 2.0), lambda t: t.spec, lambda s, r: stopped.append(s))
     ran = {}
-    for spec, curve in zip(specs, curves):
+    for spec, curve in zip(specs, curves, strict=True):
         trial = SimpleNamespace(trial_id=spec.trial_id, spec=spec)
         sched.on_trial_add(None, trial)
         for epoch, auroc in enumerate(curve, start=1):
@@ -61,9 +61,9 @@ def test_asha_compares_settings_only_within_a_cell():
     assert epochs[0] == 4 and epochs[4] == 4  # the first setting of each cell has no rival yet
     assert epochs[2] == 4 and epochs[6] == 4  # the best setting of each cell finishes
     assert epochs[1] < 4 and epochs[3] < 4 and epochs[5] < 4  # weaker than a recorded rival at a rung: stopped
-    assert {s.trial_id for s in stopped} == {s.trial_id for s, e in zip(specs, epochs) if e < 4}
+    assert {s.trial_id for s in stopped} == {s.trial_id for s, e in zip(specs, epochs, strict=True) if e < 4}
     for cell in ("original", "lungs_removed"):  # every protocol cell keeps at least one finished setting
-        assert any(e == 4 for s, e in zip(specs, epochs) if s.representation == cell)
+        assert any(e == 4 for s, e in zip(specs, epochs, strict=True) if s.representation == cell)
 
 
 def test_last_epoch_never_stops():

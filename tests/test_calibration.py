@@ -79,7 +79,7 @@ def test_intercept_and_slope_with_patient_clustered_intervals():
 
 
 def test_the_step_flags_only_the_planted_trial(tmp_path):
-    preds, res = _run(tmp_path, {"original": 2.0, "lungs_removed": 1.0, "lungs_isolated": 1.5}, n=400)
+    preds, _res = _run(tmp_path, {"original": 2.0, "lungs_removed": 1.0, "lungs_isolated": 1.5}, n=400)
     rng = np.random.default_rng(12)  # (seed 11 drew a calibrated set at the edge: Holm p 0.04995)
     p = rng.beta(2, 2, 400)
     y = rng.random(400) < p

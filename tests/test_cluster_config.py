@@ -31,7 +31,7 @@ def test_cluster_configs_pass_ray_up_validation(name):
     marked = [k for k, line in enumerate(lines) if "# REPLACE" in line]
     body = next(k for k, line in enumerate(lines) if line and not line.startswith("#"))
     assert marked and max(marked) - body < 40  # every value to replace in the first lines of the file
-    for k, line in enumerate(lines):  # sudo only where the file checks for it first
+    for line in lines:  # sudo only where the file checks for it first
         if "sudo " in line and not line.lstrip().startswith("#"):
             assert "command -v sudo" in text or "command -v tmux" in line, line
     if cfg["provider"]["type"] == "local":

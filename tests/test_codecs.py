@@ -33,7 +33,7 @@ def _jpeg_lossless(arr: np.ndarray, precision: int) -> bytes:
     out += b"\xff\xc3" + (11).to_bytes(2, "big") + bytes([precision]) + h.to_bytes(2, "big") + w.to_bytes(2, "big")
     out += bytes([1, 1, 0x11, 0])
     bits = [0, 0, 0, 0, 17] + [0] * 11
-    out += b"\xff\xc4" + (3 + 16 + 17).to_bytes(2, "big") + bytes([0x00] + bits + list(range(17)))
+    out += b"\xff\xc4" + (3 + 16 + 17).to_bytes(2, "big") + bytes([0, *bits, *list(range(17))])
     out += b"\xff\xda" + (8).to_bytes(2, "big") + bytes([1, 1, 0x00, 1, 0, 0])
     x = arr.astype(np.int64)
     pred = np.empty_like(x)
@@ -100,7 +100,7 @@ def test_jpeg_lossless_process_14_decodes_exactly(original):
 def test_jpeg_baseline_decodes_to_the_jpeg_image(original):
     """Lossy: the DICOM's pixels equal Pillow's decoding of the same JPEG bytes (within one grey level of 255)
     and stay close to the original."""
-    folder, path, _, _ = original
+    folder, _path, _, _ = original
     eight = _real_8bit()
     buf = io.BytesIO()
     Image.fromarray(eight).save(buf, format="JPEG", quality=95)
@@ -163,7 +163,7 @@ def test_narrow_range_twins_at_8_10_12_and_16_bits_decode_alike_and_hash_alike(t
         Image.fromarray(shifted).save(paths[-1])
     paths.append(write_dicom(tmp_path / "12.dcm", eight.astype(np.uint16) << 4, bits_stored=12, uid_seed=f"t{k}"))
     decoded = [read_image(p) for p in paths]
-    for p, arr in zip(paths[1:], decoded[1:]):
+    for p, arr in zip(paths[1:], decoded[1:], strict=True):
         assert np.array_equal(arr, decoded[0]), p.name
     assert decoded[0].min() == 0.0 and decoded[0].max() == 1.0
     batch = {"row": np.arange(len(paths)), "image_path": np.array([str(p) for p in paths], dtype=object),

@@ -40,7 +40,7 @@ def test_single_gives_each_class_its_own_source():
 
 def test_single_impossible_is_explained():
     one_source = _manifest({("NOR", "a"): 5, ("CVP", "a"): 5})
-    with pytest.raises(DesignError, match="class .* has only source\\(s\\) \\['a'\\]"):
+    with pytest.raises(DesignError, match=r"class .* has only source\(s\) \['a'\]"):
         single(one_source, CL2)
 
 
@@ -49,7 +49,7 @@ def test_multiple_mixes_sources_in_every_split():
     for split in ("train", "test"):
         part = out.filter((pl.col("split") == split) & (pl.col("label") == "CVP"))
         assert set(part["source"]) == {"b", "c"}
-    with pytest.raises(DesignError, match="too few for .*CVP.*\\['b'\\]"):
+    with pytest.raises(DesignError, match=r"too few for .*CVP.*\['b'\]"):
         multiple(_manifest({("NOR", "a"): 5, ("NOR", "b"): 5, ("CVP", "b"): 5}), CL2)
 
 
@@ -71,7 +71,7 @@ def test_holdout_presets(preset):
     patients = out.unique("patient_id")
     shares = [patients.filter(pl.col("split") == s).height / patients.height
               for s in ("train", "val", "test")[:len(fr)]]
-    assert all(abs(a - b) < 0.08 for a, b in zip(shares, fr))
+    assert all(abs(a - b) < 0.08 for a, b in zip(shares, fr, strict=True))
 
 
 def test_stratify_by_source_balances_sources():

@@ -53,5 +53,5 @@ def test_multiframe_is_rejected_by_name(tmp_path):
 def test_truncated_dicom_names_the_file(tmp_path):
     path = _write(tmp_path / "t.dcm", RAMP)
     path.write_bytes(path.read_bytes()[:400])
-    with pytest.raises(ImageReadError, match="t.dcm: unreadable image"):
+    with pytest.raises(ImageReadError, match=r"t.dcm: unreadable image"):
         read_image(path)

@@ -89,13 +89,13 @@ def test_rebalance_gives_balanced_batches_from_a_skewed_stream():
         assert all(len(b["label"]) == 16 for b in out[:-1])
         for b in out:
             assert set(b["row"].tolist()) <= set(range(100))
-            assert all(labels[r] == lab for r, lab in zip(b["row"], b["label"]))  # rows keep their labels
+            assert all(labels[r] == lab for r, lab in zip(b["row"], b["label"], strict=True))  # rows keep their labels
             seen.extend(b["label"].tolist())
     share = np.mean(np.array(seen) == "CVP")
     assert 0.40 < share < 0.60, share  # 10 % in the data, about half in the batches
     a = list(rebalance(iter(stream), head, torch.Generator().manual_seed(3), 16))
     b = list(rebalance(iter(stream), head, torch.Generator().manual_seed(3), 16))
-    assert all(np.array_equal(x["row"], y["row"]) for x, y in zip(a, b))  # seeded: reproducible
+    assert all(np.array_equal(x["row"], y["row"]) for x, y in zip(a, b, strict=True))  # seeded: reproducible
 
 
 def test_selection_key_prefers_auroc_or_loss_and_ranks_nan_last():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -66,16 +67,16 @@ def test_the_same_bytes_under_other_names_and_patients_are_left_out(tmp_path, ph
     q = prepared.quarantine
     copy_rows = list(range(df.height + 1, df.height + 13))
     assert q.filter(pl.col("row").is_in(copy_rows))["row"].to_list() == copy_rows
-    for k, (i, row) in enumerate(zip(pngs, copy_rows)):
+    for k, (i, row) in enumerate(zip(pngs, copy_rows, strict=True)):
         reason = q.filter(pl.col("row") == row)["reason"][0]
         assert f"copy-{k}.png: the same image as row {i + 1} ({data / df['image_path'][i]})" in reason
     kept = _kept_hashes(prepared.shard_dir)
     digests = {}
     rows, _ = read_manifest(data / "manifest.csv")
-    path_of = dict(zip(rows["row"].to_list(), rows["image_path"].to_list()))
+    path_of = dict(zip(rows["row"].to_list(), rows["image_path"].to_list(), strict=True))
     for split, rs in kept.items():
         for r in rs:
-            digest = hashlib.sha256(open(path_of[r], "rb").read()).hexdigest()
+            digest = hashlib.sha256(Path(path_of[r]).read_bytes()).hexdigest()
             assert digest not in digests, f"row {r} ({split}) repeats row {digests.get(digest)}"
             digests[digest] = (r, split)
     assert sum(len(v) for v in kept.values()) == df.height  # every original kept, no copy

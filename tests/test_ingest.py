@@ -33,7 +33,7 @@ def test_bad_rows_reported_and_the_rest_ingested(tmp_path, phantom_manifest, ray
 
     bad = result.bad_rows
     assert bad["row"].to_list() == sorted(i + 1 for i in (corrupt, missing, nomask, wrongmask))
-    msgs = dict(zip(bad["row"].to_list(), bad["error"].to_list()))
+    msgs = dict(zip(bad["row"].to_list(), bad["error"].to_list(), strict=True))
     assert "unreadable image" in msgs[corrupt + 1] and df["image_path"][corrupt] in msgs[corrupt + 1]
     assert "file not found" in msgs[missing + 1]
     assert "no lung mask" in msgs[nomask + 1]
@@ -67,7 +67,7 @@ def test_one_mask_serving_two_images_is_named_and_left_out(tmp_path, phantom_man
     df.with_columns(pl.Series("mask_path", paths)).write_csv(data / "manifest.csv")
     manifest = assign_splits(load_manifest(data / "manifest.csv"), seed=0)
     result = ingest(manifest, tmp_path / "shards", image_size=32)
-    msgs = dict(zip(result.bad_rows["row"].to_list(), result.bad_rows["error"].to_list()))
+    msgs = dict(zip(result.bad_rows["row"].to_list(), result.bad_rows["error"].to_list(), strict=True))
     assert sorted(msgs) == [first_other + 1, second_other + 1]
     assert msgs[first_other + 1].endswith(f"the same lung mask as row 1 ({data / paths[0]}) serves this image too; a "
                                           "mask belongs to one image: left out")

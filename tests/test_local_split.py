@@ -97,7 +97,7 @@ def test_an_abandoned_epoch_stops_its_threads_and_a_bad_file_is_named(split, tmp
         time.sleep(0.05)
     assert not any(t.name.startswith(("batches-ahead", "shard-reader")) for t in threading.enumerate())
     (split / "part-00002.parquet").write_bytes(b"not a parquet file")
-    with pytest.raises(Exception, match="part-00002.parquet"):
+    with pytest.raises(Exception, match=r"part-00002.parquet"):
         list(LocalSplit(split).iter_batches(batch_size=4))
 
 
@@ -105,5 +105,5 @@ def test_one_split_of_two_pixel_types_is_refused_naming_the_file(tmp_path):
     split = _write_split(tmp_path / "a", rows=20)
     other = _write_split(tmp_path / "b", rows=10, dtype="uint8", start=20)
     (other / "part-00000.parquet").rename(split / "part-00009.parquet")
-    with pytest.raises(ValueError, match="part-00009.parquet: uint8 pixels, but earlier shard files"):
+    with pytest.raises(ValueError, match=r"part-00009.parquet: uint8 pixels, but earlier shard files"):
         list(LocalSplit(split, stored_pixels=True).iter_batches(batch_size=4))

@@ -118,7 +118,8 @@ def test_every_row_is_used_or_quarantined_or_the_file_is_refused_in_one_line(fil
         event(f"rows: {good.height} used, {quarantine.height} quarantined")
         assert set(good["row"]).isdisjoint(quarantine["row"])
         assert sorted([*good["row"], *quarantine["row"]]) == list(range(1, good.height + quarantine.height + 1))
-        assert all(f"{path}, row {r}:" in reason for r, reason in zip(quarantine["row"], quarantine["reason"]))
+        assert all(f"{path}, row {r}:" in reason
+                   for r, reason in zip(quarantine["row"], quarantine["reason"], strict=True))
         if good.height:
             batch = {c: good[c].to_numpy() for c in ("row", "image_path", "mask_path")}
             out = load_batch(batch, 32, require_masks=False)

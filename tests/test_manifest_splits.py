@@ -35,7 +35,7 @@ def test_missing_column_names_file_and_column(tmp_path):
 
 
 def test_wrong_column_name_is_reported(tmp_path):
-    path = _copy_manifest(tmp_path, lambda t: [t[0].replace("patient_id", "patient")] + t[1:])
+    path = _copy_manifest(tmp_path, lambda t: [t[0].replace("patient_id", "patient"), *t[1:]])
     with pytest.raises(ManifestError, match=r"missing column\(s\) \['patient_id'\]"):
         load_manifest(path)
 
@@ -71,7 +71,7 @@ def test_row_problems_are_quarantined_and_the_rest_kept(tmp_path):
 def test_unreadable_image_names_file(tmp_path):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"\x89PNG not really")
-    with pytest.raises(ImageReadError, match="x.png: unreadable image"):
+    with pytest.raises(ImageReadError, match=r"x.png: unreadable image"):
         read_image(bad)
     with pytest.raises(ImageReadError, match="file not found"):
         read_image(tmp_path / "missing.png")
@@ -92,7 +92,7 @@ def test_patient_level_stratified_splits():
     for label in ("CVP", "NOR", "OBP", "OVP"):
         assert set(df.filter(pl.col("label") == label)["split"]) == {"train", "val", "test"}
     share = df.group_by("split").len().to_dict(as_series=False)
-    counts = dict(zip(share["split"], share["len"]))
+    counts = dict(zip(share["split"], share["len"], strict=True))
     assert counts["train"] > counts["val"] and counts["train"] > counts["test"]
     assert assign_splits(load_manifest(REAL_MINI), seed=0).equals(df)
     assert not assign_splits(load_manifest(REAL_MINI), seed=1)["split"].equals(df["split"])

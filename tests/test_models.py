@@ -29,7 +29,7 @@ def test_three_channel_input_and_too_small():
 
 
 def test_unknown_backbone_lists_valid_names():
-    with pytest.raises(KeyError, match="unknown backbone 'resnet7'; valid: .*basecnn.*resnet18"):
+    with pytest.raises(KeyError, match=r"unknown backbone 'resnet7'; valid: .*basecnn.*resnet18"):
         build_backbone("resnet7", 2)
 
 
@@ -72,7 +72,7 @@ def test_pretrained_offline_falls_back_once_and_says_so(monkeypatch):
         _, init1 = build_backbone("resnet18", 2, 1, pretrained=True)
         _, init2 = build_backbone("resnet18", 2, 1, pretrained=True)
     assert (init1, init2) == ("random", "random")
-    assert hub.HF_HUB_OFFLINE == before  # restored after the build
+    assert before == hub.HF_HUB_OFFLINE  # restored after the build
     assert time.time() - t < 20  # no network retries
     said = [w for w in caught if issubclass(w.category, bb.PretrainedUnavailable)
             and "pretrained weights for resnet18 unavailable" in str(w.message)]

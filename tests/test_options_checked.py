@@ -98,7 +98,7 @@ def test_the_sweep_size_is_checked_before_ray_and_again_exactly(tmp_path):
     assert time.perf_counter() - start < 60 and not (tmp_path / "run").exists()
     study = HideSeek(seeds=tuple(range(3000)), backbones=("basecnn",), max_trials=20_000).derive()
     study.check()  # 15,000 trials allowed when asked for
-    with pytest.raises(UserError, match="^the sweep has 12 trials, more than --max-trials 10; raise --max-trials"):
+    with pytest.raises(UserError, match=r"^the sweep has 12 trials, more than --max-trials 10; raise --max-trials"):
         check_size(12, 10)
     check_size(10, 10)
 

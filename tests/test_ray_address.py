@@ -29,11 +29,11 @@ def test_a_trial_that_no_node_can_hold_is_one_line_naming_the_cluster():
         check_fits(TWO_CPUS, Resources(use_gpu=True))
     assert str(err.value) == ("--gpu: a trial needs 1 CPU(s) and 1 GPU(s) on one node, but the Ray cluster at "
                               "10.0.0.1:6379 has 1 node, 2 CPUs, 0 GPUs: drop --gpu or add GPU nodes")
-    with pytest.raises(UserError, match="a trial needs 4 CPU.s. and 0 GPU.s. on one node, but the local Ray"):
+    with pytest.raises(UserError, match=r"a trial needs 4 CPU.s. and 0 GPU.s. on one node, but the local Ray"):
         check_fits(ClusterView("x", (2.0,), (0.0,)), Resources(cpus_per_worker=4))
     two_nodes = ClusterView("x", (2.0, 2.0), (1.0, 1.0), local=False)
     check_fits(two_nodes, Resources(use_gpu=True, num_workers=2))  # a DDP trial over the two GPU nodes fits
-    with pytest.raises(UserError, match="needs 3.01 CPUs and 3 GPUs in all"):
+    with pytest.raises(UserError, match=r"needs 3.01 CPUs and 3 GPUs in all"):
         check_fits(two_nodes, Resources(use_gpu=True, num_workers=3, data_cpus=0))
     check_fits(TWO_CPUS, Resources())  # what fits passes silently
 

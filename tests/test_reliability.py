@@ -93,7 +93,7 @@ def test_planted_bad_input_and_phi(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     q = pl.read_csv(out / "quarantine.csv")
     assert sorted(q["row"].to_list()) == sorted(plants.values())
-    reason = dict(zip(q["row"].to_list(), q["reason"].to_list()))
+    reason = dict(zip(q["row"].to_list(), q["reason"].to_list(), strict=True))
     for kind, row in plants.items():
         name = Path(files["image_path"][row - 1]).name
         assert name in reason[row] or kind == "label", (kind, reason[row])

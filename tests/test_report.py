@@ -62,7 +62,7 @@ def test_verdict_card_opens_the_report_with_the_answer_in_protocol_order(planted
     out, result = planted
     text, cells = _page(result.report)
     findings = result.artifacts["shortcut"].tables["shortcut_findings"]
-    verdicts = dict(zip(findings["representation"], findings["verdict"]))
+    verdicts = dict(zip(findings["representation"], findings["verdict"], strict=True))
     assert verdicts == {"lungs_removed": "shortcut", "lungs_boxed_out": "no_shortcut"}
     # the answer comes first, before any section, with a sentence per lung-hiding trial
     assert text.index("SHORTCUT: 1/2 lung-hiding trials keep the signal") < text.index("Statistics")
@@ -82,7 +82,7 @@ def test_verdict_card_opens_the_report_with_the_answer_in_protocol_order(planted
 
 
 def test_tables_are_readable_and_every_class_code_is_defined(planted):
-    out, result = planted
+    _out, result = planted
     text, _ = _page(result.report)
     assert "NCV = not COVID-19: normal (NOR)" in text and "CVP = COVID-19 pneumonia [positive class]" in text
     assert " nan " not in f" {text} " and "None" not in text
@@ -178,5 +178,5 @@ def test_the_analysis_runs_the_steps_chosen_and_says_which(planted, tmp_path):
     assert not (copy / "analysis" / "calibration.csv").exists() and (copy / "analysis" / "trial_aurocs.csv").exists()
     text, _ = _page(result.report)
     assert "skipped calibration, saliency, transfer" in text
-    with pytest.raises(UnknownNameError, match="valid: .*bias.*transfer"):
+    with pytest.raises(UnknownNameError, match=r"valid: .*bias.*transfer"):
         analysis_options("all", ("tranfser",))

@@ -78,7 +78,7 @@ def test_representation_on_real_cxr(name):
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match=r"expected image \(B,C,H,W\) and mask \(B,1,H,W\)"):
         apply_representation("original", torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 5, 5))
-    with pytest.raises(KeyError, match="valid: .*lungs_boxed_out, lungs_framed"):
+    with pytest.raises(KeyError, match=r"valid: .*lungs_boxed_out, lungs_framed"):
         apply_representation("lungs_hidden", torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
 
 

@@ -61,7 +61,7 @@ def test_every_backbone_places_a_lung_map_on_the_lungs(name, phantom_manifest):
     assert native.any(), f"{name}: {geometry.cells} cells at {size} px, none inside the lungs"
     lungs_as_held = place(native[None], geometry, (size, size)) > 0
     assert saliency_mass(place(native[None], geometry, (size, size)), lungs_as_held)[0] == pytest.approx(1.0)
-    assert 0 < geometry.stride[0] and -0.5 <= geometry.offset[0] <= size
+    assert geometry.stride[0] > 0 and -0.5 <= geometry.offset[0] <= size
 
 
 def test_too_coarse_maps_are_not_interpretable_and_a_shallower_layer_is_taken():

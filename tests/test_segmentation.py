@@ -110,11 +110,12 @@ def test_quality_gate_flags_opacified_lungs_the_unet_undersegments(trained):
     model = load_unet(out / "unet_heldout.pt")
     clean_probs, clean_agree = predict_with_agreement(model, images)
     bad_probs, bad_agree = predict_with_agreement(model, opaque)
-    dice = [overlap_metrics(clean_mask(p), m)["lung_dice"] for p, m in zip(bad_probs, masks)]
+    dice = [overlap_metrics(clean_mask(p), m)["lung_dice"] for p, m in zip(bad_probs, masks, strict=True)]
     poor = np.array(dice) < 0.9
-    flagged = np.array([not mask_quality(clean_mask(p), agreement=a).ok for p, a in zip(bad_probs, bad_agree)])
+    flagged = np.array([not mask_quality(clean_mask(p), agreement=a).ok
+                        for p, a in zip(bad_probs, bad_agree, strict=True)])
     clean_flagged = np.array([not mask_quality(clean_mask(p), agreement=a).ok
-                              for p, a in zip(clean_probs, clean_agree)])
+                              for p, a in zip(clean_probs, clean_agree, strict=True)])
     print(f"\nopacified: {poor.sum()}/{len(poor)} poor, gate flags {flagged[poor].sum()} of them; "
           f"clean: {clean_flagged.sum()}/{len(clean_flagged)} flagged; agreement clean {clean_agree.mean():.3f} "
           f"vs opacified {bad_agree.mean():.3f}")

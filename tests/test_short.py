@@ -38,7 +38,8 @@ def test_a_negative_factor_teaches_the_head_to_read_and_the_backbone_to_confuse_
     attribute_loss(head, features, a, -1.0).backward()
     reading = torch.nn.functional.cross_entropy(head(features.detach()), a, ignore_index=-1)
     want = torch.autograd.grad(reading, list(head.parameters()))
-    assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(head.parameters(), want))  # head: reads only
+    assert all(torch.allclose(p.grad, w, atol=1e-6)  # head: reads only
+               for p, w in zip(head.parameters(), want, strict=True))
     with torch.no_grad():  # a small step of the features along their gradient makes the head's output flatter
         before = torch.softmax(head(features), 1)[a >= 0]
         after = torch.softmax(head(features - 0.1 * features.grad), 1)[a >= 0]

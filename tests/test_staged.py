@@ -38,7 +38,7 @@ def test_paths_share_their_upstream_phases():
     wave_of = {s.trial_id: k for k, w in enumerate(waves) for s in w}
     assert all(wave_of[s.init_from] < wave_of[s.trial_id] for s in specs if s.init_from)
     assert datasets_needed(["c", "f"]) == ["nih14"] and datasets_needed(["f"]) == []
-    phase1 = [s for s in upstream if s.pretraining == "nih14"][0]
+    phase1 = next(s for s in upstream if s.pretraining == "nih14")
     assert phase1.task == "NIH14" and phase1.recipe.lr == 0.01 and phase1.recipe.optimizer == "sgd"
     assert {s.recipe.lr for s in targets} == {5e-4} and {s.recipe.lr for s in upstream if s.task == "PNEU"} == {1e-3}
 

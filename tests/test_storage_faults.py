@@ -206,10 +206,9 @@ def test_the_first_ctrl_c_after_tune_is_heard_and_one_during_tune_stops_the_swee
         _setup_signal_catching()  # what tuner.fit() does first
         assert signal.getsignal(signal.SIGINT) is not before
     assert signal.getsignal(signal.SIGINT) is before  # the next Ctrl-C reaches the driver
-    with pytest.raises(KeyboardInterrupt):
-        with sigint_kept():
-            event = _setup_signal_catching()
-            os.kill(os.getpid(), signal.SIGINT)  # a real signal, caught by Tune's handler
-            time.sleep(0.1)
-            assert event.is_set()  # Tune saw it and would end the fit quietly
+    with pytest.raises(KeyboardInterrupt), sigint_kept():
+        event = _setup_signal_catching()
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal, caught by Tune's handler
+        time.sleep(0.1)
+        assert event.is_set()  # Tune saw it and would end the fit quietly
     assert signal.getsignal(signal.SIGINT) is before

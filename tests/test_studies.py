@@ -121,7 +121,7 @@ def test_failing_trial_is_retried_from_its_checkpoint_then_reported(tmp_path):
                 "--max-concurrent", "1", env={"CXRRAY_FAULT_INJECT": faults})
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = pl.read_parquet(tmp_path / "results.parquet")
-    status = dict(zip(results["representation"], results["status"]))
+    status = dict(zip(results["representation"], results["status"], strict=True))
     assert status == {"original": "finished", "lungs_removed": "failed"}
     ok, bad = (results.filter(pl.col("representation") == r).row(0, named=True) for r in ("original", "lungs_removed"))
     starts = (tmp_path / "trials" / ok["trial_id"] / "attempts.log").read_text().split()
@@ -182,8 +182,8 @@ def test_covid_sdnet_preset_end_to_end_reports_accuracy_per_severity(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = pl.read_parquet(tmp_path / "results.parquet")
     assert set(results["backbone"]) == {"covid_sdnet"} and set(results["representation"]) == {"seg_crop"}
-    assert sorted(zip(results["method"], results["fold"])) == [("fucitnet", 0), ("fucitnet", 1), ("standard", 0),
-                                                               ("standard", 1)]
+    assert sorted(zip(results["method"], results["fold"], strict=True)) == [
+        ("fucitnet", 0), ("fucitnet", 1), ("standard", 0), ("standard", 1)]
     for tid in results.filter(pl.col("method") == "fucitnet")["trial_id"]:
         assert (tmp_path / "trials" / tid / "fucitnet.pt").exists()
     assert "epoch 2/2 (stage 2)" in proc.stdout

@@ -37,7 +37,7 @@ def _flagged(rows: list[dict]) -> set[tuple[str, str]]:
 
     tested = [r for r in rows if r["p"] == r["p"]]
     adjusted = holm([r["p"] for r in tested])
-    return {(r["attribute"], r["subgroup"]) for r, q in zip(tested, adjusted) if q < 0.05}
+    return {(r["attribute"], r["subgroup"]) for r, q in zip(tested, adjusted, strict=True) if q < 0.05}
 
 
 def test_a_planted_sex_gap_is_found_and_nothing_else():
@@ -105,7 +105,7 @@ def test_a_shared_view_is_compared_paired_with_few_false_gaps():
 
 
 def test_the_step_writes_the_table_and_the_section(tmp_path):
-    preds, _ = _run(tmp_path, {"original": 2.0, "lungs_removed": 1.0}, n=10)
+    _preds, _ = _run(tmp_path, {"original": 2.0, "lungs_removed": 1.0}, n=10)
     rng = np.random.default_rng(5)
     frames = [_trial(rng, 300, 2.5, 0.5).with_columns(pl.lit(t).alias("trial_id"), pl.lit("test").alias("split"))
               for t in ("t0", "t1")]

@@ -194,7 +194,7 @@ def test_a_reanalysis_reuses_each_trials_model_based_results(smoke_run, tmp_path
 
 
 def test_rerun_resumes_without_retraining(smoke_run):
-    out, first = smoke_run
+    out, _first = smoke_run
     mtimes = {p: p.stat().st_mtime for p in (out / "trials").glob("*/predictions.parquet")}
     proc = _sweep(out)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -27,7 +27,7 @@ def test_no_gap_is_claimed_where_none_is_and_the_intervals_cover(patients, fnr, 
         b, pb = _missed(rng, 2 * patients, fnr, icc)
         missed, patient = np.concatenate([a, b]), np.concatenate([pa, pb + patients])
         inside = np.arange(len(missed)) < len(a)
-        gap, lo, hi, p = fnr_gap(missed, patient, inside, ~inside)
+        _gap, lo, hi, p = fnr_gap(missed, patient, inside, ~inside)
         claims += p < 0.05
         gap_cover += lo <= 0 <= hi
         assert (p < 0.05) == (not lo <= 0 <= hi)  # one decision, one interval
@@ -46,7 +46,7 @@ def test_a_planted_gap_is_found_most_of_the_time():
         b, pb = _missed(rng, 60, 0.2, 0.5)
         missed, patient = np.concatenate([a, b]), np.concatenate([pa, pb + 30])
         inside = np.arange(len(missed)) < len(a)
-        gap, lo, hi, p = fnr_gap(missed, patient, inside, ~inside)
+        gap, _lo, _hi, p = fnr_gap(missed, patient, inside, ~inside)
         found += p < 0.05 and gap > 0
     assert found / 200 >= 0.75
 

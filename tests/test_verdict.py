@@ -137,7 +137,7 @@ def test_no_shortcut_needs_equivalence_within_the_margin():
     rng = np.random.default_rng(6)
     y, h, g = _clustered(rng, 600, 900, 2, 0.3)
     big = judge(y, h, g, original=(y, h + 3 * y, g))
-    assert big.verdict == "no_shortcut" and 0.4 < big.ci_lo_corrected and big.ci_hi_corrected < 0.6
+    assert big.verdict == "no_shortcut" and big.ci_lo_corrected > 0.4 and big.ci_hi_corrected < 0.6
     assert "ruled out" in big.reason
     y, h, g = _clustered(rng, 15, 20, 2, 0.3)
     small = judge(y, h, g)
@@ -154,13 +154,13 @@ def test_nan_scores_are_degenerate_and_counted(tmp_path):
     from cxrray.analysis.analyze import run_analysis
     from cxrray.analysis.shortcut import headline
 
-    preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 0.0}, n=400)
+    preds, _res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 0.0}, n=400)
     preds = preds.with_columns(pl.when(pl.col("trial_id") == "t2").then(float("nan")).otherwise(pl.col("prob_CVP"))
                                .alias("prob_CVP"))
     preds.write_parquet(tmp_path / "predictions.parquet")
     result = run_analysis(tmp_path, )
     cells = result.artifacts["shortcut"].tables["cell_verdicts"]
-    by = dict(zip(cells["representation"], cells["verdict"]))
+    by = dict(zip(cells["representation"], cells["verdict"], strict=True))
     assert by["lungs_boxed_out"] == "degenerate" and by["lungs_removed"] in ("no_shortcut", "inconclusive")
     line = headline(result.artifacts).text
     assert "/2 lung-hiding trials" in line and "1 degenerate" in line and not line.startswith("NO SHORTCUT: 0/1")

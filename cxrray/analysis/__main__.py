@@ -20,8 +20,9 @@ def ranged(lo: float, hi: float, kind: type = float, *, open_lo: bool = False, o
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
-        if (value < lo or value > hi or (open_lo and value == lo) or (open_hi and value == hi)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if value < lo or value > hi or (open_lo and value == lo) or (open_hi and value == hi):
             ends = f"{'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
             raise argparse.ArgumentTypeError(f"{text} is out of range: {ends}")
         return value

@@ -117,7 +117,7 @@ def calibration_test(y: np.ndarray, p: np.ndarray, patients: np.ndarray, seed: i
     y, p = np.asarray(y, bool), np.clip(np.asarray(p, float), 0.0, 1.0)
     observed = ece(y, p)
     null = null_eces(p, np.asarray(patients), rng, boot)
-    return {"n": int(len(y)), "patients": int(len(np.unique(patients))), "ece": observed,
+    return {"n": len(y), "patients": len(np.unique(patients)), "ece": observed,
             "ece_if_calibrated": float(np.median(null)), "ece_if_calibrated_95": float(np.percentile(null, 95)),
             "p": float((1 + (null >= observed - 1e-12).sum()) / (boot + 1))} | recalibration(y, p, patients)
 
@@ -165,7 +165,7 @@ def plot_reliability(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.
     cols = min(len(backbones), 3)
     nrows = -(-len(backbones) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.5 * nrows), squeeze=False)
-    for ax, bb in zip(axes.ravel(), backbones):
+    for ax, bb in zip(axes.ravel(), backbones, strict=True):
         part = table.filter(pl.col("backbone") == bb) if "backbone" in table.columns else table
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls=":")
         shown = set()

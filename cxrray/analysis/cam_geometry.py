@@ -45,7 +45,7 @@ def grid_geometry(cells: tuple[int, int], size: tuple[int, int]) -> Geometry:
     is split evenly, so ``offset = (H - stride * rows) / 2 + (stride - 1) / 2``. The base CNN's 54 x 54 grid
     over 64 px: stride 1, offset 5 (five unpadded 3 x 3 convolutions); ResNet-18's 7 x 7 over 224: 32, 15.5."""
     offset, stride = [], []
-    for n, length in zip(cells, size):
+    for n, length in zip(cells, size, strict=True):
         s = float(2.0 ** np.round(np.log2(length / n)))
         stride.append(s)
         offset.append((length - s * n) / 2 + (s - 1) / 2)

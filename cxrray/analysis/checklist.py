@@ -339,7 +339,7 @@ def checklist(run: LoadedRun) -> Artifacts:
     table = checklist_table(facts)
     run.layout.analysis_file("checklist.md").write_text(markdown(table))
     counts = table.group_by("answered by").len()
-    n = dict(zip(counts["answered by"], counts["len"]))
+    n = dict(zip(counts["answered by"], counts["len"], strict=True))
     a = Artifacts(tables={"checklist": table})
     demo = demographics(facts.splits)
     if not demo.is_empty():

@@ -91,13 +91,13 @@ def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
             t = shared(i, j) if paired else None
             if t is None:
                 t = paired_test(ya, sa, sb, groups=ga) if paired else unpaired_test(ya, sa, yb, sb, ga, gb)
-            rows.append({"family": ", ".join(f"{c} {v}" for c, v in zip(family, key)) if family else "all",
+            rows.append({"family": ", ".join(f"{c} {v}" for c, v in zip(family, key, strict=True)) if family else "all",
                          "a": ".".join(str(a[c]) for c in label), "b": ".".join(str(b[c]) for c in label),
                          "auroc_a": a["auroc"], "auroc_b": b["auroc"], "test": "paired" if paired else "unpaired",
                          "stat": t.stat, "p": t.p})
         if rows:
             p = [r["p"] for r in rows]
-            for r, pb, ph in zip(rows, bonferroni(p), holm(p)):
+            for r, pb, ph in zip(rows, bonferroni(p), holm(p), strict=True):
                 r |= {"p_bonferroni": float(pb), "p_holm": float(ph), "n_tests": len(rows)}
             out.extend(rows)
     return pl.DataFrame(out, infer_schema_length=None) if out else pl.DataFrame()
@@ -144,7 +144,7 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
                 auc, v, k = stats_by[design]
                 se = np.sqrt(v + v_ind)
                 drop = auc - ind
-                rows.append(dict(zip(keys, key)) | {
+                rows.append(dict(zip(keys, key, strict=True)) | {
                     "design": design, "auroc": auc, "folds": k, "auroc_independent": ind, "drop": drop,
                     "drop_lo": drop - z * se, "drop_hi": drop + z * se,
                     "p": float(2 * stats.norm.sf(abs(drop) / se)) if se > 0 else float("nan")})
@@ -162,8 +162,8 @@ def pvalue_matrices(pairs: pl.DataFrame, parts_of: dict[str, tuple[str, ...]] | 
         parts = [list((parts_of or {}).get(n) or n.split(".")) for n in full]
         width = min(len(p) for p in parts)
         varying = [k for k in range(width) if len({p[k] for p in parts}) > 1]
-        short = {n: " / ".join(p[k] for k in varying) or n for n, p in zip(full, parts)}
-        first = {n: p[0] for n, p in zip(full, parts)}
+        short = {n: " / ".join(p[k] for k in varying) or n for n, p in zip(full, parts, strict=True)}
+        first = {n: p[0] for n, p in zip(full, parts, strict=True)}
         names = sorted(full, key=lambda n: (display_order(sorted(set(first.values()))).index(first[n]), n))
         idx = {n: i for i, n in enumerate(names)}
         m: list[list[float | None]] = [[None] * len(names) for _ in names]

@@ -82,7 +82,7 @@ def plot_dilation(table: pl.DataFrame, path: Path) -> None:
     axes = _who(table)
     cells = list(table.group_by(axes, maintain_order=True))
     fig, ax = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 0.6, 3.2), squeeze=False, sharey=True)
-    for panel, (key, cell) in zip(ax[0], cells):
+    for panel, (key, cell) in zip(ax[0], cells, strict=True):
         cell = cell.sort("mask_dilation")
         x = cell["mask_dilation"].to_numpy()
         panel.plot(x, cell["auroc"].to_numpy(), color="#90a4ae", lw=1, zorder=1)

@@ -94,7 +94,7 @@ def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path,
     seeds = sorted(aurocs["seed"].unique().to_list()) if "seed" in aurocs.columns else [0]
     styles = ("-", "--", ":", "-.")
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.6 * len(backbones), 4.4), squeeze=False)
-    for ax, bb in zip(axes[0], backbones):
+    for ax, bb in zip(axes[0], backbones, strict=True):
         for r in protocol_sorted(aurocs.filter(pl.col("backbone") == bb), rows).iter_rows(named=True):
             part = test.filter(pl.col("trial_id") == r["trial_id"])
             fpr, tpr, _ = roc_curve(*TASKS.get(r["task"]).positive_scores(part))

@@ -52,5 +52,5 @@ def lime_maps(model: torch.nn.Module, x: torch.Tensor, classes: np.ndarray, prob
                                              segmentation_fn=segment, batch_size=batch_size, random_seed=seed + i)
         weights = dict(exp.local_exp[int(classes[i])])
         seg = exp.segments
-        out[i] = np.vectorize(lambda s: max(weights.get(s, 0.0), 0.0))(seg)
+        out[i] = np.vectorize(lambda s, w=weights: max(w.get(s, 0.0), 0.0))(seg)
     return out

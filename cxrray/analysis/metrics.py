@@ -33,7 +33,7 @@ def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str],
     95 % interval (``delong.auroc_interval``: clustered by ``groups``, the patients, when given)."""
     pred = prob.argmax(1)
     cm = confusion_matrix(y, pred, labels=list(range(len(classes))))
-    out = {"n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else np.nan}
+    out = {"n": len(y), "accuracy": float((pred == y).mean()) if len(y) else np.nan}
     aurocs = []
     for k, c in enumerate(classes):
         tp, fn = cm[k, k], cm[k].sum() - cm[k, k]
@@ -125,7 +125,7 @@ def cell_aurocs(aurocs: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for key, g in aurocs.drop_nans("auroc").sort(order or "trial_id").group_by(axes, maintain_order=True):
         mean, lo, hi = t_interval(g["auroc"].to_numpy())
-        rows.append(dict(zip(axes, key)) | {
+        rows.append(dict(zip(axes, key, strict=True)) | {
             "replicates": g.height, "auroc_mean": mean, "t_lo": lo, "t_hi": hi,
             "auroc_sd": float(g["auroc"].std()) if g.height > 1 else float("nan"),
             "per_replicate": "; ".join(f"{a:.3f} [{x:.3f}, {y:.3f}]" for a, x, y in
@@ -159,7 +159,7 @@ def severity_accuracy(predictions: pl.DataFrame, results: pl.DataFrame, split: s
     out = (joined.group_by(*axes, "severity", "class").agg(pl.len().alias("n"), pl.col("correct").sum().alias("k"))
            .with_columns(pl.col("severity").replace_strict(order, default=len(order)).alias("_o"))
            .sort(*axes, "_o", "class").drop("_o"))
-    cis = [wilson(k, n) for k, n in zip(out["k"], out["n"])]
+    cis = [wilson(k, n) for k, n in zip(out["k"], out["n"], strict=True)]
     return out.with_columns((pl.col("k") / pl.col("n")).alias("accuracy"),
                             pl.Series("accuracy_lo", [c[0] for c in cis]),
                             pl.Series("accuracy_hi", [c[1] for c in cis])).drop("k")

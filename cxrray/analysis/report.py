@@ -132,10 +132,11 @@ def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
     the class codes."""
     findings = protocol_sorted(findings_of(artifacts))
     answer = headline(artifacts)
-    sentences = [{"verdict": v, "text": s} for v, s in zip(findings["verdict"], shortcut_sentences(findings))] \
+    sentences = [{"verdict": v, "text": s}
+                 for v, s in zip(findings["verdict"], shortcut_sentences(findings), strict=True)] \
         if not findings.is_empty() else []
     degenerate = run.aurocs.filter(pl.col("degenerate") != "") if run.aurocs.height else run.aurocs
-    names = dict(zip(run.results["trial_id"], run.results["run_name"]))
+    names = dict(zip(run.results["trial_id"], run.results["run_name"], strict=True))
     tasks = sorted(set(run.aurocs["task"])) if "task" in run.aurocs.columns and run.aurocs.height else []
     legend = [(t, class_legend(TASKS.get(t))) for t in tasks if t in TASKS]
     figure = next((a.figures for a in artifacts.values() if "auroc_forest" in a.figures), {})

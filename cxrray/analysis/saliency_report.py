@@ -62,7 +62,7 @@ def _saliencies(cache: TrialCache, run_dir: Path, trial_ids: list[str], limit: i
             found[trial_id] = hit
     todo = [t for t in trial_ids if t not in found]
     jobs = [SaliencyJob(str(run_dir), t, limit, lime) for t in todo]
-    for trial_id, result in zip(todo, fan_out(saliency_job, jobs, placement.workers)):
+    for trial_id, result in zip(todo, fan_out(saliency_job, jobs, placement.workers), strict=True):
         if not isinstance(result, Exception):
             cache.put(trial_id, *result)
         found[trial_id] = result

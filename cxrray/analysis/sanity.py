@@ -42,7 +42,7 @@ def randomised_top(model: torch.nn.Module, layer: str, seed: int = 0) -> torch.n
 def rank_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per image: Spearman rank correlation of two maps (NaN when either map is constant)."""
     out = np.full(len(a), np.nan)
-    for i, (x, y) in enumerate(zip(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1))):
+    for i, (x, y) in enumerate(zip(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1), strict=True)):
         if np.ptp(x) > 0 and np.ptp(y) > 0:
             out[i] = stats.spearmanr(x, y).statistic
     return out

@@ -116,7 +116,7 @@ def slope_verdict(x: np.ndarray, y: np.ndarray, level: float) -> dict:
     fit = stats.linregress(x, y)
     half = stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr
     lo, hi = fit.slope - half, fit.slope + half
-    verdict = "no dependence" if -SLOPE_MARGIN < lo and hi < SLOPE_MARGIN else \
+    verdict = "no dependence" if lo > -SLOPE_MARGIN and hi < SLOPE_MARGIN else \
         "gap moves with the encoding" if lo > 0 or hi < 0 else "inconclusive"
     return out | {"slope": float(fit.slope), "slope_lo": float(lo), "slope_hi": float(hi),
                   "p": float(fit.pvalue), "detectable": detectable_slope(float(fit.stderr), n, level),
@@ -130,7 +130,8 @@ def cell_table(points: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
     usable = pl.col("gap").is_not_nan() & pl.col("encoding_auroc").is_not_nan()
     cells = [(key, c, c.filter(usable)) for key, c in points.group_by(cell, maintain_order=True)]
     m = max(sum(1 for _, _, c in cells if c.height >= MIN_MODELS), 1)
-    rows = [dict(zip(cell, key)) | (slope_verdict(c["encoding_auroc"].to_numpy(), c["gap"].to_numpy(), 1 - alpha / m)
+    rows = [dict(zip(cell, key, strict=True))
+            | (slope_verdict(c["encoding_auroc"].to_numpy(), c["gap"].to_numpy(), 1 - alpha / m)
                                     if c.height else too_small(every)) for key, every, c in cells]
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
@@ -152,7 +153,7 @@ def plot_short(points: pl.DataFrame, cells: pl.DataFrame, path: Path) -> None:
     plt = _plt()
     cell = [c for c in CELL if c in cells.columns]
     fig, axes = plt.subplots(1, cells.height, figsize=(max(4.5 * cells.height, 6.5), 3.8), squeeze=False)
-    for ax, c in zip(axes[0], cells.iter_rows(named=True)):
+    for ax, c in zip(axes[0], cells.iter_rows(named=True), strict=True):
         pts = points.filter(pl.all_horizontal([pl.col(k) == c[k] for k in cell]))
         colour = VERDICTS[TONES.get(c["verdict"], "degenerate")][0]
         ax.scatter(pts["encoding_auroc"], pts["gap"], color=colour, zorder=2)

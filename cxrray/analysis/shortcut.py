@@ -163,7 +163,7 @@ def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.
     cells = list(hidden.sort([c for c in ("seed", "fold", "trial_id") if c in hidden.columns])
                  .group_by(axes, maintain_order=True))
     m = max(sum(1 for _, c in cells if (c["degenerate"] == "").any()), 1)
-    verdict_of = dict(zip(findings["trial_id"], findings["verdict"]))
+    verdict_of = dict(zip(findings["trial_id"], findings["verdict"], strict=True))
     rows = []
     for key, cell in cells:
         if cell.height == 1:  # one replicate: the trial's verdict at the cell level (same m)
@@ -177,7 +177,8 @@ def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.
             [c for c in ("seed", "fold") if c in cell.columns][:1]
         listed = "; ".join(f"{' '.join(f'{c} {r[c]}' for c in reps)}: {verdict_of.get(r['trial_id'], '')}"
                            for r in cell.iter_rows(named=True))
-        rows.append(dict(zip(axes, key)) | {"replicates": cell.height} | row | {"replicate_verdicts": listed})
+        rows.append(dict(zip(axes, key, strict=True)) | {"replicates": cell.height} | row
+                    | {"replicate_verdicts": listed})
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
@@ -270,6 +271,6 @@ def shortcut(run: LoadedRun) -> Artifacts:
         extra = (("per trial (every column: analysis/shortcut_findings.csv)", findings_view(findings)),)
         if int(a.tables["cell_verdicts"]["replicates"].max()) > 1:
             extra = (("per protocol cell, replicates combined (analysis/cell_verdicts.csv)",
-                      findings_view(a.tables["cell_verdicts"])),) + extra
+                      findings_view(a.tables["cell_verdicts"])), *extra)
     a.sections = [Section("Shortcut verdicts", verdict="verdict", note=rules.text(), extra=extra)]
     return a

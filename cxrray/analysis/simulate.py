@@ -45,7 +45,7 @@ def _scores(rng: np.random.Generator, auc: float, y: np.ndarray, b: np.ndarray, 
 
 def draw(rng: np.random.Generator, t: Truth) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(labels, patient ids, hidden scores, original scores) of one test set drawn from ``t``."""
-    n_pos = min(max(int(round(t.prevalence * t.patients)), 1), t.patients - 1)
+    n_pos = min(max(round(t.prevalence * t.patients), 1), t.patients - 1)
     label = np.zeros(t.patients, bool)
     label[:n_pos] = True
     sizes = rng.integers(1, t.images + 1, t.patients)

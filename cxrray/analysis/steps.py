@@ -85,7 +85,7 @@ class LoadedRun:
         """trial id -> run name (``original.resnet18.none.s0``), for tables a person reads."""
         if "run_name" not in self.results.columns:
             return {}
-        return dict(zip(self.results["trial_id"], self.results["run_name"]))
+        return dict(zip(self.results["trial_id"], self.results["run_name"], strict=True))
 
     def figure(self, name: str) -> Path:
         """Where a step writes figure ``name`` (``analysis/<name>.png``)."""

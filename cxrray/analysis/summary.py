@@ -73,7 +73,8 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
     aurocs = analysis.artifacts["aurocs"].tables.get("trial_aurocs", pl.DataFrame()) \
         if "aurocs" in analysis.artifacts else pl.DataFrame()
     if not aurocs.is_empty() and not outcome.predictions.is_empty():
-        logged |= trial_charts(outcome.predictions, aurocs, dict(zip(results["trial_id"], results["run_name"])))
+        logged |= trial_charts(outcome.predictions, aurocs,
+                               dict(zip(results["trial_id"], results["run_name"], strict=True)))
     run.log(logged, commit=True)
     board = dashboard_of(study, project, {n for a in analysis.artifacts.values() for n in a.tables},
                          {n for a in analysis.artifacts.values() for n in a.figures}, entity=os.environ.get(

@@ -42,9 +42,9 @@ def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = 
     or from the predictions read here (NaN, infinite or constant scores), "" when it learned."""
     rows = []
     test = predictions.filter(pl.col("split") == split)
-    task_of = dict(zip(results["trial_id"], results["task"])) if "task" in results.columns else {}
-    loss_of = dict(zip(results["trial_id"], results["train_loss_min"])) if "train_loss_min" in results.columns \
-        else {}
+    task_of = dict(zip(results["trial_id"], results["task"], strict=True)) if "task" in results.columns else {}
+    loss_of = (dict(zip(results["trial_id"], results["train_loss_min"], strict=True))
+               if "train_loss_min" in results.columns else {})
     upstream = set(results["init_from"]) if "init_from" in results.columns else set()
     for trial_id, part in test.group_by("trial_id", maintain_order=True):
         positive = positive_class(task_of.get(trial_id[0], ""))
@@ -136,7 +136,7 @@ def format_table(table: pl.DataFrame, title: str) -> str:
     cols = table.columns
     body = [[str(v) if v is not None else "-" for v in r] for r in table.iter_rows()]
     widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(cols)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([title, "", line(cols), sep, *(line(r) for r in body)])
 
@@ -156,7 +156,7 @@ def aurocs(run: LoadedRun) -> Artifacts:
         a.text += f"\n\n{failed.height} trial(s) without predictions: " + ", ".join(failed["run_name"].to_list())
     degenerate = run.selected.filter(pl.col("degenerate") != "")
     if degenerate.height:
-        names = dict(zip(run.results["trial_id"], run.results["run_name"]))
+        names = dict(zip(run.results["trial_id"], run.results["run_name"], strict=True))
         a.text += (f"\n\n{degenerate.height} DEGENERATE trial(s), not used as evidence (the model did not learn):\n"
                    + "\n".join(f"- {names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
                                 for r in degenerate.iter_rows(named=True)))

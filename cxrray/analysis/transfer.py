@@ -101,7 +101,7 @@ def plot_transfer(table: pl.DataFrame, path) -> None:
     backbones = sorted(set(table["backbone"]))
     fig, axes = plt.subplots(1, len(backbones), figsize=(1.1 * len(order) * len(backbones) + 2.5,
                                                          1.0 * len(order) + 1.5), squeeze=False, sharey=True)
-    for ax, backbone in zip(axes[0], backbones):
+    for ax, backbone in zip(axes[0], backbones, strict=True):
         part = table.filter(pl.col("backbone") == backbone).group_by("train", "test").agg(pl.col("auroc").mean())
         grid = np.full((len(order), len(order)), np.nan)
         for r in part.iter_rows(named=True):

@@ -17,6 +17,7 @@ Each check reads only the analysis tables of finished runs, so it reruns without
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,8 @@ def known_answer_checks(runs: Mapping[float, Path], dose_min: float = 0.2) -> tu
               "; ".join(f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                         iso_off.select("auroc", "ci_lo", "ci_hi").iter_rows())),
         Check(f"dose-response: lung-hiding AUROC grows with the confound (by >= {dose_min} from 0 to 1)",
-              all(b >= a - 0.02 for a, b in zip(doses, doses[1:])) and doses[-1] - doses[0] >= dose_min,
-              " -> ".join(f"{c:g}: {d:.3f}" for c, d in zip(table["confound"], doses))),
+              all(b >= a - 0.02 for a, b in itertools.pairwise(doses)) and doses[-1] - doses[0] >= dose_min,
+              " -> ".join(f"{c:g}: {d:.3f}" for c, d in zip(table["confound"], doses, strict=True))),
     ]
     return checks, table
 

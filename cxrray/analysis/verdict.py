@@ -267,12 +267,12 @@ def judge(y: np.ndarray, hidden: np.ndarray, groups: np.ndarray | None, *, m: in
     if degenerate or not y.any() or y.all():  # no model, or a test split of one class: no AUROC to estimate
         h = Estimate(NAN, NAN, NAN, NAN, *patients_per_class(y, groups), "", NAN)
         return decide(h, None, 0.0, level, rules, degenerate=degenerate)
-    h, h_ci = estimate(y, hidden, groups, alpha_m, seed)
+    h, _ = estimate(y, hidden, groups, alpha_m, seed)
     o, cov, p_vs = None, 0.0, NAN
     one_class = original is not None and len(set(np.asarray(original[0], bool).tolist())) < 2
     if original is not None and not degenerate_original and not one_class:
         yo, so, go = original
-        o, o_ci = estimate(yo, so, go, alpha_m, seed)
+        o, _ = estimate(yo, so, go, alpha_m, seed)
         if len(yo) == len(y) and np.array_equal(np.asarray(yo, bool), y):
             _, c = auroc_cov(y, np.vstack([hidden, so]), groups)
             var_d = c[0, 0] + c[1, 1] - 2 * c[0, 1]

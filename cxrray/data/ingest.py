@@ -126,7 +126,7 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
     ctx.execution_options.resource_limits = limits.copy(object_store_memory=store_mib_per_cpu * cpus * 2**20)
     writer, bad, dups, content = ShardWriter(out, rows_per_shard), [], Duplicates(check_masks), hashlib.sha256()
     masked = check_masks and "mask_path" in manifest.columns
-    mask_of = dict(zip(manifest["row"].to_list(), manifest["mask_path"].to_list())) if masked else {}
+    mask_of = dict(zip(manifest["row"].to_list(), manifest["mask_path"].to_list(), strict=True)) if masked else {}
     try:
         stream = stream_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype,
                                  rows_per_block=rows_per_block, check_masks=check_masks,
@@ -135,15 +135,15 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
             rows, paths = block.column("row").to_pylist(), block.column("image_path").to_pylist()
             image_hashes, mask_hashes = (block.column(c).to_pylist() for c in HASH_COLUMNS)
             errors = block.column("error").to_pylist()
-            for k, (row, path, ih, mh) in enumerate(zip(rows, paths, image_hashes, mask_hashes)):
+            for k, (row, path, ih, mh) in enumerate(zip(rows, paths, image_hashes, mask_hashes, strict=True)):
                 content.update(f"{row}:{ih}:{mh};".encode())
                 if not errors[k]:
                     errors[k] = dups.check(row, path, ih, mh, mask_of.get(row) or "")
-            bad += [{"row": r, "image_path": p, "error": e} for r, p, e in zip(rows, paths, errors) if e]
+            bad += [{"row": r, "image_path": p, "error": e} for r, p, e in zip(rows, paths, errors, strict=True) if e]
             splits = block.column("split").to_pylist()
             good = block.drop_columns(["error", "image_path", *HASH_COLUMNS])
             for split in ("train", "val", "test"):
-                keep = [i for i, (s, e) in enumerate(zip(splits, errors)) if s == split and not e]
+                keep = [i for i, (s, e) in enumerate(zip(splits, errors, strict=True)) if s == split and not e]
                 if keep:
                     writer.add(split, good.take(keep))
         writer.close()

@@ -104,7 +104,7 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         _check_text(path, data)
     try:
         df = _read_table(path, data)
-    except Exception as exc:  # polars raises several error types, with multi-line messages
+    except Exception as exc:  # noqa: BLE001  (polars raises several error types, with multi-line messages)
         raise ManifestError(f"{path}: cannot be read as a table: {' '.join(str(exc).split())}") from None
     doubled = [c.rsplit("_duplicated_", 1)[0] for c in df.columns
                if "_duplicated_" in c and c.rsplit("_duplicated_", 1)[0] in df.columns]
@@ -240,10 +240,10 @@ def files_fingerprint(df: pl.DataFrame, threads: int = 16) -> str:
             return "missing"
         return f"{st.st_size}:{st.st_mtime_ns}"
 
-    paths = [p for pair in zip(df["image_path"].to_list(), df["mask_path"].to_list()) for p in pair]
+    paths = [p for pair in zip(df["image_path"].to_list(), df["mask_path"].to_list(), strict=True) for p in pair]
     with ThreadPoolExecutor(threads) as pool:
         stats = list(pool.map(stat, paths, chunksize=256))
     h = hashlib.sha256()
-    for p, st in zip(paths, stats):
+    for p, st in zip(paths, stats, strict=True):
         h.update(f"{p}={st};".encode())
     return h.hexdigest()[:16]

@@ -43,7 +43,7 @@ def pack(manifest_path: str | Path, out: str | Path, *, size: int, dtype: str = 
     return {"packed": rows.height - bad.height, "quarantined": quarantine.height + bad.height}
 
 
-def read_shards(out: str | Path) -> "ray.data.Dataset":  # noqa: F821
+def read_shards(out: str | Path) -> ray.data.Dataset:  # noqa: F821
     """The packed shards as a Ray Dataset with float32 [0, 1] images, like ``load_batch`` gives."""
     return read_split(Path(out) / "shards")
 

@@ -59,7 +59,7 @@ class SourceStyle:
     noise: float
     fmt: str  # "png" | "dcm1" (DICOM MONOCHROME1) | "dcm2" (DICOM MONOCHROME2)
 
-    def at_strength(self, strength: float) -> "SourceStyle":
+    def at_strength(self, strength: float) -> SourceStyle:
         """This style with its global intensity traits moved toward a neutral scanner by ``1 - strength``:
         gamma toward 1, noise toward the lungs' level, the collimation border toward none. The burn-in text
         and the marker keep their places and brightness: every source stamps the same area, so they tell
@@ -167,7 +167,7 @@ def _stamp_source(img: np.ndarray, style: SourceStyle, lung: np.ndarray) -> None
     1/64 of the side, mirrored exactly, so a left and a right stamp blur alike when the image is resized."""
     n = img.shape[0]
     u = max(1, n // 64)
-    b = u * int(round(style.border * n / u))
+    b = u * round(style.border * n / u)
     if b:  # collimation border
         img[:b, :] = img[-b:, :] = 0.0
         img[:, :b] = img[:, -b:] = 0.0

@@ -45,7 +45,7 @@ def write_border_phantom(out_dir: str | Path, *, n_patients: int = 160, prevalen
     """Write images, shrunk masks and ``manifest.csv`` (labels CVP and NOR, task CL2); return the manifest."""
     if not 0.0 < prevalence < 1.0:
         raise UserError(f"prevalence must be in (0, 1), got {prevalence}")
-    px = int(round(band * size))
+    px = round(band * size)
     if not 0 < px < size // 8:
         raise UserError(f"band must be between 1 pixel and 1/8 of the image ({size} px), got {band}")
     out = phantom_dir(out_dir)

@@ -152,7 +152,7 @@ class LocalSplit:
         want = batch_size + (local_shuffle_buffer_size or 0)
         pool, pixels = RowPool(), None
         out = (lambda b: b) if self.stored_pixels else to_float
-        for path, item in zip(self.files, self._files()):
+        for path, item in zip(self.files, self._files(), strict=True):
             if len(item["row"]):
                 kind = str(item["pixel_dtype"][0])
                 if pixels not in (None, kind):
@@ -248,7 +248,7 @@ class RowPool:
         return out
 
 
-def read_split(split_dir: str | Path) -> "ray.data.Dataset":  # noqa: F821
+def read_split(split_dir: str | Path) -> ray.data.Dataset:  # noqa: F821
     """One split's shards as a Ray Dataset of decoded float32 images and uint8 masks."""
     import ray.data
 
@@ -274,7 +274,7 @@ def decoded_bytes(split_dir: str | Path) -> int:
     return rows * side * side * 5
 
 
-def train_split(split_dir: str | Path, budget: int = DECODED_BUDGET) -> "ray.data.Dataset":  # noqa: F821
+def train_split(split_dir: str | Path, budget: int = DECODED_BUDGET) -> ray.data.Dataset:  # noqa: F821
     """A split for a Ray Train fit: decoded once and kept (``materialize``) when it fits ``budget`` bytes, so no
     epoch pays the streaming start-up; streamed from the shards every epoch otherwise."""
     ds = read_split(split_dir)
@@ -349,7 +349,7 @@ def load_row_groups(batch: dict[str, np.ndarray], rows_file: str, **kwargs) -> d
 
 def stream_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
                     rows_per_block: int = 32, cover_masks: bool = True, check_masks: bool = True,
-                    rows_file: Path | None = None) -> "ray.data.Dataset":  # noqa: F821
+                    rows_file: Path | None = None) -> ray.data.Dataset:  # noqa: F821
     """A lazy Ray Dataset of every manifest row, read, resized and encoded in parallel tasks, in manifest-row
     order, with an ``error`` column ("" for a good row). Nothing is materialised: the blocks in flight are what
     Ray Data's backpressure allows, whatever the size of the manifest.
@@ -386,7 +386,7 @@ def bad_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
-                    rows_per_block: int = 32, cover_masks: bool = True) -> tuple["ray.data.Dataset", pl.DataFrame]:  # noqa: F821
+                    rows_per_block: int = 32, cover_masks: bool = True) -> tuple[ray.data.Dataset, pl.DataFrame]:  # noqa: F821
     """Every row decoded and encoded (``stream_manifest``), materialised for callers that hold a small set (the
     U-Net's masked rows, a packed benchmark set): (encoded good rows, bad rows with the error)."""
     ds = stream_manifest(manifest, size=size, require_masks=require_masks, dtype=dtype,

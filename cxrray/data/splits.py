@@ -67,7 +67,7 @@ def assign_splits(df: pl.DataFrame, fractions: Sequence[float] = (0.6, 0.2, 0.2)
     order = _stratified_order(patients, np.random.default_rng(seed))
     cuts = np.round(np.cumsum(fractions)[:-1] * len(order)).astype(int)
     assignment: dict[str, str] = {}
-    for name, part in zip(names, np.split(order, cuts)):
+    for name, part in zip(names, np.split(order, cuts), strict=True):
         assignment.update(dict.fromkeys(part.tolist(), name))
     out = df.with_columns(pl.col("patient_id").replace_strict(assignment).alias("split"))
     check_no_leakage(out)
@@ -83,7 +83,7 @@ def _stratified_order(patients: pl.DataFrame, rng: np.random.Generator) -> np.nd
     strata = sorted(patients["stratum"].unique().to_list())
     offsets = (rng.random() + np.arange(len(strata)) * GOLDEN) % 1.0
     ids, keys = [], []
-    for stratum, u in zip(strata, offsets[rng.permutation(len(strata))]):
+    for stratum, u in zip(strata, offsets[rng.permutation(len(strata))], strict=True):
         members = patients.filter(pl.col("stratum") == stratum)["patient_id"].to_numpy()
         ids.append(members[rng.permutation(len(members))])
         keys.append((np.arange(len(members)) + u) / len(members))
@@ -116,7 +116,7 @@ def kfold_splits(df: pl.DataFrame, k: int = 5, repeats: int = 1, seed: int = 0, 
             rest_df = df.filter(pl.col("patient_id").is_in(ids[rest].tolist()))
             inner = assign_splits(rest_df, (1 - val_fraction, val_fraction), seed=seed * 1000 + rep * k + fold,
                                   stratify=stratify)
-            assignment.update(dict(zip(inner["patient_id"].to_list(), inner["split"].to_list())))
+            assignment.update(dict(zip(inner["patient_id"].to_list(), inner["split"].to_list(), strict=True)))
             out = df.with_columns(pl.col("patient_id").replace_strict(assignment).alias("split"))
             check_no_leakage(out)
             yield rep, fold, out

@@ -119,7 +119,7 @@ class Task:
             return (self.column,)
         return tuple(f"finding_{c}" for c in self.classes) if self.multilabel else ()
 
-    def rows_of(self, rows: "pl.DataFrame") -> "pl.DataFrame":
+    def rows_of(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The manifest rows as this task sees them: for a column task, ``label`` becomes the class the column
         says (1: positive, 0: the other class, anything else: '', not part of the task); others unchanged."""
         if not self.column:

@@ -235,7 +235,7 @@ class CVRNet(nn.Module):
         pool = lambda t: nn.functional.adaptive_avg_pool2d(t, 1)  # noqa: E731  (maps differ in size)
         final = torch.cat([pool(r5), pool(x5)], dim=1)
         feats = (r3, r4, xe, xm, final)
-        return torch.stack([torch.softmax(h(f), dim=1) for h, f in zip(self.heads, feats)])
+        return torch.stack([torch.softmax(h(f), dim=1) for h, f in zip(self.heads, feats, strict=True)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.log(self.head_probs(x).mean(0).clamp_min(1e-8))
@@ -260,7 +260,7 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def head_keys(name: str, in_chans: int = 1) -> frozenset[str]:
     """State-dict keys of backbone ``name``'s classification layer(s): those whose shape follows
     ``num_classes``. Found by building the network twice on the meta device (no memory, no weights)."""
@@ -336,7 +336,7 @@ def build_backbone(name: str, num_classes: int, in_chans: int = 1, pretrained: b
             with _cache_only(not hub_reachable()):  # offline: the local cache only, no download retries
                 model = spec.build(num_classes, in_chans, True)
             init = "imagenet"
-        except Exception as exc:  # offline, missing cache, no weights for this arch
+        except Exception as exc:  # noqa: BLE001  (offline, missing cache, no weights for this arch)
             warnings.warn(f"pretrained weights for {name} unavailable ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:160]}); using random init (recorded as init=random)",
                           PretrainedUnavailable, stacklevel=1)

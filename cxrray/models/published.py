@@ -122,10 +122,10 @@ class CovidNet(nn.Module):
 
     def __init__(self, num_classes: int, in_chans: int, width: float = 1.0) -> None:
         super().__init__()
-        ch = [int(round(c * width)) for c in (134, 268, 518, 1017)]
+        ch = [round(c * width) for c in (134, 268, 518, 1017)]
         self.stem = nn.Sequential(nn.Conv2d(in_chans, ch[0], 7, 2, 3), nn.ReLU(inplace=True))
         stages, cin = [], ch[0]
-        for c, n in zip(ch, (3, 4, 6, 3)):
+        for c, n in zip(ch, (3, 4, 6, 3), strict=True):
             stages.append(CovidNetStage(cin, c, n))
             cin = c
         self.stages = nn.Sequential(*stages)

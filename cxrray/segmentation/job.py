@@ -94,7 +94,7 @@ def score_masks(model: UNet, data: dict[str, np.ndarray], poor_dice: float = POO
     mask is poor (lung Dice < ``poor_dice``): what the gate should catch."""
     probs, agreement = predict_with_agreement(model, data["image"])
     rows = []
-    for r, s, p, m, a in zip(data["row"], data["source"], probs, data["mask"], agreement):
+    for r, s, p, m, a in zip(data["row"], data["source"], probs, data["mask"], agreement, strict=True):
         mask = clean_mask(p)
         q = mask_quality(mask, agreement=float(a))
         rows.append({"row": int(r), "source": str(s)} | overlap_metrics(mask, m)

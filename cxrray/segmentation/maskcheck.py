@@ -32,7 +32,7 @@ MASK_DICE = 0.85
 def mask_dice(model: UNet, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Lung Dice of each supplied mask (N, S, S; bool) with the U-Net's cleaned mask of its image (N, S, S)."""
     probs, _ = predict_with_agreement(model, images)
-    return np.array([overlap_metrics(clean_mask(p), m)["lung_dice"] for p, m in zip(probs, masks)])
+    return np.array([overlap_metrics(clean_mask(p), m)["lung_dice"] for p, m in zip(probs, masks, strict=True)])
 
 
 def score_rows(rows: pl.DataFrame, model_path: str | Path, threshold: float = MASK_DICE) -> pl.DataFrame:

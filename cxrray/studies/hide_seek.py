@@ -15,9 +15,10 @@ finished trials are never rerun, new cells (more seeds, backbones) are added.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from cxrray.config import RunLayout
 from cxrray.data.phantom import SIGNATURE
@@ -43,8 +44,9 @@ class HideSeek(cli.Study):
     name = "hide_seek"
     presets = PRESETS
     axes = ("representations", "backbones", "seeds", "mask_dilation", "methods")
-    smoke = {"representations": ["original", "lungs_removed"], "backbones": ["basecnn"], "epochs": 1,
-             "image_size": 32, "phantom_patients": 36}  # the smallest real sweep; what the user gave wins
+    smoke: ClassVar[Mapping[str, Any]] = {  # the smallest real sweep; what the user gave wins
+        "representations": ["original", "lungs_removed"], "backbones": ["basecnn"], "epochs": 1,
+        "image_size": 32, "phantom_patients": 36}
 
     out: Path = Path("runs/hide_seek")
     manifest: Path | None = None

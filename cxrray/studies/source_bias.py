@@ -18,8 +18,10 @@ confound (each class mostly, not only, from its own hospital).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from cxrray.config import RunLayout
 from cxrray.data.designs import DESIGNS
@@ -51,8 +53,9 @@ class SourceBias(cli.Study):
     name = "source_bias"
     presets = PRESETS
     axes = ("designs", "tasks", "backbones", "seeds", "methods")
-    smoke = {"designs": ["single", "multiple"], "tasks": ["CL2"], "backbones": ["basecnn"], "image_size": 32,
-             "epochs": 1, "phantom_patients": 60}  # the smallest real sweep; what the user gave wins
+    smoke: ClassVar[Mapping[str, Any]] = {  # the smallest real sweep; what the user gave wins
+        "designs": ["single", "multiple"], "tasks": ["CL2"], "backbones": ["basecnn"], "image_size": 32,
+        "epochs": 1, "phantom_patients": 60}
 
     out: Path = Path("runs/source_bias")
     manifest: Path | None = None

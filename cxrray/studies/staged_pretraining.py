@@ -19,8 +19,10 @@ target set). Real data: name each manifest (the adapters in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from cxrray.config import RunLayout
 from cxrray.data.phantom import write_phantom
@@ -45,8 +47,9 @@ class Staged(cli.Study):
     name = "staged_pretraining"
     presets = PRESETS
     axes = ("paths", "backbones", "seeds")
-    smoke = {"backbones": ["basecnn"], "phantom_patients": 36, "image_size": 32,
-             "epochs": 1}  # the smallest real sweep; what the user gave wins
+    smoke: ClassVar[Mapping[str, Any]] = {  # the smallest real sweep; what the user gave wins
+        "backbones": ["basecnn"], "phantom_patients": 36, "image_size": 32,
+        "epochs": 1}
 
     out: Path = Path("runs/staged_pretraining")
     recipe: str = "staged"

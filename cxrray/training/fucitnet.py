@@ -156,7 +156,7 @@ class PairClassifier(nn.Module):
         super().__init__()
         self.generators, self.classifier = generators, classifier
 
-    def train(self, mode: bool = True) -> "PairClassifier":
+    def train(self, mode: bool = True) -> PairClassifier:
         super().train(mode)
         self.generators.eval()
         return self

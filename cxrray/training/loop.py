@@ -16,7 +16,7 @@ from torch import nn
 from cxrray.config import TrainRecipe
 from cxrray.data.manifest import CARRIED_COLUMNS
 from cxrray.data.tasks import Task
-from cxrray.representations.pipeline import InputPipeline  # noqa: F401  (re-exported: the loops take one)
+from cxrray.representations.pipeline import InputPipeline
 from cxrray.training.heads import Head, masked_bce  # noqa: F401  (masked_bce re-exported)
 
 

@@ -104,7 +104,7 @@ class EpochReporter:
                                    step_file=self.trial_dir.wandb_step)
         self.fault = planned_fault(spec, self.trial_dir)  # read once per attempt, not every epoch
 
-    def __enter__(self) -> "EpochReporter":
+    def __enter__(self) -> EpochReporter:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:

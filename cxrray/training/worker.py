@@ -43,7 +43,7 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
                         "epochs_total": trial.epochs}
             train_s += time.time() - t0
             losses.append(float(metrics.get("train_loss", float("nan"))))
-            report(epoch, metrics, lambda: trial.state(epoch) | {"driver": {"train_loss": list(losses)}})
+            report(epoch, metrics, lambda e=epoch: trial.state(e) | {"driver": {"train_loss": list(losses)}})
             if metrics.get("stopped"):  # early stopping: the best-on-validation weights are restored in finish
                 break
         report.inject_fault()  # also when a resumed attempt had no epoch left to run

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cxrray.registry import UserError
-from cxrray.wandb_run import KEY_REJECTED, wandb_key, wandb_reachable  # noqa: F401  (tests patch them here)
+from cxrray.wandb_run import KEY_REJECTED, wandb_key, wandb_reachable
 
 if TYPE_CHECKING:
     from cxrray.tuning.options import Study

@@ -103,7 +103,7 @@ class StorageGuard(logging.Filter):
     def _handlers(self) -> list[logging.Handler]:
         return [*logging.getLogger("ray").handlers, *logging.getLogger().handlers]
 
-    def __enter__(self) -> "StorageGuard":
+    def __enter__(self) -> StorageGuard:
         for h in self._handlers():
             h.addFilter(self)
         return self

@@ -208,6 +208,6 @@ def expand_search(specs: list[TrialSpec], search: dict[str, list]) -> list[Trial
     if not search:
         return specs
     names = sorted(search)
-    return [dataclasses.replace(s, recipe=dataclasses.replace(s.recipe, **dict(zip(names, combo))),
-                                setting=",".join(f"{n}={v}" for n, v in zip(names, combo)))
+    return [dataclasses.replace(s, recipe=dataclasses.replace(s.recipe, **dict(zip(names, combo, strict=True))),
+                                setting=",".join(f"{n}={v}" for n, v in zip(names, combo, strict=True)))
             for s in specs for combo in itertools.product(*(search[n] for n in names))]

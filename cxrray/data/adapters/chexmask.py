@@ -30,7 +30,7 @@ def rle_decode(code: str, height: int, width: int) -> np.ndarray:
     runs = np.asarray(str(code or "").split(), dtype=np.int64)
     if len(runs) % 2:
         raise ValueError(f"run-length code with an odd number of values ({len(runs)})")
-    for start, length in zip(runs[0::2] - 1, runs[1::2]):
+    for start, length in zip(runs[0::2] - 1, runs[1::2], strict=True):
         mask[start:start + length] = 1
     return mask.reshape(height, width)
 

@@ -46,7 +46,7 @@ def dicom_folder(root: Path, labels: str | Path | None = None, salt: str | None 
             pid = str(ds.get("PatientID", "")) or path.stem
             sex, age = str(ds.get("PatientSex", "")), str(ds.get("PatientAge", ""))
             view = str(ds.get("ViewPosition", ""))
-        except Exception:  # an unreadable header: keep the row, the image reader reports the file later
+        except Exception:  # noqa: BLE001  (an unreadable header: keep the row, the image reader reports the file later)
             pid, sex, age, view = path.stem, "", "", ""
         rows.append({"image_path": rel, "patient_id": salted_id(pid, salt) if salt else pid,
                      "source": meta.get("source") or "dicom", "label": meta.get("label", ""),
