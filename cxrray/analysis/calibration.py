@@ -26,10 +26,19 @@ from scipy import stats
 from cxrray.analysis.palette import protocol_sorted, row_colours
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.analysis.tables import trial_scores
+from cxrray.analysis.verdict import StepWord, Verdict
 from cxrray.stats.multiplicity import holm
 
 BINS = 10
 BOOT = 1000  # bootstrap and null resamples
+
+
+class Calibration(StepWord):
+    """The calibration step's verdicts."""
+
+    MISCALIBRATED = ("miscalibrated", Verdict.SHORTCUT)
+    CONSISTENT = ("consistent with calibration", Verdict.NO_SHORTCUT)
+    DEGENERATE = ("degenerate (one score for every image)", Verdict.DEGENERATE)
 
 
 def bin_stats(y: np.ndarray, p: np.ndarray, bins: int = BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,9 +150,9 @@ def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: di
     out = pl.DataFrame(rows)
     out = out.with_columns(pl.Series("p_holm", holm(out["p"].to_numpy())))
     return out.with_columns(
-        pl.when(pl.col("constant")).then(pl.lit("degenerate (one score for every image)"))
-        .when(pl.col("p_holm") < 0.05).then(pl.lit("miscalibrated"))
-        .otherwise(pl.lit("consistent with calibration")).alias("verdict")).drop("constant")
+        pl.when(pl.col("constant")).then(pl.lit(Calibration.DEGENERATE.word))
+        .when(pl.col("p_holm") < 0.05).then(pl.lit(Calibration.MISCALIBRATED.word))
+        .otherwise(pl.lit(Calibration.CONSISTENT.word)).alias("verdict")).drop("constant")
 
 
 def plot_reliability(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.DataFrame, path,
@@ -173,7 +182,7 @@ def plot_reliability(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.
             _, y, p, _ = trial_scores(test, trials[row["trial_id"]])
             n, conf, freq = bin_stats(y, p)
             keep = n > 0
-            bad = row["verdict"] == "miscalibrated"
+            bad = row["verdict"] == Calibration.MISCALIBRATED.word
             name = str(row[label])
             ax.plot(conf[keep], freq[keep], color=colours[name], lw=1.6 if bad else 1.0, ls="-" if bad else "--",
                     marker="o" if bad else None, ms=4, alpha=0.9,
@@ -181,7 +190,8 @@ def plot_reliability(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.
             shown.add(name)
         worst = part.sort("ece", descending=True).row(0, named=True)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed frequency")
-        ax.set_title(f"{bb}: {int((part['verdict'] == 'miscalibrated').sum())} of {part.height} miscalibrated\n"
+        bad_n = int((part["verdict"] == Calibration.MISCALIBRATED.word).sum())
+        ax.set_title(f"{bb}: {bad_n} of {part.height} miscalibrated\n"
                      f"highest ECE {worst['ece']:.3f} ({worst[label]})", fontsize=8)
         ax.legend(fontsize=6, loc="upper left")
     for ax in axes.ravel()[len(backbones):]:
@@ -206,7 +216,7 @@ def calibration(run: LoadedRun) -> Artifacts:
                                 "mean predicted probability in 10 bins, a line per trial coloured by its "
                                 f"{run.rows}; solid with markers: miscalibrated after Holm; dotted diagonal: "
                                 "perfect calibration")
-    bad = table.filter(pl.col("verdict") == "miscalibrated")
+    bad = table.filter(pl.col("verdict") == Calibration.MISCALIBRATED.word)
     a.text = (f"\n\nCalibration: {bad.height} of {table.height} trial(s) miscalibrated (consistency resampling, "
               f"Holm); ECE from {table['ece'].min():.3f} to {table['ece'].max():.3f} (analysis/calibration.csv).")
     a.sections = [Section("Calibration (does a probability mean what it says?)", tables=("calibration",),

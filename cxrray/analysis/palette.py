@@ -16,15 +16,6 @@ from cxrray.representations import REPRESENTATIONS, display_order
 # verdict vocabulary (``verdict.Verdict``), plus the lungs-visible reference rows of the tables
 VERDICTS = {v.word: (v.colour, v.background, v.mark, v.meaning) for v in Verdict} | {
     "visible": ("#37474f", "#ffffff", "", "lungs visible: a reference, not tested for a shortcut")}
-# Verdicts of other steps, coloured as the shortcut verdict of the same meaning: a problem found (red), none
-# found (green), no claim (grey). Colour still encodes a verdict, never the size of a number.
-TONES = {"miscalibrated": "shortcut", "consistent with calibration": "no_shortcut",
-         "degenerate (one score for every image)": "degenerate", "worse in this subgroup": "shortcut",
-         "better in this subgroup": "inconclusive", "no gap found": "no_shortcut", "too few to test": "degenerate",
-         "passes": "no_shortcut", "fails: untrustworthy": "shortcut", "not tested": "degenerate",
-         "underdiagnosed": "shortcut", "missed less often": "inconclusive",
-         "gap moves with the encoding": "shortcut", "no dependence": "no_shortcut", "too few models": "degenerate",
-         "encoding did not vary": "degenerate", "groups too small": "degenerate"}
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
          "#17becf")
 DARK = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4",

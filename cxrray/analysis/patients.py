@@ -11,20 +11,20 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from cxrray.analysis.verdict import Rules
+from cxrray.analysis.verdict import Rules, Verdict
 from cxrray.stats.delong import score_interval
 
 MAX_PATIENTS = 1_000_000
 
 
-def expected_verdict(auc_hidden: float, rules: Rules = Rules()) -> str:
+def expected_verdict(auc_hidden: float, rules: Rules = Rules()) -> Verdict:
     """What a large test set would say of a hidden AUROC: inverted below the margin, no_shortcut inside it,
     shortcut (or partial) above it; at the margin itself nothing is decided at any size."""
     if auc_hidden <= 0.5 - rules.margin_auroc:
-        return "inverted"
+        return Verdict.INVERTED
     if abs(auc_hidden - 0.5) < rules.margin_auroc:
-        return "no_shortcut"
-    return "shortcut"
+        return Verdict.NO_SHORTCUT
+    return Verdict.SHORTCUT
 
 
 def approx_patients(auc: float, deff: float, images: float, prevalence: float, level: float,
@@ -40,7 +40,7 @@ def approx_patients(auc: float, deff: float, images: float, prevalence: float, l
         pos, neg = n * prevalence * images / deff, n * (1 - prevalence) * images / deff
         lo, hi = (float(x) for x in score_interval(auc, pos, neg, level))
         wiggle = 0.84 * (hi - lo) / (2 * z)
-        if target == "no_shortcut":
+        if target == Verdict.NO_SHORTCUT:
             return bool(abs(auc - 0.5) + wiggle + (hi - lo) / 2 < rules.margin_auroc)
         return bool((lo - wiggle > 0.5) if auc > 0.5 else (hi + wiggle < 0.5))
 

@@ -18,9 +18,12 @@ import numpy as np
 
 from cxrray.analysis.patients import expected_verdict
 from cxrray.analysis.simulate import Truth, draw
-from cxrray.analysis.verdict import Rules, judge
+from cxrray.analysis.verdict import Rules, Verdict, judge
 
-EXPECTED = {"shortcut": ("shortcut", "partial"), "no_shortcut": ("no_shortcut",), "inverted": ("inverted",)}
+EXPECTED = {Verdict.SHORTCUT: (Verdict.SHORTCUT, Verdict.PARTIAL), Verdict.NO_SHORTCUT: (Verdict.NO_SHORTCUT,),
+            Verdict.INVERTED: (Verdict.INVERTED,)}
+SHOWN = (Verdict.SHORTCUT, Verdict.PARTIAL, Verdict.NO_SHORTCUT, Verdict.INCONCLUSIVE, Verdict.INVERTED,
+         Verdict.TOO_FEW)  # the columns of the plan's table of verdict rates
 
 
 @dataclass(frozen=True)
@@ -72,14 +75,12 @@ def patients_needed(auc_hidden: float, auc_original: float, images: int = 2, icc
 def format_plan(plan: Plan, auc_hidden: float, auc_original: float) -> str:
     """The plan as a reader wants it: the answer in one line, then the verdict rates per size."""
     head = (f"about {plan.patients:,} test patients" if plan.patients else "more test patients than were tried")
-    words = {"shortcut": "a confident shortcut (or partial)", "no_shortcut": "a confident no_shortcut (equivalence)",
-             "inverted": "a confident inverted"}
+    words = {Verdict.SHORTCUT: "a confident shortcut (or partial)",
+             Verdict.NO_SHORTCUT: "a confident no_shortcut (equivalence)", Verdict.INVERTED: "a confident inverted"}
     lines = [f"{head} give {words[plan.target]} for hidden AUROC {auc_hidden:g} against original {auc_original:g}",
-             "", "patients | " + " | ".join(("shortcut", "partial", "no_shortcut", "inconclusive", "inverted",
-                                             "too_few")), "---"]
+             "", "patients | " + " | ".join(SHOWN), "---"]
     for n, r in plan.rates:
         lines.append(f"{n:>8} | " + " | ".join(f"{r.get(v, 0.0):.2f}" for v in
-                                               ("shortcut", "partial", "no_shortcut", "inconclusive", "inverted",
-                                                "too_few")))
+                                               SHOWN))
     return "\n".join(lines)
 

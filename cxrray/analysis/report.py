@@ -22,9 +22,10 @@ import jinja2
 import polars as pl
 
 from cxrray import provenance
-from cxrray.analysis.palette import TONES, VERDICTS, protocol_sorted
+from cxrray.analysis.palette import VERDICTS, protocol_sorted
 from cxrray.analysis.shortcut import findings_of, headline, shortcut_sentences
 from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
+from cxrray.analysis.verdict import tone_of
 from cxrray.data.tasks import TASKS, class_legend
 from cxrray.representations import lung_hiding
 
@@ -83,7 +84,7 @@ def table(frame: pl.DataFrame, rows: str = "representation", verdict: str | None
     constant = [c for c in frame.columns if frame.height > 1 and c not in keep and c != verdict
                 and frame[c].dtype != pl.List and frame[c].n_unique() == 1]
     shown = frame.drop(constant) if len(constant) < frame.width else frame
-    tones = [TONES.get(v, v) for v in frame[verdict]] if verdict in frame.columns else []
+    tones = [getattr(tone_of(str(v)), "word", v) for v in frame[verdict]] if verdict in frame.columns else []
     classes = [f"v-{v}" if v in VERDICTS else "" for v in tones]
     said = "; ".join(f"{label(c)} = {fmt(frame[c][0])}" for c in constant if fmt(frame[c][0]) not in ("", "\u2014"))
     cells = [[fmt(v) for v in r] for r in shown.iter_rows()]

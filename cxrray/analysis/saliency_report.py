@@ -15,12 +15,21 @@ from cxrray.analysis.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.analysis.saliency import bootstrap_ci, trial_saliency
 from cxrray.analysis.sanity import RHO_MAX
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.verdict import StepWord, Verdict
 from cxrray.config import RunLayout
 from cxrray.registry import UserError
 
 EXPLAINABLE = ("standard",)  # methods whose model.pt Grad-CAM explains (FuCiTNet's fused model is not)
 VERSION = 1  # of the per-trial result (``cache.TrialCache``): raise it when trial_saliency computes otherwise
 GRID = ("seen", "pred", "mask", "classes", "prob", "truth")  # what the Grad-CAM grid draws of a trial's maps
+
+
+class Randomisation(StepWord):
+    """The saliency maps' model-randomisation check (Adebayo et al. 2018)."""
+
+    PASSES = ("passes", Verdict.NO_SHORTCUT)
+    FAILS = ("fails: untrustworthy", Verdict.SHORTCUT)
+    NOT_TESTED = ("not tested", Verdict.DEGENERATE)
 
 
 def grid_maps(maps: dict, per_class: int = 2) -> dict[str, np.ndarray]:
@@ -79,8 +88,8 @@ def sanity_summary(rows: pl.DataFrame) -> dict:
     has_road = ~np.isnan(score)
     lo, hi = bootstrap_ci(score[has_road], groups=rows["patient_id"].to_numpy()[has_road]) if has_road.any() \
         else (np.nan, np.nan)
-    verdict = ("not tested" if mean_rho != mean_rho else "fails: untrustworthy" if mean_rho >= RHO_MAX
-               else "passes")
+    verdict = (Randomisation.NOT_TESTED if mean_rho != mean_rho else Randomisation.FAILS if mean_rho >= RHO_MAX
+               else Randomisation.PASSES).word
     return {"randomisation_rho": mean_rho, "randomisation": verdict,
             "road": float(np.mean(score[has_road])) if has_road.any() else np.nan, "road_lo": lo, "road_hi": hi}
 
@@ -97,7 +106,7 @@ def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: 
         entry = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
         result = found[r["trial_id"]]
         if isinstance(result, UserError):  # the model or its card is missing: the trial is named, never dropped
-            summary.append(entry | {"note": str(result), "randomisation": "not tested"})
+            summary.append(entry | {"note": str(result), "randomisation": Randomisation.NOT_TESTED.word})
             continue
         if isinstance(result, ValueError):  # multilabel / hierarchical: no per-class map
             continue
@@ -133,7 +142,7 @@ def _line(r: dict, lime: bool) -> str:
     if r["randomisation"].startswith("fails"):
         text += (f"; UNTRUSTWORTHY: the map barely changes when the model's top layers are randomised (rank "
                  f"correlation {r['randomisation_rho']:.2f})")
-    elif r["randomisation"] == "passes":
+    elif r["randomisation"] == Randomisation.PASSES.word:
         text += (f"; passes the randomisation check (rank correlation {r['randomisation_rho']:.2f}), ROAD "
                  f"{r['road']:+.3f} [{r['road_lo']:+.3f}, {r['road_hi']:+.3f}]")
     return text

@@ -30,6 +30,7 @@ import polars as pl
 from scipy import optimize, stats
 
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.verdict import StepWord, Verdict, tone_of
 from cxrray.data.tasks import TASKS
 from cxrray.records import TrialRecord
 
@@ -40,6 +41,17 @@ POWER = 0.8  # the power at which a cell's detectable slope is stated
 MIN_SPREAD = 0.1  # encodings (probe AUROC) must span this much, over at least 3 distinct values, for a slope
 AGE_BANDS = (40, 60, 75)
 CELL = ("representation", "backbone", "task", "pretraining", "design", "attribute")
+
+
+class Slope(StepWord):
+    """ShorT's cell verdicts."""
+
+    MOVES = ("gap moves with the encoding", Verdict.SHORTCUT)
+    FLAT = ("no dependence", Verdict.NO_SHORTCUT)
+    INCONCLUSIVE = ("inconclusive", Verdict.INCONCLUSIVE)
+    TOO_FEW = ("too few models", Verdict.DEGENERATE)
+    NO_SPREAD = ("encoding did not vary", Verdict.DEGENERATE)
+    GROUPS = ("groups too small", Verdict.DEGENERATE)
 
 
 def groups(part: pl.DataFrame, attribute: str) -> tuple[pl.Expr, pl.Expr, str] | None:
@@ -112,12 +124,12 @@ def slope_verdict(x: np.ndarray, y: np.ndarray, level: float) -> dict:
     spread = len(np.unique(np.round(x, 2))) >= 3 and float(np.ptp(x)) >= MIN_SPREAD if n else False
     if n < MIN_MODELS or not spread:
         return out | {"slope": np.nan, "slope_lo": np.nan, "slope_hi": np.nan, "p": np.nan, "detectable": np.nan,
-                      "verdict": "too few models" if n < MIN_MODELS else "encoding did not vary"}
+                      "verdict": (Slope.TOO_FEW if n < MIN_MODELS else Slope.NO_SPREAD).word}
     fit = stats.linregress(x, y)
     half = stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr
     lo, hi = fit.slope - half, fit.slope + half
-    verdict = "no dependence" if lo > -SLOPE_MARGIN and hi < SLOPE_MARGIN else \
-        "gap moves with the encoding" if lo > 0 or hi < 0 else "inconclusive"
+    verdict = (Slope.FLAT if lo > -SLOPE_MARGIN and hi < SLOPE_MARGIN else
+               Slope.MOVES if lo > 0 or hi < 0 else Slope.INCONCLUSIVE).word
     return out | {"slope": float(fit.slope), "slope_lo": float(lo), "slope_hi": float(hi),
                   "p": float(fit.pvalue), "detectable": detectable_slope(float(fit.stderr), n, level),
                   "encoding_min": float(x.min()), "encoding_max": float(x.max()),
@@ -140,7 +152,7 @@ def too_small(points: pl.DataFrame) -> dict:
     """A cell whose trials trained but none has a gap: each group needs ``MIN_POSITIVE`` positive test patients
     (the test split's smallest counts are said, so that the row names why the cell has no slope)."""
     return {"models": points.height, "level": np.nan, "slope": np.nan, "slope_lo": np.nan, "slope_hi": np.nan,
-            "p": np.nan, "detectable": np.nan, "verdict": "groups too small",
+            "p": np.nan, "detectable": np.nan, "verdict": Slope.GROUPS.word,
             "why": f"fewer than {MIN_POSITIVE} positive test patients in a group ({points['groups'][0] or 'groups'}: "
                    f"{int(points['patients_group'].min())} and {int(points['patients_reference'].min())})"}
 
@@ -148,14 +160,13 @@ def too_small(points: pl.DataFrame) -> dict:
 def plot_short(points: pl.DataFrame, cells: pl.DataFrame, path: Path) -> None:
     """Per cell: each model's gap against its encoding (labelled by factor), the fitted line, the verdict."""
     from cxrray.analysis.figures import _plt
-    from cxrray.analysis.palette import TONES, VERDICTS
 
     plt = _plt()
     cell = [c for c in CELL if c in cells.columns]
     fig, axes = plt.subplots(1, cells.height, figsize=(max(4.5 * cells.height, 6.5), 3.8), squeeze=False)
     for ax, c in zip(axes[0], cells.iter_rows(named=True), strict=True):
         pts = points.filter(pl.all_horizontal([pl.col(k) == c[k] for k in cell]))
-        colour = VERDICTS[TONES.get(c["verdict"], "degenerate")][0]
+        colour = (tone_of(c["verdict"]) or Verdict.DEGENERATE).colour
         ax.scatter(pts["encoding_auroc"], pts["gap"], color=colour, zorder=2)
         for r in pts.iter_rows(named=True):
             ax.annotate(f"{r['factor']:g}", (r["encoding_auroc"], r["gap"]), textcoords="offset points",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from cxrray.analysis.verdict import AUROC_EFFECT, Verdict, judge
+
 
 @dataclass(frozen=True)
 class Truth:
@@ -59,15 +61,13 @@ def draw(rng: np.random.Generator, t: Truth) -> tuple[np.ndarray, np.ndarray, np
     return y, pid, hidden, original
 
 
-CLAIMS = ("shortcut", "partial", "inverted")  # verdicts that claim a signal without the lungs
+CLAIMS = (Verdict.SHORTCUT, Verdict.PARTIAL, Verdict.INVERTED)  # verdicts claiming a signal without the lungs
 
 
 def verdict_oc(t: Truth, reps: int, seed: int = 0, m: int = 1) -> dict[str, float]:
     """Over ``reps`` test sets drawn from ``t``: the rate of each verdict, the false-claim rate (a signal claimed
     where there is none; no_shortcut where the hidden AUROC is outside the margin), and the coverage of the
     hidden AUROC's, the drop's and the retained fraction's intervals (the ones the verdict shows)."""
-    from cxrray.analysis.verdict import AUROC_EFFECT, judge
-
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {}
     cover = {"auroc": 0, "drop": 0, "retained": 0}
@@ -84,11 +84,11 @@ def verdict_oc(t: Truth, reps: int, seed: int = 0, m: int = 1) -> dict[str, floa
     if t.auc_hidden == 0.5:
         false = sum(counts.get(c, 0) for c in CLAIMS)
     elif abs(t.auc_hidden - 0.5) >= AUROC_EFFECT - 0.5:
-        false = counts.get("no_shortcut", 0)
+        false = counts.get(Verdict.NO_SHORTCUT, 0)
     else:
         false = 0
-    return ({v: counts.get(v, 0) / reps for v in ("shortcut", "partial", "inverted", "no_shortcut", "inconclusive",
-                                                  "too_few")}
+    return ({v: counts.get(v, 0) / reps for v in (Verdict.SHORTCUT, Verdict.PARTIAL, Verdict.INVERTED,
+                                                  Verdict.NO_SHORTCUT, Verdict.INCONCLUSIVE, Verdict.TOO_FEW)}
             | {"false_claims": false / reps, "cover_auroc": cover["auroc"] / reps, "cover_drop": cover["drop"] / reps,
                "cover_retained": cover["retained"] / retained_n if retained_n else float("nan")})
 

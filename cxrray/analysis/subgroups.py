@@ -26,6 +26,7 @@ import polars as pl
 
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.verdict import StepWord, Verdict
 from cxrray.data.tasks import TASKS, Task
 from cxrray.stats.delong import auroc_interval, clustered_difference, patients_per_class
 from cxrray.stats.multiplicity import holm
@@ -33,6 +34,15 @@ from cxrray.stats.multiplicity import holm
 MIN_PATIENTS = 10  # positive and negative patients a subgroup (and the rest) needs for an AUROC and a test
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+"))
 ATTRIBUTES = ("sex", "age band", "view", "source")
+
+
+class Gap(StepWord):
+    """The subgroup step's verdicts."""
+
+    WORSE = ("worse in this subgroup", Verdict.SHORTCUT)
+    BETTER = ("better in this subgroup", Verdict.INCONCLUSIVE)
+    NONE = ("no gap found", Verdict.NO_SHORTCUT)
+    TOO_FEW = ("too few to test", Verdict.DEGENERATE)
 
 
 def age_band(age: pl.Series) -> pl.Series:
@@ -123,10 +133,10 @@ def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[
         part.filter(pl.col("split") == "test"), task.positive_index, positive))
     if out.is_empty():
         return out
-    verdict = (pl.when(pl.col("p_holm").is_nan()).then(pl.lit("too few to test"))
-               .when((pl.col("p_holm") < 0.05) & (pl.col("gap") < 0)).then(pl.lit("worse in this subgroup"))
-               .when(pl.col("p_holm") < 0.05).then(pl.lit("better in this subgroup"))
-               .otherwise(pl.lit("no gap found")))
+    verdict = (pl.when(pl.col("p_holm").is_nan()).then(pl.lit(Gap.TOO_FEW.word))
+               .when((pl.col("p_holm") < 0.05) & (pl.col("gap") < 0)).then(pl.lit(Gap.WORSE.word))
+               .when(pl.col("p_holm") < 0.05).then(pl.lit(Gap.BETTER.word))
+               .otherwise(pl.lit(Gap.NONE.word)))
     out = out.with_columns(verdict.alias("verdict"))
     return out.select("trial_id", "run_name", axis, "attribute", "subgroup", "against", "n", "patients",
                       "patients_pos", "patients_neg", "auroc", "ci_lo", "ci_hi", "auroc_rest", "gap", "gap_lo",
@@ -143,7 +153,7 @@ def subgroups(run: LoadedRun) -> Artifacts:
     if table.is_empty():
         return a
     a.tables["subgroups"] = table
-    gaps = table.filter(pl.col("verdict").str.ends_with("in this subgroup"))
+    gaps = table.filter(pl.col("verdict").is_in([Gap.WORSE.word, Gap.BETTER.word]))
     a.text = (f"\n\nSubgroups: {gaps.height} gap(s) after Holm among {table['p'].is_not_nan().sum()} tested "
               f"subgroup(s) of {table['trial_id'].n_unique()} trial(s) (analysis/subgroups.csv)"
               + "".join(f"\n- {r['run_name']}: {r['attribute']} {r['subgroup']} AUROC {r['auroc']:.3f} vs "

@@ -28,8 +28,18 @@ from sklearn.metrics import roc_curve
 from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.analysis.subgroups import attribute_values, per_trial
+from cxrray.analysis.verdict import StepWord, Verdict
 
 MIN_POSITIVE = 10  # positive patients each side of a comparison needs
+
+
+class Missed(StepWord):
+    """The underdiagnosis step's verdicts (the same words as the subgroups' where they mean the same)."""
+
+    MORE = ("underdiagnosed", Verdict.SHORTCUT)
+    LESS = ("missed less often", Verdict.INCONCLUSIVE)
+    NONE = ("no gap found", Verdict.NO_SHORTCUT)
+    TOO_FEW = ("too few to test", Verdict.DEGENERATE)
 
 
 def youden_threshold(y: np.ndarray, s: np.ndarray) -> float:
@@ -135,10 +145,10 @@ def underdiagnosis_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names:
         part.filter(pl.col("split") == "val"), part.filter(pl.col("split") == "test"), task.positive_index, positive))
     if out.is_empty():
         return out
-    verdict = (pl.when(pl.col("p_holm").is_nan()).then(pl.lit("too few to test"))
-               .when((pl.col("p_holm") < 0.05) & (pl.col("gap") > 0)).then(pl.lit("underdiagnosed"))
-               .when(pl.col("p_holm") < 0.05).then(pl.lit("missed less often"))
-               .otherwise(pl.lit("no gap found")))
+    verdict = (pl.when(pl.col("p_holm").is_nan()).then(pl.lit(Missed.TOO_FEW.word))
+               .when((pl.col("p_holm") < 0.05) & (pl.col("gap") > 0)).then(pl.lit(Missed.MORE.word))
+               .when(pl.col("p_holm") < 0.05).then(pl.lit(Missed.LESS.word))
+               .otherwise(pl.lit(Missed.NONE.word)))
     return out.with_columns(verdict.alias("verdict")).select(
         "trial_id", "run_name", axis, "attribute", "subgroup", "against", "threshold", "positives", "patients_pos",
         "fnr", "fnr_lo", "fnr_hi", "fnr_rest", "gap", "gap_lo", "gap_hi", "p", "p_holm", "verdict", "note")
@@ -154,7 +164,7 @@ def underdiagnosis(run: LoadedRun) -> Artifacts:
     if table.is_empty():
         return a
     a.tables["underdiagnosis"] = table
-    under = table.filter(pl.col("verdict") == "underdiagnosed")
+    under = table.filter(pl.col("verdict") == Missed.MORE.word)
     a.text = (f"\n\nUnderdiagnosis: {under.height} subgroup(s) missed more often after Holm among "
               f"{table['p'].is_not_nan().sum()} tested of {table['trial_id'].n_unique()} trial(s) (false-negative "
               f"rate at the validation threshold; analysis/underdiagnosis.csv)"

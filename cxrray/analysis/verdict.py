@@ -25,7 +25,7 @@ decision reads that one interval: *one decision, one interval*. The rule, in ord
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from scipy import stats
@@ -41,7 +41,7 @@ R_SHORTCUT = 0.5  # a shortcut keeps at least half of the original's signal abov
 AUROC_EFFECT = 0.6  # the smallest AUROC called an effect (absolute rule, and a usable original's minimum)
 
 
-class Verdict(Enum):
+class Verdict(StrEnum):
     """The verdict vocabulary: its words, colours, mark and order live here and nowhere else."""
 
     SHORTCUT = ("shortcut", "#c62828", "#f9dcdc", "\u25cf", "SHORTCUT: the classes are told apart without the lungs")
@@ -56,15 +56,59 @@ class Verdict(Enum):
     TOO_FEW = ("too_few", "#757575", "#e6e6e6", "\u2205", "TOO FEW PATIENTS: no verdict possible")
     DEGENERATE = ("degenerate", "#757575", "#e6e6e6", "\u2715", "DEGENERATE: the model did not learn; no claim")
 
-    def __init__(self, word: str, colour: str, background: str, mark: str, meaning: str) -> None:
-        self.word, self.colour, self.background, self.mark, self.meaning = word, colour, background, mark, meaning
+    colour: str
+    background: str
+    mark: str
+    meaning: str
+
+    def __new__(cls, word: str, colour: str, background: str, mark: str, meaning: str) -> Verdict:
+        member = str.__new__(cls, word)  # a str: equal to its word in tables, CSVs and comparisons
+        member._value_ = word
+        member.colour, member.background, member.mark, member.meaning = colour, background, mark, meaning
+        return member
+
+    @property
+    def word(self) -> str:
+        return str(self.value)
 
     @classmethod
     def of(cls, word: str) -> Verdict:
-        return next(v for v in cls if v.word == word)
+        return cls._value2member_map_[word]  # type: ignore[return-value]
 
 
 VERDICTS = tuple(v.word for v in Verdict)
+
+
+class StepWord(StrEnum):
+    """Base of an analysis step's own verdict vocabulary (calibration, subgroups, ShorT ...): each member is its
+    word in the tables (a str) and the ``Verdict`` whose colour it takes (a problem found red, none found green,
+    no claim grey). The report colours by ``tone_of`` and steps filter by member, never by matching a sentence,
+    so rewording a verdict changes one line."""
+
+    tone: Verdict
+
+    def __new__(cls, word: str, tone: Verdict) -> StepWord:
+        member = str.__new__(cls, word)
+        member._value_ = word
+        member.tone = tone
+        return member
+
+    @property
+    def word(self) -> str:
+        return str(self.value)
+
+
+def tone_of(word: str) -> Verdict | None:
+    """The colour-bearing verdict of any verdict word of the run: a shortcut ``Verdict`` itself, or the tone of a
+    step's ``StepWord`` member (every step module defines its vocabulary before the report reads it)."""
+    for v in Verdict:
+        if v.word == word:
+            return v
+    for vocabulary in StepWord.__subclasses__():
+        for member in vocabulary:
+            if member.word == word:
+                return member.tone
+    return None
 
 
 @dataclass(frozen=True)
@@ -157,7 +201,7 @@ def fieller(a: float, b: float, va: float, vb: float, cab: float, z: float) -> t
 class Finding:
     """The verdict of one lung-hiding trial or cell, with every number it rests on."""
 
-    verdict: str
+    verdict: Verdict  # a str too: tables and comparisons read its word
     reason: str
     reference: str  # "retained fraction vs original" or "absolute (...why the original is not usable)"
     test: str
@@ -249,7 +293,7 @@ def decide(hidden: Estimate, original: Estimate | None, cov: float, level: float
         verdict = Verdict.INCONCLUSIVE
         reason = (f"{shown} neither excludes chance nor lies inside chance +/- {rules.margin_auroc:g}"
                   + (f" (retained fraction [{r_lo:.2f}, {r_hi:.2f}])" if usable else ""))
-    return Finding(verdict.word, reason, reference, hidden.test, hidden.auc, hidden.lo, hidden.hi, level,
+    return Finding(verdict, reason, reference, hidden.test, hidden.auc, hidden.lo, hidden.hi, level,
                    hidden.p_two, hidden.patients_pos, hidden.patients_neg,
                    original.auc if original else NAN, original.lo if original else NAN,
                    original.hi if original else NAN, drop, drop_lo, drop_hi, p_vs_original, retained, r_lo, r_hi)
