@@ -24,6 +24,29 @@ DERIVED = ("trial_id", "run_name")  # written for a reader of the file, derived 
 
 
 @dataclass(frozen=True)
+class ShortEncoding:
+    """What a ShorT trial (``--methods short_<attribute>``) ends with: the attribute, the gradient factor of its
+    head, and how well the backbone's penultimate features encode it (a probe's test AUROC; NaN when the test
+    split lacks a group). Validated on read: the analysis reads typed fields, never a dict by key."""
+
+    attribute: str
+    factor: float
+    encoding_auroc: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ShortEncoding:
+        try:
+            out = cls(str(d["attribute"]), float(d["factor"]), float(d["encoding_auroc"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"trial.json: ShorT's encoding {dict(d)!r} is not readable ({exc!r})") from None
+        auroc = out.encoding_auroc
+        if not out.attribute or not -1.0 <= out.factor <= 1.0 or not (auroc != auroc or 0.0 <= auroc <= 1.0):
+            raise UserError(f"trial.json: ShorT's encoding {dict(d)!r} is out of range (attribute named, factor in "
+                            f"[-1, 1], encoding AUROC in [0, 1] or NaN)")
+        return out
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     """One finished trial (``trial.json``)."""
 
@@ -39,6 +62,7 @@ class TrialRecord:
     node_id: str = ""
     finished: float = 0.0  # Unix time the outputs were written
     method: Mapping[str, Any] = field(default_factory=dict)  # what a training method adds of its own
+    short: ShortEncoding | None = None  # a ShorT trial's attribute, factor and encoding
 
     @property
     def trial_id(self) -> str:
@@ -51,7 +75,8 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out = out | {"spec": self.spec.to_dict(), "train_loss": list(self.train_loss), "metrics": dict(self.metrics),
-                     "best_val": dict(self.best_val), "method": dict(self.method)}
+                     "best_val": dict(self.best_val), "method": dict(self.method),
+                     "short": dataclasses.asdict(self.short) if self.short else None}
         return {"trial_id": self.trial_id, "run_name": self.run_name} | out
 
     @classmethod
@@ -62,9 +87,11 @@ class TrialRecord:
             raise UserError(f"trial.json says trial {d['trial_id']} but its spec is trial {spec.trial_id}")
         known = {f.name for f in dataclasses.fields(cls)}
         extra = {k: v for k, v in d.items() if k not in known and k not in DERIVED}
-        kw = {k: v for k, v in d.items() if k in known and k not in ("spec", "method")}
+        kw = {k: v for k, v in d.items() if k in known and k not in ("spec", "method", "short")}
         kw["train_loss"] = tuple(float(x) for x in kw.get("train_loss", ()))
-        return cls(spec=spec, method=dict(d.get("method", {})) | extra, **kw)
+        method = dict(d.get("method", {})) | extra
+        short = d.get("short") or method.pop("short", None)  # (an older file kept it under ``method``)
+        return cls(spec=spec, method=method, short=ShortEncoding.from_dict(short) if short else None, **kw)
 
     @classmethod
     def from_meta(cls, spec: TrialSpec, meta: Mapping[str, Any], metrics: Mapping[str, float],

@@ -98,9 +98,9 @@ def test_a_short_trial_records_its_encoding_and_resumes_with_its_attribute_head(
     assert [r["epoch"] for r in retry.reports] == [2]
     assert all(r["train_attribute_loss"] > 0 for r in crashed.reports + retry.reports)
     record = TrialRecord.read(TrialDir(tmp_path / "trials" / spec.trial_id))
-    short = record.method["short"]
-    assert (short["attribute"], short["factor"]) == ("sex", 1.0)
-    assert 0.0 <= short["encoding_auroc"] <= 1.0 and record.metrics["test_encoding_auroc"] == short["encoding_auroc"]
+    short = record.short  # a typed, validated record, not a dict read by key
+    assert (short.attribute, short.factor) == ("sex", 1.0) and "short" not in record.method
+    assert 0.0 <= short.encoding_auroc <= 1.0 and record.metrics["test_encoding_auroc"] == short.encoding_auroc
 
 
 def test_the_gap_is_the_sick_patients_mean_score_women_minus_men():
@@ -230,3 +230,23 @@ def test_on_the_phantom_a_planted_sex_shortcut_moves_the_gap_with_the_encoding_a
         assert cell["verdict"] == "gap moves with the encoding" and cell["slope_hi"] < 0, cell
     else:
         assert cell["verdict"] == "no dependence", cell
+
+
+def test_shorts_encoding_is_a_validated_record_and_an_older_file_still_reads():
+    """``TrialRecord.short`` replaces ``method["short"]`` read by key (issue 38): a file of an older build keeps
+    it under ``method`` and reads into the record; a damaged value is one line naming what is wrong."""
+    from cxrray.config import TrialSpec
+    from cxrray.records import ShortEncoding, TrialRecord
+    from cxrray.registry import UserError
+
+    spec = TrialSpec(study="s", data_id="d", representation="original", backbone="basecnn", method="short_sex_1")
+    base = {"spec": spec.to_dict(), "init": "random", "best_epoch": 0, "best_val_auroc": 0.9}
+    short = {"attribute": "sex", "factor": 1, "encoding_auroc": 0.7}
+    older = TrialRecord.from_dict(base | {"method": {"short": short}})
+    assert older.short == ShortEncoding("sex", 1.0, 0.7) and older.method == {}
+    again = TrialRecord.from_dict(older.to_dict())
+    assert again == older and again.to_dict()["short"] == {"attribute": "sex", "factor": 1.0, "encoding_auroc": 0.7}
+    with pytest.raises(UserError, match="out of range"):
+        TrialRecord.from_dict(base | {"short": {"attribute": "sex", "factor": 3.0, "encoding_auroc": 0.7}})
+    with pytest.raises(UserError, match="is not readable"):
+        TrialRecord.from_dict(base | {"short": {"attribute": "sex", "factor": "high"}})

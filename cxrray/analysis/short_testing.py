@@ -3,7 +3,7 @@ encodes the attribute?
 
 The sweep's ``short_<attribute>_<factor>`` trials (``--methods short_sex``) train the same cell with an attribute
 head whose gradient into the backbone is scaled from -1 (hide the attribute) to 1 (encode it); each trial stores
-the encoding it ended with (a probe's test AUROC for the attribute, ``TrialRecord.method["short"]``). Per trial
+the encoding it ended with (a probe's test AUROC for the attribute, ``TrialRecord.short``). Per trial
 the gap is read from its test predictions: the mean positive-class score of the truly positive patients of one
 group minus the other's (women minus men; the oldest age band minus the youngest), each patient's images
 averaged first. A model that gives sick women lower scores than sick men misses them more at any threshold
@@ -89,17 +89,17 @@ def trial_points(run: LoadedRun) -> pl.DataFrame:
         if not str(t.get("method", "")).startswith("short_") or t.get("positive") is None:
             continue
         record = TrialRecord.read(run.layout.trial(t["trial_id"]))
-        short = record.method.get("short") or {}
-        if not short:
+        short = record.short
+        if short is None:
             continue
         task = TASKS.get(t["task"])
         part = run.predictions.filter(pl.col("trial_id") == t["trial_id"])
-        gap, na, nb = balance_gap(part, t["positive"], task.positive_index, short["attribute"])
+        gap, na, nb = balance_gap(part, t["positive"], task.positive_index, short.attribute)
         rows.append({c: t[c] for c in CELL if c in t} | {
-            "attribute": short["attribute"], "trial_id": t["trial_id"], "run_name": record.run_name,
-            "factor": float(short["factor"]), "seed": t.get("seed", 0),
-            "encoding_auroc": float(short["encoding_auroc"]), "gap": gap, "patients_group": na,
-            "patients_reference": nb, "groups": (groups(part, short["attribute"]) or (None, None, ""))[2]})
+            "attribute": short.attribute, "trial_id": t["trial_id"], "run_name": record.run_name,
+            "factor": short.factor, "seed": t.get("seed", 0), "encoding_auroc": short.encoding_auroc, "gap": gap,
+            "patients_group": na, "patients_reference": nb,
+            "groups": (groups(part, short.attribute) or (None, None, ""))[2]})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 

@@ -17,6 +17,7 @@ One worker per trial (the auxiliary head lives outside DDP). No Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from cxrray.config import TrialContext, TrialSpec
+from cxrray.records import ShortEncoding
 from cxrray.registry import UserError
 from cxrray.training.methods import METHOD_FAMILIES, METHODS, TrialMethod, TrialResult, unwrap
 from cxrray.training.session import Session
@@ -171,7 +173,7 @@ class ShorTTrial(StandardTrial):
         result = super().finish()  # the kept weights are in the model now
         encoding = self.encoding()
         result.scores["test_encoding_auroc"] = encoding
-        result.meta["short"] = {"attribute": self.attribute, "factor": self.factor, "encoding_auroc": encoding}
+        result.meta["short"] = dataclasses.asdict(ShortEncoding(self.attribute, self.factor, encoding))
         return result
 
 
