@@ -77,7 +77,7 @@ def one_size(n_images: int, workdir: Path) -> dict:
     from cxrray.data.phantom import write_phantom
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep
-    from cxrray.tuning.study import Resources, hide_seek_specs
+    from cxrray.tuning.study import Resources, SweepOptions, hide_seek_specs
 
     manifest = write_phantom(workdir / "ph", n_patients=max(n_images // 2, 12), seed=0, size=256)
     (workdir / "run").mkdir(parents=True, exist_ok=True)
@@ -103,8 +103,8 @@ def one_size(n_images: int, workdir: Path) -> dict:
         spec = hide_seek_specs(data_id=data.data_id, representations=["lungs_removed"], backbones=["basecnn"],
                                image_size=128, recipe=TrainRecipe(epochs=1, batch_size=32))
         t0 = time.perf_counter()
-        run_sweep(spec, run_dir=workdir / "run", data=data, resources=Resources(checkpoint_every_s=1e9),
-                  wandb_mode="disabled")
+        run_sweep(spec, run_dir=workdir / "run", data=data,
+                  options=SweepOptions(resources=Resources(checkpoint_every_s=1e9), wandb_mode="disabled"))
         epoch_s = time.perf_counter() - t0
     finally:
         sampler.stop.set()

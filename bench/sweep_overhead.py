@@ -48,11 +48,11 @@ def _overheads(run_dir: Path, specs: list, t_start: float) -> tuple[list[float],
 
 def _sweep(specs: list, run_dir: Path, data, launcher: str) -> tuple[list[float], list[float], float]:
     from cxrray.tuning.runner import run_sweep
-    from cxrray.tuning.study import Resources
+    from cxrray.tuning.study import Resources, SweepOptions
 
     t0 = time.time()
-    out = run_sweep(specs, run_dir=run_dir, data=data, resources=Resources(launcher=launcher), wandb_mode="offline",
-                    project="cxrray-bench")
+    out = run_sweep(specs, run_dir=run_dir, data=data, options=SweepOptions(
+        resources=Resources(launcher=launcher), wandb_mode="offline", project="cxrray-bench"))
     assert not out.failed, out.results
     over, train = _overheads(run_dir, specs, t0)
     return over, train, time.time() - t0

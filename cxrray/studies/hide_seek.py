@@ -153,6 +153,6 @@ def main(argv: list[str] | None = None) -> int:
                             pretrained=study.pretrained, recipe=recipe, mask_dilation=study.mask_dilation,
                             methods=study.methods)
     specs = expand_search(specs, parse_search(study.search))
-    outcome = run_sweep(specs, run_dir=run_dir, data=data, **study.sweep_options())
+    outcome = run_sweep(specs, run_dir=run_dir, data=data, options=study.sweep_options())
     return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)
 

@@ -141,6 +141,6 @@ def main(argv: list[str] | None = None) -> int:
                               recipe=study.train_recipe(), representation=study.representation, methods=study.methods)
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
-                        **study.sweep_options())
+                        options=study.sweep_options())
     return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)
 

@@ -154,6 +154,6 @@ def main(argv: list[str] | None = None) -> int:
                          backbones=study.backbones, representation=study.representation, task=study.task,
                          seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained, recipes=recipes)
     outcome = run_waves(waves, run_dir=run_dir, data={d.data_id: d for d in data.values()},
-                        **study.sweep_options())
+                        options=study.sweep_options())
     return finish_study(run_dir, outcome, sum(map(len, waves)), begun.t0, study.wandb, study.project, begun.analysis)
 

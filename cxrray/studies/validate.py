@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                     seeds=study.seeds, image_size=study.image_size, recipe=study.train_recipe(),
                                     study=f"validate-confound-{c:g}")
             print(f"[cxrray] phantom seed {phantom_seed}, confound {c:g}: {len(specs)} trials", flush=True)
-            outcome = run_sweep(specs, run_dir=run_dir, data=data, **study.sweep_options())
+            outcome = run_sweep(specs, run_dir=run_dir, data=data, options=study.sweep_options())
             if outcome.failed:
                 print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
                 return 1

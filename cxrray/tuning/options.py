@@ -25,7 +25,7 @@ from cxrray.registry import UserError
 if TYPE_CHECKING:
     from cxrray.config import TrainRecipe
     from cxrray.tuning.asha import EarlyStop
-    from cxrray.tuning.study import Resources
+    from cxrray.tuning.study import Resources, SweepOptions
 
 HOW = {"how": True}  # field metadata: how this invocation runs, not what the study is (left out of study.yaml)
 Launcher = Literal["auto", "inline", "train"]
@@ -220,11 +220,14 @@ class Study:
             return None
         return EarlyStop(tuple(sorted(parse_search(self.search))), self.asha_grace, self.asha_reduction)
 
-    def sweep_options(self) -> dict[str, Any]:
-        """The keyword arguments of ``run_sweep`` / ``run_waves`` that come from the study."""
-        return {"resources": self.resources(), "wandb_mode": self.wandb, "project": self.project,
-                "weights": str(self.weights) if self.weights else None, "storage": self.storage,
-                "early_stop": self.early_stop(), "max_trials": self.max_trials}
+    def sweep_options(self) -> SweepOptions:
+        """How the sweep runs its trials (``run_sweep`` / ``run_waves``), from the study."""
+        from cxrray.tuning.study import SweepOptions
+
+        mode = "offline" if self.wandb == "auto" else self.wandb  # (parse_study has resolved auto already)
+        return SweepOptions(resources=self.resources(), wandb_mode=mode, project=self.project,
+                            weights=str(self.weights) if self.weights else None, storage=self.storage,
+                            early_stop=self.early_stop(), max_trials=self.max_trials)
 
     def claim(self) -> None:
         """Take ``out``'s lock (one sweep per run directory; a second is refused naming the first)."""

@@ -32,7 +32,7 @@ from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.storage import StorageError, StorageGuard, set_aside_damaged, stopped_message, storage_stops
-from cxrray.tuning.study import Resources, check_specs
+from cxrray.tuning.study import Resources, SweepOptions, check_specs
 from cxrray.wandb_run import QUIET_ENV
 
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
@@ -227,20 +227,19 @@ def check_size(trials: int, max_trials: int | None) -> None:
 
 
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],
-              resources: Resources = Resources(), wandb_mode: WandbMode = "offline", project: str = "cxrray",
-              weights: str | None = None, storage: str | None = None,
-              early_stop: EarlyStop | None = None, max_trials: int | None = None) -> SweepOutcome:
+              options: SweepOptions = SweepOptions()) -> SweepOutcome:
     """Run every unfinished spec, then gather predictions and results from the trial folders.
 
     ``data``: the prepared dataset, or one per ``data_id`` when the specs read several
-    (the phases of staged pretraining). ``weights``: a local ImageNet state-dict file
-    for specs with ``pretrained`` (recorded as ``init=file:<name>``). ``storage``: where Ray keeps
-    checkpoints (default ``<run_dir>/ray``); on a multi-node cluster a shared path (NFS) or a cloud URI
-    (``s3://...``, ``gs://...``) that every node can reach. ``early_stop``: ASHA over the hyper-parameter
-    axes, one bracket per protocol cell (protocol cells always finish). ``max_trials``: more specs than this is
-    refused before any trial (the study checked its axes' product before Ray started; this is the exact count).
+    (the phases of staged pretraining). ``options`` (``SweepOptions``): resources; W&B's mode and project; a
+    local ImageNet state-dict file for specs with ``pretrained`` (recorded as ``init=file:<name>``); where Ray
+    keeps checkpoints (default ``<run_dir>/ray``; on a multi-node cluster a shared path (NFS) or a cloud URI
+    that every node can reach); ASHA over the hyper-parameter axes, one bracket per protocol cell (protocol cells
+    always finish); the most trials (the study checked its axes' product before Ray started; this is the exact
+    count).
     """
-    check_size(len(specs), max_trials)
+    resources, early_stop = options.resources, options.early_stop
+    check_size(len(specs), options.max_trials)
     layout = RunLayout(Path(run_dir).resolve())
     if len({s.trial_id for s in specs}) != len(specs):
         raise ValueError("two specs in the sweep are identical (same trial id)")
@@ -258,8 +257,9 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
     if todo:
         refs = {k: d.ref() for k, d in by_id.items()}
         contexts = [TrialContext(spec=s, run_dir=str(layout.root), data=refs[s.data_id],
-                                 storage=storage or str(layout.ray), wandb=wandb_mode, project=project,
-                                 weights=str(Path(weights).resolve()) if weights else None,
+                                 storage=options.storage or str(layout.ray), wandb=options.wandb_mode,
+                                 project=options.project,
+                                 weights=str(Path(options.weights).resolve()) if options.weights else None,
                                  checkpoint_every_s=resources.checkpoint_every_s, use_gpu=resources.use_gpu)
                     for s in todo]
         with storage_stops(layout, specs):
@@ -268,14 +268,16 @@ def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData
         return collect(specs, layout.root, skipped)
 
 
-def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
+def run_waves(waves: list[list[TrialSpec]], *, run_dir: str | Path, data: Mapping[str, PreparedData],
+              options: SweepOptions = SweepOptions()) -> SweepOutcome:
     """Run dependent waves in order (staged pretraining): wave k+1 starts from checkpoints of wave k.
 
     A spec whose upstream stage did not finish is not started; it is reported as failed
-    (``blocked by <id>``) while every independent cell still runs. Keyword arguments go to ``run_sweep``.
+    (``blocked by <id>``) while every independent cell still runs. ``run_dir``, ``data``, ``options``: as
+    ``run_sweep``'s.
     """
-    layout = RunLayout(Path(kwargs["run_dir"]).resolve())
-    check_size(sum(map(len, waves)), kwargs.get("max_trials"))
+    layout = RunLayout(Path(run_dir).resolve())
+    check_size(sum(map(len, waves)), options.max_trials)
     done_before = [s.trial_id for w in waves for s in w if layout.trial(s.trial_id).finished]
     for k, wave in enumerate(waves):
         ready = [s for s in wave if not s.init_from or layout.trial(s.init_from).done]
@@ -285,7 +287,7 @@ def run_waves(waves: list[list[TrialSpec]], **kwargs: Any) -> SweepOutcome:
                       f"did not finish", flush=True)
         if ready:
             print(f"[cxrray] wave {k + 1}/{len(waves)}: {len(ready)} trial(s)", flush=True)
-            run_sweep(ready, **kwargs)
+            run_sweep(ready, run_dir=run_dir, data=data, options=options)
     return collect([s for w in waves for s in w], layout.root, done_before)
 
 

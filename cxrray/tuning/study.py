@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cxrray.config import TrainRecipe, TrialSpec
+from cxrray.config import TrainRecipe, TrialSpec, WandbMode
 from cxrray.data.designs import DESIGNS, DesignError, leave_out_sources
 from cxrray.data.splits import kfold_splits
 from cxrray.data.tasks import TASKS
@@ -23,6 +23,9 @@ from cxrray.models import BACKBONES
 from cxrray.registry import UserError
 from cxrray.representations import REPRESENTATIONS, hide_seek_representations, lung_hiding
 from cxrray.training.methods import METHODS, check_methods, expand_methods
+
+if typing.TYPE_CHECKING:
+    from cxrray.tuning.asha import EarlyStop
 
 HIDE_SEEK_REPRESENTATIONS = hide_seek_representations()  # Sadre et al.'s five, from their registry entries
 
@@ -51,6 +54,20 @@ class Resources:
         if self.launcher == "inline" and self.num_workers != 1:
             raise UserError(f"launcher 'inline' trains on one worker; num_workers is {self.num_workers}")
         return self.launcher == "inline" or (self.launcher == "auto" and self.num_workers == 1)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs its trials, handed from the study (``Study.sweep_options``) to ``run_sweep`` /
+    ``run_waves`` as one typed record, never keyword arguments unpacked from a dict."""
+
+    resources: Resources = Resources()
+    wandb_mode: WandbMode = "offline"
+    project: str = "cxrray"
+    weights: str | None = None  # a local ImageNet state-dict file for specs with ``pretrained``
+    storage: str | None = None  # Ray's checkpoint storage (default ``<run_dir>/ray``)
+    early_stop: EarlyStop | None = None  # ASHA over the hyper-parameter axes
+    max_trials: int | None = None  # more specs than this is refused before any trial
 
 
 def method_names(methods: Sequence[str]) -> tuple[str, ...]:
