@@ -81,6 +81,21 @@ def test_verdict_card_opens_the_report_with_the_answer_in_protocol_order(planted
     assert ".v-shortcut{background:#f9dcdc}" in css and ".v-visible{background:#ffffff}" in css
 
 
+def test_a_lung_hiding_trial_without_a_finding_is_not_judged_never_a_made_up_verdict(planted, tmp_path):
+    """With the shortcut step skipped the card called every lung-hiding trial "inconclusive", a verdict the rule
+    never gave (issue 38); it is "not judged", grey, with the meaning in the legend."""
+    from cxrray.analysis.steps import AnalysisOptions
+
+    out, _ = planted
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("analysis*", "report.html", ".cxrray.lock*"))
+    result = run_analysis(copy, AnalysisOptions(skip=("shortcut", "dilation"), saliency=0))
+    _, cells = _page(result.report)
+    classes = [c for c, _ in cells]
+    assert classes == ["v-visible", "v-visible", "v-not_judged", "v-not_judged"], classes
+    assert ".v-not_judged{background:#f5f5f5}" in result.report.read_text()  # grey: no claim
+
+
 def test_tables_are_readable_and_every_class_code_is_defined(planted):
     _out, result = planted
     text, _ = _page(result.report)

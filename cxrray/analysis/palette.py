@@ -14,8 +14,10 @@ from cxrray.representations import REPRESENTATIONS, display_order
 
 # verdict -> (strong colour for figures and marks, light background for table cells, mark, meaning): from the
 # verdict vocabulary (``verdict.Verdict``), plus the lungs-visible reference rows of the tables
+VISIBLE, NOT_JUDGED = "visible", "not_judged"  # the card's cells that carry no verdict of the rule
 VERDICTS = {v.word: (v.colour, v.background, v.mark, v.meaning) for v in Verdict} | {
-    "visible": ("#37474f", "#ffffff", "", "lungs visible: a reference, not tested for a shortcut")}
+    VISIBLE: ("#37474f", "#ffffff", "", "lungs visible: a reference, not tested for a shortcut"),
+    NOT_JUDGED: ("#757575", "#f5f5f5", "\u2013", "not judged: the shortcut step made no finding for this trial")}
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
          "#17becf")
 DARK = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4",

@@ -22,10 +22,10 @@ import jinja2
 import polars as pl
 
 from cxrray import provenance
-from cxrray.analysis.palette import VERDICTS, protocol_sorted
+from cxrray.analysis.palette import NOT_JUDGED, VERDICTS, VISIBLE, protocol_sorted
 from cxrray.analysis.shortcut import findings_of, headline, shortcut_sentences
 from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
-from cxrray.analysis.verdict import tone_of
+from cxrray.analysis.verdict import Verdict, tone_of
 from cxrray.data.tasks import TASKS, class_legend
 from cxrray.representations import lung_hiding
 
@@ -118,8 +118,8 @@ def verdict_grid(run: LoadedRun, findings: pl.DataFrame) -> dict:
             entries = []
             for r in part.iter_rows(named=True):
                 v = verdicts.get(tuple(r[c] for c in keys)) if keys else None
-                v = "degenerate" if r.get("degenerate") else v or (
-                    "visible" if r.get("representation") not in hidden else "inconclusive")
+                v = Verdict.DEGENERATE if r.get("degenerate") else v or (  # the rule's word, never one made up here
+                    VISIBLE if r.get("representation") not in hidden else NOT_JUDGED)
                 ci = f"{fmt(r['auroc'])} [{fmt(r['ci_lo'])}, {fmt(r['ci_hi'])}]"
                 seed = f"seed {r['seed']}: " if part.height > 1 and "seed" in r else ""
                 entries.append({"text": seed + ci, "verdict": v, "mark": VERDICTS[v][2]})
