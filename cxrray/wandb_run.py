@@ -1,10 +1,10 @@
 """Opening a W&B run that never costs a sweep its results: online within a stated time budget, else offline.
 
-A trial or summary run asked to log online against a server that fails (a 502, a proxy, an outage) used to retry
-for minutes, then fail the trial with a page of lines. ``open_run`` gives W&B ``ONLINE_BUDGET_S`` seconds to
-start an online run; past it the run is logged offline in the same folder, said in one line (``wandb sync``
-uploads it later). W&B's own error reporting to its servers is off (``WANDB_ERROR_REPORTING``): it printed a
-line per retry against a failing server, and a CXR run's errors stay on the machine.
+Against a server that fails (a 502, a proxy, an outage) W&B retries for minutes and then fails the trial with a
+page of lines. ``open_run`` gives W&B ``ONLINE_BUDGET_S`` seconds to start an online run; past it the run is
+logged offline in the same folder, said in one line (``wandb sync`` uploads it later). W&B's own error reporting
+to its servers is off (``WANDB_ERROR_REPORTING``): it prints a line per retry against a failing server, and a
+CXR run's errors stay on the machine.
 """
 
 from __future__ import annotations

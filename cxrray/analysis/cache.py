@@ -1,7 +1,7 @@
 """A model-based step's results per trial, computed once and reused by every later analysis of the run.
 
-Saliency (with its sanity checks) and the transfer matrix cost seconds to minutes per trial; a resumed or
-extended sweep used to recompute them for every trial at every analysis. ``TrialCache`` keeps each trial's
+Saliency (with its sanity checks) and the transfer matrix cost seconds to minutes per trial; without a cache a
+resumed or extended sweep would recompute them for every trial at every analysis. ``TrialCache`` keeps each trial's
 result under ``cache/analysis/<step>/`` (outside ``analysis/``, which every analysis rewrites), keyed by the
 trial id (its spec and data), the bytes of its outputs (``trial_content``: a retrained trial or a replaced model
 is a new entry), the step's options and the step's ``version`` (raised when its computation changes). A result
@@ -30,8 +30,8 @@ from cxrray.records import TrialRecord
 
 def trial_content(trial: TrialDir) -> tuple[str, str]:
     """Digests of the bytes that define a trial's result: (its record, predictions and card; its weights, every
-    ``*.pt`` but the epoch checkpoint, '' when none is left). The key used to be ``trial.json``'s finish time
-    only, so a replaced ``model.pt`` kept its old transfer row."""
+    ``*.pt`` but the epoch checkpoint, '' when none is left). Bytes, not a time stamp: a replaced ``model.pt``
+    with the old finish time in ``trial.json`` is scored again."""
     weights = sorted(p for p in trial.path.glob("*.pt") if p != trial.resume)  # not the epoch checkpoint
     return _digests([trial.meta, trial.predictions, trial.path / CARD]), _digests(weights) if weights else ""
 

@@ -40,8 +40,8 @@ class AnalysisOptions:
     placement: Placement = field(default_factory=Placement)  # where saliency and transfer run (``fanout``)
 
     def __post_init__(self) -> None:
-        """Every choice in range, every family column a trial's field, before any step runs: an unknown column
-        used to be dropped, pooling the seeds into one family, and ``saliency -5`` said it ran."""
+        """Every choice in range, every family column a trial's field, before any step runs: a dropped unknown
+        column would pool the seeds into one family, and ``saliency -5`` would say it ran."""
         for name in ("saliency", "lime", "transfer_patients", "model_seeds"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 0 or more")

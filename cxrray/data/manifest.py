@@ -40,7 +40,7 @@ SEVERITIES: tuple[str, ...] = ("", "none", "Normal-PCR+", "Mild", "Moderate", "S
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # The checked vocabularies of the columns an analysis groups by: each spelling (case, spaces, '_' and '-' aside)
 # -> its one value. Anything else is quarantined with its value and row: a numeric code such as 1 or 2 means
-# female in one collection and male in another, and an unread 'female' used to count as an eighth sex group.
+# female in one collection and male in another, and an unmapped 'female' would count as a sex group of its own.
 SEXES: dict[str, str] = {"f": "F", "female": "F", "woman": "F", "m": "M", "male": "M", "man": "M",
                          "o": "O", "other": "O", "x": "O", "non binary": "O", "nonbinary": "O",
                          "": "", "u": "", "unk": "", "unknown": "", "na": "", "n/a": "", "not recorded": ""}

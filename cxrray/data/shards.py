@@ -207,9 +207,9 @@ def _ahead(items, depth: int):
 
 class RowPool:
     """The rows waiting to be drawn into a batch, in arrays that grow only when a file does not fit: a draw
-    copies the rows it takes and moves at most as many from the end into the holes they leave. (It used to
-    rebuild the whole pool at every draw, which copied the shuffle buffer's images once per batch: about 200 MB
-    per batch of 256 at 224 px, the limit of a GPU trial's input path.)"""
+    copies the rows it takes and moves at most as many from the end into the holes they leave: rebuilding the pool
+    at every draw would copy the shuffle buffer's images once per batch (about 200 MB per batch of 256 at 224 px,
+    the limit of a GPU trial's input path)."""
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}

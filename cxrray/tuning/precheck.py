@@ -22,7 +22,7 @@ def check_image_size(size: int, backbones: Sequence[str]) -> None:
 def wandb_mode(asked: str) -> str:
     """``online`` only with a key that W&B accepts, checked once before any trial: no key or a rejected one is one
     line, exit 2; a server that is down or failing is one line and the sweep logs offline (``wandb sync`` uploads it
-    later; every trial used to fail after minutes of retries). ``auto``: online when both hold, else offline."""
+    later, instead of every trial failing after minutes of retries). ``auto``: online when both hold, else offline."""
     if asked not in ("online", "auto"):
         return asked
     why = "no W&B API key (set WANDB_API_KEY or run `wandb login`)" if not wandb_key() else wandb_reachable()

@@ -172,7 +172,7 @@ def trial_resources(resources: Resources):
     itself (``LocalSplit``): one bundle with the worker's CPUs (and GPU). A Ray Train fit's worker group
     reserves its own, so the trial actor holds next to nothing, plus a bundle of ``data_cpus`` where the Ray
     Data tasks that stream its shards are scheduled (``trial_datasets``): its readers always have CPUs, and on
-    a small machine trials wait for each other instead of starving their readers (which used to hang)."""
+    a small machine trials wait for each other instead of starving their readers (which would hang)."""
     from ray import tune
 
     if resources.inline():
