@@ -256,3 +256,27 @@ def test_only_the_data_stage_writes_shards():
 def test_every_stage_exists():
     assert all((PKG / s / "__init__.py").exists()
                for s in ("data", "representations", "segmentation", "models", "training", "tuning", "analysis"))
+
+
+def test_every_module_has_its_tests_named_or_listed():
+    """A newcomer finds a module's tests: ``tests/test_<name>.py``, or a row of ``tests/README.md`` naming test
+    files that exist (issue 38)."""
+    import re
+
+    listed = {}
+    for line in (ROOT / "tests" / "README.md").read_text().splitlines():
+        m = re.match(r"\| `(cxrray\.[\w.]+)` \| (.+) \|$", line)
+        if m:
+            listed[m.group(1)] = re.findall(r"(test_\w+\.py)", m.group(2))
+    unfound = []
+    for path in sorted(PKG.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        stem = path.stem if path.stem != "__main__" else f"{path.parent.name}_main"
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if (ROOT / "tests" / f"test_{stem}.py").exists():
+            continue
+        files = listed.get(module, [])
+        if not files or not all((ROOT / "tests" / f).exists() for f in files):
+            unfound.append(module)
+    assert not unfound, f"no test_<name>.py and no row in tests/README.md: {unfound}"
