@@ -29,6 +29,7 @@ from cxrray.analysis.verdict import (
     Finding,
     Headline,
     Rules,
+    Verdict,
     decide,
     estimate,
     judge,
@@ -66,7 +67,7 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, rules: Ru
         f = judge(y, s, g, m=m, rules=rules, original=original, degenerate=h["degenerate"],
                   degenerate_original=o["degenerate"] if o is not None else "")
         rows.append({c: h[c] for c in axes} | {"trial_id": h["trial_id"]} | f.row()
-                    | {"patients_to_decide": to_decide(f, y, s, g, rules), "shortcut": f.verdict == "shortcut",
+                    | {"patients_to_decide": to_decide(f, y, s, g, rules), "shortcut": f.verdict == Verdict.SHORTCUT,
                        "degenerate": h["degenerate"]})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
@@ -74,7 +75,7 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, rules: Ru
 def to_decide(f: Finding, y: np.ndarray, s: np.ndarray, g: np.ndarray, rules: Rules) -> float:
     """For an inconclusive verdict: roughly how many test patients would decide it (``plan.approx_patients``
     with this test set's design effect, images per patient and prevalence); NaN otherwise or when none would."""
-    if f.verdict != "inconclusive":
+    if f.verdict != Verdict.INCONCLUSIVE:
         return float("nan")
     ci = auroc_interval(y, s, g)
     patients = f.patients_pos + f.patients_neg
@@ -205,7 +206,7 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
             more = (f" Roughly {int(r['patients_to_decide']):,} test patients (now "
                     f"{r['patients_pos'] + r['patients_neg']}) would decide it ({expected_verdict(r['auroc'])} if "
                     f"the AUROC stays at {r['auroc']:.3f}; python -m cxrray.analysis plan).")
-        elif r["verdict"] == "inconclusive":
+        elif r["verdict"] == Verdict.INCONCLUSIVE:
             more = " No number of test patients decides it at this AUROC: it sits at the equivalence margin."
         out.append(f"{who}: {r['verdict'].replace('_', ' ').upper()}: {r['reason']} ({100 * r['level']:.1f} % "
                    f"interval, {r['test']}; reference: {r['reference']}){kept}.{more}")
