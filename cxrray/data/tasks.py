@@ -25,7 +25,7 @@ per-severity metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -184,7 +184,14 @@ def _add(task: Task) -> None:
     TASKS.register(task.name)(task)
 
 
-COVID = {"positive": "CVP", "positive_name": "COVID-19"}
+class Positive(TypedDict):
+    """A task's positive class and its name, spread into ``Task(...)``."""
+
+    positive: str
+    positive_name: str
+
+
+COVID: Positive = {"positive": "CVP", "positive_name": "COVID-19"}
 _add(Task("CL2", ("NCV", "CVP"), {"NCV": ("NOR", "OVP", "OBP", "PNA", "OTH"), "CVP": ("CVP",)}, **COVID))
 _add(Task("CL3", ("NOR", "NCP", "CVP"), {"NOR": ("NOR",), "NCP": ("OVP", "OBP", "PNA"), "CVP": ("CVP",)}, **COVID))
 _add(Task("CL4", ("NOR", "OBP", "OVP", "CVP"),

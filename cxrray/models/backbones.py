@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 from torch import nn
@@ -32,7 +32,14 @@ CamMethod = Literal["gradcam", "hirescam"]
 OutputKind = Literal["logits", "capsule_lengths"]
 # ImageNet normalisation for a 1-channel input (timm sums the RGB filters of the first conv): the means and
 # standard deviations of the three ImageNet channels, averaged. Non-ImageNet networks use (x - 0.5) / 0.25.
-IMAGENET_GRAY = {"mean": 0.449, "std": 0.226}
+class Normalisation(TypedDict):
+    """A backbone's input normalisation, spread into ``@backbone(...)``."""
+
+    mean: float
+    std: float
+
+
+IMAGENET_GRAY: Normalisation = {"mean": 0.449, "std": 0.226}
 
 
 @dataclass(frozen=True)
