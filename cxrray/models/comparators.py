@@ -4,7 +4,7 @@ Library backbones (timm): the CVR-Net comparison (Hasan et al., PROTOCOLS.md sec
 EfficientNet-B1, DenseNet-169, ResNet-152 and Inception-v3. Published systems re-implemented from their
 papers (each docstring cites the paper and says what was inferred where the paper is silent):
 DarkCovidNet, CoroNet, COVID-CAPS and an open COVID-Net. Parameter counts against the published ones:
-``python -m cxrray.models.params`` (table in the README).
+``python -m cxrray.models.params`` (table in docs/models.md).
 """
 
 from __future__ import annotations

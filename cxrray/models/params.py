@@ -1,6 +1,6 @@
 """Parameter counts of the registry entries next to the published ones.
 
-``python -m cxrray.models.params`` prints the table in the README. Counts are built at the input
+``python -m cxrray.models.params`` prints the table in docs/models.md. Counts are built at the input
 size and class count of the publication; "with BN statistics" adds batch-norm running means and
 variances, which Keras (the framework of most of the COVID-19 papers) reports as non-trainable
 parameters and PyTorch keeps as buffers.
@@ -52,7 +52,7 @@ def counts(name: str, image_size: int, num_classes: int) -> tuple[int, int]:
 
 
 def table(models: list[str] | None = None) -> str:
-    """The README's table of parameter counts (``models``: only these rows)."""
+    """The table of parameter counts in docs/models.md (``models``: only these rows)."""
     lines = ["| model | input | classes | parameters (PyTorch) | with BN statistics (Keras count) | published | "
              "source | note |", "|---|---|---|---|---|---|---|---|"]
     for p in (x for x in PUBLISHED if models is None or x.name in models):
