@@ -135,6 +135,6 @@ def test_a_study_hands_on_its_recipe_resources_and_early_stop():
     recipe = study.train_recipe()
     assert (recipe.epochs, recipe.lr, recipe.augment) == (3, 0.01, False)
     options = study.sweep_options()
-    assert options["resources"].max_concurrent_trials == 2 and options["early_stop"].axes == ("batch_size",)
+    assert options.resources.max_concurrent_trials == 2 and options.early_stop.axes == ("batch_size",)
     with pytest.raises(UserError, match="give the axes to search"):
         mod.parse_args(["--asha"])  # ASHA without a search axis
