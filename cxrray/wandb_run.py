@@ -55,6 +55,13 @@ def wandb_key() -> str:
 
 
 KEY_REJECTED = "W&B rejected the API key"
+NO_KEY = "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+
+
+def key_problem(why: str) -> bool:
+    """Whether ``why`` (``NO_KEY`` or ``wandb_reachable``'s answer) is the key's fault, the user's to fix, rather
+    than a server that is down or failing."""
+    return why.startswith((NO_KEY, KEY_REJECTED))
 
 
 def wandb_reachable(timeout: float = 10.0) -> str:

@@ -70,7 +70,7 @@ def workspace(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from cxrray.analysis.dashboard import Dashboard
     from cxrray.config import RunLayout
-    from cxrray.wandb_run import KEY_REJECTED, wandb_key, wandb_reachable
+    from cxrray.wandb_run import NO_KEY, key_problem, wandb_key, wandb_reachable
 
     path = RunLayout(args.run_dir).workspace
     if not path.exists():
@@ -85,10 +85,10 @@ def workspace(argv: list[str]) -> int:
                 print(f"  {panel.kind:5s} {panel.title}: {', '.join(panel.keys)}")
         return 0
     prog = "python -m cxrray.analysis workspace"
-    why = "no W&B API key (set WANDB_API_KEY or run `wandb login`)" if not wandb_key() else wandb_reachable()
+    why = NO_KEY if not wandb_key() else wandb_reachable()
     if why:  # a missing or rejected key, a server that is down: one line, the definition stays for later
         print(f"{prog}: error: {why}; the workspace stays defined in {path}", file=sys.stderr)
-        return 2 if why.startswith(("no W&B API key", KEY_REJECTED)) else 1
+        return 2 if key_problem(why) else 1
     try:
         url = board.push(args.entity)
     except Exception as exc:  # noqa: BLE001  (W&B raises many types: rights, a project that does not exist ...)

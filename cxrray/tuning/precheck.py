@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cxrray.registry import UserError
-from cxrray.wandb_run import KEY_REJECTED, wandb_key, wandb_reachable
+from cxrray.wandb_run import NO_KEY, key_problem, wandb_key, wandb_reachable
 
 if TYPE_CHECKING:
     from cxrray.tuning.options import Study
@@ -25,10 +25,10 @@ def wandb_mode(asked: str) -> str:
     later, instead of every trial failing after minutes of retries). ``auto``: online when both hold, else offline."""
     if asked not in ("online", "auto"):
         return asked
-    why = "no W&B API key (set WANDB_API_KEY or run `wandb login`)" if not wandb_key() else wandb_reachable()
+    why = NO_KEY if not wandb_key() else wandb_reachable()
     if not why:
         return "online"
-    if asked == "auto" or not (why.startswith("no W&B API key") or why.startswith(KEY_REJECTED)):
+    if asked == "auto" or not key_problem(why):
         print(f"[cxrray] --wandb {asked}: {why}; logging offline (upload later with `wandb sync`)", flush=True)
         return "offline"
     raise UserError(f"--wandb online: {why}; use --wandb offline (and `wandb sync` later) or --wandb auto")

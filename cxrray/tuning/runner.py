@@ -26,13 +26,12 @@ import polars as pl
 
 from cxrray.config import DataRef, RunLayout, SweepOutcome, TrialContext, TrialSpec, WandbMode
 from cxrray.records import StoppedRecord, TrialRecord
-from cxrray.registry import UserError
 from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.storage import StorageError, StorageGuard, set_aside_damaged, stopped_message, storage_stops
-from cxrray.tuning.study import Resources, SweepOptions, check_specs
+from cxrray.tuning.study import Resources, SweepOptions, check_size, check_specs
 from cxrray.wandb_run import QUIET_ENV
 
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
@@ -217,13 +216,6 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
     if problem:
         finished = sum(layout.trial(s.trial_id).finished for s in specs) + total - len(specs)
         raise StorageError(stopped_message(layout.root, problem, finished, total))
-
-
-def check_size(trials: int, max_trials: int | None) -> None:
-    """A sweep of more than ``max_trials`` trials is refused in one line (``--max-trials`` raises the limit)."""
-    if max_trials is not None and trials > max_trials:
-        raise UserError(f"the sweep has {trials} trials, more than --max-trials {max_trials}; raise --max-trials "
-                        f"if this is meant")
 
 
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],

@@ -70,6 +70,13 @@ class SweepOptions:
     max_trials: int | None = None  # more specs than this is refused before any trial
 
 
+def check_size(trials: int, max_trials: int | None) -> None:
+    """A sweep of more than ``max_trials`` trials is refused in one line (``--max-trials`` raises the limit)."""
+    if max_trials is not None and trials > max_trials:
+        raise UserError(f"the sweep has {trials} trials, more than --max-trials {max_trials}; raise --max-trials "
+                        f"if this is meant")
+
+
 def method_names(methods: Sequence[str]) -> tuple[str, ...]:
     """The sweep's training methods, each family name (``short_sex``) replaced by its variants; an unknown name
     is an error listing the valid ones (before Ray starts)."""
