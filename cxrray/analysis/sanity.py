@@ -55,8 +55,10 @@ def randomisation_test(maps: np.ndarray, saliency: Callable[[torch.nn.Module], n
 
 
 def road(model: torch.nn.Module, x: torch.Tensor, maps: np.ndarray, classes: np.ndarray,
-         percentiles=ROAD_PERCENTILES) -> np.ndarray:
-    """Per image: ROAD combined score of ``maps`` for ``classes[i]`` (softmax confidence); NaN for empty maps."""
+         percentiles=ROAD_PERCENTILES, seed: int = 0) -> np.ndarray:
+    """Per image: ROAD combined score of ``maps`` for ``classes[i]`` (softmax confidence); NaN for empty maps.
+    The imputer's noise is drawn from ``seed`` (in a forked RNG state, the caller's left as it was), so the same
+    model and maps give the same scores."""
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
@@ -65,7 +67,9 @@ def road(model: torch.nn.Module, x: torch.Tensor, maps: np.ndarray, classes: np.
     valid = np.flatnonzero(maps.reshape(len(maps), -1).max(1) > 0)
     if len(valid):
         metric = ROADCombined(percentiles=list(percentiles))
-        scores = metric(x[valid], maps[valid], [ClassifierOutputSoftmaxTarget(int(c)) for c in classes[valid]],
-                        model)
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            torch.manual_seed(seed)
+            scores = metric(x[valid], maps[valid], [ClassifierOutputSoftmaxTarget(int(c)) for c in classes[valid]],
+                            model)
         out[valid] = np.asarray(scores, float).ravel()
     return out
