@@ -20,8 +20,8 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python sweeps/hide_seek.py $(ARGS)
 
-# `make test` (CI) lints (ruff), type-checks (mypy, strict on the files pyproject.toml names) and leaves out the
-# tests marked slow (the longest end-to-end sweeps); `make test-all` runs all.
+# `make test` (CI) lints (ruff), type-checks (mypy over the whole package, strict where pyproject.toml says) and
+# leaves out the tests marked slow (the longest end-to-end sweeps); `make test-all` runs all.
 test: $(STAMP) browser sshd check
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

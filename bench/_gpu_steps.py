@@ -13,7 +13,7 @@ from pathlib import Path
 from model_steps import GOAL_GPU_H, GPU_MACHINE_CPUS, MODEL_TRIALS, PAPER_IMAGES, PAPER_TRIALS, SAMPLE_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-SALIENCY = ("import sys, time, torch; torch.set_num_threads(1); from cxrray.analysis.saliency import trial_saliency; "
+SALIENCY = ("import sys, time, torch; torch.set_num_threads(1); from cxrray.explain.saliency import trial_saliency; "
             "t = time.process_time(); trial_saliency(sys.argv[1], sys.argv[2], limit=32); "
             "print(time.process_time() - t)")  # a saliency Ray task: one CPU, 32 images (the analysis' default)
 MODEL_BACKBONES = ("alexnet", "vgg11", "resnet18", "resnet50", "densenet121", "efficientnet_b1")
@@ -79,8 +79,8 @@ def model_steps(work: Path, size: int, device_name: str, backbones: tuple[str, .
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from cxrray.analysis.scoring import ScoreJob, score_models
     from cxrray.config import DataRef, RunLayout, TrainRecipe, TrialContext, TrialSpec
+    from cxrray.explain.scoring import ScoreJob, score_models
     from cxrray.records import TrialRecord
     from cxrray.training.worker import run_trial
 

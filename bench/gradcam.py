@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from cxrray.analysis.saliency import gradcam
+from cxrray.explain.saliency import gradcam
 from cxrray.models import build_backbone
 
 

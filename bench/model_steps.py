@@ -83,9 +83,9 @@ def per_trial_before(run: Path, trial_ids: list[str], batch_size: int = 64) -> N
     """The transfer scoring before streaming (the removed ``transfer.trial_transfer``'s reading and scoring)."""
     import torch
 
-    from cxrray.analysis.saliency import load_trial
     from cxrray.config import RunLayout
     from cxrray.data.shards import read_split_local
+    from cxrray.explain.saliency import load_trial
     from cxrray.representations import InputPipeline, hide_seek_representations, out_channels
 
     for tid in trial_ids:
@@ -116,9 +116,9 @@ def run(trials: int = 6, images: int = 240) -> list[dict]:
     import pyarrow.parquet as pq
     import torch
 
-    from cxrray.analysis.fanout import fan_out
-    from cxrray.analysis.saliency import trial_saliency
-    from cxrray.analysis.scoring import jobs_for, score_models
+    from cxrray.explain.fanout import fan_out
+    from cxrray.explain.saliency import trial_saliency
+    from cxrray.explain.scoring import jobs_for, score_models
 
     torch.set_num_threads(1)  # one CPU per scorer, as a Ray task has: rates per CPU
     with tempfile.TemporaryDirectory() as tmp:

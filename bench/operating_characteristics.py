@@ -21,7 +21,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from cxrray.analysis.simulate import Truth, calibration_oc, subgroup_oc, verdict_oc
+from cxrray.analysis.subgroups import subgroup_oc
+from cxrray.stats.calibration import calibration_oc
+from cxrray.verdicts.simulate import Truth, verdict_oc
 
 PATIENTS = (4, 10, 30, 100, 300, 2000)
 AUCS = (0.5, 0.6, 0.75, 0.95, 0.99, 1.0)

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.cache import TrialCache
 from cxrray.config import RunLayout, TrialSpec
+from cxrray.explain.cache import TrialCache
 from cxrray.records import TrialRecord
 
 

@@ -1,9 +1,11 @@
 """The analysis gives the same tables as the house it was rebuilt from: every CSV the steps write, on the
 known-answer runs and the demo run, is compared with the digests recorded before the analysis package was split
-into ``stats`` / ``verdicts`` / ``explain`` / ``plots`` / ``analysis`` / ``report`` (``fixtures/analysis_identity.json``).
+into ``stats`` / ``verdicts`` / ``explain`` / ``plots`` / ``analysis`` / ``report``
+(``fixtures/analysis_identity.json``).
 
 Numbers are compared to 9 significant digits (the last bits of a float sum may differ between BLAS builds); the
-run folder's own path is written as ``RUN``. A table that legitimately changes is re-recorded with
+run folder's own path is written as ``RUN`` and the commit the sweep ran on (the checklist's code item) as
+``COMMIT``. A table that legitimately changes is re-recorded with
 ``python tests/test_analysis_identity.py --record`` and the change said in CHANGELOG.md.
 """
 
@@ -20,11 +22,12 @@ import pytest
 from edge_runs import Edge, write_edge_run
 from test_analysis_stats import _run
 
-from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.steps import AnalysisOptions
+from cxrray.report.analyze import run_analysis
 
 GOLDEN = Path(__file__).parent / "fixtures" / "analysis_identity.json"
 NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
+COMMIT = re.compile(r"cxrray commit [0-9a-f]{7,40}(\+dirty)?")
 PLANTED = {"lungs_removed": 2.0, "original": 3.0, "lungs_boxed_out": 0.0, "lungs_isolated": 2.5}
 NULL = {"original": 3.0, "lungs_removed": 0.0, "lungs_isolated": 3.0}
 EDGES = {"edge_full": Edge(dilation=True, short=True, seeds=2, backbones=("basecnn", "resnet18"), failed=True),
@@ -35,7 +38,7 @@ def digests(run: Path) -> dict[str, str]:
     """Table path under ``analysis/`` -> sha256 of its text, numbers rounded to 9 significant digits."""
     out = {}
     for path in sorted((run / "analysis").rglob("*.csv")):
-        text = path.read_text().replace(str(run), "RUN")
+        text = COMMIT.sub("cxrray commit COMMIT", path.read_text().replace(str(run), "RUN"))
         text = NUMBER.sub(lambda m: f"{float(m.group()):.9g}", text)
         out[path.relative_to(run / "analysis").as_posix()] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return out

@@ -6,11 +6,12 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
-from cxrray.analysis.analyze import analyze
-from cxrray.analysis.compare import pairwise_tests
+from cxrray.analysis.aurocs import trial_aurocs
+from cxrray.analysis.delong import pairwise_tests
 from cxrray.analysis.metrics import class_metrics, severity_accuracy
 from cxrray.analysis.shortcut import shortcut_findings, shortcut_sentences
-from cxrray.analysis.tables import trial_aurocs
+from cxrray.analysis.steps import AnalysisOptions
+from cxrray.report.analyze import run_analysis
 from cxrray.stats.delong import paired_test
 from cxrray.stats.multiplicity import bonferroni, holm
 
@@ -114,9 +115,9 @@ def test_severity_accuracy_counts(tmp_path):
 
 def test_analysis_is_identical_when_run_twice(tmp_path):
     _run(tmp_path, {"original": 3.0, "lungs_removed": 1.5, "lungs_boxed_out": 0.2})
-    first_text = analyze(tmp_path)
+    first_text = run_analysis(tmp_path).text
     first = {p.relative_to(tmp_path): p.read_bytes() for p in sorted((tmp_path / "analysis").rglob("*.csv"))}
-    second_text = analyze(tmp_path)
+    second_text = run_analysis(tmp_path).text
     second = {p.relative_to(tmp_path): p.read_bytes() for p in sorted((tmp_path / "analysis").rglob("*.csv"))}
     assert first_text == second_text and first == second
     assert {"trial_metrics.csv", "cell_metrics.csv", "delong_pairs.csv", "shortcut_findings.csv",
@@ -125,7 +126,7 @@ def test_analysis_is_identical_when_run_twice(tmp_path):
 
 
 def test_saliency_mass_inside_and_outside_the_mask():
-    from cxrray.analysis.saliency import saliency_mass
+    from cxrray.explain.saliency import saliency_mass
 
     mask = np.zeros((2, 16, 16), bool)
     mask[:, 4:12, 3:7] = True
@@ -139,7 +140,7 @@ def test_saliency_mass_inside_and_outside_the_mask():
 
 
 def test_design_drop_uses_the_independent_design_as_reference(tmp_path):
-    from cxrray.analysis.compare import design_drops
+    from cxrray.analysis.delong import design_drops
 
     preds, res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.5}, n=200)
     res = res.with_columns(pl.Series("design", ["single", "independent"]), pl.lit("original").alias("representation"))
@@ -166,8 +167,8 @@ class _RegionModel(torch.nn.Module):
 def test_lime_share_follows_what_the_model_uses():
     """LIME (lime package, SLIC superpixels) puts the evidence inside the lungs for a model that reads only
     the lungs, and outside for one that reads only the rest; seeded, so the maps repeat."""
-    from cxrray.analysis.lime_maps import lime_maps
-    from cxrray.analysis.saliency import saliency_mass
+    from cxrray.explain.lime_maps import lime_maps
+    from cxrray.explain.saliency import saliency_mass
 
     size = 64
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -223,7 +224,7 @@ def test_a_degenerate_lung_hiding_trial_gets_no_verdict(tmp_path):
     flags = dict(zip(f["representation"], f["shortcut"], strict=True))
     assert flags == {"lungs_removed": False, "lungs_boxed_out": True}
     assert set(f["level"]) == {0.95}  # only the one tested lung-hiding trial counts in the correction
-    text = analyze(tmp_path, saliency=0)
+    text = run_analysis(tmp_path, AnalysisOptions(saliency=0)).text
     assert "DEGENERATE: the model did not learn (constant scores" in text
     assert "1 DEGENERATE trial(s), not used as evidence" in text and "lungs_removed.resnet18.none.s0" in text
     assert "bal. acc. 0.50 DEGENERATE" in text and "1.000 [1.000, 1.000]" not in text  # never zero width
@@ -250,7 +251,7 @@ def test_replicates_are_aggregated_with_a_t_interval_never_pooled(tmp_path):
     with a t-interval, and a fold mean's variance includes the spread between folds."""
     from scipy import stats
 
-    from cxrray.analysis.compare import mean_variance
+    from cxrray.analysis.delong import mean_variance
     from cxrray.analysis.metrics import cell_aurocs, t_interval
 
     aurocs = pl.DataFrame({"trial_id": ["a", "b"], "study": "s", "representation": "original", "backbone": "b",

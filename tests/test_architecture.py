@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "cxrray"
 
-PARTS = {  # part -> the paths it is made of (relative to the repository root)
+PARTS = {  # part -> the paths it is made of (relative to the repository root); the first match wins
+    "Commands": ("sweeps/", "cxrray/studies/", "cxrray/analysis/__main__.py"),  # entry points: the top floor
     "Core": ("cxrray/config.py", "cxrray/registry.py", "cxrray/records.py",
              "cxrray/runlock.py", "cxrray/provenance.py", "cxrray/wandb_run.py",
              "cxrray/__init__.py"),
@@ -24,8 +25,11 @@ PARTS = {  # part -> the paths it is made of (relative to the repository root)
     "Models": ("cxrray/models/",),
     "Training": ("cxrray/training/",),
     "Tuning": ("cxrray/tuning/",),
-    "Analysis": ("cxrray/analysis/",),
-    "Sweeps": ("sweeps/", "cxrray/studies/"),  # the study commands and their thin scripts
+    "Verdicts": ("cxrray/verdicts/",),  # the rules from interval to claim, their vocabularies and guarantees
+    "Plots": ("cxrray/plots/",),  # drawing from tables: the steps draw with it, the report lays it out
+    "Explain": ("cxrray/explain/",),  # what needs the saved models: Grad-CAM, LIME, scoring, probes
+    "Analysis": ("cxrray/analysis/",),  # the loaded run and one module per registered step
+    "Report": ("cxrray/report/",),  # runs the steps, then presents them (HTML, W&B)
 }
 ALLOWED = {  # part -> the parts it may import besides itself
     "Core": set(),
@@ -36,8 +40,12 @@ ALLOWED = {  # part -> the parts it may import besides itself
     "Segmentation": {"Core", "Data", "Representations", "Stats"},
     "Training": {"Core", "Data", "Representations", "Models", "Stats"},
     "Tuning": {"Core", "Data", "Segmentation", "Representations", "Models", "Training", "Stats"},
-    "Analysis": {"Core", "Data", "Representations", "Models", "Stats"},
-    "Sweeps": {"Core", "Tuning", "Analysis", "Data", "Segmentation"},  # (cxrray <command> dispatches to each)
+    "Verdicts": {"Core", "Stats"},
+    "Plots": {"Core", "Data", "Representations", "Verdicts"},
+    "Explain": {"Core", "Data", "Representations", "Models", "Stats"},
+    "Analysis": {"Core", "Data", "Representations", "Models", "Stats", "Verdicts", "Plots", "Explain"},
+    "Report": {"Core", "Data", "Representations", "Stats", "Verdicts", "Plots", "Explain", "Analysis"},
+    "Commands": {"Core", "Tuning", "Analysis", "Report", "Explain", "Verdicts", "Data", "Segmentation"},
 }
 NEVER = {  # (importer, imported): why not
     ("Data", "Representations"): "data flows one way",
@@ -57,6 +65,13 @@ NEVER = {  # (importer, imported): why not
     ("Analysis", "Training"): "analysis reads stored predictions and models, not the loop",
     ("Stats", "Core"): "statistics are pure functions of arrays: no run folder, no spec",
     ("Stats", "Analysis"): "the steps call the statistics, never the reverse",
+    ("Stats", "Verdicts"): "the verdict rules call the statistics, never the reverse",
+    ("Verdicts", "Analysis"): "a rule judges intervals; it knows no step",
+    ("Plots", "Analysis"): "a figure draws the tables it is given; it computes no step",
+    ("Explain", "Analysis"): "the model-based tools know no step",
+    ("Analysis", "Report"): "the steps hand findings on; presentation reads them, never the reverse",
+    ("Tuning", "Report"): "the sweep writes predictions; the report reads the analysis",
+    ("Training", "Explain"): "a trial knows no explanation of its model",
     ("Core", "Stats"): "specs stay at the bottom",
     ("Core", "Data"): "specs stay at the bottom",
     ("Core", "Models"): "specs stay at the bottom",

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from test_analysis_stats import _run
 
-from cxrray.analysis.analyze import run_analysis
-from cxrray.analysis.calibration import calibration_test, ece
+from cxrray.report.analyze import run_analysis
+from cxrray.stats.calibration import calibration_test, ece
 
 
 def test_ece_by_hand():

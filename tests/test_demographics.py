@@ -14,8 +14,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cxrray.analysis.probe import probes
 from cxrray.data.phantom import write_phantom
+from cxrray.explain.probe import probes
 
 ROOT = Path(__file__).resolve().parents[1]
 

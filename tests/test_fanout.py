@@ -14,11 +14,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cxrray.analysis import scoring
-from cxrray.analysis.fanout import Placement, fan_out
-from cxrray.analysis.scoring import jobs_for, score_models
 from cxrray.analysis.transfer import transfer_rows
 from cxrray.config import RunLayout
+from cxrray.explain import scoring
+from cxrray.explain.fanout import Placement, fan_out
+from cxrray.explain.scoring import jobs_for, score_models
 from cxrray.records import TrialRecord
 from cxrray.stats.delong import auroc_interval
 

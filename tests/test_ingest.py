@@ -197,8 +197,8 @@ def test_within_label_source_probe_separates_the_hospital_from_the_label(tmp_pat
     """Known answers on the phantom: under the full confound the hospital is the label (the within-label probe
     cannot be estimated and says so; the label probe reads what the source probe reads); without the confound
     every label has several hospitals and the within-label probe is estimated per label."""
-    from cxrray.analysis.probe import probes
     from cxrray.data.phantom import write_phantom
+    from cxrray.explain.probe import probes
 
     found = {}
     for confound in (1.0, 0.0):

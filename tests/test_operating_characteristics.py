@@ -4,9 +4,11 @@ found, intervals cover near 1, and the patients-needed estimate of the report ag
 
 import pytest
 
-from cxrray.analysis.patients import approx_patients, expected_verdict
-from cxrray.analysis.plan import patients_needed
-from cxrray.analysis.simulate import Truth, calibration_oc, subgroup_oc, verdict_oc
+from cxrray.analysis.subgroups import subgroup_oc
+from cxrray.stats.calibration import calibration_oc
+from cxrray.verdicts.patients import approx_patients, expected_verdict
+from cxrray.verdicts.plan import patients_needed
+from cxrray.verdicts.simulate import Truth, verdict_oc
 
 
 @pytest.mark.parametrize("patients, images, icc", [(12, 5, 0.8), (40, 3, 0.5), (300, 2, 0.0)])

@@ -14,11 +14,11 @@ import pytest
 
 from cxrray.analysis.__main__ import main as analysis_main
 from cxrray.analysis.steps import AnalysisOptions
-from cxrray.analysis.verdict import Rules
 from cxrray.registry import UserError
 from cxrray.studies.hide_seek import HideSeek
 from cxrray.tuning import cli
 from cxrray.tuning.runner import check_size
+from cxrray.verdicts.verdict import Rules
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pytest
 from test_analysis_stats import _run
 
 import cxrray.training  # noqa: F401  (registers the methods)
-from cxrray.analysis.analyze import load_run
+from cxrray.analysis.run import load_run
 from cxrray.analysis.steps import ANALYSES, GROUPS, AnalysisOptions, Artifacts, ordered_steps
 from cxrray.config import TrialSpec
 from cxrray.data.tasks import TASKS

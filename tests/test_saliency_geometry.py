@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrray.analysis.cam_geometry import grid_geometry, layer_geometry, place
-from cxrray.analysis.saliency import bootstrap_ci, saliency_mass
+from cxrray.explain.cam_geometry import grid_geometry, layer_geometry, place
+from cxrray.explain.saliency import bootstrap_ci, saliency_mass
 from cxrray.models import BACKBONES, build_backbone
 
 
@@ -65,7 +65,7 @@ def test_every_backbone_places_a_lung_map_on_the_lungs(name, phantom_manifest):
 
 
 def test_too_coarse_maps_are_not_interpretable_and_a_shallower_layer_is_taken():
-    from cxrray.analysis.cam_geometry import choose_layer
+    from cxrray.explain.cam_geometry import choose_layer
 
     bdef = BACKBONES.get("resnet18")
     model, _ = build_backbone("resnet18", 2, 1, image_size=64)

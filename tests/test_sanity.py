@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cxrray.analysis.cam_geometry import choose_layer
-from cxrray.analysis.saliency import gradcam
-from cxrray.analysis.sanity import RHO_MAX, randomisation_test, randomised_top, road
+from cxrray.explain.cam_geometry import choose_layer
+from cxrray.explain.saliency import gradcam
+from cxrray.explain.sanity import RHO_MAX, randomisation_test, randomised_top, road
 from cxrray.models import BACKBONES, build_backbone
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_fucitnet import _Dataset, _Session
 
-from cxrray.analysis.short_testing import MIN_MODELS, SLOPE_MARGIN, balance_gap, cell_table, slope_verdict
+from cxrray.analysis.shortcut_testing import MIN_MODELS, SLOPE_MARGIN, balance_gap, cell_table, slope_verdict
 from cxrray.config import DataRef, TrainRecipe, TrialContext, TrialDir, TrialSpec
 from cxrray.training.methods import METHODS, expand_methods
 from cxrray.training.short import _ScaleGradient, attribute_targets
@@ -151,7 +151,7 @@ def test_no_dependence_planted_gives_few_false_claims_and_the_interval_covers(mo
 def test_a_true_slope_at_the_stated_detectable_size_is_found_in_80_percent(models):
     """The detectable slope an inconclusive cell reports, computed from the design's true standard error: 2,000
     simulated sweeps with that true slope call "gap moves" in 76-84 % (80 % power, +/- 4 simulation SE)."""
-    from cxrray.analysis.short_testing import detectable_slope
+    from cxrray.analysis.shortcut_testing import detectable_slope
 
     rng = np.random.default_rng(100 + models)
     x = np.linspace(0.5, 1.0, models)

@@ -132,7 +132,7 @@ def test_failing_trial_is_retried_from_its_checkpoint_then_reported(tmp_path):
 
 
 def test_search_axes_expand_and_validation_picks_the_setting():
-    from cxrray.analysis.tables import select_by_validation
+    from cxrray.analysis.aurocs import select_by_validation
     from cxrray.config import TrialSpec
     from cxrray.tuning.study import expand_search, parse_search
 
@@ -194,7 +194,7 @@ def test_covid_sdnet_preset_end_to_end_reports_accuracy_per_severity(tmp_path):
 
 def test_search_ties_are_broken_by_trial_id_whatever_the_order():
     """Validation AUROC 1.000 is frequent: the chosen setting must not depend on the order trials finished in."""
-    from cxrray.analysis.tables import select_by_validation
+    from cxrray.analysis.aurocs import select_by_validation
 
     rows = pl.DataFrame({"trial_id": ["b2", "a1", "c3"], "representation": "original", "backbone": "basecnn",
                          "seed": 0, "fold": 0, "best_val_auroc": [1.0, 1.0, 0.9]})

@@ -54,7 +54,7 @@ def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smok
     out, proc = smoke_run
     from wandb_records import read_run
 
-    from cxrray.analysis.summary import summary_id
+    from cxrray.report.summary import summary_id
 
     results = pl.read_parquet(out / "results.parquet")
     for r in results.iter_rows(named=True):
@@ -86,8 +86,8 @@ def test_the_wandb_workspace_definition_reads_only_keys_the_runs_logged(smoke_ru
     out, _ = smoke_run
     from wandb_records import read_run
 
-    from cxrray.analysis.dashboard import Dashboard
-    from cxrray.analysis.summary import summary_id
+    from cxrray.report.dashboard import Dashboard
+    from cxrray.report.summary import summary_id
 
     board = Dashboard.read(out / "wandb_workspace.json")
     results = pl.read_parquet(out / "results.parquet")
@@ -283,7 +283,7 @@ def test_driver_killed_mid_sweep_resumes_every_trial_once(smoke_run, tmp_path):
 
 def test_gradcam_from_saved_models_batched_equals_single(smoke_run):
     """Grad-CAM reruns from a finished trial's model and test shard; batching does not change a map."""
-    from cxrray.analysis.saliency import gradcam, load_trial, trial_saliency
+    from cxrray.explain.saliency import gradcam, load_trial, trial_saliency
 
     out, proc = smoke_run
     assert (out / "analysis" / "saliency_in_lungs.csv").exists() and (out / "analysis" / "gradcam_grid.png").exists()

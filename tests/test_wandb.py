@@ -9,8 +9,8 @@ import pytest
 from test_fucitnet import _columns, _Dataset, _Session
 from wandb_records import read_run
 
-from cxrray.analysis.summary import summary_id
 from cxrray.config import DataRef, TrainRecipe, TrialContext, TrialSpec
+from cxrray.report.summary import summary_id
 from cxrray.training.worker import run_trial
 
 
@@ -101,9 +101,9 @@ def test_a_workspace_that_cannot_be_pushed_is_one_line_and_the_definition_stays(
     """Online without network or rights: the sweep is complete, the push says so in one line and names the
     command that pushes the written definition later; that command shows the panels and the keys they read."""
     from cxrray.analysis.__main__ import main
-    from cxrray.analysis.dashboard import Dashboard, dashboard_of
-    from cxrray.analysis.summary import push_workspace
     from cxrray.config import RunLayout
+    from cxrray.report.dashboard import Dashboard, dashboard_of
+    from cxrray.report.summary import push_workspace
 
     layout = RunLayout(tmp_path)
     board = dashboard_of("hide_seek", "cxr", {"cell_verdicts", "subgroups"}, {"auroc_forest"}, entity="lab")

@@ -89,8 +89,8 @@ def test_a_run_that_cannot_open_online_is_logged_offline_within_the_budget(faili
 
 def test_workspace_without_a_key_is_one_line(tmp_path, monkeypatch, capsys):
     from cxrray.analysis.__main__ import main
-    from cxrray.analysis.dashboard import dashboard_of
     from cxrray.config import RunLayout
+    from cxrray.report.dashboard import dashboard_of
 
     dashboard_of("hide_seek", "cxr", {"cell_verdicts"}, set(), entity="lab").write(RunLayout(tmp_path).workspace)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -104,8 +104,8 @@ def test_workspace_without_a_key_is_one_line(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("failing_wandb, code", [(401, 2), (502, 1)], indirect=["failing_wandb"])
 def test_workspace_with_a_rejected_key_or_a_failing_server_is_one_line(failing_wandb, code, tmp_path, capsys):
     from cxrray.analysis.__main__ import main
-    from cxrray.analysis.dashboard import dashboard_of
     from cxrray.config import RunLayout
+    from cxrray.report.dashboard import dashboard_of
 
     dashboard_of("hide_seek", "cxr", {"cell_verdicts"}, set(), entity="lab").write(RunLayout(tmp_path).workspace)
     assert main(["workspace", str(tmp_path)]) == code

@@ -50,8 +50,8 @@ def plan(argv: list[str]) -> int:
     p.add_argument("--margin", type=ranged(0, 0.5, open_lo=True, open_hi=True), default=0.1,
                    help="equivalence margin around AUROC 0.5, in (0, 0.5)")
     args = p.parse_args(argv)
-    from cxrray.analysis.plan import format_plan, patients_needed
-    from cxrray.analysis.verdict import Rules
+    from cxrray.verdicts.plan import format_plan, patients_needed
+    from cxrray.verdicts.verdict import Rules
 
     result = patients_needed(args.auroc_hidden, args.auroc_original, args.images, args.icc, args.prevalence,
                              args.trials, Rules(margin_auroc=args.margin), args.power, args.reps)
@@ -68,8 +68,8 @@ def workspace(argv: list[str]) -> int:
     p.add_argument("--entity", help="W&B entity (default: the definition's, else the API key's default)")
     p.add_argument("--show", action="store_true", help="print the panels and the keys they read; send nothing")
     args = p.parse_args(argv)
-    from cxrray.analysis.dashboard import Dashboard
     from cxrray.config import RunLayout
+    from cxrray.report.dashboard import Dashboard
     from cxrray.wandb_run import NO_KEY, key_problem, wandb_key, wandb_reachable
 
     path = RunLayout(args.run_dir).workspace
@@ -139,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.run_dir is None) == (args.out is None):
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
-    from cxrray.analysis.analyze import analysis_options, run_analysis  # torch (saliency) loads after --help
-    from cxrray.analysis.fanout import Placement
-    from cxrray.analysis.verdict import Rules
+    from cxrray.analysis.steps import analysis_options
+    from cxrray.explain.fanout import Placement
+    from cxrray.report.analyze import run_analysis  # torch (saliency) loads after --help
     from cxrray.runlock import claim
+    from cxrray.verdicts.verdict import Rules
 
     try:  # each option is checked by the record that declares it (Rules, AnalysisOptions, Placement)
         rules = Rules(args.alpha, args.equivalence_auroc, args.equivalence_retained)

@@ -1,5 +1,5 @@
-"""Steps ``bias`` (the dataset-design drop of Hasan et al. and the source probes on the run's shards) and
-``demographics`` (the demographic probe: sex and age band from the same thumbnails)."""
+"""Step ``bias``: the dataset-design drop of Hasan et al. and the source probes on the run's shards (the step
+``demographics`` reads the same thumbnails for sex and age band)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 
 import polars as pl
 
-from cxrray.analysis.compare import design_drops
-from cxrray.analysis.probe import probes, source_rows
+from cxrray.analysis.delong import design_drops
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.explain.probe import probes, source_rows
 from cxrray.representations import hide_seek_representations, lung_hiding
+from cxrray.scalars import num
 
 
 def analysed_shards(run: LoadedRun) -> Path | None:
@@ -23,26 +24,6 @@ def analysed_shards(run: LoadedRun) -> Path | None:
     first = analysed.row(0, named=True)
     shard = run.layout.shards(first["data_id"], first["image_size"])
     return shard if (shard / "train").exists() and (shard / "test").exists() else None
-
-
-@analysis_step(order=51)
-def demographics(run: LoadedRun) -> Artifacts:
-    """The demographic probe: the patient's sex and age band read from thumbnails of each representation."""
-    a = Artifacts(sections=[Section("Demographic probe (sex, age band)", tables=("demographic_probe",),
-                                    group="bias", note="the patient's sex and age band read from 16x16 thumbnails "
-                                    "of each representation; above the majority rate with the lungs hidden, "
-                                    "demography is a shortcut any classifier can take")])
-    shard = analysed_shards(run)
-    demographic = probes(shard, hide_seek_representations(), kinds=("sex", "age band")) if shard else None
-    if demographic is None or demographic.is_empty():
-        return a
-    a.tables["demographic_probe"] = demographic.drop("note")
-    read = demographic.filter(pl.col("representation").is_in(lung_hiding()) & (pl.col("p_patients") < 0.05))
-    a.text = ("\n\nDemographic probe (sex and age band from thumbnails): " + ("; ".join(
-        f"{r['probe']} readable from {r['representation']} (balanced accuracy {r['balanced_accuracy']:.2f}, "
-        f"p {r['p_patients']:.2g})" for r in read.iter_rows(named=True)) if read.height else
-        "with the lungs hidden, neither sex nor age band is readable above the majority rate") + ".")
-    return a
 
 
 @analysis_step(order=50)
@@ -85,7 +66,7 @@ def bias(run: LoadedRun) -> Artifacts:
         a.text += " Label probe (the same thumbnails, the class instead of the hospital): " + "; ".join(
             f"{r['representation']} {r['balanced_accuracy']:.2f}" for r in label.iter_rows(named=True)) + "."
     within = every.filter(pl.col("probe").str.starts_with("source within"))
-    if within.height and within["note"].str.len_chars().max() > 0 and within["balanced_accuracy"].is_nan().all():
+    if within.height and num(within["note"].str.len_chars().max()) > 0 and within["balanced_accuracy"].is_nan().all():
         a.text += " Within-label source probe: cannot be estimated (every label comes from one source)."
     elif within.height:
         a.text += " Within-label source probe (the hospital among images of one label; chance per label): " + "; ".join(

@@ -23,6 +23,7 @@ import yaml
 from cxrray import provenance
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS
+from cxrray.scalars import num
 
 # status: the run answers the item; it answers part and the authors complete it; only the authors can write it
 RUN, PART, AUTHORS = "run", "run + authors", "authors"
@@ -107,13 +108,14 @@ def _sample_size(f: Facts) -> tuple[str, str]:
         return PART, "no analysed trial"
     width = (a["ci_hi"] - a["ci_lo"]).drop_nulls().drop_nans()
     rules = f.run.options.rules
-    pos, neg = (a[c].drop_nulls().max() for c in ("patients_pos", "patients_neg"))
+    pos, neg = (int(num(a[c].drop_nulls().max() or 0)) for c in ("patients_pos", "patients_neg"))
     if not width.len():
-        return PART, (f"test set {int(pos or 0)} positive / {int(neg or 0)} negative patients: no AUROC interval "
+        return PART, (f"test set {pos} positive / {neg} negative patients: no AUROC interval "
                       f"can be estimated (a class without test patients, or no usable scores). The authors justify "
                       f"the size in advance")
-    return PART, (f"test set {int(pos or 0)} positive / {int(neg or 0)} negative "
-                  f"patients; 95 % AUROC intervals {width.min():.3f}-{width.max():.3f} wide, so an AUROC within "
+    return PART, (f"test set {pos} positive / {neg} negative "
+                  f"patients; 95 % AUROC intervals {num(width.min()):.3f}-{num(width.max()):.3f} wide, so an AUROC "
+                  f"within "
                   f"0.5 +/- {rules.margin_auroc:g} (no shortcut) can be shown only where the corrected interval is "
                   f"narrower than {2 * rules.margin_auroc:g}; an inconclusive verdict names the patients that "
                   f"would decide it (python -m cxrray.analysis plan). The authors justify the size in advance")

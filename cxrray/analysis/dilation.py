@@ -15,16 +15,15 @@ verdict of d = 0; otherwise the table names the first dilation where it changes.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 
-from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.shortcut import cell_verdicts, findings_view, shortcut_findings
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.verdict import Rules
 from cxrray.config import CELL_AXES
+from cxrray.plots.palette import protocol_sorted
+from cxrray.plots.steps import plot_dilation
 from cxrray.representations import lung_hiding
+from cxrray.verdicts.verdict import Rules
 
 REFERENCE = "original"
 
@@ -72,43 +71,6 @@ def _who(table: pl.DataFrame) -> list[str]:
             if c in table.columns and (c in ("representation", "backbone") or table[c].n_unique() > 1)]
 
 
-def plot_dilation(table: pl.DataFrame, path: Path) -> None:
-    """Per lung-hiding cell, its AUROC with the interval its verdict reads against the mask's dilation, each
-    point coloured by its verdict; the chance line at 0.5 and the original's AUROC dashed."""
-    from cxrray.analysis.figures import _plt
-    from cxrray.analysis.palette import VERDICTS
-
-    plt = _plt()
-    axes = _who(table)
-    cells = list(table.group_by(axes, maintain_order=True))
-    fig, ax = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 0.6, 3.2), squeeze=False, sharey=True)
-    for panel, (key, cell) in zip(ax[0], cells, strict=True):
-        cell = cell.sort("mask_dilation")
-        x = cell["mask_dilation"].to_numpy()
-        panel.plot(x, cell["auroc"].to_numpy(), color="#90a4ae", lw=1, zorder=1)
-        for r in cell.iter_rows(named=True):
-            colour = VERDICTS.get(r["verdict"], ("#37474f",))[0]
-            panel.errorbar(r["mask_dilation"], r["auroc"], yerr=[[r["auroc"] - r["ci_lo_corrected"]],
-                                                                 [r["ci_hi_corrected"] - r["auroc"]]],
-                           fmt="o", color=colour, capsize=3, zorder=2)
-            panel.annotate(r["verdict"], (r["mask_dilation"], r["ci_hi_corrected"]), textcoords="offset points",
-                           xytext=(0, 4), ha="center", fontsize=7, color=colour)
-        if cell["auroc_original"].drop_nans().len():
-            panel.axhline(float(cell["auroc_original"].drop_nans()[0]), color="#37474f", ls="--", lw=0.8,
-                          label="original")
-        panel.axhline(0.5, color="#b0bec5", ls=":", lw=0.8, label="chance")
-        panel.set_xticks(sorted(set(x.tolist())))
-        panel.set_title(" / ".join(str(k) for k in key), fontsize=9)
-        panel.set_xlabel("mask dilation (px at the model's size)")
-        panel.set_ylim(0.0, 1.12)
-    ax[0][0].set_ylabel("test AUROC, corrected interval")
-    ax[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Mask-dilation sensitivity: does the verdict survive a grown mask?", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 @analysis_step(order=32)
 def dilation(run: LoadedRun) -> Artifacts:
     """Each lung-hiding cell's shortcut verdict at every mask dilation of the sweep, and whether it survives."""
@@ -120,7 +82,7 @@ def dilation(run: LoadedRun) -> Artifacts:
     if table.is_empty():
         return a
     a.tables["dilation"] = table
-    plot_dilation(table, run.figure("dilation"))
+    plot_dilation(table, run.figure("dilation"), _who(table))
     a.figures["dilation"] = ("AUROC of each lung-hiding cell (its corrected interval, colour: verdict) as the lung "
                              "mask grows; dashed: the original's AUROC, dotted: chance")
     axes = _who(table)

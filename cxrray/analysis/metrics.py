@@ -17,6 +17,7 @@ from sklearn.metrics import confusion_matrix
 
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CELL_AXES
+from cxrray.scalars import num
 from cxrray.stats.delong import auroc_interval
 
 SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
@@ -127,7 +128,7 @@ def cell_aurocs(aurocs: pl.DataFrame) -> pl.DataFrame:
         mean, lo, hi = t_interval(g["auroc"].to_numpy())
         rows.append(dict(zip(axes, key, strict=True)) | {
             "replicates": g.height, "auroc_mean": mean, "t_lo": lo, "t_hi": hi,
-            "auroc_sd": float(g["auroc"].std()) if g.height > 1 else float("nan"),
+            "auroc_sd": num(g["auroc"].std()) if g.height > 1 else float("nan"),
             "per_replicate": "; ".join(f"{a:.3f} [{x:.3f}, {y:.3f}]" for a, x, y in
                                        g.select("auroc", "ci_lo", "ci_hi").iter_rows())})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
@@ -180,7 +181,7 @@ def metrics(run: LoadedRun) -> Artifacts:
     analysed = run.predictions.filter(pl.col("trial_id").is_in(per_trial["trial_id"].implode()))
     a.tables |= {"trial_metrics": per_trial, "cell_metrics": cell_summary(per_trial)}
     cells = cell_aurocs(run.selected)
-    if not cells.is_empty() and int(cells["replicates"].max()) > 1:
+    if not cells.is_empty() and num(cells["replicates"].max()) > 1:
         a.tables["cell_aurocs"] = cells
         a.text += "\n\nPer cell over seeds/folds (mean test AUROC, 95 % t-interval; replicates aggregated, not " \
                   "pooled):\n" + "\n".join(

@@ -1,187 +1,188 @@
-"""Grad-CAM from saved trial models: where does the classifier look, and how much of it is lungs?
-
-Maps come from the grad-cam package (``GradCAM``, batched; ``HiResCAM`` for a
-backbone whose head flattens the feature map, such as the base CNN), at each backbone's
-declared target layer, for the predicted class and the counterfactual class
-(the other class of a binary task; the runner-up otherwise). The saliency mass
-inside a region is sum(map * region) / sum(map): 1.0 when all of it lies in the
-lungs, 0.0 when none does. Per cell the mean share gets a seeded bootstrap CI.
-Nothing retrains: the model is the trial's ``TrialDir.model``, the images the trial's
-test shard, the preprocessing the trial's own ``InputPipeline``.
-"""
+"""Saliency-inside-lungs per cell, with bootstrap CIs, and Grad-CAM grids (seed figure 3 of Sadre et al.).
+Step ``saliency``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
-from cxrray.analysis.cam_geometry import MIN_CELLS, Geometry, choose_layer, layer_geometry, place
-from cxrray.analysis.sanity import ROAD_IMAGES, randomisation_test, road
-from cxrray.config import RunLayout, TrialSpec
-from cxrray.data.shards import read_split_local
-from cxrray.data.tasks import TASKS
-from cxrray.models.backbones import CamMethod
-from cxrray.models.card import ModelCard, load_model
-from cxrray.records import TrialRecord
+from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.config import RunLayout
+from cxrray.explain.cache import TrialCache
+from cxrray.explain.fanout import Placement, fan_out
+from cxrray.explain.saliency import bootstrap_ci, trial_saliency
+from cxrray.explain.sanity import RHO_MAX
+from cxrray.plots.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.registry import UserError
-from cxrray.representations import REPRESENTATIONS, InputPipeline, lung_box, out_channels
+from cxrray.scalars import num
+from cxrray.verdicts.verdict import StepWord, Verdict
+
+EXPLAINABLE = ("standard",)  # methods whose model.pt Grad-CAM explains (FuCiTNet's fused model is not)
+VERSION = 1  # of the per-trial result (``cache.TrialCache``): raise it when trial_saliency computes otherwise
+GRID = ("seen", "pred", "mask", "classes", "prob", "truth")  # what the Grad-CAM grid draws of a trial's maps
 
 
-def saliency_mass(cam: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Share of each map's mass inside ``region`` ((B, H, W) maps and regions); NaN for an empty map."""
-    cam = np.asarray(cam, np.float64).reshape(len(cam), -1)
-    region = np.asarray(region, bool).reshape(len(region), -1)
-    total = cam.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (cam * region).sum(1) / total, np.nan)
+class Randomisation(StepWord):
+    """The saliency maps' model-randomisation check (Adebayo et al. 2018)."""
+
+    PASSES = ("passes", Verdict.NO_SHORTCUT)
+    FAILS = ("fails: untrustworthy", Verdict.SHORTCUT)
+    NOT_TESTED = ("not tested", Verdict.DEGENERATE)
 
 
-def _native(cam_class):
-    """A pytorch-grad-cam method that returns maps on the target layer's own grid (no resize to the input),
-    so that ``cam_geometry.place`` can put each cell where it really is."""
-
-    class Native(cam_class):
-        def get_target_width_height(self, input_tensor: torch.Tensor):
-            rows, cols = self.activations_and_grads.activations[0].shape[-2:]
-            return int(cols), int(rows)
-
-    return Native
+def grid_maps(maps: dict, per_class: int = 2) -> dict[str, np.ndarray]:
+    """Of a trial's maps, the images the Grad-CAM grid shows (the first ``per_class`` test images of each true
+    class): all the cache keeps, so an entry stays small at any image size."""
+    classes = np.asarray(maps["all_classes"])
+    picks = np.concatenate([np.flatnonzero(maps["truth"] == c)[:per_class] for c in classes]).astype(int)
+    return {k: np.asarray(maps[k])[picks] for k in GRID} | {"all_classes": classes}
 
 
-def gradcam(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: np.ndarray,
-            batch_size: int = 32, method: CamMethod = "gradcam", geometry: Geometry | None = None) -> np.ndarray:
-    """Class-activation maps (B, H, W) in [0, 1] for ``classes[i]`` of image i, ``batch_size`` images per
-    pass: ``method`` "gradcam" (Grad-CAM) or "hirescam" (HiResCAM, for flatten heads). Each map is computed
-    on the layer's grid and placed by the layer's measured geometry (``cam_geometry``), not stretched."""
-    from pytorch_grad_cam import GradCAM, HiResCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+@dataclass(frozen=True)
+class SaliencyJob:
+    """One trial's saliency with its sanity checks: ``limit`` test images, ``lime`` of them with LIME too."""
 
-    methods = {"gradcam": GradCAM, "hirescam": HiResCAM}
-    if method not in methods:
-        raise ValueError(f"unknown CAM method {method!r}; valid: {sorted(methods)}")
-    if not len(x):
-        return np.zeros((0, *x.shape[-2:]))
-    geometry = geometry or layer_geometry(model, layer, x.shape)
-    model.eval()
-    out = []
-    with _native(methods[method])(model=model, target_layers=[model.get_submodule(layer)]) as cam:
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            out.append(cam(input_tensor=xb, targets=[ClassifierOutputTarget(int(c)) for c in classes[i:i + len(xb)]]))
-    return place(np.concatenate(out), geometry, tuple(x.shape[-2:]))
+    run_dir: str
+    trial_id: str
+    limit: int
+    lime: int
 
 
-def load_trial(run_dir: Path, trial_id: str) -> tuple[TrialSpec, ModelCard, torch.nn.Module]:
-    """The trial's spec, its model card and its best-on-validation model (``models.card.load_model``: on the CPU,
-    in eval mode); a run of an older build without ``model.json`` gets the card its spec implies."""
-    trial = RunLayout(Path(run_dir)).trial(trial_id)
-    if not trial.meta.exists():
-        raise UserError(f"trial {trial_id}: model missing (no {trial.meta})")
-    spec = TrialRecord.read(trial).spec
-    task = TASKS.get(spec.task)
-    implied = ModelCard.of(spec.trial_id, spec.backbone, spec.representation, spec.task, spec.image_size,
-                           out_channels(spec.representation), task.num_outputs, task.multilabel, spec.mask_dilation)
-    card, model = load_model(trial, implied)
-    return spec, card, model
+def saliency_job(job: SaliencyJob) -> tuple[pl.DataFrame, dict] | UserError | ValueError:
+    """The job's (rows, grid maps); the error instead when the model is missing (``UserError``) or the task has
+    no per-class map (``ValueError``: multilabel, hierarchical), so one trial never stops the others."""
+    try:
+        rows, maps = trial_saliency(job.run_dir, job.trial_id, limit=job.limit, lime=job.lime)
+    except (UserError, ValueError) as exc:
+        return exc
+    return rows, grid_maps(maps)
 
 
-def _test_images(run_dir: Path, spec: TrialSpec, limit: int) -> dict[str, np.ndarray]:
-    """Up to ``limit`` test images of the trial, stratified by the task's class (an even share of each, as far
-    as it has them; manifest-row order within a class), decoded from its shards."""
-    batch = read_split_local(RunLayout(Path(run_dir)).shards_of(spec) / "test", max(limit * 20, limit))
-    task = TASKS.get(spec.task)
-    labels = np.asarray([task.class_index(str(x)) for x in batch["label"]])
-    classes = sorted(set(labels))
-    per, picks = max(limit // max(len(classes), 1), 1), []
-    for c in classes:
-        picks.extend(np.flatnonzero(labels == c)[:per].tolist())
-    chosen = set(picks)
-    rest = [i for i in range(len(labels)) if i not in chosen]
-    keep = np.sort(np.asarray(picks + rest[:max(limit - len(picks), 0)], int))
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+def _saliencies(cache: TrialCache, run_dir: Path, trial_ids: list[str], limit: int, lime: int,
+                placement: Placement) -> dict[str, tuple[pl.DataFrame, dict] | UserError | ValueError]:
+    """Each trial's saliency rows and grid maps: from the cache, else computed (as ``fanout`` places the jobs,
+    on CPUs: Grad-CAM and its checks run in float32) and stored."""
+    found: dict[str, tuple[pl.DataFrame, dict] | UserError | ValueError] = {}
+    for trial_id in trial_ids:
+        hit = cache.get(trial_id)
+        if hit is not None:
+            found[trial_id] = hit
+    todo = [t for t in trial_ids if t not in found]
+    jobs = [SaliencyJob(str(run_dir), t, limit, lime) for t in todo]
+    for trial_id, result in zip(todo, fan_out(saliency_job, jobs, placement.workers), strict=True):
+        if not isinstance(result, Exception):
+            cache.put(trial_id, *result)
+        found[trial_id] = result
+    return {t: r if isinstance(r, Exception) else
+            (r[0], r[1] | {"all_classes": tuple(str(c) for c in r[1]["all_classes"])}) for t, r in found.items()}
 
 
-def trial_saliency(run_dir: str | Path, trial_id: str, limit: int = 64, batch_size: int = 32, lime: int = 0,
-                   lime_samples: int = 300) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
-    """Per test image: predicted and counterfactual class, and each map's mass inside the lungs and the
-    lung box. Also returns the maps and images (for grids). ``lime``: also explain the first ``lime``
-    images with LIME (``lime_share_pred``; NaN for the others)."""
-    run_dir = Path(run_dir)
-    spec, card, model = load_trial(run_dir, trial_id)
-    task = TASKS.get(spec.task)
-    if task.kind != "single":
-        raise ValueError(f"trial {trial_id}: Grad-CAM per class needs a softmax task, not {task.name}")
-    batch = _test_images(run_dir, spec, limit)
-    pipe = InputPipeline(card.representation, card.mean, card.std, mask_dilation=card.mask_dilation)
-    x = pipe.to_inputs(batch, torch.device("cpu"))
-    with torch.no_grad():
-        prob = card.probs(model(x)).numpy()
-    order = np.argsort(-prob, 1)
-    pred = order[:, 0]
-    other = 1 - pred if task.num_classes == 2 else order[:, 1]
-    seen = REPRESENTATIONS.get(spec.representation).seen_mask(torch.as_tensor(batch["mask"])[:, None].float())
-    lungs = seen[:, 0].numpy() > 0  # the lungs where the model saw them (a crop moves them with the image)
-    box = lung_box(seen)[:, 0].numpy()
-    layer, geometry = choose_layer(model, (card.cam_layer, *card.cam_layers), x.shape)
-    if layer is None:  # too few cells to say where: no number, and the reason
-        empty = np.full((len(x), *x.shape[-2:]), np.nan)
-        maps = {"pred": empty, "counter": empty}
-        note = (f"not interpretable at this resolution (map {geometry.cells[0]} x {geometry.cells[1]} cells, fewer "
-                f"than {MIN_CELLS} a side)")
-    else:
-        maps = {"pred": gradcam(model, layer, x, pred, batch_size, card.cam_method, geometry),
-                "counter": gradcam(model, layer, x, other, batch_size, card.cam_method, geometry)}
-        note = ""
-    rho, road_score = np.full(len(x), np.nan), np.full(len(x), np.nan)
-    if layer is not None:  # the sanity checks (``sanity``): does the map depend on the model, and on its evidence?
-        method = card.cam_method
-        rho = randomisation_test(maps["pred"], lambda m: gradcam(m, layer, x, pred, batch_size, method, geometry),
-                                 model, layer, seed=spec.seed)
-        k = min(ROAD_IMAGES, len(x))
-        road_score[:k] = road(model, x[:k], maps["pred"][:k], pred[:k])
-    flat = lambda m: m.reshape(len(m), -1)  # noqa: E731
-    rows = pl.DataFrame({"trial_id": trial_id, "row": batch["row"], "patient_id": batch["patient_id"],
-                         "label": batch["label"], "pred": [task.classes[i] for i in pred],
-                         "counter": [task.classes[i] for i in other],
-                         "lung_share_pred": saliency_mass(maps["pred"], lungs),
-                         "box_share_pred": saliency_mass(maps["pred"], box),
-                         "lung_share_counter": saliency_mass(maps["counter"], lungs),
-                         "lung_area": flat(lungs).mean(1), "box_area": flat(box).mean(1),
-                         "randomisation_rho": rho, "road": road_score,
-                         "cam_layer": layer or "", "cam_cells": f"{geometry.cells[0]}x{geometry.cells[1]}",
-                         "note": note})
-    if lime:
-        from cxrray.analysis.lime_maps import lime_maps
-
-        n = min(lime, len(x))
-        maps["lime"] = lime_maps(model, x[:n], pred[:n], card.probs, hide_value=(0.0 - card.mean) / card.std,
-                                 num_samples=lime_samples, seed=int(batch["row"][0]))
-        share = np.full(len(x), np.nan)
-        share[:n] = saliency_mass(maps["lime"], lungs[:n])
-        rows = rows.with_columns(pl.Series("lime_share_pred", share))
-    seen_image = x[:, 0].numpy() * np.asarray(card.std, np.float32).ravel()[0] + np.asarray(card.mean).ravel()[0]
-    truth = np.asarray([task.classes[task.class_index(str(v))] for v in batch["label"]])
-    return rows, maps | {"image": batch["image"], "seen": seen_image, "mask": lungs.astype(np.uint8),
-                         "classes": np.asarray(task.classes)[pred], "truth": truth,
-                         "prob": prob.max(1), "all_classes": tuple(task.classes)}
+def sanity_summary(rows: pl.DataFrame) -> dict:
+    """A trial's sanity checks: mean rank correlation with the randomised model's maps and the verdict it gives
+    (``sanity.RHO_MAX``), mean ROAD score with its patient-bootstrap CI."""
+    rho = rows["randomisation_rho"].to_numpy() if "randomisation_rho" in rows.columns else np.array([np.nan])
+    score = rows["road"].to_numpy() if "road" in rows.columns else np.array([np.nan])
+    mean_rho = float(np.nanmean(rho)) if (~np.isnan(rho)).any() else np.nan
+    has_road = ~np.isnan(score)
+    lo, hi = bootstrap_ci(score[has_road], groups=rows["patient_id"].to_numpy()[has_road]) if has_road.any() \
+        else (np.nan, np.nan)
+    verdict = (Randomisation.NOT_TESTED if mean_rho != mean_rho else Randomisation.FAILS if mean_rho >= RHO_MAX
+               else Randomisation.PASSES).word
+    return {"randomisation_rho": mean_rho, "randomisation": verdict,
+            "road": float(np.mean(score[has_road])) if has_road.any() else np.nan, "road_lo": lo, "road_hi": hi}
 
 
-def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
-                 groups: np.ndarray | None = None) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (seeded; NaNs dropped); with ``groups`` (the patients) whole
-    patients are resampled, as several images of one patient are not independent."""
-    v = np.asarray(values, float)
-    ok = ~np.isnan(v)
-    g = np.asarray(groups)[ok] if groups is not None else np.arange(ok.sum())
-    v = v[ok]
-    ids, member = np.unique(g, return_inverse=True)
-    if len(ids) < 2:
-        return (np.nan, np.nan)
-    sums, counts = np.bincount(member, weights=v), np.bincount(member)
-    rng = np.random.default_rng(seed)
-    draw = rng.integers(0, len(ids), (n_boot, len(ids)))
-    means = sums[draw].sum(1) / counts[draw].sum(1)
-    return tuple(np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2]).tolist())
+def saliency_tables(run_dir: Path, aurocs: pl.DataFrame, limit: int = 64, lime: int = 0,
+                    placement: Placement = Placement()) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict]]:
+    """(per-image shares, per-trial summary with CIs, maps per trial) for every softmax trial in ``aurocs``;
+    ``lime`` images per trial also get a LIME share."""
+    per_image, summary, maps = [], [], {}
+    cache = TrialCache(RunLayout(Path(run_dir)), "saliency", VERSION, {"limit": limit, "lime": lime})
+    explained = aurocs.filter(pl.col("method").is_in(EXPLAINABLE)) if "method" in aurocs.columns else aurocs
+    found = _saliencies(cache, Path(run_dir), explained["trial_id"].to_list(), limit, lime, placement)
+    for r in explained.iter_rows(named=True):  # (not explained: FuCiTNet's fused two-pass model)
+        entry: dict[str, Any] = {k: r[k] for k in ("trial_id", "representation", "backbone", "seed") if k in r}
+        result = found[r["trial_id"]]
+        if isinstance(result, UserError):  # the model or its card is missing: the trial is named, never dropped
+            summary.append(entry | {"note": str(result), "randomisation": Randomisation.NOT_TESTED.word})
+            continue
+        if isinstance(result, ValueError):  # multilabel / hierarchical: no per-class map
+            continue
+        rows, m = result
+        per_image.append(rows)
+        maps[r["trial_id"]] = m | {"representation": r["representation"], "backbone": r["backbone"]}
+        for col in ("lung_share_pred", "box_share_pred", "lung_share_counter", "lime_share_pred")[:3 + bool(lime)]:
+            v = rows[col].to_numpy()
+            lo, hi = bootstrap_ci(v, groups=rows["patient_id"].to_numpy())  # by patient
+            entry |= {col: float(np.nanmean(v)) if (~np.isnan(v)).any() else np.nan, f"{col}_lo": lo,
+                      f"{col}_hi": hi}
+        entry |= {"lung_area": num(rows["lung_area"].mean()), "box_area": num(rows["box_area"].mean()),
+                  "cam_layer": rows["cam_layer"][0], "cam_cells": rows["cam_cells"][0], "note": rows["note"][0]}
+        entry |= sanity_summary(rows)
+        summary.append(entry)
+    if not summary:
+        return pl.DataFrame(), pl.DataFrame(), {}
+    return (pl.concat(per_image) if per_image else pl.DataFrame(), pl.DataFrame(summary, infer_schema_length=None),
+            maps)
+
+
+def _line(r: dict, lime: bool) -> str:
+    """One trial's saliency in words: its note (a missing model, too few cells), or its shares and checks."""
+    if r["note"] or r.get("lung_share_pred") is None:
+        return str(r["note"])
+    if r["lung_share_pred"] != r["lung_share_pred"]:
+        return "no Grad-CAM signal (every map empty)"
+    text = (f"{r['lung_share_pred']:.2f} [{r['lung_share_pred_lo']:.2f}, {r['lung_share_pred_hi']:.2f}] of the "
+            f"Grad-CAM mass in the lungs (lung area {r['lung_area']:.2f}); {r['box_share_pred']:.2f} in the lung box "
+            f"(box area {r['box_area']:.2f}); map {r['cam_cells']} at {r['cam_layer']}")
+    if lime and r.get("lime_share_pred") == r.get("lime_share_pred"):
+        text += f"; LIME {r['lime_share_pred']:.2f} [{r['lime_share_pred_lo']:.2f}, {r['lime_share_pred_hi']:.2f}]"
+    if r["randomisation"].startswith("fails"):
+        text += (f"; UNTRUSTWORTHY: the map barely changes when the model's top layers are randomised (rank "
+                 f"correlation {r['randomisation_rho']:.2f})")
+    elif r["randomisation"] == Randomisation.PASSES.word:
+        text += (f"; passes the randomisation check (rank correlation {r['randomisation_rho']:.2f}), ROAD "
+                 f"{r['road']:+.3f} [{r['road_lo']:+.3f}, {r['road_hi']:+.3f}]")
+    return text
+
+
+@analysis_step(order=40, models=True)
+def saliency(run: LoadedRun) -> Artifacts:
+    """Grad-CAM (and LIME) shares inside the lungs (CSV, bar chart) and example grids; a line per trial."""
+    a = Artifacts(sections=[Section("Saliency inside the lungs", tables=("saliency_in_lungs",),
+                                    figures=("saliency_in_lungs", "gradcam_grid"), group="saliency",
+                                    verdict="randomisation", note=(
+                                        f"randomisation: the maps recomputed after re-initialising the CAM layer and "
+                                        f"the head (Adebayo et al. 2018); a mean rank correlation of {RHO_MAX} or "
+                                        f"more with the trained model's maps means the map does not explain the "
+                                        f"model, and its in-lung share is untrustworthy. ROAD (Rong et al. 2022): "
+                                        f"above 0 when the map ranks first the pixels the model uses"
+                                        f"{run.model_seeds_note()}"))])
+    limit, lime = run.options.saliency, min(run.options.lime, run.options.saliency)
+    if not limit or not run.aurocs.height:
+        return a
+    per_image, summary, maps = saliency_tables(run.layout.root, run.model_trials(), limit, lime,
+                                                     run.options.placement)
+    if summary.is_empty():
+        return a
+    a.tables |= {"saliency_per_image": per_image, "saliency_in_lungs": summary}
+    explained = summary.filter(pl.col("lung_share_pred").is_not_null()) if "lung_share_pred" in summary.columns \
+        else pl.DataFrame()
+    if explained.is_empty():
+        a.text = "\n\nSaliency inside the lungs: no model could be explained:\n" + "\n".join(
+            f"- {r['representation']} / {r['backbone']}: {r['note']}" for r in summary.iter_rows(named=True))
+        return a
+    plot_saliency_bars(explained, run.figure("saliency_in_lungs"))
+    plot_gradcam_grid(maps, run.figure("gradcam_grid"))
+    a.figures |= {"saliency_in_lungs": "Grad-CAM mass inside the lungs per trial, by representation and backbone",
+                  "gradcam_grid": "Grad-CAM of the predicted class on the image each model saw, two test images "
+                                  "per true class; white: the lungs where the model saw them"}
+    lines = [f"- {r['representation']} / {r['backbone']}: " + _line(r, bool(lime))
+             for r in summary.iter_rows(named=True)]
+    a.text = "\n\nSaliency inside the lungs (predicted class, 95 % bootstrap CI by patient; maps placed by the " \
+             "layer's geometry):\n" + "\n".join(lines)
+    return a

@@ -1,6 +1,6 @@
 """The hide-and-seek verdicts: per lung-hiding trial, and one per protocol cell (step ``shortcut``).
 
-Per trial (a representation whose registry entry hides the lungs): the rule of ``cxrray.analysis.verdict`` on its
+Per trial (a representation whose registry entry hides the lungs): the rule of ``cxrray.verdicts.verdict`` on its
 test scores against the matched ``original`` trial (same backbone, method, task, pretraining, design, seed and
 fold), at the Bonferroni level over the lung-hiding trials tested (degenerate ones are not tested).
 
@@ -20,10 +20,15 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.patients import approx_patients, expected_verdict
+from cxrray.analysis.aurocs import trial_scores
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.tables import trial_scores
-from cxrray.analysis.verdict import (
+from cxrray.config import CELL_AXES
+from cxrray.representations import lung_hiding
+from cxrray.scalars import num
+from cxrray.stats.delong import auroc_cov, auroc_interval, patients_per_class
+from cxrray.stats.exact import permutation_auroc
+from cxrray.verdicts.patients import approx_patients, expected_verdict
+from cxrray.verdicts.verdict import (
     SMALL_PATIENTS,
     Estimate,
     Finding,
@@ -35,10 +40,6 @@ from cxrray.analysis.verdict import (
     judge,
     verdict_line,
 )
-from cxrray.config import CELL_AXES
-from cxrray.representations import lung_hiding
-from cxrray.stats.delong import auroc_cov, auroc_interval, patients_per_class
-from cxrray.stats.exact import permutation_auroc
 
 REFERENCE = "original"  # the whole image: what a lung-hiding representation is compared with
 MATCH = ("backbone", "method", "task", "pretraining", "design", "seed", "fold")
@@ -108,11 +109,13 @@ def cell_finding(test: pl.DataFrame, aurocs: pl.DataFrame, cell: pl.DataFrame, m
     live = [r for r in cell.iter_rows(named=True) if not r["degenerate"]]
     if not live:
         first = cell.row(0, named=True)
-        return decide(Estimate(*[float("nan")] * 4, 0, 0, "", float("nan")), None, 0.0, level, rules,
+        nan = float("nan")
+        return decide(Estimate(nan, nan, nan, nan, 0, 0, "", nan), None, 0.0, level, rules,
                       degenerate=f"every replicate ({first['degenerate']})")
     pairs = [(h, _original_of(aurocs, h)) for h in live]
     with_original = all(o is not None and not o["degenerate"] for _, o in pairs)
-    scored = [(trial_scores(test, h), trial_scores(test, o) if with_original else None) for h, o in pairs]
+    scored = [(trial_scores(test, h), trial_scores(test, o) if with_original and o is not None else None)
+              for h, o in pairs]
     lacking = [hs for hs, _ in scored if not hs[1].any() or hs[1].all()]
     if lacking:  # a replicate's test split of one class: no AUROC (verdict too_few, its patients counted)
         _, y1, _, g1 = lacking[0]
@@ -136,11 +139,12 @@ def cell_finding(test: pl.DataFrame, aurocs: pl.DataFrame, cell: pl.DataFrame, m
     mean, cov = _combine(aucs.reshape(k, d), np.nan_to_num(sigma))
     sides = []
     for i in range(d):
-        floor = float(np.mean([(p[i].var if p[i] else 0.0) for p in per]))
+        side = [e for p in per if (e := p[i]) is not None]  # (every replicate has both sides when d is 2)
+        floor = float(np.mean([e.var for e in side]))
         var = max(float(cov[i, i]), floor)
         lo, hi = max(0.0, mean[i] - z * np.sqrt(var)), min(1.0, mean[i] + z * np.sqrt(var))
-        pp = min(p[i].patients_pos for p in per)
-        pn = min(p[i].patients_neg for p in per)
+        pp = min(e.patients_pos for e in side)
+        pn = min(e.patients_neg for e in side)
         test_name, p_two = "random-effects mean", float(2 * stats.norm.sf(abs(mean[i] - 0.5) / np.sqrt(var)))
         if shared and (min(pp, pn) < SMALL_PATIENTS or cov[i, i] <= 0):
             exact = permutation_auroc(y, np.vstack(rows[i::d]), g)  # side i of every replicate
@@ -236,7 +240,7 @@ def findings_of(artifacts: dict[str, Artifacts]) -> pl.DataFrame:
 def headline(artifacts: dict[str, Artifacts]) -> Headline:
     """The study's answer in one line (``verdict.verdict_line``), counting protocol cells."""
     cells = findings_of(artifacts)
-    several = not cells.is_empty() and int(cells["replicates"].max()) > 1
+    several = not cells.is_empty() and num(cells["replicates"].max()) > 1
     return verdict_line(cells["verdict"].to_list() if not cells.is_empty() else [],
                         "lung-hiding cells" if several else "lung-hiding trials")
 
@@ -244,8 +248,8 @@ def headline(artifacts: dict[str, Artifacts]) -> Headline:
 @analysis_step(order=31)
 def shortcut(run: LoadedRun) -> Artifacts:
     """The shortcut verdict per lung-hiding trial and per protocol cell (replicates combined)."""
-    from cxrray.analysis.figures import plot_forest
-    from cxrray.analysis.tables import positive_title
+    from cxrray.analysis.aurocs import positive_title
+    from cxrray.plots.figures import plot_forest
 
     a = Artifacts()
     rules = run.options.rules
@@ -253,7 +257,7 @@ def shortcut(run: LoadedRun) -> Artifacts:
     if not findings.is_empty():
         cells = cell_verdicts(run.predictions, run.aurocs, findings, rules)
         a.tables |= {"shortcut_findings": findings, "cell_verdicts": cells}
-        several = int(cells["replicates"].max()) > 1
+        several = num(cells["replicates"].max()) > 1
         counts = cells.group_by("verdict").len().sort("verdict")
         a.text += (f"\n\nShortcut verdicts ({rules.text()}):\n"
                    + "\n".join(f"- {s}" for s in shortcut_sentences(cells if several else findings))
@@ -270,7 +274,7 @@ def shortcut(run: LoadedRun) -> Artifacts:
     extra: tuple = ()
     if not findings.is_empty():
         extra = (("per trial (every column: analysis/shortcut_findings.csv)", findings_view(findings)),)
-        if int(a.tables["cell_verdicts"]["replicates"].max()) > 1:
+        if num(a.tables["cell_verdicts"]["replicates"].max()) > 1:
             extra = (("per protocol cell, replicates combined (analysis/cell_verdicts.csv)",
                       findings_view(a.tables["cell_verdicts"])), *extra)
     a.sections = [Section("Shortcut verdicts", verdict="verdict", note=rules.text(), extra=extra)]

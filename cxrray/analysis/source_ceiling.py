@@ -17,6 +17,7 @@ import polars as pl
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS
 from cxrray.representations import lung_hiding
+from cxrray.scalars import num
 from cxrray.stats.delong import auroc_interval
 
 COLUMNS = ("source", "view", "device")  # the acquisition, in this order, where a column has 2+ values
@@ -35,7 +36,7 @@ def ceiling(val: pl.DataFrame, test: pl.DataFrame, positive: int, columns: list[
         return None
     key = pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in columns], separator="|").alias("key")
     v = val.select(key, (pl.col("target") == positive).alias("y"))
-    prior = float(v["y"].mean())
+    prior = num(v["y"].mean())
     rates = v.group_by("key").agg(((pl.col("y").sum() + prior) / (pl.len() + 1)).alias("rate"))
     scored = test.select(key, (pl.col("target") == positive).alias("y"), "patient_id").join(
         rates, on="key", how="left").with_columns(pl.col("rate").fill_null(prior))

@@ -5,7 +5,7 @@ stored predictions and results (never the training loop, never Tune), and return
 and report sections. ``run.analyze`` runs the steps in order and writes every table as
 ``analysis/<name>.csv``; the report and the W&B summary iterate the artifacts, so a file name is written in
 one place: the step that makes it. A new analysis is one function with its decorator, in its own module,
-imported by ``cxrray/analysis/analyze.py``.
+imported by ``cxrray/report/analyze.py``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from cxrray.analysis.fanout import Placement
-from cxrray.analysis.verdict import Rules
 from cxrray.config import RunLayout, TrialSpec
+from cxrray.explain.fanout import Placement
 from cxrray.registry import Registry, UserError
+from cxrray.verdicts.verdict import Rules
 
 FAMILY_COLUMNS = tuple(f.name for f in fields(TrialSpec) if f.name not in ("recipe", "data_id"))  # --family
 
@@ -169,3 +170,15 @@ def analysis_step(order: int, models: bool = False) -> Callable[[Callable[[Loade
 
 def ordered_steps() -> list[AnalysisStep]:
     return sorted((ANALYSES.get(n) for n in ANALYSES.names()), key=lambda s: (s.order, s.name))
+
+
+def analysis_options(analysis: str = "all", skip: tuple[str, ...] = (), **options: Any) -> AnalysisOptions:
+    """The analysis a user chose: ``analysis`` "all" (every registered step) or "statistics" (no step that loads
+    the saved models: saliency, transfer; minutes instead of hours at paper scale), less the steps named in
+    ``skip``; every name checked against the registry (its error lists the valid ones), before Ray starts."""
+    for name in skip:
+        ANALYSES.get(name)
+    if analysis not in ("all", "statistics"):
+        raise UserError(f"--analysis {analysis!r}: valid: all, statistics")
+    models = tuple(s.name for s in ordered_steps() if s.models) if analysis == "statistics" else ()
+    return AnalysisOptions(skip=tuple(sorted({*skip, *models})), **options)

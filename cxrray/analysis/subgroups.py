@@ -24,15 +24,16 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.verdict import StepWord, Verdict
+from cxrray.data.manifest import age_band
 from cxrray.data.tasks import TASKS, Task
+from cxrray.plots.palette import protocol_sorted
 from cxrray.stats.delong import auroc_interval, clustered_difference, patients_per_class
 from cxrray.stats.multiplicity import holm
+from cxrray.verdicts.simulate import Truth, draw
+from cxrray.verdicts.verdict import StepWord, Verdict
 
 MIN_PATIENTS = 10  # positive and negative patients a subgroup (and the rest) needs for an AUROC and a test
-AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+"))
 ATTRIBUTES = ("sex", "age band", "view", "source")
 
 
@@ -43,15 +44,6 @@ class Gap(StepWord):
     BETTER = ("better in this subgroup", Verdict.INCONCLUSIVE)
     NONE = ("no gap found", Verdict.NO_SHORTCUT)
     TOO_FEW = ("too few to test", Verdict.DEGENERATE)
-
-
-def age_band(age: pl.Series) -> pl.Series:
-    """Age in years -> band (``AGE_BANDS``); empty or non-numeric -> ''."""
-    years = age.cast(pl.Utf8).str.strip_chars().cast(pl.Float64, strict=False)
-    out = pl.Series([""] * len(age), dtype=pl.Utf8)
-    for lo, hi, name in AGE_BANDS:
-        out = pl.select(pl.when((years >= lo) & (years < hi)).then(pl.lit(name)).otherwise(out)).to_series()
-    return out
 
 
 def attribute_values(part: pl.DataFrame) -> dict[str, pl.Series]:
@@ -167,3 +159,19 @@ def subgroups(run: LoadedRun) -> Artifacts:
                               f"the comparisons of each trial; a comparison needs {MIN_PATIENTS} positive and "
                               f"negative patients on both sides."))]
     return a
+
+
+def subgroup_oc(patients: int, images: int, icc: float, reps: int, seed: int = 0) -> dict[str, float]:
+    """No gap planted: how often the sex comparison (one test, patients as the unit) finds one."""
+    rng = np.random.default_rng(seed)
+    gaps = tested = 0
+    for _ in range(reps):
+        y, g, h, _ = draw(rng, Truth(0.8, 0.9, patients, images, icc))
+        sex = np.where(rng.random(patients) < 0.5, "F", "M")[g]
+        part = pl.DataFrame({"patient_id": g.astype(str), "target": y.astype(int), "prob_CVP": h, "sex": sex,
+                             "source": "a"})
+        row = next((r for r in trial_subgroups(part, 1, "CVP") if r["attribute"] == "sex"), None)
+        if row is not None and row["p"] == row["p"]:
+            tested += 1
+            gaps += row["p"] < 0.05
+    return {"tested": tested / reps, "false_gaps": gaps / tested if tested else float("nan")}

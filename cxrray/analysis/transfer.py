@@ -15,14 +15,15 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.cache import TrialCache
-from cxrray.analysis.fanout import fan_out
-from cxrray.analysis.palette import protocol_sorted
-from cxrray.analysis.scoring import Scored, jobs_for, score_models
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.data.tasks import TASKS
+from cxrray.explain.cache import TrialCache
+from cxrray.explain.fanout import fan_out
+from cxrray.explain.scoring import Scored, jobs_for, score_models
+from cxrray.plots.palette import protocol_sorted
+from cxrray.plots.steps import plot_transfer
 from cxrray.records import TrialRecord
-from cxrray.representations import hide_seek_representations
+from cxrray.scalars import num
 from cxrray.stats.delong import auroc_interval, score_interval
 
 
@@ -88,39 +89,6 @@ def _missing(trial: dict, note: str) -> dict:
             "backbone": trial["backbone"], "seed": trial.get("seed", 0), "note": note}
 
 
-def plot_transfer(table: pl.DataFrame, path) -> None:
-    """A heatmap per backbone: train representation (rows) x test representation (columns), the mean AUROC over
-    seeds in each cell (seeds are replicates), diverging at chance so a lost signal reads as white (a neutral
-    purple-orange scale: the same AUROC is good on the diagonal and a shortcut off it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = [r for r in hide_seek_representations() if r in set(table["train"]) | set(table["test"])]
-    backbones = sorted(set(table["backbone"]))
-    fig, axes = plt.subplots(1, len(backbones), figsize=(1.1 * len(order) * len(backbones) + 2.5,
-                                                         1.0 * len(order) + 1.5), squeeze=False, sharey=True)
-    for ax, backbone in zip(axes[0], backbones, strict=True):
-        part = table.filter(pl.col("backbone") == backbone).group_by("train", "test").agg(pl.col("auroc").mean())
-        grid = np.full((len(order), len(order)), np.nan)
-        for r in part.iter_rows(named=True):
-            grid[order.index(r["train"]), order.index(r["test"])] = r["auroc"]
-        im = ax.imshow(grid, cmap="PuOr_r", vmin=0.0, vmax=1.0)  # distance from chance, not good or bad
-        for i in range(len(order)):
-            for j in range(len(order)):
-                if grid[i, j] == grid[i, j]:
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if abs(grid[i, j] - 0.5) > 0.3 else "black")
-        ax.set_xticks(range(len(order)), order, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(len(order)), order, fontsize=8)
-        ax.set(xlabel="tested on", title=backbone)
-    axes[0][0].set_ylabel("trained on")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="test AUROC (0.5 = chance)")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
 @analysis_step(order=42, models=True)
 def transfer(run: LoadedRun) -> Artifacts:
     """Each trial's model scored on every representation of its test images (the transfer matrix)."""
@@ -161,8 +129,9 @@ def transfer(run: LoadedRun) -> Artifacts:
     claims = claims.with_columns(pl.Series("ci_lo_corrected", np.atleast_1d(lo)),
                                  pl.Series("ci_hi_corrected", np.atleast_1d(hi)))
     kept = claims.filter(pl.col("ci_lo_corrected") > 0.5)
+    most = int(num(table["patients"].max()))
     a.text = (f"\n\nTransfer matrix: {table['trial_id'].n_unique()} model(s) scored on {table['test'].n_unique()} "
-              f"representation(s) of up to {table['patients'].max()} test patients (analysis/transfer_matrix.csv)."
+              f"representation(s) of up to {most} test patients (analysis/transfer_matrix.csv)."
               + ("".join(
                   f"\n- trained on {r['train']} ({r['backbone']}, seed {r['seed']}), tested with the lungs removed: "
                   f"AUROC {r['auroc']:.3f} [{r['ci_lo_corrected']:.3f}, {r['ci_hi_corrected']:.3f}] "

@@ -26,6 +26,7 @@ import polars as pl
 
 from cxrray.config import RunLayout
 from cxrray.representations import lung_hiding
+from cxrray.scalars import num
 
 HIDDEN = lung_hiding()  # lungs_removed, lungs_boxed_out: their registry entries say they hide the lungs
 
@@ -48,14 +49,14 @@ def _tables(run_dir: Path) -> dict[str, pl.DataFrame]:
 
 
 def _mean_auroc(t: pl.DataFrame, reps: tuple[str, ...]) -> float:
-    return float(t.filter(pl.col("representation").is_in(list(reps)))["auroc"].mean())
+    return num(t.filter(pl.col("representation").is_in(list(reps)))["auroc"].mean())
 
 
 def _lung_share(t: pl.DataFrame) -> float:
     """Mean Grad-CAM share inside the lungs of the whole-image (``original``) models, predicted class."""
     if t.is_empty():
         return float("nan")
-    return float(t.filter(pl.col("representation") == "original")["lung_share_pred"].drop_nans().mean())
+    return num(t.filter(pl.col("representation") == "original")["lung_share_pred"].drop_nans().mean())
 
 
 def known_answer_checks(runs: Mapping[float, Path], dose_min: float = 0.2) -> tuple[list[Check], pl.DataFrame]:
@@ -65,7 +66,7 @@ def known_answer_checks(runs: Mapping[float, Path], dose_min: float = 0.2) -> tu
         raise ValueError(f"known-answer checks need confound 0 and 1 runs, got {sorted(tabs)}")
     rows = []
     for c, t in tabs.items():
-        row = {"confound": c}
+        row: dict[str, object] = {"confound": c}
         for rep in ("original", "lungs_isolated", *HIDDEN):
             r = t["auroc"].filter(pl.col("representation") == rep)
             row[rep] = "" if r.is_empty() else "; ".join(
@@ -118,7 +119,7 @@ def operating_characteristics(runs: Mapping[int, Mapping[float, Path]]) -> pl.Da
     lung-hiding trials tested, how many got each verdict, and the flag rate (``shortcut`` verdicts / trials):
     the false-flag rate at confound 0, the detection rate where the confound is planted; with its spread
     (lowest and highest per-seed rate)."""
-    from cxrray.analysis.verdict import VERDICTS
+    from cxrray.verdicts.verdict import VERDICTS
 
     rows = []
     for seed, by_confound in sorted(runs.items()):

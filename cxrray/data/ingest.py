@@ -19,10 +19,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import polars as pl
 
 STORE_MIB_PER_CPU = 4  # ingest's in-flight blocks: 4 MiB of object store per CPU (about 2-3 blocks of 32 rows)
+
+if TYPE_CHECKING:  # (read lazily: the stage imports no Arrow to answer --help)
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,8 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
         stream = stream_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype,
                                  rows_per_block=rows_per_block, check_masks=check_masks,
                                  rows_file=out / "_rows.parquet")
-        for block in stream.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
+        for batch in stream.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
+            block = cast("pa.Table", batch)  # (Ray types a batch as any format; "pyarrow" gives a Table)
             rows, paths = block.column("row").to_pylist(), block.column("image_path").to_pylist()
             image_hashes, mask_hashes = (block.column(c).to_pylist() for c in HASH_COLUMNS)
             errors = block.column("error").to_pylist()

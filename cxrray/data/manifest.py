@@ -48,6 +48,7 @@ VIEWS: dict[str, str] = {"pa": "PA", "ap": "AP", "ap erect": "AP", "ap supine": 
                          "ap horizontal": "AP SUPINE", "frontal": "FRONTAL", "lateral": "LATERAL", "lat": "LATERAL",
                          "ll": "LATERAL", "rl": "LATERAL", "l": "LATERAL", "": ""}
 AGE_RANGE = (0.0, 120.0)  # years; a plausible age of a patient
+AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+"))  # subgroups, probes
 
 
 class ManifestError(UserError):
@@ -247,3 +248,12 @@ def files_fingerprint(df: pl.DataFrame, threads: int = 16) -> str:
     for p, st in zip(paths, stats, strict=True):
         h.update(f"{p}={st};".encode())
     return h.hexdigest()[:16]
+
+
+def age_band(age: pl.Series) -> pl.Series:
+    """Age in years -> band (``AGE_BANDS``); empty or non-numeric -> ''."""
+    years = age.cast(pl.Utf8).str.strip_chars().cast(pl.Float64, strict=False)
+    out = pl.Series([""] * len(age), dtype=pl.Utf8)
+    for lo, hi, name in AGE_BANDS:
+        out = pl.select(pl.when((years >= lo) & (years < hi)).then(pl.lit(name)).otherwise(out)).to_series()
+    return out

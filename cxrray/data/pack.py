@@ -14,14 +14,19 @@ dtype (0.5 / 255 at uint8, 0.5 / 65535 at uint16).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from cxrray.data.manifest import read_manifest
 from cxrray.data.shards import SCALE, decode_manifest, read_split
+
+if TYPE_CHECKING:  # Ray loads where a dataset is made, not on import
+    import ray.data
 
 
 def pack(manifest_path: str | Path, out: str | Path, *, size: int, dtype: str = "uint8",
@@ -43,7 +48,7 @@ def pack(manifest_path: str | Path, out: str | Path, *, size: int, dtype: str = 
     return {"packed": rows.height - bad.height, "quarantined": quarantine.height + bad.height}
 
 
-def read_shards(out: str | Path) -> ray.data.Dataset:  # noqa: F821
+def read_shards(out: str | Path) -> ray.data.Dataset:
     """The packed shards as a Ray Dataset with float32 [0, 1] images, like ``load_batch`` gives."""
     return read_split(Path(out) / "shards")
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address=args.address, include_dashboard=False, logging_level="WARNING")
+    ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING)
     print(pack(args.manifest, args.out, size=args.size, dtype=args.dtype, shard_mb=args.shard_mb))
     return 0
 

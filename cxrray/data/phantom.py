@@ -24,7 +24,7 @@ holds a white marker with a black core, so that scaling leaves it as rendered.
 class's home source (1 = each class from its own source, as in COVIDx; 0 =
 source independent of label). Under confound 1 the hospital *is* the label, so
 a plain source probe is a disease probe; the within-label source probe
-(``cxrray.analysis.probe``) asks whether the hospital itself shows.
+(``cxrray.explain.probe``) asks whether the hospital itself shows.
 Everything is deterministic from ``seed``; patient ``i`` depends only on
 ``(seed, i)``.
 """
@@ -252,7 +252,7 @@ def write_phantom(out_dir: str | Path, *, n_patients: int = 160, images_per_pati
     out = phantom_dir(out_dir)
     label_p = np.asarray(label_probs) / sum(label_probs)
     labels = [LABELS[np.random.default_rng([seed, p]).choice(len(LABELS), p=label_p)] for p in range(n_patients)]
-    for k in np.flatnonzero(label_p):
+    for k in map(int, np.flatnonzero(label_p)):
         while labels.count(LABELS[k]) < min_per_label:
             common = max(LABELS, key=labels.count)
             labels[len(labels) - 1 - labels[::-1].index(common)] = LABELS[k]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -21,6 +22,9 @@ import polars as pl
 from cxrray.data.images import ImageReadError, read_image, read_mask, resize, resize_mask
 from cxrray.data.manifest import CARRIED_COLUMNS, REQUIRED_COLUMNS
 from cxrray.data.maskgate import gate_supplied
+
+if TYPE_CHECKING:  # Ray loads where a dataset is made, not on import
+    import ray.data
 
 SCALE = {t: float(np.iinfo(t).max) for t in ("uint8", "uint16")}  # stored types: full scale is the maximum
 HASH_COLUMNS = ("image_hash", "mask_hash")  # content hashes: identity and duplicates, never written to shards
@@ -248,7 +252,7 @@ class RowPool:
         return out
 
 
-def read_split(split_dir: str | Path) -> ray.data.Dataset:  # noqa: F821
+def read_split(split_dir: str | Path) -> ray.data.Dataset:
     """One split's shards as a Ray Dataset of decoded float32 images and uint8 masks."""
     import ray.data
 
@@ -274,7 +278,7 @@ def decoded_bytes(split_dir: str | Path) -> int:
     return rows * side * side * 5
 
 
-def train_split(split_dir: str | Path, budget: int = DECODED_BUDGET) -> ray.data.Dataset:  # noqa: F821
+def train_split(split_dir: str | Path, budget: int = DECODED_BUDGET) -> ray.data.Dataset:
     """A split for a Ray Train fit: decoded once and kept (``materialize``) when it fits ``budget`` bytes, so no
     epoch pays the streaming start-up; streamed from the shards every epoch otherwise."""
     ds = read_split(split_dir)
@@ -349,7 +353,7 @@ def load_row_groups(batch: dict[str, np.ndarray], rows_file: str, **kwargs) -> d
 
 def stream_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
                     rows_per_block: int = 32, cover_masks: bool = True, check_masks: bool = True,
-                    rows_file: Path | None = None) -> ray.data.Dataset:  # noqa: F821
+                    rows_file: Path | None = None) -> ray.data.Dataset:
     """A lazy Ray Dataset of every manifest row, read, resized and encoded in parallel tasks, in manifest-row
     order, with an ``error`` column ("" for a good row). Nothing is materialised: the blocks in flight are what
     Ray Data's backpressure allows, whatever the size of the manifest.
@@ -371,12 +375,13 @@ def stream_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, d
 
         pq.write_table(table, rows_file, row_group_size=rows_per_block)
         groups = pq.ParquetFile(rows_file).metadata.num_row_groups
+        # Ray types a batch function as taking any batch format; batch_format="numpy" hands it a dict
         return ray.data.range(groups, override_num_blocks=groups).map_batches(
-            load_row_groups, fn_kwargs={"rows_file": str(rows_file), **kwargs}, batch_format="numpy",
-            batch_size=None)
+            load_row_groups,  # type: ignore[arg-type]
+            fn_kwargs={"rows_file": str(rows_file), **kwargs}, batch_format="numpy", batch_size=None)
     blocks = [table.slice(i, rows_per_block) for i in range(0, max(table.num_rows, 1), rows_per_block)]
-    return ray.data.from_arrow(blocks).map_batches(load_and_encode, fn_kwargs=kwargs, batch_format="numpy",
-                                                   batch_size=rows_per_block)
+    return ray.data.from_arrow(blocks).map_batches(load_and_encode,  # type: ignore[arg-type]  # (a dict, as above)
+                                                   fn_kwargs=kwargs, batch_format="numpy", batch_size=rows_per_block)
 
 
 def bad_frame(rows: list[dict]) -> pl.DataFrame:
@@ -386,7 +391,7 @@ def bad_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def decode_manifest(manifest: pl.DataFrame, *, size: int, require_masks: bool, dtype: str = "uint16",
-                    rows_per_block: int = 32, cover_masks: bool = True) -> tuple[ray.data.Dataset, pl.DataFrame]:  # noqa: F821
+                    rows_per_block: int = 32, cover_masks: bool = True) -> tuple[ray.data.Dataset, pl.DataFrame]:
     """Every row decoded and encoded (``stream_manifest``), materialised for callers that hold a small set (the
     U-Net's masked rows, a packed benchmark set): (encoded good rows, bad rows with the error)."""
     ds = stream_manifest(manifest, size=size, require_masks=require_masks, dtype=dtype,

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import torch
 from torch import nn
@@ -94,7 +94,8 @@ def _glorot(m: nn.Conv2d | nn.Linear) -> None:
     PyTorch's default is 3x smaller in variance per layer: through five plain ReLU convolutions the
     activations shrink ~250x and the net sits at chance loss for epochs."""
     nn.init.xavier_uniform_(m.weight)
-    nn.init.zeros_(m.bias)
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
 
 
 class _GlorotLazyLinear(nn.LazyLinear):
@@ -131,7 +132,8 @@ def basecnn(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     return BaseCNN(num_classes, in_chans)
 
 
-def _timm(arch: str, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+def _timm(arch: str, num_classes: int, in_chans: int, pretrained: bool) -> Any:
+    """A timm model (typed ``Any``: its ``num_features``, ``feature_info`` and ``forward_features`` are timm's)."""
     import timm
 
     return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
@@ -175,7 +177,8 @@ def alexnet(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
         if pretrained:  # timm's trick: sum the RGB filters for one channel
             with torch.no_grad():
                 new.weight.copy_(old.weight.sum(1, keepdim=True).repeat(1, in_chans, 1, 1) / in_chans)
-                new.bias.copy_(old.bias)
+                if new.bias is not None and old.bias is not None:
+                    new.bias.copy_(old.bias)
         model.features[0] = new
     model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
     return model
@@ -226,11 +229,12 @@ class CVRNet(nn.Module):
         super().__init__()
         import timm
 
-        self.resnet = timm.create_model("resnet50", features_only=True, out_indices=(2, 3, 4),
+        resnet: Any = timm.create_model("resnet50", features_only=True, out_indices=(2, 3, 4),
                                         pretrained=pretrained, in_chans=in_chans)
-        self.xception = timm.create_model("legacy_xception", features_only=True, out_indices=(2, 3, 4),
+        xception: Any = timm.create_model("legacy_xception", features_only=True, out_indices=(2, 3, 4),
                                           pretrained=pretrained, in_chans=in_chans)
-        rc, xc = self.resnet.feature_info.channels(), self.xception.feature_info.channels()
+        self.resnet, self.xception = resnet, xception
+        rc, xc = resnet.feature_info.channels(), xception.feature_info.channels()
         self.heads = nn.ModuleList([_fc_head(rc[0], num_classes), _fc_head(rc[1], num_classes),
                                     _fc_head(xc[0], num_classes), _fc_head(xc[1], num_classes),
                                     _fc_head(rc[2] + xc[2], num_classes)])

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 
 from cxrray.config import TrialDir
+from cxrray.models.backbones import CamMethod
 from cxrray.registry import UserError
 
 Head = Literal["softmax", "capsule", "sigmoid"]
@@ -40,7 +41,7 @@ class ModelCard:
     head: Head  # how outputs become probabilities
     cam_layer: str  # the backbone's Grad-CAM layer, then the deeper candidates
     cam_layers: tuple[str, ...] = ()
-    cam_method: str = "gradcam"
+    cam_method: CamMethod = "gradcam"
     mask_dilation: int = 0  # pixels the lung mask was grown by before the representation hid it
 
     @classmethod

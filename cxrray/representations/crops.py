@@ -23,7 +23,8 @@ def _boxes(x0: torch.Tensor, y0: torch.Tensor, x1: torch.Tensor, y1: torch.Tenso
                         torch.stack([x1, y1], -1), torch.stack([x0, y1], -1)], 1)
 
 
-def crop_resize(image: torch.Tensor, x0, y0, x1, y1, mode: str = "bilinear") -> torch.Tensor:
+def crop_resize(image: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor,
+                mode: str = "bilinear") -> torch.Tensor:
     """Crop each image to its inclusive pixel box and resize to the input size."""
     h, w = image.shape[-2:]
     f = lambda t: t.to(image.dtype)  # noqa: E731
@@ -38,7 +39,8 @@ def top_crop(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return crop_resize(image, torch.zeros_like(top), top, torch.full_like(top, w - 1), torch.full_like(top, h - 1))
 
 
-def seg_box(mask: torch.Tensor, margin: float = SEG_MARGIN) -> tuple[torch.Tensor, ...]:
+def seg_box(mask: torch.Tensor, margin: float = SEG_MARGIN
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x0, y0, x1, y1) of the lung box grown by ``margin`` of its size per side, clipped;
     the whole image where a mask is empty."""
     box = lung_box(mask)[:, 0]

@@ -5,6 +5,7 @@ every supplied mask belongs to its image (the U-Net's lungs of the image against
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -13,7 +14,7 @@ def _start_ray() -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(include_dashboard=False, logging_level="WARNING")
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)
 
 
 def _print_summary(summary, what: str) -> None:

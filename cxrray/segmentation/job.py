@@ -75,7 +75,10 @@ def _fit(split_dir: Path, cfg: SegConfig, out: Path, name: str, num_workers: int
         run_config=RunConfig(name=name, storage_path=str(out / "ray")),
         datasets={"train": (train := read_split(split_dir).materialize())},
     )
-    with trainer.fit().checkpoint.as_directory() as d:
+    checkpoint = trainer.fit().checkpoint
+    if checkpoint is None:  # (the worker reports one after its last epoch)
+        raise RuntimeError(f"the lung U-Net job {name} ended without a checkpoint")
+    with checkpoint.as_directory() as d:
         return torch.load(Path(d) / "unet.pt", map_location="cpu"), train.count()
 
 
@@ -191,7 +194,8 @@ class _MaskPredictor:
         self.out, self.dilate = Path(out), dilate
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, errors = [], []
+        images: list[np.ndarray | None] = []
+        errors: list[str] = []
         for path in batch["image_path"]:
             try:
                 images.append(read_image(path))
@@ -199,12 +203,13 @@ class _MaskPredictor:
             except ImageReadError as exc:
                 images.append(None)
                 errors.append(f"unreadable: {exc}")
-        readable = [i for i, img in enumerate(images) if img is not None]
-        small = np.stack([resize(images[i], self.size) for i in readable]) if readable else np.zeros((0, 8, 8))
+        decoded = {i: img for i, img in enumerate(images) if img is not None}
+        readable = list(decoded)
+        small = np.stack([resize(decoded[i], self.size) for i in readable]) if readable else np.zeros((0, 8, 8))
         probs, agreement = predict_with_agreement(self.model, small)
         paths, quality, agree = [""] * len(images), list(errors), [float("nan")] * len(images)
         for k, i in enumerate(readable):
-            full = np.asarray(Image.fromarray(probs[k].astype(np.float32)).resize(images[i].shape[::-1],
+            full = np.asarray(Image.fromarray(probs[k].astype(np.float32)).resize(decoded[i].shape[::-1],
                                                                                 Image.Resampling.BILINEAR))
             mask = clean_mask(full, dilate=self.dilate)
             path = self.out / f"row{int(batch['row'][i]):07d}.png"

@@ -7,7 +7,7 @@ import numpy as np
 
 def overlap_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Dice, Jaccard, precision, recall and F1 for lung (1) and background (0) of one image."""
-    out = {}
+    out: dict[str, float] = {}
     for name, p, t in (("lung", pred > 0, truth > 0), ("background", pred == 0, truth == 0)):
         tp, fp, fn = np.sum(p & t), np.sum(p & ~t), np.sum(~p & t)
         precision = tp / (tp + fp) if tp + fp else 1.0

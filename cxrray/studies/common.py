@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrray.analysis.analyze import analysis_options
-from cxrray.analysis.fanout import Placement
-from cxrray.analysis.steps import AnalysisOptions
+from cxrray.analysis.steps import AnalysisOptions, analysis_options
+from cxrray.explain.fanout import Placement
 from cxrray.tuning.cluster import check_fits, check_shared, cluster_view
 from cxrray.tuning.options import Study
 from cxrray.tuning.runner import start_ray
@@ -41,7 +40,7 @@ def start(study: Study, begun: Begun) -> None:
     reservation fits what the cluster has or its autoscaler may add (else Tune would wait forever)."""
     run_dir = begun.run_dir
     study.record(None if begun.argv is None else list(begun.argv))
-    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb, address=study.address,
+    start_ray(run_dir, num_cpus=study.num_cpus, wandb_mode=study.wandb_mode, address=study.address,
               verbose_workers=study.verbose)
     view = cluster_view(local=not study.address)
     if study.address:

@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> HideSeek:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.report.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep
@@ -145,14 +145,16 @@ def main(argv: list[str] | None = None) -> int:
                                    masks_dir=RunLayout(run_dir).data("masks"))
     check_methods_on_data(study.methods, checked[0], manifest)  # ShorT on one sex: one line, before Ray
     start(study, begun)
-    data = prepare_data(manifest, run_dir, image_size=study.image_size, task=study.task, split_seed=study.split_seed,
+    task = study.task
+    assert task is not None, "derive() chose the task"
+    data = prepare_data(manifest, run_dir, image_size=study.image_size, task=task, split_seed=study.split_seed,
                         check_masks=not study.masks_unchecked, frame=checked)  # the frame checked, read once
     recipe = study.train_recipe()
     specs = hide_seek_specs(data_id=data.data_id, representations=study.representations, backbones=study.backbones,
-                            seeds=study.seeds, task=study.task, image_size=study.image_size,
+                            seeds=study.seeds, task=task, image_size=study.image_size,
                             pretrained=study.pretrained, recipe=recipe, mask_dilation=study.mask_dilation,
                             methods=study.methods)
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data=data, options=study.sweep_options())
-    return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)
+    return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb_mode, study.project, begun.analysis)
 

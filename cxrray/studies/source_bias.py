@@ -27,7 +27,7 @@ from cxrray.config import RunLayout
 from cxrray.data.designs import DESIGNS
 from cxrray.tuning import cli
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"epochs": 4},
     # Hasan et al.: CVR-Net and comparators from ImageNet at 224 px, Adam + plateau + early stop,
     # frequency class weights; Single and Multiple by 5-fold cross-validation.
@@ -112,8 +112,8 @@ def parse_args(argv: list[str] | None = None) -> SourceBias:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.data.checks import check_task_data
+    from cxrray.report.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep
@@ -142,5 +142,5 @@ def main(argv: list[str] | None = None) -> int:
     specs = expand_search(specs, parse_search(study.search))
     outcome = run_sweep(specs, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         options=study.sweep_options())
-    return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb, study.project, begun.analysis)
+    return finish_study(run_dir, outcome, len(specs), begun.t0, study.wandb_mode, study.project, begun.analysis)
 

@@ -19,7 +19,7 @@ target set). Real data: name each manifest (the adapters in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,7 +33,7 @@ from cxrray.tuning.names import names
 DATA_OPTIONS = {"nih14": "nih14", "pneu_high": "pneumonia_high", "pneu_low": "pneumonia_low", "target": "manifest"}
 
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"epochs": 4},  # phantom stand-ins, resnet18, 64 px; the recipes' other settings as published
     # Fricks et al.: DenseNet-121 from ImageNet, the staged recipes (up to 100 epochs, early stopping), 512 px.
     "paper": {"backbones": ["densenet121"], "pretrained": True, "image_size": 512, "seeds": [0, 1, 2, 3, 4]},
@@ -111,7 +111,8 @@ def parse_args(argv: list[str] | None = None) -> Staged:
 def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:
     """Manifest per dataset key: given on the command line, or a phantom stand-in (made once)."""
     out, n = {}, study.phantom_patients
-    makers = {"nih14": ({"patients": n}, lambda d: write_multilabel_phantom(d, n_patients=n)),
+    Maker = tuple[dict[str, Any], Callable[[Path], Path]]  # (the parameters that key it, how it is made)
+    makers: dict[str, Maker] = {"nih14": ({"patients": n}, lambda d: write_multilabel_phantom(d, n_patients=n)),
               "pneu_high": ({"patients": n}, lambda d: write_pneumonia_phantom(d, prevalence=0.24, n_patients=n,
                                                                                seed=200)),
               "pneu_low": ({"patients": 2 * n}, lambda d: write_pneumonia_phantom(d, prevalence=0.02, n_patients=2 * n,
@@ -126,7 +127,7 @@ def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.analysis.summary import finish_study  # the stages (torch, Ray) load after --help is answered
+    from cxrray.report.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_waves
@@ -155,5 +156,6 @@ def main(argv: list[str] | None = None) -> int:
                          seeds=study.seeds, image_size=study.image_size, pretrained=study.pretrained, recipes=recipes)
     outcome = run_waves(waves, run_dir=run_dir, data={d.data_id: d for d in data.values()},
                         options=study.sweep_options())
-    return finish_study(run_dir, outcome, sum(map(len, waves)), begun.t0, study.wandb, study.project, begun.analysis)
+    return finish_study(run_dir, outcome, sum(map(len, waves)), begun.t0, study.wandb_mode, study.project,
+                        begun.analysis)
 

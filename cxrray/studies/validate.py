@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
     import polars as pl
 
-    from cxrray.analysis.analyze import analyze  # torch and Ray load after --help is answered
-    from cxrray.analysis.tables import format_table
+    from cxrray.analysis.aurocs import format_table
+    from cxrray.analysis.steps import analysis_options
     from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
+    from cxrray.report.analyze import run_analysis  # torch and Ray load after --help is answered
     from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     t0, out = begun.t0, begun.run_dir
     start(study, begun)
     seeds = study.phantom_seeds or [study.phantom_seed]
-    runs: dict[int, dict[float, object]] = {}
+    runs: dict[int, dict[float, Path]] = {}
     for phantom_seed in seeds:
         base = out if len(seeds) == 1 else out / f"seed-{phantom_seed}"
         runs[phantom_seed] = {}
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.failed:
                 print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
                 return 1
-            analyze(run_dir, saliency=study.saliency, analysis=study.analysis, skip=study.skip)
+            run_analysis(run_dir, analysis_options(study.analysis, study.skip, saliency=study.saliency))
             runs[phantom_seed][c] = run_dir
     parts, ok = ["# Known-answer validation"], True
     for phantom_seed, by_confound in runs.items():

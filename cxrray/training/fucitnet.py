@@ -127,7 +127,7 @@ class FusedClassifier(nn.Module):
     """Generators + K x K classifier as one model whose output is log fused probabilities (a softmax of
     it gives them back), so the standard prediction and evaluation helpers apply unchanged."""
 
-    def __init__(self, generators: Generators, classifier: nn.Module, num_classes: int) -> None:
+    def __init__(self, generators: nn.Module, classifier: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.generators, self.classifier, self.num_classes = generators, classifier, num_classes
 
@@ -139,7 +139,7 @@ class FusedClassifier(nn.Module):
 class GuideScore(nn.Module):
     """Stage-1 validation: the guide's class probabilities averaged over the transformed versions (log)."""
 
-    def __init__(self, generators: Generators, guide: nn.Module, num_classes: int) -> None:
+    def __init__(self, generators: nn.Module, guide: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.generators, self.guide, self.num_classes = generators, guide, num_classes
 
@@ -152,7 +152,7 @@ class PairClassifier(nn.Module):
     """Stage 2 training view: the generators (no gradients, ``train()`` leaves them in eval) feed the K x K
     classifier."""
 
-    def __init__(self, generators: Generators, classifier: nn.Module) -> None:
+    def __init__(self, generators: nn.Module, classifier: nn.Module) -> None:
         super().__init__()
         self.generators, self.classifier = generators, classifier
 
@@ -183,7 +183,7 @@ class PairHead(SoftmaxHead):
         return pair_targets(torch.as_tensor(self.class_targets(batch["label"])), self.task.num_classes)
 
 
-def stage1_epoch(generators: Generators, guide: nn.Module, perceptual: nn.Module,
+def stage1_epoch(generators: nn.Module, guide: nn.Module, perceptual: nn.Module,
                  batches: Iterable[dict[str, np.ndarray]], pipe: InputPipeline, gen_opt: torch.optim.Optimizer,
                  guide_opt: torch.optim.Optimizer, head: SoftmaxHead, cfg: FuCiTConfig, device: torch.device,
                  generator: torch.Generator) -> dict[str, float]:

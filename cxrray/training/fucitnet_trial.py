@@ -75,8 +75,9 @@ class _FuCiTTrial:
         self.session, self.cfg, self.k, self.device = session, cfg, task.num_classes, session.device
         chans = out_channels(spec.representation)
         weights = resolve_class_weights(r, list(ctx.data.class_weights)) if ctx.data.class_weights else None
-        self.head = make_head(task, weights, r.label_smoothing)
-        assert isinstance(self.head, SoftmaxHead)
+        head = make_head(task, weights, r.label_smoothing)
+        assert isinstance(head, SoftmaxHead)
+        self.head = head
         self.pair_head = PairHead(task, weights)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG state
             torch.manual_seed(spec.seed)
@@ -86,7 +87,8 @@ class _FuCiTTrial:
                                            weights=ctx.weights if spec.pretrained else None)
             perceptual, perc_init = perceptual_network(chans, spec.pretrained, cfg)
         self.init = f"{clf_init}; guide {guide_init}; perceptual {perc_init}"
-        self.gens, self.guide, self.clf = (session.prepare_model(m) for m in (gens, guide, clf))
+        self.gens = session.prepare_model(gens)  # the Generators (wrapped by DDP on several workers)
+        self.guide, self.clf = session.prepare_model(guide), session.prepare_model(clf)
         self.perceptual = perceptual.to(self.device)
         self.models = {"gens": self.gens, "guide": self.guide, "clf": self.clf}
         self.opts = {"gen_opt": torch.optim.Adam(self.gens.parameters(), lr=cfg.gen_lr,
@@ -128,7 +130,7 @@ class _FuCiTTrial:
             return metrics | {f"val_{m}": v for m, v in val.items()} | {
                 "stage": 1, "train_loss": metrics["guide_loss"], "train_acc": metrics["guide_acc"]}
         if epoch == self.stage1:  # stage 2 starts from the best generators of stage 1
-            self.gens.load_state_dict(self.stage1_best.state["gens"])
+            self.gens.load_state_dict(self.stage1_best.kept["gens"])
         metrics = train_epoch(self.pair_model, train_batches(self.session, spec, epoch), self.pipe,
                               self.opts["clf_opt"], self.pair_head, device, gen, amp=device.type == "cuda",
                               accum=spec.recipe.grad_accum)
@@ -140,8 +142,8 @@ class _FuCiTTrial:
     def finish(self) -> TrialResult:
         """Best generators and classifier (validation), fused predictions for val and test."""
         s1, s2 = self.stage1_best, self.stage2_best
-        self.gens.load_state_dict(s1.state["gens"])
-        self.guide.load_state_dict(s1.state["guide"])
+        self.gens.load_state_dict(s1.kept["gens"])
+        self.guide.load_state_dict(s1.kept["guide"])
         if s2.state is not None:
             self.clf.load_state_dict(s2.state)
         frames, scores = predict_splits(self.fused, self.session, self.pipe, self.head, self.spec,

@@ -109,7 +109,9 @@ def predict(model: nn.Module, batches: Iterable[dict[str, np.ndarray]], pipe: In
     """Per-class probabilities and targets for every image, with the columns in ``keep`` (those the batches
     have) carried along."""
     model.eval()
-    probs, targets, cols = [], [], {k: [] for k in keep}
+    probs: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in keep}
     for batch in batches:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(pipe.to_inputs(batch, device))

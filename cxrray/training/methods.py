@@ -144,6 +144,13 @@ class Best:
     val: dict[str, float] = field(default_factory=dict)
     state: dict[str, Any] | None = None
 
+    @property
+    def kept(self) -> dict[str, Any]:
+        """The kept weights (after the first epoch was offered)."""
+        if self.state is None:
+            raise RuntimeError("no epoch has been offered yet")
+        return self.state
+
     def offer(self, epoch: int, val: dict[str, float], select_by: str, state: Callable[[], dict[str, Any]]) -> bool:
         """Keep this epoch when it beats the best so far by ``select_by`` (the first epoch always)."""
         if self.epoch >= 0 and selection_key(val, select_by) <= selection_key(self.val, select_by):
@@ -170,7 +177,8 @@ def copy_state(model: nn.Module) -> Callable[[], dict[str, Any]]:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (or the module itself)."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def epoch_seed(spec: TrialSpec, rank: int, epoch: int) -> int:
@@ -210,7 +218,7 @@ def train_batches(session: Session, spec: TrialSpec, epoch: int, audit: TrialDir
 
 
 def _recording(batches, path) -> Iterator[dict[str, np.ndarray]]:
-    rows = []
+    rows: list[int] = []
     for b in batches:
         rows.extend(int(x) for x in b["row"])
         yield b
@@ -229,7 +237,8 @@ def predict_splits(model: nn.Module, session: Session, pipe: InputPipeline, head
                    splits: tuple[str, ...], batch_size: int = 128) -> tuple[list[pl.DataFrame], dict[str, float]]:
     """The final per-image predictions of val and test (the test split is read here, once), and their scores.
     A pretraining phase may have no test split."""
-    frames, scores = [], {}
+    frames: list[pl.DataFrame] = []
+    scores: dict[str, float] = {}
     for split in (s for s in ("val", "test") if s in splits):
         batches = session.dataset(split).iter_batches(batch_size=batch_size, batch_format="numpy")
         pred = predict(model, batches, pipe, head, session.device)

@@ -73,7 +73,7 @@ class StandardTrial:
                                   AugmentConfig(hflip=r.hflip) if r.augment else None, channels_last=self.cuda,
                                   mask_dilation=spec.mask_dilation)
         self.best, self.start, self.epochs = Best(), 0, r.epochs
-        self.config = {"init": init}
+        self.config: dict[str, Any] = {"init": init}
         self.init = init
 
     def optimise(self, module: torch.nn.Module) -> None:

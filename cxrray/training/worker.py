@@ -9,14 +9,20 @@ point: it only rebuilds the typed context, opens its session and calls ``run_tri
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from cxrray.config import TrialContext
 from cxrray.data.tasks import TASKS, degeneracy
-from cxrray.training.methods import METHODS, TrialMethod, epoch_seed, seeded_rng
+from cxrray.training.methods import METHODS, Trial, TrialMethod, epoch_seed, seeded_rng
 from cxrray.training.outputs import EpochReporter, split_frame, write_outputs
 from cxrray.training.session import Session, TrainSession
+
+
+def _state(trial: Trial, epoch: int, losses: list[float]) -> dict[str, Any]:
+    """What a checkpoint of ``epoch`` holds: the trial's state and the driver's losses so far (read when saved)."""
+    return trial.state(epoch) | {"driver": {"train_loss": list(losses)}}
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -43,7 +49,7 @@ def run_trial(ctx: TrialContext, session: Session, method: TrialMethod | None = 
                         "epochs_total": trial.epochs}
             train_s += time.time() - t0
             losses.append(float(metrics.get("train_loss", float("nan"))))
-            report(epoch, metrics, lambda e=epoch: trial.state(e) | {"driver": {"train_loss": list(losses)}})
+            report(epoch, metrics, functools.partial(_state, trial, epoch, losses))
             if metrics.get("stopped"):  # early stopping: the best-on-validation weights are restored in finish
                 break
         report.inject_fault()  # also when a resumed attempt had no epoch left to run

@@ -35,7 +35,7 @@ def valid_names(what: str, registry: str) -> str:
     if registry == "task":
         from cxrray.data.tasks import TASKS  # numpy only
 
-        names = TASKS.names()
+        names = tuple(TASKS.names())
     else:
         names = registry_names(registry)
     return f"{what}; valid: {', '.join(names)}"

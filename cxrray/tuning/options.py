@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
+from cxrray.config import WandbMode
 from cxrray.registry import UserError
 
 if TYPE_CHECKING:
@@ -220,12 +221,17 @@ class Study:
             return None
         return EarlyStop(tuple(sorted(parse_search(self.search))), self.asha_grace, self.asha_reduction)
 
+    @property
+    def wandb_mode(self) -> WandbMode:
+        """The mode the trials log in: ``auto`` is resolved by ``parse_study`` before Ray starts (``precheck``);
+        a study record made in code that still says ``auto`` logs offline."""
+        return "offline" if self.wandb == "auto" else self.wandb
+
     def sweep_options(self) -> SweepOptions:
         """How the sweep runs its trials (``run_sweep`` / ``run_waves``), from the study."""
         from cxrray.tuning.study import SweepOptions
 
-        mode = "offline" if self.wandb == "auto" else self.wandb  # (parse_study has resolved auto already)
-        return SweepOptions(resources=self.resources(), wandb_mode=mode, project=self.project,
+        return SweepOptions(resources=self.resources(), wandb_mode=self.wandb_mode, project=self.project,
                             weights=str(self.weights) if self.weights else None, storage=self.storage,
                             early_stop=self.early_stop(), max_trials=self.max_trials)
 

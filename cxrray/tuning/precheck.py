@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from cxrray.config import WandbMode
 from cxrray.registry import UserError
 from cxrray.wandb_run import NO_KEY, key_problem, wandb_key, wandb_reachable
 
 if TYPE_CHECKING:
-    from cxrray.tuning.options import Study
+    from cxrray.tuning.options import Study, WandbChoice
 
 def check_image_size(size: int, backbones: Sequence[str]) -> None:
     """The image size fits every backbone of the sweep, before Ray starts (``study.check_image_size``)."""
@@ -19,11 +20,11 @@ def check_image_size(size: int, backbones: Sequence[str]) -> None:
     check(size, backbones)
 
 
-def wandb_mode(asked: str) -> str:
+def wandb_mode(asked: WandbChoice) -> WandbMode:
     """``online`` only with a key that W&B accepts, checked once before any trial: no key or a rejected one is one
     line, exit 2; a server that is down or failing is one line and the sweep logs offline (``wandb sync`` uploads it
     later, instead of every trial failing after minutes of retries). ``auto``: online when both hold, else offline."""
-    if asked not in ("online", "auto"):
+    if asked in ("offline", "disabled"):
         return asked
     why = NO_KEY if not wandb_key() else wandb_reachable()
     if not why:

@@ -84,7 +84,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker}),
         run_config=RunConfig(name=ctx.spec.trial_id, storage_path=f"{ctx.storage}/train",
-                             callbacks=[TuneReportCallback()],
+                             callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # (Ray types it apart)
                              failure_config=FailureConfig(max_failures=res.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
         datasets=datasets,
@@ -394,7 +394,7 @@ def start_ray(run_dir: Path, *, num_cpus: int | None = None, wandb_mode: WandbMo
     # cluster it finds recorded on the machine). --num-cpus with --address is refused before this (Study.check).
     ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
              runtime_env={"env_vars": env}, log_to_driver=verbose_workers, configure_logging=True,
-             logging_level="WARNING")
+             logging_level=logging.WARNING)
     stop_on_sigterm()  # after ray.init, whose native handler would dump a stack and abort (exit 134)
     import ray.data
 

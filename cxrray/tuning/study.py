@@ -12,6 +12,7 @@ import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -216,7 +217,7 @@ def parse_search(items: Sequence[str]) -> dict[str, list]:
             raise UserError(f"--search {item!r}: expected FIELD=V1,V2 with FIELD one of {sorted(hints)}")
         kind = hints[key]
         cast = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind if kind in (int, float) else str
-        typed = []
+        typed: list[Any] = []  # (int, float, bool or str: the recipe field decides)
         for v in values.split(","):
             try:
                 typed.append(cast(v))

@@ -8,16 +8,17 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from cxrray.analysis.analyze import AnalysisResult, run_analysis
-from cxrray.analysis.dashboard import Dashboard, dashboard_of
-from cxrray.analysis.fanout import Placement
 from cxrray.analysis.shortcut import headline
 from cxrray.analysis.steps import AnalysisOptions
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
 from cxrray.data.tasks import TASKS
+from cxrray.explain.fanout import Placement
+from cxrray.report.analyze import AnalysisResult, run_analysis
+from cxrray.report.dashboard import Dashboard, dashboard_of
 from cxrray.wandb_run import open_run
 
 
@@ -39,15 +40,17 @@ def trial_charts(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[st
     """W&B's native ROC curve and confusion matrix of every analysed trial (test split), keyed by run name."""
     import wandb
 
-    charts = {}
+    charts: dict[str, Any] = {}
     test = predictions.filter(pl.col("split") == "test")
     for r in aurocs.iter_rows(named=True):
         part = test.filter(pl.col("trial_id") == r["trial_id"])
         classes = TASKS.get(r["task"]).classes
         probs = part.select([f"prob_{c}" for c in classes]).to_numpy()
         y, name = part["target"].to_numpy(), names.get(r["trial_id"], r["trial_id"])
-        charts[f"roc/{name}"] = wandb.plot.roc_curve(y, probs, labels=list(classes), classes_to_plot=[
-            TASKS.get(r["task"]).positive_index], title=f"ROC {name} ({r['positive']} vs rest)")
+        positive, title = [TASKS.get(r["task"]).positive_index], f"ROC {name} ({r['positive']} vs rest)"
+        # (wandb types the values as numbers.Number, which a type checker does not match with int or float)
+        charts[f"roc/{name}"] = wandb.plot.roc_curve(y, probs, labels=list(classes), classes_to_plot=positive,  # type: ignore[arg-type]
+                                                     title=title)
         charts[f"confusion/{name}"] = wandb.plot.confusion_matrix(y_true=y.tolist(), preds=probs.argmax(1).tolist(),
                                                                   class_names=list(classes), title=f"Confusion {name}")
     return charts
@@ -65,7 +68,8 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
     study = outcome.results["study"][0]
     run = summary_run(study, summary_id(study, run_dir, outcome.results), run_dir, wandb_mode, project)
     results = outcome.results.select([c for c in outcome.results.columns if outcome.results[c].dtype != pl.Null])
-    logged, layout = {"results": wandb.Table(dataframe=results.to_pandas())}, RunLayout(run_dir)
+    logged: dict[str, Any] = {"results": wandb.Table(dataframe=results.to_pandas())}
+    layout = RunLayout(run_dir)
     for art in analysis.artifacts.values():
         logged |= {f"analysis/{name}": wandb.Table(dataframe=frame.to_pandas()) for name, frame in art.tables.items()}
         logged |= {f"figures/{name}": wandb.Image(str(layout.analysis_file(f"{name}.png")), caption=cap)
@@ -82,9 +86,9 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
     board.write(layout.workspace)
     run.summary.update({"finished": len(outcome.finished), "failed": len(outcome.failed),
                         "skipped": len(outcome.skipped), "verdict": headline(analysis.artifacts).text})
-    art = wandb.Artifact(f"{study}-report", type="report")
-    art.add_file(str(analysis.report))
-    run.log_artifact(art)
+    report = wandb.Artifact(f"{study}-report", type="report")
+    report.add_file(str(analysis.report))
+    run.log_artifact(report)
     run.finish()
     if wandb_mode == "online":
         push_workspace(board, layout)

@@ -13,14 +13,14 @@ positive class. Step ``delong``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
+from cxrray.analysis.aurocs import trial_scores
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.tables import trial_scores
 from cxrray.representations import display_order
 from cxrray.stats.delong import DelongTest, auroc_cov, paired_test, unpaired_test
 from cxrray.stats.multiplicity import bonferroni, holm
@@ -39,7 +39,7 @@ def label_parts(aurocs: pl.DataFrame) -> dict[str, tuple[str, ...]]:
     return {".".join(str(r[c]) for c in cols): tuple(str(r[c]) for c in cols) for r in aurocs.iter_rows(named=True)}
 
 
-def _shared_covariances(scored: list[tuple[np.ndarray, ...]]):
+def _shared_covariances(scored: Sequence[tuple[np.ndarray, ...]]) -> Callable[[int, int], DelongTest | None]:
     """For trials scored on the same test images: the DeLong covariance of all their AUROCs at once (one
     placement computation per trial, ``delong.auroc_cov``), so each pair's paired test is two lookups instead of
     its own placements. Returns ``test(i, j)``: the paired test of trials i and j from the shared covariance, or
@@ -47,7 +47,8 @@ def _shared_covariances(scored: list[tuple[np.ndarray, ...]]):
     blocks: dict[bytes, list[int]] = {}
     for i, (rows, y, _, _) in enumerate(scored):
         blocks.setdefault(rows.tobytes() + y.tobytes(), []).append(i)
-    block_of, cov_of = {}, {}
+    block_of: dict[int, int] = {}
+    cov_of: dict[int, tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
     for b, members in enumerate(blocks.values()):
         if len(members) > 2:
             _, y, _, g = scored[members[0]]
@@ -127,22 +128,23 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
     keys = [c for c in ("backbone", "method", "task", "seed") if c in aurocs.columns]
     rows = []
     for key, group in aurocs.drop_nans("auroc").group_by(keys, maintain_order=True):
-        stats_by = {}
-        for design, part in group.group_by("design"):
-            aucs, variances = [], []
+        stats_by: dict[str, tuple[float, float, int]] = {}
+        for (design,), part in group.group_by("design"):
+            aucs: list[float] = []
+            variances: list[float] = []
             for trial in part.iter_rows(named=True):
                 _, y, s, g = trial_scores(test, trial)
                 a, v = auroc_cov(y, s[None, :], g)
                 aucs.append(float(a[0]))
                 variances.append(float(v[0, 0]))
-            stats_by[design[0]] = (float(np.mean(aucs)), mean_variance(aucs, variances), len(aucs))
+            stats_by[str(design)] = (float(np.mean(aucs)), mean_variance(aucs, variances), len(aucs))
         if "independent" not in stats_by:
             continue
         ind, v_ind, _ = stats_by["independent"]
         for design in ("single", "multiple"):
             if design in stats_by:
-                auc, v, k = stats_by[design]
-                se = np.sqrt(v + v_ind)
+                auc, v_design, k = stats_by[design]
+                se = np.sqrt(v_design + v_ind)
                 drop = auc - ind
                 rows.append(dict(zip(keys, key, strict=True)) | {
                     "design": design, "auroc": auc, "folds": k, "auroc_independent": ind, "drop": drop,

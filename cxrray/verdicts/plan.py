@@ -1,6 +1,6 @@
 """How many test patients would decide it: sample sizes for a confident ``shortcut`` or ``no_shortcut``.
 
-``patients_needed`` simulates (``cxrray.analysis.simulate``) test sets of growing size with the given true
+``patients_needed`` simulates (``cxrray.verdicts.simulate``) test sets of growing size with the given true
 AUROCs, images per patient, intra-patient correlation and prevalence, judges each with the verdict rule itself
 (``verdict.judge``), and returns the smallest number of test patients at which the expected verdict (shortcut or
 partial for a hidden AUROC above the margin, no_shortcut inside it, inverted below) is reached in ``power`` of
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cxrray.analysis.patients import expected_verdict
-from cxrray.analysis.simulate import Truth, draw
-from cxrray.analysis.verdict import Rules, Verdict, judge
+from cxrray.verdicts.patients import expected_verdict
+from cxrray.verdicts.simulate import Truth, draw
+from cxrray.verdicts.verdict import Rules, Verdict, judge
 
 EXPECTED = {Verdict.SHORTCUT: (Verdict.SHORTCUT, Verdict.PARTIAL), Verdict.NO_SHORTCUT: (Verdict.NO_SHORTCUT,),
             Verdict.INVERTED: (Verdict.INVERTED,)}
@@ -32,7 +32,7 @@ class Plan:
     aimed at, and the rates of every verdict per size tried."""
 
     patients: int | None
-    target: str
+    target: Verdict
     rates: list[tuple[int, dict[str, float]]]
 
 

@@ -82,7 +82,9 @@ def choose_layer(model: torch.nn.Module, layers: Sequence[str], input_shape: Seq
                  ) -> tuple[str | None, Geometry]:
     """The first (deepest) of ``layers`` whose map has at least ``MIN_CELLS`` cells a side, with its geometry;
     (None, the last geometry) when none does: the map is not interpretable at this resolution."""
-    geometry = None
+    if not layers:
+        raise ValueError("choose_layer needs at least one candidate layer")
+    geometry = layer_geometry(model, layers[0], input_shape)
     for layer in layers:
         geometry = layer_geometry(model, layer, input_shape)
         if geometry.interpretable:

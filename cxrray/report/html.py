@@ -17,17 +17,18 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import polars as pl
 
 from cxrray import provenance
-from cxrray.analysis.palette import NOT_JUDGED, VERDICTS, VISIBLE, protocol_sorted
 from cxrray.analysis.shortcut import findings_of, headline, shortcut_sentences
 from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
-from cxrray.analysis.verdict import Verdict, tone_of
 from cxrray.data.tasks import TASKS, class_legend
+from cxrray.plots.palette import NOT_JUDGED, VERDICTS, VISIBLE, protocol_sorted
 from cxrray.representations import lung_hiding
+from cxrray.verdicts.verdict import Verdict, tone_of
 
 LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "positives", "n_neg": "negatives",
           "trial_id": "trial id", "run_name": "trial", "ece": "ECE", "ece_lo": "ECE CI low",
@@ -40,7 +41,7 @@ LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "pos
           "detectable": "detectable |slope| (80 % power)"}
 FOLD_ROWS, FOLD_COLS = 15, 12  # a table larger than this folds away (<details>), closed on screen, open in print
 SHORT_CELL = 14  # a column whose every cell is at most this long keeps each cell on one line in print
-TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("cxrray.analysis", "templates"),
+TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("cxrray.report", "templates"),
                                autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
                                lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 
@@ -98,8 +99,8 @@ def image(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else ""
 
 
-def _verdict_of(findings: pl.DataFrame) -> tuple[dict[tuple, str], list[str]]:
-    keys = [c for c in ("representation", "backbone", "seed", "fold") if c in findings.columns]
+def _verdict_of(findings: pl.DataFrame) -> tuple[dict[tuple[Any, ...], str], list[str]]:
+    keys: list[str] = [c for c in ("representation", "backbone", "seed", "fold") if c in findings.columns]
     return {tuple(r[c] for c in keys): r["verdict"] for r in findings.iter_rows(named=True)}, keys
 
 
@@ -182,7 +183,7 @@ def write_report(run: LoadedRun, summary_text: str, named: dict[str, Artifacts],
     """Write ``report.html`` from the analysis artifacts (per step name, in step order): verdict card, grouped
     sections, the findings in words, provenance; ``failed``: (step, error, traceback file) of each step that
     raised, marked at the top (its section is missing, every other one stands)."""
-    groups = {g: [] for g in GROUPS}
+    groups: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
     for art in named.values():
         for sec in art.sections:
             shown = section(sec, art, run)

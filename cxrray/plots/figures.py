@@ -1,4 +1,4 @@
-"""Every analysis figure, in one visual language (``cxrray.analysis.palette``): rows in protocol order, one
+"""Every analysis figure, in one visual language (``cxrray.plots.palette``): rows in protocol order, one
 colour per backbone and per representation across figures, verdict colours, values that cannot be shown
 said in words. matplotlib (Agg) only; each function writes one PNG.
 """
@@ -6,16 +6,18 @@ said in words. matplotlib (Agg) only; each function writes one PNG.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.palette import VERDICTS, backbone_colours, protocol_sorted, row_colours
 from cxrray.data.tasks import TASKS
+from cxrray.plots.palette import VERDICTS, backbone_colours, protocol_sorted, row_colours
 from cxrray.representations import display_order
 
 
-def _plt():
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend, imported on first use (a fast ``--help``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,7 +35,7 @@ def plot_forest(aurocs: pl.DataFrame, findings: pl.DataFrame, path: Path, rows: 
     """AUROC with its 95 % CI per trial (colour: backbone), rows in protocol order; a lung-hiding trial also
     shows its Bonferroni-corrected CI (the one its verdict is judged on) and its verdict in words. Below-chance
     values stay on the axis; a degenerate model is a hollow grey marker."""
-    plt = _plt()
+    plt = pyplot()
     aurocs = protocol_sorted(aurocs.drop_nans("auroc"), rows)
     labels = display_order([str(x) for x in aurocs[rows].unique().to_list()])
     colours = backbone_colours(aurocs["backbone"].to_list())
@@ -87,7 +89,7 @@ def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path,
     in every panel), one line style per seed."""
     from sklearn.metrics import roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     test = predictions.filter(pl.col("split") == "test")
     backbones = sorted(aurocs["backbone"].unique().to_list())
     colours = row_colours([str(x) for x in aurocs[rows].unique().to_list()])
@@ -114,7 +116,7 @@ def plot_saliency_bars(summary: pl.DataFrame, path: Path) -> None:
     """Share of Grad-CAM mass inside the lungs, grouped by representation (protocol order), a bar per backbone
     (its colour) with the 95 % bootstrap CI; a black tick marks the lung area share (what a map spread evenly
     would give). A trial without an interpretable map says so instead of an empty bar."""
-    plt = _plt()
+    plt = pyplot()
     summary = protocol_sorted(summary)
     reps = display_order(summary["representation"].unique().to_list())
     colours = backbone_colours(summary["backbone"].to_list())
@@ -148,7 +150,7 @@ def plot_gradcam_grid(maps: dict[str, dict], path: Path, per_class: int = 2) -> 
     """Rows: trials (representation x backbone, protocol order); columns: ``per_class`` test images of each true
     class. Each cell: the image the model saw (its representation), the Grad-CAM map of the predicted class,
     the lung contour where the model saw the lungs, and the prediction; one colour bar for every map."""
-    plt = _plt()
+    plt = pyplot()
     order = display_order(list({m["representation"] for m in maps.values()}))
     trials = sorted(maps.values(), key=lambda m: (order.index(m["representation"]), m["backbone"]))
     classes = list(trials[0]["all_classes"]) if trials else []

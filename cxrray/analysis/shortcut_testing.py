@@ -23,16 +23,17 @@ rest on one point): **encoding did not vary**. Step
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 from scipy import optimize, stats
 
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
-from cxrray.analysis.verdict import StepWord, Verdict, tone_of
 from cxrray.data.tasks import TASKS
+from cxrray.plots.steps import plot_short
 from cxrray.records import TrialRecord
+from cxrray.scalars import num
+from cxrray.verdicts.verdict import StepWord, Verdict
 
 SLOPE_MARGIN = 0.2  # |gap change| per unit of encoding AUROC called no dependence (0.1 across AUROC 0.5 -> 1)
 MIN_MODELS = 4  # models per cell (factors x seeds) a slope needs
@@ -76,7 +77,7 @@ def balance_gap(part: pl.DataFrame, positive: str, positive_index: int, attribut
     means = []
     for side in (group, reference):
         per_patient = sick.filter(side).group_by("patient_id").agg(pl.col(f"prob_{positive}").mean())
-        means.append((float(per_patient[f"prob_{positive}"].mean()) if per_patient.height else np.nan,
+        means.append((num(per_patient[f"prob_{positive}"].mean()) if per_patient.height else np.nan,
                       per_patient.height))
     (a, na), (b, nb) = means
     return (a - b if min(na, nb) >= MIN_POSITIVE else float("nan")), na, nb
@@ -154,41 +155,7 @@ def too_small(points: pl.DataFrame) -> dict:
     return {"models": points.height, "level": np.nan, "slope": np.nan, "slope_lo": np.nan, "slope_hi": np.nan,
             "p": np.nan, "detectable": np.nan, "verdict": Slope.GROUPS.word,
             "why": f"fewer than {MIN_POSITIVE} positive test patients in a group ({points['groups'][0] or 'groups'}: "
-                   f"{int(points['patients_group'].min())} and {int(points['patients_reference'].min())})"}
-
-
-def plot_short(points: pl.DataFrame, cells: pl.DataFrame, path: Path) -> None:
-    """Per cell: each model's gap against its encoding (labelled by factor), the fitted line, the verdict."""
-    from cxrray.analysis.figures import _plt
-
-    plt = _plt()
-    cell = [c for c in CELL if c in cells.columns]
-    fig, axes = plt.subplots(1, cells.height, figsize=(max(4.5 * cells.height, 6.5), 3.8), squeeze=False)
-    for ax, c in zip(axes[0], cells.iter_rows(named=True), strict=True):
-        pts = points.filter(pl.all_horizontal([pl.col(k) == c[k] for k in cell]))
-        colour = (tone_of(c["verdict"]) or Verdict.DEGENERATE).colour
-        ax.scatter(pts["encoding_auroc"], pts["gap"], color=colour, zorder=2)
-        for r in pts.iter_rows(named=True):
-            ax.annotate(f"{r['factor']:g}", (r["encoding_auroc"], r["gap"]), textcoords="offset points",
-                        xytext=(4, 3), fontsize=7)
-        if c["slope"] == c["slope"]:
-            x = np.linspace(float(pts["encoding_auroc"].min()), float(pts["encoding_auroc"].max()), 20)
-            centre = float(pts["gap"].mean()) + c["slope"] * (x - float(pts["encoding_auroc"].mean()))
-            ax.plot(x, centre, color=colour, lw=1)
-        ax.axhline(0, color="#b0bec5", ls=":", lw=0.8)
-        slope = (f": slope {c['slope']:.2f} [{c['slope_lo']:.2f}, {c['slope_hi']:.2f}]"
-                 if c["slope"] == c["slope"] else "")  # the verdict with the one interval it reads
-        if c["verdict"] == "inconclusive":  # what these models could have found
-            slope += f"\nthese models detect |slope| >= {c['detectable']:.2f} ({POWER:.0%} power)"
-        ax.set_title(f"{c['representation']} / {c['backbone']} / {c['attribute']}\n{c['verdict']}{slope}",
-                     fontsize=9, color=colour)
-        ax.set_xlabel(f"{c['attribute']} encoding (probe AUROC on test)")
-        ax.set_ylabel(f"gap in mean score of the sick ({pts['groups'][0]})")
-    fig.suptitle("Shortcut testing: does the gap move with the attribute's encoding?\n(point labels: the gradient "
-                 "factor of the attribute head)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                   f"{int(num(points['patients_group'].min()))} and {int(num(points['patients_reference'].min()))})"}
 
 
 @analysis_step(order=47)
@@ -203,7 +170,7 @@ def shortcut_testing(run: LoadedRun) -> Artifacts:
     if cells.is_empty():
         return a
     a.tables["shortcut_testing"] = cells
-    plot_short(points, cells, run.figure("shortcut_testing"))
+    plot_short(points, cells, run.figure("shortcut_testing"), [c for c in CELL if c in cells.columns], POWER)
     a.figures["shortcut_testing"] = ("each ShorT model's gap against its encoding of the attribute (labels: the "
                                      "gradient factor), the least-squares line; colour: the cell's verdict")
     lines = [f"- {r['representation']} / {r['backbone']} / {r['attribute']}: {r['verdict']}: slope "

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrray.analysis.saliency import load_trial
 from cxrray.data.shards import LocalSplit
+from cxrray.explain.saliency import load_trial
 from cxrray.representations import InputPipeline, apply_representation, hide_seek_representations, out_channels
 
 MODELS_PER_JOB = 16  # models one job holds at once (memory), each job reading its split once

@@ -102,7 +102,8 @@ class TrialCache:
         stem.with_suffix(".parquet").unlink(missing_ok=True)  # the entry is incomplete until its table is back
         stem.with_suffix(".weights").write_text(weights)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in (arrays or {}).items()})
+        named: dict[str, Any] = {k: np.asarray(v) for k, v in (arrays or {}).items()}  # (numpy types **kwds)
+        np.savez_compressed(buf, **named)
         part = stem.with_suffix(".npz.partial")
         part.write_bytes(buf.getvalue())
         part.rename(stem.with_suffix(".npz"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from cxrray.analysis.verdict import AUROC_EFFECT, Verdict, judge
+from cxrray.verdicts.verdict import AUROC_EFFECT, Verdict, judge
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,10 @@ def _scores(rng: np.random.Generator, auc: float, y: np.ndarray, b: np.ndarray, 
             ) -> np.ndarray:
     noise = np.sqrt(icc) * b + np.sqrt(1 - icc) * e
     if auc >= 1.0:
-        return stats.norm.cdf(noise) + y  # every positive above every negative
+        return np.asarray(stats.norm.cdf(noise) + y)  # every positive above every negative
     if auc <= 0.0:
-        return stats.norm.cdf(noise) - y
-    return np.sqrt(2) * stats.norm.ppf(auc) * y + noise
+        return np.asarray(stats.norm.cdf(noise) - y)
+    return np.asarray(np.sqrt(2) * stats.norm.ppf(auc) * y + noise)
 
 
 def draw(rng: np.random.Generator, t: Truth) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -91,42 +91,3 @@ def verdict_oc(t: Truth, reps: int, seed: int = 0, m: int = 1) -> dict[str, floa
                                                   Verdict.NO_SHORTCUT, Verdict.INCONCLUSIVE, Verdict.TOO_FEW)}
             | {"false_claims": false / reps, "cover_auroc": cover["auroc"] / reps, "cover_drop": cover["drop"] / reps,
                "cover_retained": cover["retained"] / retained_n if retained_n else float("nan")})
-
-
-def calibration_oc(patients: int, images: int, reps: int, seed: int = 0) -> dict[str, float]:
-    """A calibrated model whose patients share label and score: how often the calibration test flags it, and how
-    often the intercept's and slope's intervals cover 0 and 1."""
-    from cxrray.analysis.calibration import calibration_test
-
-    rng = np.random.default_rng(seed)
-    flags = cover_i = cover_s = 0
-    for k in range(reps):
-        p = rng.beta(2, 2, patients)
-        y = rng.random(patients) < p
-        sizes = rng.integers(1, images + 1, patients)
-        pid = np.repeat(np.arange(patients), sizes)
-        r = calibration_test(y[pid], p[pid], pid, seed=k, boot=199)
-        flags += r["p"] < 0.05
-        cover_i += r["intercept_lo"] <= 0 <= r["intercept_hi"]
-        cover_s += r["slope_lo"] <= 1 <= r["slope_hi"]
-    return {"false_flags": flags / reps, "cover_intercept": cover_i / reps, "cover_slope": cover_s / reps}
-
-
-def subgroup_oc(patients: int, images: int, icc: float, reps: int, seed: int = 0) -> dict[str, float]:
-    """No gap planted: how often the sex comparison (one test, patients as the unit) finds one."""
-    import polars as pl
-
-    from cxrray.analysis.subgroups import trial_subgroups
-
-    rng = np.random.default_rng(seed)
-    gaps = tested = 0
-    for _ in range(reps):
-        y, g, h, _ = draw(rng, Truth(0.8, 0.9, patients, images, icc))
-        sex = np.where(rng.random(patients) < 0.5, "F", "M")[g]
-        part = pl.DataFrame({"patient_id": g.astype(str), "target": y.astype(int), "prob_CVP": h, "sex": sex,
-                             "source": "a"})
-        row = next((r for r in trial_subgroups(part, 1, "CVP") if r["attribute"] == "sex"), None)
-        if row is not None and row["p"] == row["p"]:
-            tested += 1
-            gaps += row["p"] < 0.05
-    return {"tested": tested / reps, "false_gaps": gaps / tested if tested else float("nan")}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from cxrray.analysis.verdict import Rules, Verdict
 from cxrray.stats.delong import score_interval
+from cxrray.verdicts.verdict import Rules, Verdict
 
 MAX_PATIENTS = 1_000_000
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from cxrray.analysis.verdict import Verdict
 from cxrray.representations import REPRESENTATIONS, display_order
+from cxrray.verdicts.verdict import Verdict
 
 # verdict -> (strong colour for figures and marks, light background for table cells, mark, meaning): from the
 # verdict vocabulary (``verdict.Verdict``), plus the lungs-visible reference rows of the tables

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.figures import plot_roc_curves
-from cxrray.analysis.palette import protocol_sorted
 from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
+from cxrray.plots.figures import plot_roc_curves
+from cxrray.plots.palette import protocol_sorted
+from cxrray.scalars import num
 from cxrray.stats.delong import SCORE_METHOD, auroc_interval, patients_per_class
 
 AXES = CONDITION_AXES  # the axes a study varies as table rows (cxrray.config)
@@ -146,7 +147,8 @@ def aurocs(run: LoadedRun) -> Artifacts:
     """Test AUROC per trial with its interval, the condition x backbone table, forest plot and ROC curves."""
     table = auroc_table(run.aurocs, run.rows)
     a = Artifacts(tables={"trial_aurocs": run.selected, "auroc_table": table})
-    n_pos, n_neg = (int(run.aurocs["n_pos"].max()), int(run.aurocs["n_neg"].max())) if run.aurocs.height else (0, 0)
+    n_pos, n_neg = ((int(num(run.aurocs["n_pos"].max())), int(num(run.aurocs["n_neg"].max())))
+                    if run.aurocs.height else (0, 0))
     chosen = (f"; per cell the best of {run.n_trials // max(run.aurocs.height, 1)} hyper-parameter settings by "
               "validation AUROC") if run.n_trials > run.aurocs.height else ""
     a.text = format_table(table, f"Test AUROC, {positive_title(run.aurocs)}, with its 95 % interval ({SCORE_METHOD}; "

@@ -34,7 +34,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cxrray.analysis.subgroups import age_band
+from cxrray.data.manifest import age_band
 from cxrray.data.shards import read_split_local
 from cxrray.representations import apply_representation
 
