@@ -15,8 +15,8 @@ PKG = ROOT / "cxrray"
 
 PARTS = {  # part -> the paths it is made of (relative to the repository root); the first match wins
     "Commands": ("sweeps/", "cxrray/studies/", "cxrray/analysis/__main__.py"),  # entry points: the top floor
-    "Core": ("cxrray/config.py", "cxrray/registry.py", "cxrray/records.py",
-             "cxrray/runlock.py", "cxrray/provenance.py", "cxrray/wandb_run.py",
+    "Core": ("cxrray/config.py", "cxrray/registry.py", "cxrray/records.py", "cxrray/declared.py",
+             "cxrray/scalars.py", "cxrray/runlock.py", "cxrray/provenance.py", "cxrray/wandb_run.py",
              "cxrray/__init__.py"),
     "Stats": ("cxrray/stats/",),  # pure functions of arrays: every stage may call them, they call no stage
     "Data": ("cxrray/data/",),

@@ -44,7 +44,7 @@ def test_the_cxrray_command_runs_each_study_with_its_options_and_errors():
                                     capture_output=True, text=True, cwd=ROOT, timeout=120)
     bad = run("hide-seek", "--image-size", "-32")
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "cxrray hide-seek: error: --image-size -32 is out of range: 16 to 4096 px")
+        "cxrray hide-seek: error: --image-size -32 is out of range: [16, 4096] (px)")
     unknown = run("hide_seek")
     assert unknown.returncode == 2 and "unknown command 'hide_seek' (did you mean 'hide-seek'?)" in unknown.stderr
     assert run("plan", "--help").stdout.startswith("usage: python -m cxrray.analysis plan")

@@ -58,11 +58,11 @@ def _unwritable_out(tmp_path):
 
 
 def _negative_image_size(tmp_path):
-    return ["--image-size", "-32"], "--image-size -32 is out of range: 16 to 4096 px"
+    return ["--image-size", "-32"], "--image-size -32 is out of range: [16, 4096] (px)"
 
 
 def _huge_image_size(tmp_path):
-    return ["--image-size", "100000"], "--image-size 100000 is out of range: 16 to 4096 px"
+    return ["--image-size", "100000"], "--image-size 100000 is out of range: [16, 4096] (px)"
 
 
 def _too_small_for_the_backbone(tmp_path):
@@ -71,7 +71,7 @@ def _too_small_for_the_backbone(tmp_path):
 
 
 def _negative_epochs(tmp_path):
-    return ["--epochs", "-1"], "--epochs -1 is out of range: 1 to 100000 epochs"
+    return ["--epochs", "-1"], "--epochs -1 is out of range: [1, 100000] (epochs)"
 
 
 def _fractional_epochs_in_a_study_file(tmp_path):

@@ -103,7 +103,8 @@ def test_the_analysis_refuses_fewer_than_one_worker(workers, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cxrray.analysis", str(tmp_path), "--workers", str(workers)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"python -m cxrray.analysis: error: --workers {workers}: must be 1 or more"
+    assert proc.stderr.strip() == f"python -m cxrray.analysis: error: --workers {workers} is out of range: " \
+        "[1, 100000] (workers)"
     assert not list(tmp_path.iterdir())  # refused before the run folder's lock was taken
 
 

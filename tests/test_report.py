@@ -179,13 +179,13 @@ def test_report_prints_with_every_auroc_and_ci_on_the_first_page(planted, tmp_pa
 def test_the_analysis_runs_the_steps_chosen_and_says_which(planted, tmp_path):
     """``--analysis statistics`` leaves out every step that loads the saved models, ``--skip`` names more; the
     text (and so the report) says which steps ran; a misspelt step is refused with the valid names."""
-    from cxrray.analysis.steps import analysis_options
+    from cxrray.analysis.steps import AnalysisOptions, analysis_options
     from cxrray.registry import UnknownNameError
 
     out, full = planted
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
-    options = analysis_options("statistics", ("calibration",))
+    options = analysis_options("statistics", AnalysisOptions(skip=("calibration",)))
     assert options.skip == ("calibration", "saliency", "transfer")
     result = run_analysis(copy, options)
     assert list(result.artifacts) == [s for s in full.artifacts if s not in options.skip]
@@ -194,4 +194,4 @@ def test_the_analysis_runs_the_steps_chosen_and_says_which(planted, tmp_path):
     text, _ = _page(result.report)
     assert "skipped calibration, saliency, transfer" in text
     with pytest.raises(UnknownNameError, match=r"valid: .*bias.*transfer"):
-        analysis_options("all", ("tranfser",))
+        analysis_options("all", AnalysisOptions(skip=("tranfser",)))

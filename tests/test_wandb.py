@@ -87,9 +87,7 @@ def test_workers_get_the_drivers_wandb_credentials_entity_and_project(tmp_path, 
     monkeypatch.delenv("WANDB_ENTITY", raising=False)
     monkeypatch.setenv("UNRELATED_SECRET", "x")
     monkeypatch.setattr("cxrray.tuning.precheck.wandb_reachable", lambda timeout=10.0: "")  # no network here
-    p = cli.study_parser(None)
-    cli.add_training_args(p, cli.Study)
-    cli.add_resource_args(p, cli.Study)
+    p = cli.study_parser(None, cli.Study)
     study = cli.parse_study(p, ["--wandb", "online", "--entity", "my-lab", "--out", str(tmp_path)], cli.Study)
     assert (study.wandb, study.entity) == ("online", "my-lab")
     env = worker_env(tmp_path, "online")

@@ -6,56 +6,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cxrray.declared import OneLineParser, add_arguments, from_arguments
 from cxrray.registry import UnknownNameError, UserError
-
-
-def ranged(lo: float, hi: float, kind: type = float, *, open_lo: bool = False, open_hi: bool = False) -> Callable:
-    """An argparse type: a number of ``kind`` in [lo, hi] (an open end excludes it); anything else is argparse's
-    one-line error naming the option, before any work."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
-        if value < lo or value > hi or (open_lo and value == lo) or (open_hi and value == hi):
-            ends = f"{'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
-            raise argparse.ArgumentTypeError(f"{text} is out of range: {ends}")
-        return value
-    return parse
 
 
 def plan(argv: list[str]) -> int:
     """The ``plan`` command: simulated test sets of growing size judged by the verdict rule."""
-    p = argparse.ArgumentParser(prog="python -m cxrray.analysis plan", description=(
+    from cxrray.verdicts.plan import PlanQuestion, format_plan
+
+    p = OneLineParser(prog="python -m cxrray.analysis plan", description=(
         "Test patients needed for a confident shortcut (hidden AUROC above chance + margin) or no_shortcut (inside "
         "it), by simulating clustered test sets and judging each with the verdict rule."))
-    p.add_argument("--auroc-hidden", type=ranged(0, 1), required=True, help="true AUROC of the lung-hiding model")
-    p.add_argument("--auroc-original", type=ranged(0, 1), default=0.9, help="true AUROC of the original model")
-    p.add_argument("--images", type=ranged(1, 1000, int), default=2, help="images per patient (1..images, uniform)")
-    p.add_argument("--icc", type=ranged(0, 1, open_hi=True), default=0.5, help="intra-patient correlation of the "
-                   "scores, in [0, 1)")
-    p.add_argument("--prevalence", type=ranged(0, 1, open_lo=True, open_hi=True), default=0.4,
-                   help="share of positive patients, in (0, 1)")
-    p.add_argument("--trials", type=ranged(1, 100_000, int), default=2, help="lung-hiding trials tested together "
-                   "(Bonferroni m)")
-    p.add_argument("--power", type=ranged(0, 1, open_lo=True, open_hi=True), default=0.8,
-                   help="share of test sets that must reach the verdict, in (0, 1)")
-    p.add_argument("--reps", type=ranged(20, 100_000, int), default=200, help="simulated test sets per size "
-                   "(at least 20: fewer cannot estimate a share of 80 %%)")
-    p.add_argument("--margin", type=ranged(0, 0.5, open_lo=True, open_hi=True), default=0.1,
-                   help="equivalence margin around AUROC 0.5, in (0, 0.5)")
-    args = p.parse_args(argv)
-    from cxrray.verdicts.plan import format_plan, patients_needed
-    from cxrray.verdicts.verdict import Rules
-
-    result = patients_needed(args.auroc_hidden, args.auroc_original, args.images, args.icc, args.prevalence,
-                             args.trials, Rules(margin_auroc=args.margin), args.power, args.reps)
-    print(format_plan(result, args.auroc_hidden, args.auroc_original))
+    add_arguments(p, PlanQuestion, defaults=True)  # each option's type, range and help: PlanQuestion's fields
+    question = PlanQuestion(**from_arguments(PlanQuestion, vars(p.parse_args(argv))))
+    print(format_plan(question.answer(), question.auroc_hidden, question.auroc_original))
     return 0
 
 
@@ -105,55 +72,33 @@ def main(argv: list[str] | None = None) -> int:
         return plan(argv[1:])
     if argv[:1] == ["workspace"]:
         return workspace(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m cxrray.analysis", description=__doc__)
+    p = OneLineParser(prog="python -m cxrray.analysis", description=__doc__)
     p.add_argument("run_dir", nargs="?", help="a sweep's run directory (its --out: holds predictions.parquet, "
                    "results.parquet)")
     p.add_argument("--out", help="the same run directory, spelled as the sweeps spell it")
-    p.add_argument("--saliency", type=int, default=32, help="test images per trial for Grad-CAM (0: skip)")
-    p.add_argument("--lime", type=int, default=0, help="of those, images per trial also explained with LIME "
-                   "(COVID-CXNet's second method; about 0.5 s per image at 64 px on a CPU)")
-    p.add_argument("--no-transfer", action="store_true", help="skip the transfer matrix (each saved model scored "
-                   "on every representation of its test images)")
     p.add_argument("--analysis", choices=["all", "statistics"], default="all", help="all steps (default), or "
                    "statistics: no step that loads the saved models (saliency, transfer)")
-    p.add_argument("--skip", nargs="+", default=[], metavar="STEP", help="registered analysis steps not to run "
-                   "(e.g. transfer saliency); the report says which ran")
-    p.add_argument("--transfer-patients", type=int, default=1000, help="score the transfer matrix on a random "
-                   "sample of this many test patients when a split has more (the same for every model; default "
-                   "1000: about 24 CPU-hours at paper scale instead of hundreds; 0: every patient)")
-    p.add_argument("--model-seeds", type=int, default=1, help="saliency and the transfer matrix explain the models "
-                   "of the run's first N seeds (default 1: seeds are a cell's replicates; 0: every seed)")
-    p.add_argument("--workers", type=int, default=1, help="saliency and transfer jobs at once, as Ray tasks on a "
-                   "local Ray instance of this many CPUs (default 1: in this process, no Ray)")
-    p.add_argument("--gpu", action="store_true", help="score the transfer matrix on the GPU; saliency "
-                   "stays on the CPUs")
-    p.add_argument("--family", nargs="+", default=["study", "task", "seed", "fold"],
-                   help="columns that define one family of DeLong tests, adjusted together (Bonferroni, Holm); "
-                        "e.g. --family study compares every pair of trials of the study")
-    p.add_argument("--alpha", type=float, default=0.05, help="family-wise error of the shortcut verdicts "
-                   "(Bonferroni over the lung-hiding trials or cells)")
-    p.add_argument("--equivalence-auroc", type=float, default=0.1, help="no_shortcut needs the hidden AUROC's "
-                   "interval inside 0.5 +/- this margin")
-    p.add_argument("--equivalence-retained", type=float, default=0.5, help="... and, with a usable original, "
-                   "the retained fraction's interval inside +/- this margin")
-    args = p.parse_args(argv)
-    if (args.run_dir is None) == (args.out is None):
-        p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
-    from cxrray.analysis.steps import analysis_options
+    from cxrray.analysis.steps import AnalysisOptions, analysis_options
     from cxrray.explain.fanout import Placement
-    from cxrray.report.analyze import run_analysis  # torch (saliency) loads after --help
-    from cxrray.runlock import claim
     from cxrray.verdicts.verdict import Rules
 
+    groups: dict[str, Any] = {}
+    for record in (AnalysisOptions, Placement, Rules):  # every other option: declared once, on its record
+        add_arguments(p, record, defaults=True, ranged=False, groups=groups)  # (ranges: the records' own checks)
+    given = vars(p.parse_args(argv))
+    if (given["run_dir"] is None) == (given["out"] is None):
+        p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
+    run_dir = Path(given["run_dir"] or given["out"])
+    from cxrray.report.analyze import run_analysis  # torch (saliency) loads after --help
+    from cxrray.runlock import claim
+
     try:  # each option is checked by the record that declares it (Rules, AnalysisOptions, Placement)
-        rules = Rules(args.alpha, args.equivalence_auroc, args.equivalence_retained)
-        options = analysis_options(
-            args.analysis, tuple(args.skip), saliency=args.saliency, family=tuple(args.family), lime=args.lime,
-            transfer=not args.no_transfer, rules=rules, placement=Placement(args.workers, int(args.gpu)),
-            transfer_patients=args.transfer_patients, model_seeds=args.model_seeds)
-        if Path(args.run_dir or args.out).is_dir():
-            claim(Path(args.run_dir or args.out))  # never while a sweep writes the same run directory
-        result = run_analysis(args.run_dir or args.out, options)
+        chosen = AnalysisOptions(**from_arguments(AnalysisOptions, given), rules=Rules(**from_arguments(
+            Rules, given)), placement=Placement(**from_arguments(Placement, given)))
+        options = analysis_options(given["analysis"], chosen)
+        if run_dir.is_dir():
+            claim(run_dir)  # never while a sweep writes the same run directory
+        result = run_analysis(run_dir, options)
     except (UserError, UnknownNameError) as exc:  # bad input (a damaged run file: named; --skip bogus) in one line
         print(f"python -m cxrray.analysis: error: {exc}", file=sys.stderr)
         return 2

@@ -178,7 +178,7 @@ def shortcut_testing(run: LoadedRun) -> Artifacts:
                 f"{r['models']} models)" if r["slope"] == r["slope"] else f"- ({r['models']} models)")
              + (f"; not estimated: {r['why']}" if r.get("why") else "")
              + (f"; these models find only |slope| >= {r['detectable']:.2f} with {POWER:.0%} power: more seeds "
-                f"narrow it" if r["verdict"] == "inconclusive" else "")
+                f"narrow it" if r["verdict"] == Slope.INCONCLUSIVE.word else "")
              for r in cells.iter_rows(named=True)]
     a.text = (f"\n\nShortcut testing (ShorT: the gap in mean score of the sick between groups against the attribute's "
               f"encoding; no dependence = slope inside +/- {SLOPE_MARGIN}):\n" + "\n".join(lines))

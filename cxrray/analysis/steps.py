@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from cxrray.config import RunLayout, TrialSpec
+from cxrray.declared import check_ranges, option
 from cxrray.explain.fanout import Placement
 from cxrray.registry import Registry, UserError
 from cxrray.verdicts.verdict import Rules
@@ -30,22 +30,29 @@ FAMILY_COLUMNS = tuple(f.name for f in fields(TrialSpec) if f.name not in ("reci
 class AnalysisOptions:
     """What a user can choose about an analysis run."""
 
-    saliency: int = 32  # test images per trial for Grad-CAM (0 skips it)
-    lime: int = 0  # of those, images per trial also explained with LIME
-    family: tuple[str, ...] = ("study", "task", "seed", "fold")  # columns whose equal values form a DeLong family
-    transfer: bool = True  # score each saved model on every representation (the transfer matrix)
-    transfer_patients: int = 1000  # ... on a random sample of this many test patients when there are more (0: all)
-    model_seeds: int = 1  # saliency and transfer load the models of the run's first this many seeds (0: every seed)
-    rules: Rules = field(default_factory=Rules)  # the verdict's alpha and equivalence margins
-    skip: tuple[str, ...] = ()  # registered steps not to run (``analyze.analysis_options`` checks the names)
-    placement: Placement = field(default_factory=Placement)  # where saliency and transfer run (``fanout``)
+    saliency: int = option(32, "test images per trial for Grad-CAM (0: skip)", lo=0, hi=100_000, unit="images")
+    lime: int = option(0, "of those, images per trial also explained with LIME (COVID-CXNet's second method; "
+                       "about 0.5 s per image at 64 px on a CPU)", lo=0, hi=100_000, unit="images")
+    family: tuple[str, ...] = option(("study", "task", "seed", "fold"), "columns that define one family of DeLong "
+                                     "tests, adjusted together (Bonferroni, Holm); e.g. --family study compares "
+                                     "every pair of trials of the study")
+    transfer: bool = option(True, "skip the transfer matrix (each saved model scored on every representation of "
+                            "its test images)", flag="--no-transfer")
+    transfer_patients: int = option(1000, "score the transfer matrix on a random sample of this many test "
+                                    "patients when a split has more (the same for every model; about 24 CPU-hours "
+                                    "at paper scale instead of hundreds; 0: every patient)", lo=0, hi=100_000_000,
+                                    unit="patients")
+    model_seeds: int = option(1, "saliency and the transfer matrix explain the models of the run's first N seeds "
+                              "(seeds are a cell's replicates; 0: every seed)", lo=0, hi=100_000, unit="seeds")
+    rules: Rules = field(default_factory=Rules)  # the verdict's alpha and equivalence margins (declared there)
+    skip: tuple[str, ...] = option((), "registered analysis steps not to run (e.g. transfer saliency); the report "
+                                   "says which ran", metavar="STEP")
+    placement: Placement = field(default_factory=Placement)  # where saliency and transfer run (declared there)
 
     def __post_init__(self) -> None:
         """Every choice in range, every family column a trial's field, before any step runs: a dropped unknown
         column would pool the seeds into one family, and ``saliency -5`` would say it ran."""
-        for name in ("saliency", "lime", "transfer_patients", "model_seeds"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 0 or more")
+        check_ranges(self)
         unknown = [c for c in self.family if c not in FAMILY_COLUMNS]
         if unknown or not self.family:
             near = difflib.get_close_matches(unknown[0], FAMILY_COLUMNS, n=1) if unknown else []
@@ -172,13 +179,13 @@ def ordered_steps() -> list[AnalysisStep]:
     return sorted((ANALYSES.get(n) for n in ANALYSES.names()), key=lambda s: (s.order, s.name))
 
 
-def analysis_options(analysis: str = "all", skip: tuple[str, ...] = (), **options: Any) -> AnalysisOptions:
+def analysis_options(analysis: str = "all", options: AnalysisOptions = AnalysisOptions()) -> AnalysisOptions:
     """The analysis a user chose: ``analysis`` "all" (every registered step) or "statistics" (no step that loads
-    the saved models: saliency, transfer; minutes instead of hours at paper scale), less the steps named in
-    ``skip``; every name checked against the registry (its error lists the valid ones), before Ray starts."""
-    for name in skip:
+    the saved models: saliency, transfer; minutes instead of hours at paper scale), less the steps ``options``
+    skips; every name checked against the registry (its error lists the valid ones), before Ray starts."""
+    for name in options.skip:
         ANALYSES.get(name)
     if analysis not in ("all", "statistics"):
         raise UserError(f"--analysis {analysis!r}: valid: all, statistics")
     models = tuple(s.name for s in ordered_steps() if s.models) if analysis == "statistics" else ()
-    return AnalysisOptions(skip=tuple(sorted({*skip, *models})), **options)
+    return replace(options, skip=tuple(sorted({*options.skip, *models})))

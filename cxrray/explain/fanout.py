@@ -6,7 +6,7 @@ models scored on one test split) that ``fan_out`` runs one after the other here 
 needed), or as Ray tasks, one CPU each, or, for the transfer scoring with ``gpus``, one GPU each (in float32,
 ``Placement.precision``). Results come back in job order, so a table is the same however the
 jobs ran. The sweeps place the analysis on the Ray instance their trials used (``Placement.of_cluster``);
-``python -m cxrray.analysis --workers N [--gpu]`` starts a local one.
+``python -m cxrray.analysis --workers N [--gpus N]`` starts a local one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from cxrray.registry import UserError
+from cxrray.declared import check_ranges, option
+
+PLACE = "where the model-based steps run"  # their --help section
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -26,13 +28,13 @@ class Placement:
     """Where the model-based jobs run: ``workers`` CPU jobs at once (1: here, in order); with ``gpus``, the
     transfer scoring runs one job per GPU instead (saliency stays on the CPUs)."""
 
-    workers: int = 1
-    gpus: int = 0
+    workers: int = option(1, "saliency and transfer jobs at once, as Ray tasks on a local Ray instance of this "
+                          "many CPUs (1: in this process, no Ray)", lo=1, hi=100_000, unit="workers", group=PLACE)
+    gpus: int = option(0, "GPUs that score the transfer matrix, one job each (saliency stays on the CPUs)", lo=0,
+                       hi=1024, unit="GPUs", group=PLACE)
 
     def __post_init__(self) -> None:
-        if self.workers < 1 or self.gpus < 0:
-            raise UserError(f"--workers {self.workers}: must be 1 or more" if self.workers < 1 else
-                            f"{self.gpus} GPUs: must be 0 or more")
+        check_ranges(self)
 
     @property
     def device(self) -> str:

@@ -14,6 +14,7 @@ import polars as pl
 from cxrray.data.tasks import TASKS
 from cxrray.plots.palette import VERDICTS, backbone_colours, protocol_sorted, row_colours
 from cxrray.representations import display_order
+from cxrray.verdicts.verdict import Verdict
 
 
 def pyplot() -> ModuleType:
@@ -57,7 +58,7 @@ def plot_forest(aurocs: pl.DataFrame, findings: pl.DataFrame, path: Path, rows: 
             c = "#9e9e9e" if degenerate else colours[r["backbone"]]
             ax.errorbar(r["auroc"], y, xerr=[[r["auroc"] - r["ci_lo"]], [r["ci_hi"] - r["auroc"]]], fmt="o",
                         color=c, mfc="white" if degenerate else c, capsize=3, ms=6)
-            verdict = "degenerate" if degenerate else (f["verdict"] if f is not None else "")
+            verdict = Verdict.DEGENERATE.word if degenerate else (f["verdict"] if f is not None else "")
             if verdict:
                 ax.text(1.03, y, verdict.replace("_", " ").upper(), color=VERDICTS[verdict][0], va="center",
                         fontsize=8, fontweight="bold", transform=ax.get_yaxis_transform())
@@ -72,7 +73,7 @@ def plot_forest(aurocs: pl.DataFrame, findings: pl.DataFrame, path: Path, rows: 
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=11)
     handles = [plt.Line2D([], [], color=c, marker="o", ls="-", label=bb) for bb, c in colours.items()]
-    handles.append(plt.Line2D([], [], color=VERDICTS["shortcut"][0], lw=7, alpha=0.25,
+    handles.append(plt.Line2D([], [], color=Verdict.SHORTCUT.colour, lw=7, alpha=0.25,
                               label="corrected CI (lung-hiding; colour = verdict)"))
     handles.append(plt.Line2D([], [], color="grey", ls="--", label="chance (0.5)"))
     # Below the axis label whatever the plot's height (a fixed offset in font sizes, not in axes fractions:

@@ -27,7 +27,8 @@ class Begun:
 def begin(study: Study, argv: list[str] | None) -> Begun:
     """Before Ray starts: the analysis steps checked (a misspelt one fails here), the run folder made and its lock
     taken (``start`` writes ``study.yaml`` once the input is checked)."""
-    chosen = analysis_options(study.analysis, study.skip, placement=Placement(1, int(study.gpu)))
+    chosen = analysis_options(study.analysis, AnalysisOptions(skip=study.skip,
+                                                              placement=Placement(1, int(study.gpu))))
     study.claim()
     run_dir = study.out.resolve()
     return Begun(run_dir, chosen, time.time(), None if argv is None else tuple(argv))

@@ -22,8 +22,10 @@ from typing import Any, ClassVar, Literal
 
 from cxrray.config import RunLayout
 from cxrray.data.phantom import SIGNATURE
+from cxrray.declared import option
 from cxrray.tuning import cli
 from cxrray.tuning.names import names
+from cxrray.tuning.options import AXES, DATA, mask_unet_option, masks_unchecked_option, out_option
 
 HIDE_SEEK_REPRESENTATIONS = tuple(names("hide_seek"))  # Sadre et al.'s five, in protocol order (their registry entries)
 
@@ -48,23 +50,49 @@ class HideSeek(cli.Study):
         "representations": ["original", "lungs_removed"], "backbones": ["basecnn"], "epochs": 1,
         "image_size": 32, "phantom_patients": 36}
 
-    out: Path = Path("runs/hide_seek")
-    manifest: Path | None = None
-    phantom_patients: int = 160
-    phantom: Literal["covid", "pneumothorax", "border"] = "covid"
-    confound: float = 1.0
-    signature: float = SIGNATURE
-    phantom_seed: int = 0
-    split_seed: int = 0
-    masks_unchecked: bool = False
-    mask_unet: Path | None = None
-    representations: tuple[str, ...] = HIDE_SEEK_REPRESENTATIONS
-    backbones: tuple[str, ...] = ("resnet18", "densenet121")
-    seeds: tuple[int, ...] = (0,)
-    mask_dilation: tuple[int, ...] = (0,)
-    methods: tuple[str, ...] = ("standard",)
-    task: str | None = None
-    smoke_test: bool = False
+    out: Path = out_option("runs/hide_seek")
+    manifest: Path | None = option(None, "manifest CSV/parquet (image_path, mask_path, patient_id, source, label, "
+                                   "severity, view, sex, age; paths relative to it)", group=DATA,
+                                   default_text="generate the phantom")
+    phantom_patients: int = option(160, "phantom size in patients (1-3 images each)", group=DATA, lo=6,
+                                   hi=1_000_000, unit="patients")
+    phantom: Literal["covid", "pneumothorax", "border"] = option(
+        "covid", "which phantom without --manifest: covid (COVID-19 vs rest, a source confound), pneumothorax "
+        "(task finding_Pneumothorax; positives may carry a chest drain outside the lungs, the device shortcut) or "
+        "border (COVID-19 drawn only in a band just inside the lung border, which the masks miss: the known "
+        "answer of --mask-dilation)", group=DATA)
+    confound: float = option(1.0, "phantom shortcut strength: covid, the source confound (1 = each class from its "
+                             "own hospital; 0 = independent); pneumothorax, the share of positives with a drain",
+                             group=DATA, lo=0.0, hi=1.0, unit="share")
+    signature: float = option(SIGNATURE, "phantom: strength of each hospital's global intensity style (gamma, "
+                              "noise, border) in [0, 1]; its burn-in text and marker are always there, told apart "
+                              "only by place (at the default, intensity statistics alone cannot tell the "
+                              "hospitals apart)", group=DATA, lo=0.0, hi=1.0, unit="strength")
+    phantom_seed: int = option(0, "seed of the phantom generator", group=DATA)
+    split_seed: int = option(0, "seed of the patient-level 60/20/20 split", group=DATA)
+    masks_unchecked: bool = masks_unchecked_option()
+    mask_unet: Path | None = mask_unet_option()
+    representations: tuple[str, ...] = option(HIDE_SEEK_REPRESENTATIONS, "input representations (the default: "
+                                              "the five of Sadre et al.)", group=AXES, registry="representation")
+    backbones: tuple[str, ...] = option(("resnet18", "densenet121"), "backbones (the default pair learns the "
+                                        "phantom in 8 CPU epochs; basecnn, the COVID-CXNet base CNN, often sits at "
+                                        "chance there)", group=AXES, registry="backbone")
+    seeds: tuple[int, ...] = option((0,), "training seeds: replicates of every cell", group=AXES)
+    mask_dilation: tuple[int, ...] = option((0,), "mask-dilation sensitivity: rerun the lung-hiding "
+                                            "representations with the lung mask grown by each PX pixels at the "
+                                            "model's resolution (e.g. 0 4 8); the report shows whether each "
+                                            "verdict survives (0: none)", group=AXES, metavar="PX")
+    methods: tuple[str, ...] = option(("standard",), "training methods: short_sex or short_age_band runs "
+                                      "shortcut testing (ShorT: an attribute head whose gradient into the "
+                                      "backbone is scaled by -1, -0.5, 0, 0.5, 1; one trial each; give it 3-4 "
+                                      "--seeds: 10 models found a planted phantom shortcut half the time, 20 every "
+                                      "time), short_sex_0.5 one factor; fucitnet", group=AXES)
+    task: str | None = option(None, "classification task (CL2: COVID-19 (CVP) vs all other labels (NCV); "
+                              "finding_Pneumothorax for the pneumothorax phantom; finding_<Name> for any binary "
+                              "finding column of the manifest)", group=AXES, registry="task",
+                              default_text="CL2, or finding_Pneumothorax on the pneumothorax phantom")
+    smoke_test: bool = option(False, "smallest real sweep: 2 representations x basecnn, 1 epoch, 32 px, 36 "
+                              "phantom patients (options given on the command line or in --config win)")
 
     def derive(self) -> HideSeek:
         pneumothorax = self.phantom == "pneumothorax" and not self.manifest
@@ -82,49 +110,7 @@ class HideSeek(cli.Study):
 
 
 def parse_args(argv: list[str] | None = None) -> HideSeek:
-    p = cli.study_parser(__doc__)
-    d = p.add_argument_group("data")
-    d.add_argument("--manifest", type=Path, help="manifest CSV/parquet (image_path, mask_path, patient_id, source, "
-                   "label, severity, view, sex, age; paths relative to it). Default: generate the phantom")
-    d.add_argument("--phantom-patients", type=int, help="phantom size in patients (1-3 images each; default 160)")
-    d.add_argument("--phantom", choices=["covid", "pneumothorax", "border"], help="which phantom without "
-                   "--manifest: covid (COVID-19 vs rest, a source confound; the default), pneumothorax (task "
-                   "finding_Pneumothorax; positives may carry a chest drain outside the lungs, the device "
-                   "shortcut) or border (COVID-19 drawn only in a band just inside the lung border, which the "
-                   "masks miss: the known answer of --mask-dilation)")
-    d.add_argument("--confound", type=float,
-                   help="phantom shortcut strength: covid, the source confound (1 = each class from its own "
-                        "hospital, the default; 0 = independent); pneumothorax, the share of positives with a drain")
-    d.add_argument("--signature", type=float,
-                   help="phantom: strength of each hospital's global intensity style (gamma, noise, border) in "
-                        "[0, 1]; its burn-in text and marker are always there, told apart only by place "
-                        f"(default {SIGNATURE}: intensity statistics alone cannot tell the hospitals apart)")
-    d.add_argument("--phantom-seed", type=int, help="seed of the phantom generator (default 0)")
-    d.add_argument("--split-seed", type=int, help="seed of the patient-level 60/20/20 split (default 0)")
-    cli.add_mask_arg(d)
-    s = p.add_argument_group("sweep axes")
-    s.add_argument("--representations", nargs="+",
-                   help=cli.valid_names(f"default: the five of Sadre et al. ({', '.join(HIDE_SEEK_REPRESENTATIONS)})",
-                                        "representation"))
-    s.add_argument("--backbones", nargs="+", help=cli.valid_names(
-        "default: resnet18 densenet121 (both learn the phantom in 8 CPU epochs; basecnn, the COVID-CXNet base "
-        "CNN, often sits at chance there)", "backbone"))
-    s.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
-    s.add_argument("--methods", nargs="+", help="training methods (default standard): short_sex or short_age_band "
-                   "runs shortcut testing (ShorT: an attribute head whose gradient into the backbone is scaled by "
-                   "-1, -0.5, 0, 0.5, 1; one trial each; give it 3-4 --seeds: 10 models found a planted phantom "
-                   "shortcut half the time, 20 every time), short_sex_0.5 one factor; fucitnet")
-    s.add_argument("--mask-dilation", nargs="+", type=int, metavar="PX", help="mask-dilation sensitivity: rerun "
-                   "the lung-hiding representations with the lung mask grown by each PX pixels at the model's "
-                   "resolution (e.g. 0 4 8); the report shows whether each verdict survives. Default 0 (none)")
-    s.add_argument("--task", help=cli.valid_names(
-        "classification task (default CL2: COVID-19 (CVP) vs all other labels (NCV); finding_Pneumothorax for "
-        "the pneumothorax phantom; finding_<Name> for any binary finding column of the manifest)", "task"))
-    cli.add_training_args(p, HideSeek)
-    cli.add_resource_args(p, HideSeek)
-    p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: 2 representations x basecnn, "
-                   "1 epoch, 32 px, 36 phantom patients (options given on the command line or in --config win)")
-    return cli.parse_study(p, argv, HideSeek)
+    return cli.parse_study(cli.study_parser(__doc__, HideSeek), argv, HideSeek)
 
 
 def main(argv: list[str] | None = None) -> int:

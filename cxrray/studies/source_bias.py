@@ -25,7 +25,9 @@ from typing import Any, ClassVar
 
 from cxrray.config import RunLayout
 from cxrray.data.designs import DESIGNS
+from cxrray.declared import option
 from cxrray.tuning import cli
+from cxrray.tuning.options import AXES, DATA, mask_unet_option, masks_unchecked_option, out_option
 
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"epochs": 4},
@@ -57,22 +59,30 @@ class SourceBias(cli.Study):
         "designs": ["single", "multiple"], "tasks": ["CL2"], "backbones": ["basecnn"], "image_size": 32,
         "epochs": 1, "phantom_patients": 60}
 
-    out: Path = Path("runs/source_bias")
-    manifest: Path | None = None
-    phantom_patients: int = 200
-    confound: float = 0.7
-    split_seed: int = 0
-    masks_unchecked: bool = False
-    mask_unet: Path | None = None
-    designs: tuple[str, ...] = tuple(DESIGNS.names())
-    tasks: tuple[str, ...] = ("CL2",)
-    backbones: tuple[str, ...] = ("basecnn", "resnet18")
-    seeds: tuple[int, ...] = (0,)
-    representation: str = "original"
-    methods: tuple[str, ...] = ("standard",)
-    folds: int = 1
-    test_sources: tuple[str, ...] = ()
-    smoke_test: bool = False
+    out: Path = out_option("runs/source_bias")
+    manifest: Path | None = option(None, "manifest with several sources", group=DATA, default_text="the phantom")
+    phantom_patients: int = option(200, "phantom size in patients (1-3 images each)", group=DATA, lo=6,
+                                   hi=1_000_000, unit="patients")
+    confound: float = option(0.7, "phantom: probability of the class's home source", group=DATA, lo=0.0, hi=1.0,
+                             unit="share")
+    split_seed: int = option(0, "seed of the patient-level splits and folds", group=DATA)
+    masks_unchecked: bool = masks_unchecked_option()
+    mask_unet: Path | None = mask_unet_option()
+    designs: tuple[str, ...] = option(tuple(DESIGNS.names()), "dataset designs", group=AXES, registry="design")
+    tasks: tuple[str, ...] = option(("CL2",), "tasks (CL3H: hierarchical CL3)", group=AXES, registry="task")
+    backbones: tuple[str, ...] = option(("basecnn", "resnet18"), "backbones", group=AXES, registry="backbone")
+    seeds: tuple[int, ...] = option((0,), "training seeds: replicates of every cell", group=AXES)
+    representation: str = option("original", "input representation (seg_crop for COVID-SDNet)", group=AXES,
+                                 registry="representation")
+    methods: tuple[str, ...] = option(("standard",), "training methods: standard, fucitnet (COVID-SDNet's "
+                                      "class-inherent transformations; single-label tasks, one worker per trial)",
+                                      group=AXES)
+    folds: int = option(1, "k-fold CV for single/multiple (1: 60/20/20 holdout)", group=AXES, lo=1, hi=100,
+                        unit="folds")
+    test_sources: tuple[str, ...] = option((), "independent design: held-out sources", group=AXES,
+                                           default_text="each viable source in turn")
+    smoke_test: bool = option(False, "smallest real sweep: single + multiple, basecnn, CL2, 32 px, 1 epoch "
+                              "(options given on the command line or in --config win)")
 
     def check(self) -> None:
         super().check()
@@ -85,29 +95,7 @@ class SourceBias(cli.Study):
 
 
 def parse_args(argv: list[str] | None = None) -> SourceBias:
-    p = cli.study_parser(__doc__)
-    d = p.add_argument_group("data")
-    d.add_argument("--manifest", type=Path, help="manifest with several sources (default: the phantom)")
-    d.add_argument("--phantom-patients", type=int, help="phantom size in patients (1-3 images each; default 200)")
-    d.add_argument("--confound", type=float, help="phantom: probability of the class's home source (default 0.7)")
-    d.add_argument("--split-seed", type=int, help="seed of the patient-level splits and folds (default 0)")
-    cli.add_mask_arg(d)
-    s = p.add_argument_group("sweep axes")
-    s.add_argument("--designs", nargs="+", help="single, multiple, independent (default: all three)")
-    s.add_argument("--tasks", nargs="+", help="CL2, CL3, CL4, CL3H (hierarchical CL3; default CL2)")
-    s.add_argument("--backbones", nargs="+", help=cli.valid_names("default: basecnn resnet18", "backbone"))
-    s.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
-    s.add_argument("--representation", help="input representation (default original; seg_crop for COVID-SDNet)")
-    s.add_argument("--methods", nargs="+", help="training methods: standard (the default), fucitnet "
-                   "(COVID-SDNet's class-inherent transformations; single-label tasks, one worker per trial)")
-    s.add_argument("--folds", type=int, help="k-fold CV for single/multiple (default 1: 60/20/20 holdout)")
-    s.add_argument("--test-sources", nargs="+",
-                   help="independent design: held-out sources (default: each viable source in turn)")
-    cli.add_training_args(p, SourceBias)
-    cli.add_resource_args(p, SourceBias)
-    p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: single + multiple, basecnn, "
-                   "CL2, 32 px, 1 epoch (options given on the command line or in --config win)")
-    return cli.parse_study(p, argv, SourceBias)
+    return cli.parse_study(cli.study_parser(__doc__, SourceBias), argv, SourceBias)
 
 
 def main(argv: list[str] | None = None) -> int:

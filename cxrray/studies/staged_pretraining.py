@@ -27,8 +27,10 @@ from typing import Any, ClassVar
 from cxrray.config import RunLayout
 from cxrray.data.phantom import write_phantom
 from cxrray.data.phantom_phases import write_multilabel_phantom, write_pneumonia_phantom
+from cxrray.declared import option
 from cxrray.tuning import cli
 from cxrray.tuning.names import names
+from cxrray.tuning.options import AXES, DATA, TRAIN, mask_unet_option, masks_unchecked_option, out_option
 
 DATA_OPTIONS = {"nih14": "nih14", "pneu_high": "pneumonia_high", "pneu_low": "pneumonia_low", "target": "manifest"}
 
@@ -51,23 +53,32 @@ class Staged(cli.Study):
         "backbones": ["basecnn"], "phantom_patients": 36, "image_size": 32,
         "epochs": 1}
 
-    out: Path = Path("runs/staged_pretraining")
-    recipe: str = "staged"
-    nih14: Path | None = None
-    pneumonia_high: Path | None = None
-    pneumonia_low: Path | None = None
-    manifest: Path | None = None
-    phantom_patients: int = 120
-    confound: float = 0.5
-    split_seed: int = 0
-    masks_unchecked: bool = False
-    mask_unet: Path | None = None
-    paths: tuple[str, ...] = tuple(names("path"))
-    backbones: tuple[str, ...] = ("resnet18",)
-    representation: str = "original"
-    seeds: tuple[int, ...] = (0,)
-    task: str = "CL2"
-    smoke_test: bool = False
+    out: Path = out_option("runs/staged_pretraining")
+    recipe: str = option("staged", "optimisation preset; the options below override it", group=TRAIN,
+                         registry="recipe")
+    nih14: Path | None = option(None, "phase-1 manifest with finding_<Name> columns (ChestX-ray14)", group=DATA,
+                                default_text="a phantom stand-in")
+    pneumonia_high: Path | None = option(None, "phase-2 manifest, high pneumonia prevalence (RSNA)", group=DATA,
+                                         default_text="a phantom stand-in")
+    pneumonia_low: Path | None = option(None, "phase-2 manifest, low pneumonia prevalence (NIH test set)",
+                                        group=DATA, default_text="a phantom stand-in")
+    manifest: Path | None = option(None, "phase-3 (target) manifest", group=DATA, default_text="a phantom")
+    phantom_patients: int = option(120, "patients per phantom set", group=DATA, lo=6, hi=1_000_000,
+                                   unit="patients")
+    confound: float = option(0.5, "source confound of the target phantom", group=DATA, lo=0.0, hi=1.0,
+                             unit="share")
+    split_seed: int = option(0, "seed of the patient-level splits", group=DATA)
+    masks_unchecked: bool = masks_unchecked_option()
+    mask_unet: Path | None = mask_unet_option()
+    paths: tuple[str, ...] = option(tuple(names("path")), "pretraining paths", group=AXES, registry="path")
+    backbones: tuple[str, ...] = option(("resnet18",), "backbones (Fricks et al.: densenet121)", group=AXES,
+                                        registry="backbone")
+    representation: str = option("original", "input representation of every phase", group=AXES,
+                                 registry="representation")
+    seeds: tuple[int, ...] = option((0,), "seeds of the target phase", group=AXES)
+    task: str = option("CL2", "target task", group=AXES, registry="task")
+    smoke_test: bool = option(False, "smallest real sweep: basecnn, 32 px, 1 epoch, small phantoms (options "
+                              "given on the command line or in --config win)")
 
     def check(self) -> None:
         super().check()
@@ -83,29 +94,7 @@ class Staged(cli.Study):
 
 
 def parse_args(argv: list[str] | None = None) -> Staged:
-    p = cli.study_parser(__doc__)
-    d = p.add_argument_group("data (default: phantom stand-ins)")
-    d.add_argument("--nih14", type=Path, help="phase-1 manifest with finding_<Name> columns (ChestX-ray14)")
-    d.add_argument("--pneumonia-high", type=Path, help="phase-2 manifest, high pneumonia prevalence (RSNA)")
-    d.add_argument("--pneumonia-low", type=Path, help="phase-2 manifest, low pneumonia prevalence (NIH test set)")
-    d.add_argument("--manifest", type=Path, help="phase-3 (target) manifest")
-    d.add_argument("--phantom-patients", type=int, help="patients per phantom set (default 120)")
-    d.add_argument("--confound", type=float, help="source confound of the target phantom (default 0.5)")
-    d.add_argument("--split-seed", type=int, help="seed of the patient-level splits (default 0)")
-    cli.add_mask_arg(d)
-    s = p.add_argument_group("sweep axes")
-    s.add_argument("--paths", nargs="+", help="pretraining paths (default: a-f)")
-    s.add_argument("--backbones", nargs="+",
-                   help=cli.valid_names("default resnet18; Fricks et al.: densenet121", "backbone"))
-    s.add_argument("--representation",
-                   help=cli.valid_names("input representation of every phase (default original)", "representation"))
-    s.add_argument("--seeds", nargs="+", type=int, help="seeds of the target phase (default 0)")
-    s.add_argument("--task", help=cli.valid_names("target task (default CL2)", "task"))
-    cli.add_training_args(p, Staged)
-    cli.add_resource_args(p, Staged)
-    p.add_argument("--smoke-test", action="store_true", help="smallest real sweep: basecnn, 32 px, 1 epoch, "
-                   "small phantoms (options given on the command line or in --config win)")
-    return cli.parse_study(p, argv, Staged)
+    return cli.parse_study(cli.study_parser(__doc__, Staged), argv, Staged)
 
 
 def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:

@@ -21,11 +21,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from cxrray.declared import option
 from cxrray.tuning import cli
+from cxrray.tuning.options import ANALYSIS, AXES, DATA, TRAIN, out_option
 
 REPRESENTATIONS = ("original", "lungs_isolated", "lungs_removed", "lungs_boxed_out")
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "demo": {},  # the defaults below: 160 patients, resnet18, 64 px, 8 epochs, 1 seed (~4 min on 2 CPUs)
     "cluster": {"phantom_patients": 1000, "backbones": ["basecnn", "resnet18", "densenet121"], "image_size": 128,
                 "epochs": 20, "seeds": [0, 1, 2], "confounds": [0.0, 0.25, 0.5, 0.75, 1.0]},
@@ -40,15 +43,20 @@ class Validate(cli.Study):
     presets = PRESETS
     axes = ("confounds", "phantom_seeds", "backbones", "seeds")
 
-    out: Path = Path("runs/validate")
-    epochs: int | None = 8
-    confounds: tuple[float, ...] = (0.0, 0.5, 1.0)
-    phantom_patients: int = 160
-    phantom_seed: int = 0
-    phantom_seeds: tuple[int, ...] = ()
-    backbones: tuple[str, ...] = ("resnet18",)
-    seeds: tuple[int, ...] = (0,)
-    saliency: int = 32
+    out: Path = out_option("runs/validate")
+    epochs: int | None = option(8, "training epochs per trial", group=TRAIN, lo=1, hi=100_000, unit="epochs")
+    confounds: tuple[float, ...] = option((0.0, 0.5, 1.0), "phantom source confounds (0 and 1 are required: they "
+                                          "carry the known answers)", group=AXES, lo=0.0, hi=1.0, unit="share")
+    phantom_patients: int = option(160, "phantom size in patients (1-3 images each)", group=DATA, lo=6,
+                                   hi=1_000_000, unit="patients")
+    phantom_seed: int = option(0, "seed of the phantom generator", group=DATA)
+    phantom_seeds: tuple[int, ...] = option((), "several phantom seeds: the known answers on each, and the "
+                                            "verdict's false-flag and detection rates over them", group=AXES)
+    backbones: tuple[str, ...] = option(("resnet18",), "backbones of the sweep (basecnn does not find the "
+                                        "phantom's stamps in 8 epochs)", group=AXES, registry="backbone")
+    seeds: tuple[int, ...] = option((0,), "training seeds: replicates of every cell", group=AXES)
+    saliency: int = option(32, "test images per trial for Grad-CAM", group=ANALYSIS, lo=0, hi=100_000,
+                           unit="images")
 
     def check(self) -> None:
         super().check()
@@ -59,21 +67,7 @@ class Validate(cli.Study):
 
 
 def parse_args(argv: list[str] | None = None) -> Validate:
-    p = cli.study_parser(__doc__)
-    p.add_argument("--confounds", nargs="+", type=float, help="phantom source confounds (0 and 1 are required: "
-                   "they carry the known answers; default 0 0.5 1)")
-    p.add_argument("--phantom-patients", type=int, help="phantom size in patients (1-3 images each; default 160)")
-    p.add_argument("--phantom-seed", type=int, help="seed of the phantom generator (default 0)")
-    p.add_argument("--phantom-seeds", nargs="+", type=int, help="several phantom seeds: the known answers on each, "
-                   "and the verdict's false-flag and detection rates over them")
-    p.add_argument("--backbones", nargs="+",
-                   help=cli.valid_names("backbones of the sweep (default resnet18; basecnn does not find the "
-                                        "phantom's stamps in 8 epochs)", "backbone"))
-    p.add_argument("--seeds", nargs="+", type=int, help="training seeds: replicates of every cell (default 0)")
-    p.add_argument("--saliency", type=int, help="test images per trial for Grad-CAM (default 32)")
-    cli.add_training_args(p, Validate)
-    cli.add_resource_args(p, Validate)
-    return cli.parse_study(p, argv, Validate)
+    return cli.parse_study(cli.study_parser(__doc__, Validate), argv, Validate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     import polars as pl
 
     from cxrray.analysis.aurocs import format_table
-    from cxrray.analysis.steps import analysis_options
+    from cxrray.analysis.steps import AnalysisOptions, analysis_options
     from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
     from cxrray.report.analyze import run_analysis  # torch and Ray load after --help is answered
     from cxrray.studies.common import begin, start
@@ -112,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.failed:
                 print(f"[cxrray] confound {c:g}: {len(outcome.failed)} trial(s) failed; see {run_dir}", flush=True)
                 return 1
-            run_analysis(run_dir, analysis_options(study.analysis, study.skip, saliency=study.saliency))
+            run_analysis(run_dir, analysis_options(study.analysis, AnalysisOptions(skip=study.skip,
+                                                                                   saliency=study.saliency)))
             runs[phantom_seed][c] = run_dir
     parts, ok = ["# Known-answer validation"], True
     for phantom_seed, by_confound in runs.items():

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cxrray.config import RunLayout
+from cxrray.declared import add_arguments
 from cxrray.registry import UnknownNameError, UserError  # UserError: also for the CLIs in sweeps/
 from cxrray.runlock import forget_refused
 from cxrray.tuning.names import names as registry_names
-from cxrray.tuning.options import Study
+from cxrray.tuning.options import ANALYSIS, AXES, DATA, RES, TRAIN, Study
 from cxrray.tuning.precheck import (  # noqa: F401  (the sweeps call them as cli.<name>)
     check_image_size,
     check_method_resources,
@@ -27,108 +28,6 @@ from cxrray.tuning.precheck import (  # noqa: F401  (the sweeps call them as cli
 )
 
 S = TypeVar("S", bound=Study)
-
-
-def valid_names(what: str, registry: str) -> str:
-    """Help text that lists a registry's names (``registry``: backbone, representation or task), so ``--help``
-    says what is valid and the sweeps need not import the registries' stages."""
-    if registry == "task":
-        from cxrray.data.tasks import TASKS  # numpy only
-
-        names = tuple(TASKS.names())
-    else:
-        names = registry_names(registry)
-    return f"{what}; valid: {', '.join(names)}"
-
-
-def add_training_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
-    """The training options of every study (their defaults: ``kind``'s fields)."""
-    d = kind()
-    t = p.add_argument_group("training")
-    t.add_argument("--image-size", type=int, help=f"side of the square model input in px (default {d.image_size})")
-    recipes = ", ".join(registry_names("recipe"))
-    t.add_argument("--recipe", help=f"optimisation preset ({recipes}; default {d.recipe}); the options below "
-                   "override it")
-    t.add_argument("--epochs", type=int, help="training epochs per trial (default: the recipe's)")
-    t.add_argument("--batch-size", type=int, help="images per optimiser step and worker (default: the recipe's)")
-    t.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
-    t.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
-    t.add_argument("--weights", type=Path, help="local ImageNet state-dict file for --pretrained (no download; "
-                   "a timm/torch cache is used through HF_HOME / TORCH_HOME)")
-    t.add_argument("--no-augment", action="store_true", help="train without the affine and intensity "
-                   "augmentation (rotation, translation, zoom, intensity shift)")
-    t.add_argument("--balanced", action="store_true", help="class-balanced batches")
-    t.add_argument("--search", nargs="+", metavar="FIELD=V1,V2",
-                   help="hyper-parameter axes over recipe fields, e.g. lr=1e-3,1e-4 batch_size=16,32; every "
-                   "setting trains, the analysis keeps per cell the one with the best validation AUROC")
-    t.add_argument("--asha", action="store_true", help="ASHA early stopping of weak --search settings, compared "
-                   "only within their protocol cell (every representation/backbone/seed cell still finishes)")
-    t.add_argument("--asha-grace", type=int, help=f"epochs before ASHA first judges a setting (default "
-                   f"{d.asha_grace})")
-    t.add_argument("--asha-reduction", type=float, help=f"ASHA keeps the top 1/R at each rung (default "
-                   f"{d.asha_reduction:g})")
-
-
-def add_mask_arg(d: argparse._ArgumentGroup) -> None:
-    """``--masks-unchecked`` (the one opt-out of the lung-mask checks) and ``--mask-unet`` (masks checked against a
-    lung U-Net's view of their image)."""
-    d.add_argument("--masks-unchecked", action="store_true", help="use supplied lung masks without the "
-                   "plausibility gate (non-empty, two regions, 8-60 %% of the image, inside the body; one mask "
-                   "file for one image) that otherwise sends a failing row to quarantine.csv with the reason")
-    d.add_argument("--mask-unet", type=Path, help="a lung U-Net (unet.pt of `python -m cxrray.segmentation train`): "
-                   "each supplied mask is compared with the U-Net's lungs of its image, before Ray starts, and a "
-                   "mask with lung Dice below 0.85 goes to quarantine.csv (it may belong to another image); every "
-                   "row without a mask gets the U-Net's lungs as its mask (under OUT/data/masks/)")
-
-
-def add_resource_args(p: argparse.ArgumentParser, kind: type[Study]) -> None:
-    """The resource and logging options of every study (their defaults: ``kind``'s fields)."""
-    d = kind()
-    r = p.add_argument_group("resources and logging")
-    r.add_argument("--out", type=Path, help=f"run directory (resumes if it exists; default {d.out})")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (every run does; "
-                   "this flag also checks that there is one): unfinished trials go on from their last epoch "
-                   "checkpoint, finished ones are never rerun")
-    r.add_argument("--storage", help="Ray checkpoint storage (default <out>/ray); on a multi-node cluster a "
-                   "shared path (NFS) or a cloud URI (s3://..., gs://...) that every node reaches")
-    r.add_argument("--num-workers", type=int, help=f"Ray Train workers per trial (default {d.num_workers})")
-    r.add_argument("--cpus-per-worker", type=float, help=f"CPUs Ray reserves per training worker (default "
-                   f"{d.cpus_per_worker:g})")
-    r.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    r.add_argument("--launcher", choices=["auto", "inline", "train"],
-                   help="inline: a one-worker trial trains inside its (reused) Tune actor, seconds of start-up "
-                   "per trial; train: a Ray Train worker group per trial; auto (default): inline for one worker")
-    r.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as the cluster's "
-                   "CPUs and GPUs hold, each trial reserving its worker(s); an autoscaling cluster grows for the "
-                   "pending ones)")
-    r.add_argument("--data-cpus", type=float, help="CPUs a multi-worker (Ray Train) trial reserves "
-                   "next to its workers for the Ray Data tasks that stream its shards, so that training can never "
-                   "starve them (default 1); an inline trial streams its shards in its own process")
-    r.add_argument("--checkpoint-every-s", type=float, help="epoch checkpoints at most this often "
-                   "(seconds; the first epoch of each attempt always): a resume or retry redoes at most this much")
-    r.add_argument("--max-failures", type=int, help=f"retries of a failing trial from its checkpoint (default "
-                   f"{d.max_failures})")
-    r.add_argument("--max-trials", type=int, help=f"refuse a sweep of more trials than this, before Ray starts "
-                   f"(default {d.max_trials}: a typo in --seeds is not a million trials)")
-    r.add_argument("--wandb", choices=["offline", "online", "auto", "disabled"],
-                   help="W&B logging: offline run files under --out (default), online (needs WANDB_API_KEY or "
-                        "`wandb login`, checked before any trial starts), auto (online when a key is set and W&B "
-                        "answers, else offline, said in one line), or disabled")
-    r.add_argument("--project", help=f"W&B project of the trial and summary runs (default {d.project})")
-    r.add_argument("--entity", help="W&B entity (user or team) of the runs; default: WANDB_ENTITY, else your "
-                   "default entity. With WANDB_API_KEY it is passed to every Ray worker")
-    r.add_argument("--address", help="join this Ray cluster (auto: the one started on this machine, e.g. the head "
-                   "of `ray up`; said in one line with its nodes, CPUs and GPUs). Default: a local Ray instance of "
-                   "the sweep's own, whatever else runs on the machine")
-    r.add_argument("--num-cpus", type=int, help="CPUs of the sweep's local Ray instance (default: every core; "
-                   "refused with --address: a cluster brings its own)")
-    r.add_argument("--verbose", action="store_true", help="stream Ray worker logs to the terminal")
-    a = p.add_argument_group("analysis at the end of the sweep (rerun any time: python -m cxrray.analysis --out DIR)")
-    a.add_argument("--analysis", choices=["all", "statistics"], help="all steps (the default), or statistics: no "
-                   "step that loads the saved models (saliency with its sanity checks, the transfer matrix), "
-                   "minutes instead of hours for a paper-scale sweep")
-    a.add_argument("--skip", nargs="+", metavar="STEP", help="registered analysis steps not to run (for example "
-                   "transfer); the report says which ran")
 
 
 def run_cli(main: Callable[[], int], prog: str) -> None:
@@ -173,11 +72,29 @@ def leave(code: int, wait_s: float = 5.0) -> None:
     os._exit(code)
 
 
-def study_parser(description: str | None) -> argparse.ArgumentParser:
-    """A study command's parser. It has no defaults (``argument_default=SUPPRESS``): parsing yields only what the
+def registry_listing(registry: str) -> tuple[str, ...]:
+    """The valid names of ``registry`` (backbone, representation, task, recipe ...) for a --help line, without
+    importing the stages that register them (tasks: numpy only)."""
+    if registry == "task":
+        from cxrray.data.tasks import TASKS
+
+        return tuple(TASKS.names())
+    if registry == "design":
+        from cxrray.data.designs import DESIGNS
+
+        return tuple(DESIGNS.names())
+    return registry_names(registry)
+
+
+def study_parser(description: str | None, kind: type[Study]) -> argparse.ArgumentParser:
+    """A study command's parser, every option generated from ``kind``'s declared fields (their type, range and
+    help: ``cxrray.declared``). It has no defaults (``argument_default=SUPPRESS``): parsing yields only what the
     command line gave, and every default lives on the command's ``Study`` record."""
-    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   argument_default=argparse.SUPPRESS)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    groups = {g: p.add_argument_group(g) for g in (DATA, AXES, TRAIN, RES, ANALYSIS)}
+    add_arguments(p, kind, names=registry_listing, groups=groups, ranged=False)  # (Study.check: files too)
+    return p
 
 
 def parse_study(p: argparse.ArgumentParser, argv: list[str] | None, kind: type[S]) -> S:

@@ -16,11 +16,12 @@ import difflib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from cxrray.config import WandbMode
+from cxrray.declared import check_ranges, declared, option
 from cxrray.registry import UserError
 
 if TYPE_CHECKING:
@@ -28,9 +29,30 @@ if TYPE_CHECKING:
     from cxrray.tuning.asha import EarlyStop
     from cxrray.tuning.study import Resources, SweepOptions
 
-HOW = {"how": True}  # field metadata: how this invocation runs, not what the study is (left out of study.yaml)
+TRAIN, RES, DATA, AXES = "training", "resources and logging", "data", "sweep axes"  # the --help sections
+ANALYSIS = "analysis at the end of the sweep (rerun any time: python -m cxrray.analysis --out DIR)"
 Launcher = Literal["auto", "inline", "train"]
 WandbChoice = Literal["offline", "online", "auto", "disabled"]
+
+
+def out_option(default: str) -> Any:
+    """``--out``, with a command's own default run directory."""
+    return option(Path(default), "run directory (resumes if it exists)", group=RES)
+
+
+def masks_unchecked_option() -> Any:
+    """``--masks-unchecked``: the one opt-out of the lung-mask checks."""
+    return option(False, "use supplied lung masks without the plausibility gate (non-empty, two regions, 8-60 % "
+                  "of the image, inside the body; one mask file for one image) that otherwise sends a failing "
+                  "row to quarantine.csv with the reason", group=DATA)
+
+
+def mask_unet_option() -> Any:
+    """``--mask-unet``: supplied masks checked against a lung U-Net's view of their image."""
+    return option(None, "a lung U-Net (unet.pt of `python -m cxrray.segmentation train`): each supplied mask is "
+                  "compared with the U-Net's lungs of its image, before Ray starts, and a mask with lung Dice "
+                  "below 0.85 goes to quarantine.csv (it may belong to another image); every row without a mask "
+                  "gets the U-Net's lungs as its mask (under OUT/data/masks/)", group=DATA)
 
 
 @dataclass(frozen=True)
@@ -44,43 +66,83 @@ class Study:
     smoke: ClassVar[Mapping[str, Any]] = {}  # what --smoke-test sets (below the file and the command line)
     axes: ClassVar[tuple[str, ...]] = ()  # the tuple fields whose cross-product is the sweep's trials
 
-    preset: str = "demo"
-    out: Path = Path("runs/study")
+    preset: str = "demo"  # (--preset: its choices are the command's presets, added by parse_study)
+    out: Path = option(Path("runs/study"), "run directory (resumes if it exists)", group=RES)
     # training
-    image_size: int = 64
-    recipe: str = "demo"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    pretrained: bool = False
-    weights: Path | None = None
-    no_augment: bool = False
-    balanced: bool = False
-    search: tuple[str, ...] = ()
-    asha: bool = False
-    asha_grace: int = 1
-    asha_reduction: float = 2.0
+    image_size: int = option(64, "side of the square model input in px", group=TRAIN, lo=16, hi=4096, unit="px")
+    recipe: str = option("demo", "optimisation preset; the options below override it", group=TRAIN,
+                         registry="recipe")
+    epochs: int | None = option(None, "training epochs per trial", group=TRAIN, lo=1, hi=100_000, unit="epochs",
+                                default_text="the recipe's")
+    batch_size: int | None = option(None, "images per optimiser step and worker", group=TRAIN, lo=1, hi=1_000_000,
+                                    unit="images", default_text="the recipe's")
+    lr: float | None = option(None, "learning rate", group=TRAIN, lo=1e-12, hi=10.0, default_text="the recipe's")
+    pretrained: bool = option(False, "ImageNet weights (falls back to random offline)", group=TRAIN)
+    weights: Path | None = option(None, "local ImageNet state-dict file for --pretrained (no download; a "
+                                  "timm/torch cache is used through HF_HOME / TORCH_HOME)", group=TRAIN)
+    no_augment: bool = option(False, "train without the affine and intensity augmentation (rotation, "
+                              "translation, zoom, intensity shift)", group=TRAIN)
+    balanced: bool = option(False, "class-balanced batches", group=TRAIN)
+    search: tuple[str, ...] = option((), "hyper-parameter axes over recipe fields, e.g. lr=1e-3,1e-4 "
+                                     "batch_size=16,32; every setting trains, the analysis keeps per cell the one "
+                                     "with the best validation AUROC", group=TRAIN, metavar="FIELD=V1,V2")
+    asha: bool = option(False, "ASHA early stopping of weak --search settings, compared only within their "
+                        "protocol cell (every representation/backbone/seed cell still finishes)", group=TRAIN)
+    asha_grace: int = option(1, "epochs before ASHA first judges a setting", group=TRAIN, lo=1, hi=100_000,
+                             unit="epochs")
+    asha_reduction: float = option(2.0, "ASHA keeps the top 1/R at each rung", group=TRAIN, lo=1.01, hi=1000)
     # resources and logging
-    resume: bool = field(default=False, metadata=HOW)
-    storage: str | None = None
-    num_workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpu: bool = False
-    launcher: Launcher = "auto"
-    max_concurrent: int | None = None
-    data_cpus: float = 1.0
-    checkpoint_every_s: float = 30.0
-    max_failures: int = 1
-    max_trials: int = 10_000  # a sweep larger than this is refused before Ray starts (a typo such as 800,000 seeds)
-    wandb: WandbChoice = "offline"
-    project: str = "cxrray"
-    entity: str | None = None
-    address: str | None = None
-    num_cpus: int | None = None
-    verbose: bool = field(default=False, metadata=HOW)
+    resume: bool = option(False, "continue an interrupted run in --out (every run does; this flag also checks "
+                          "that there is one): unfinished trials go on from their last epoch checkpoint, finished "
+                          "ones are never rerun", group=RES, how=True)
+    storage: str | None = option(None, "Ray checkpoint storage; on a multi-node cluster a shared path (NFS) or a "
+                                 "cloud URI (s3://..., gs://...) that every node reaches", group=RES,
+                                 default_text="<out>/ray")
+    num_workers: int = option(1, "Ray Train workers per trial", group=RES, lo=1, hi=10_000, unit="workers")
+    cpus_per_worker: float = option(1.0, "CPUs Ray reserves per training worker", group=RES, lo=0.01, hi=1024,
+                                    unit="CPUs")
+    gpu: bool = option(False, "one GPU per worker", group=RES)
+    launcher: Launcher = option("auto", "inline: a one-worker trial trains inside its (reused) Tune actor, "
+                                "seconds of start-up per trial; train: a Ray Train worker group per trial; auto: "
+                                "inline for one worker", group=RES)
+    max_concurrent: int | None = option(None, "trials running at once", group=RES, lo=1, hi=100_000,
+                                        unit="trials at once", default_text=(
+                                            "as many as the cluster's CPUs and GPUs hold, each trial reserving "
+                                            "its worker(s); an autoscaling cluster grows for the pending ones"))
+    data_cpus: float = option(1.0, "CPUs a multi-worker (Ray Train) trial reserves next to its workers for the "
+                              "Ray Data tasks that stream its shards, so that training can never starve them; an "
+                              "inline trial streams its shards in its own process", group=RES, lo=0.0, hi=1024,
+                              unit="CPUs")
+    checkpoint_every_s: float = option(30.0, "epoch checkpoints at most this often (seconds; the first epoch of "
+                                       "each attempt always): a resume or retry redoes at most this much",
+                                       group=RES, lo=0.0, hi=1e9, unit="s")
+    max_failures: int = option(1, "retries of a failing trial from its checkpoint", group=RES, lo=0, hi=1000,
+                               unit="retries")
+    max_trials: int = option(10_000, "refuse a sweep of more trials than this, before Ray starts (a typo in "
+                             "--seeds is not a million trials)", group=RES, lo=1, hi=100_000_000,
+                             unit="trials per command")
+    wandb: WandbChoice = option("offline", "W&B logging: offline run files under --out, online (needs "
+                                "WANDB_API_KEY or `wandb login`, checked before any trial starts), auto (online "
+                                "when a key is set and W&B answers, else offline, said in one line), or disabled",
+                                group=RES)
+    project: str = option("cxrray", "W&B project of the trial and summary runs", group=RES)
+    entity: str | None = option(None, "W&B entity (user or team) of the runs; with WANDB_API_KEY it is passed to "
+                                "every Ray worker", group=RES,
+                                default_text="WANDB_ENTITY, else your default entity")
+    address: str | None = option(None, "join this Ray cluster (auto: the one started on this machine, e.g. the "
+                                 "head of `ray up`; said in one line with its nodes, CPUs and GPUs)", group=RES,
+                                 default_text="a local Ray instance of the sweep's own, whatever else runs on "
+                                 "the machine")
+    num_cpus: int | None = option(None, "CPUs of the sweep's local Ray instance (refused with --address: a "
+                                  "cluster brings its own)", group=RES, lo=1, hi=100_000, unit="CPUs",
+                                  default_text="every core")
+    verbose: bool = option(False, "stream Ray worker logs to the terminal", group=RES, how=True)
     # the analysis at the end of the sweep
-    analysis: Literal["all", "statistics"] = "all"
-    skip: tuple[str, ...] = ()
+    analysis: Literal["all", "statistics"] = option(
+        "all", "all steps, or statistics: no step that loads the saved models (saliency with its sanity checks, "
+        "the transfer matrix), minutes instead of hours for a paper-scale sweep", group=ANALYSIS)
+    skip: tuple[str, ...] = option((), "registered analysis steps not to run (for example transfer); the report "
+                                   "says which ran", group=ANALYSIS, metavar="STEP")
 
     # ---- resolution -------------------------------------------------------------------------------------------
     @classmethod
@@ -154,7 +216,7 @@ class Study:
         from cxrray.tuning.study import parse_search
 
         parse_search(self.search)  # a bad hyper-parameter axis fails here
-        check_numbers(self)
+        check_ranges(self)  # (argparse refused the command line's; a study file's values come here)
         if self.early_stop() is not None and not self.resources().inline():  # --asha without --search fails too
             raise UserError("--asha needs one-worker inline trials (--num-workers 1, --launcher auto or inline)")
         if self.address and self.num_cpus is not None:
@@ -184,7 +246,7 @@ class Study:
         how this invocation ran (``--resume``, ``--verbose``) is left out."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.metadata.get("how"):
+            if (d := declared(f)) is not None and d.how:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Path):
@@ -249,29 +311,6 @@ class Study:
 
         self.claim()
         provenance.record(RunLayout(self.out.resolve()), self.name, self.to_dict(), argv)
-
-
-# option -> (lowest, highest, what it is): every numeric option is checked before Ray starts, in one line
-NUMBERS: dict[str, tuple[float, float, str]] = {
-    "image_size": (16, 4096, "px"), "epochs": (1, 100_000, "epochs"), "batch_size": (1, 1_000_000, "images"),
-    "lr": (1e-12, 10.0, "learning rate"), "num_workers": (1, 10_000, "workers"),
-    "cpus_per_worker": (0.01, 1024, "CPUs"), "max_concurrent": (1, 100_000, "trials at once"),
-    "data_cpus": (0.0, 1024, "CPUs"), "checkpoint_every_s": (0.0, 1e9, "s"), "max_failures": (0, 1000, "retries"),
-    "max_trials": (1, 100_000_000, "trials per command"),
-    "num_cpus": (1, 100_000, "CPUs"), "phantom_patients": (6, 1_000_000, "patients"),
-    "asha_grace": (1, 100_000, "epochs"), "asha_reduction": (1.01, 1000, "reduction"),
-    "saliency": (0, 100_000, "images"), "confound": (0.0, 1.0, "share"), "signature": (0.0, 1.0, "strength"),
-}
-
-
-def check_numbers(study: Study) -> None:
-    """Every numeric option within its range (``NUMBERS``), before Ray starts: ``--image-size -32`` or
-    ``--epochs -1`` is one line naming the option, never a traceback from a Ray task after the ingest."""
-    for name, (lo, hi, unit) in NUMBERS.items():
-        values = getattr(study, name, None)
-        for v in values if isinstance(values, (list, tuple)) else [values]:
-            if v is not None and not lo <= v <= hi:
-                raise UserError(f"--{name.replace('_', '-')} {v} is out of range: {lo:g} to {hi:g} {unit}")
 
 
 def _as(hint: Any, value: Any, where: str, base: Path | None) -> Any:

@@ -12,10 +12,12 @@ carries; the tests check that it agrees with this simulation.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
+from cxrray.declared import check_ranges, option
 from cxrray.verdicts.patients import expected_verdict
 from cxrray.verdicts.simulate import Truth, draw
 from cxrray.verdicts.verdict import Rules, Verdict, judge
@@ -43,6 +45,31 @@ def _rates(truth: Truth, m: int, rules: Rules, reps: int, rng: np.random.Generat
         v = judge(y, h, g, m=m, rules=rules, original=(y, o, g), seed=int(rng.integers(1 << 30))).verdict
         counts[v] = counts.get(v, 0) + 1
     return {k: c / reps for k, c in counts.items()}
+
+
+@dataclass(frozen=True)
+class PlanQuestion:
+    """What ``cxrray plan`` is asked (``python -m cxrray.analysis plan``): the true AUROCs and the test sets'
+    shape; each field is its option."""
+
+    auroc_hidden: float = option(dataclasses.MISSING, "true AUROC of the lung-hiding model", lo=0, hi=1)
+    auroc_original: float = option(0.9, "true AUROC of the original model", lo=0, hi=1)
+    images: int = option(2, "images per patient (1..images, uniform)", lo=1, hi=1000)
+    icc: float = option(0.5, "intra-patient correlation of the scores", lo=0, hi=1, open_hi=True)
+    prevalence: float = option(0.4, "share of positive patients", lo=0, hi=1, open_lo=True, open_hi=True)
+    trials: int = option(2, "lung-hiding trials tested together (Bonferroni m)", lo=1, hi=100_000)
+    power: float = option(0.8, "share of test sets that must reach the verdict", lo=0, hi=1, open_lo=True,
+                          open_hi=True)
+    reps: int = option(200, "simulated test sets per size (at least 20: fewer cannot estimate a share of 80 %)",
+                       lo=20, hi=100_000)
+    margin: float = option(0.1, "equivalence margin around AUROC 0.5", lo=0, hi=0.5, open_lo=True, open_hi=True)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    def answer(self) -> Plan:
+        return patients_needed(self.auroc_hidden, self.auroc_original, self.images, self.icc, self.prevalence,
+                               self.trials, Rules(margin_auroc=self.margin), self.power, self.reps)
 
 
 def patients_needed(auc_hidden: float, auc_original: float, images: int = 2, icc: float = 0.5,

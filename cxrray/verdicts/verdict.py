@@ -30,11 +30,12 @@ from enum import StrEnum
 import numpy as np
 from scipy import stats
 
-from cxrray.registry import UserError
+from cxrray.declared import check_ranges, option
 from cxrray.stats.delong import AurocInterval, auroc_cov, auroc_interval, patients_per_class
 from cxrray.stats.exact import permutation_auroc, permutation_paired
 
 ALPHA = 0.05
+VERDICT = "the verdict's rule"  # their --help section
 MIN_PATIENTS = 5  # fewer test patients in a class: no verdict (2 + 2 patients cannot reach p < 0.05 at all)
 SMALL_PATIENTS = 10  # fewer in a class, or no spread: the exact permutation test over patients must agree
 R_SHORTCUT = 0.5  # a shortcut keeps at least half of the original's signal above chance without the lungs
@@ -115,20 +116,19 @@ def tone_of(word: str) -> Verdict | None:
 class Rules:
     """The verdict's thresholds (options of the analysis, printed in the report)."""
 
-    alpha: float = ALPHA
-    margin_auroc: float = AUROC_EFFECT - 0.5  # no_shortcut: the hidden AUROC's interval inside 0.5 +/- this
-    margin_retained: float = R_SHORTCUT  # ... and the retained fraction's inside +/- this (usable original)
+    alpha: float = option(ALPHA, "family-wise error of the shortcut verdicts (Bonferroni over the lung-hiding "
+                          "trials or cells)", lo=0, hi=1, open_lo=True, open_hi=True, group=VERDICT)
+    margin_auroc: float = option(AUROC_EFFECT - 0.5, "no_shortcut needs the hidden AUROC's interval inside 0.5 "
+                                 "+/- this margin", flag="--equivalence-auroc", lo=0, hi=0.5, open_lo=True,
+                                 open_hi=True, group=VERDICT)
+    margin_retained: float = option(R_SHORTCUT, "... and, with a usable original, the retained fraction's "
+                                    "interval inside +/- this margin", flag="--equivalence-retained", lo=0,
+                                    open_lo=True, group=VERDICT)
 
     def __post_init__(self) -> None:
         """Thresholds a verdict can be read against, or one line naming the option (a margin of -1 called AUROC
         0.7 'inverted' with confidence)."""
-        if not 0 < self.alpha < 1:
-            raise UserError(f"--alpha {self.alpha:g}: must be between 0 and 1")
-        if not 0 < self.margin_auroc < 0.5:
-            raise UserError(f"--equivalence-auroc (the margin around AUROC 0.5) {self.margin_auroc:g}: must be "
-                            f"between 0 and 0.5")
-        if not self.margin_retained > 0:
-            raise UserError(f"--equivalence-retained {self.margin_retained:g}: must be above 0")
+        check_ranges(self)
 
     def text(self) -> str:
         return (f"verdict per lung-hiding trial (or cell of replicates) from one two-sided interval at the "
