@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.steps import analysis_options
-from cxrray.report.analyze import run_analysis
 
 REPRESENTATIONS = ("original", "lungs_isolated", "lungs_removed", "lungs_framed", "lungs_boxed_out")
 BACKBONES = ("resnet18", "densenet121", "alexnet", "vgg11", "resnet50", "efficientnet_b0", "mobilenet_v3",

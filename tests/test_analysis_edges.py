@@ -10,8 +10,8 @@ import pytest
 from edge_runs import OPTIONAL, Edge, edges, write_edge_run
 from hypothesis import HealthCheck, given, settings
 
+from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.steps import ANALYSES, AnalysisOptions, ordered_steps
-from cxrray.report.analyze import run_analysis
 
 OPTIONS = AnalysisOptions(saliency=2)  # the model-based steps run too (these runs keep no model: named rows)
 

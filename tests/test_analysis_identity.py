@@ -22,8 +22,8 @@ import pytest
 from edge_runs import Edge, write_edge_run
 from test_analysis_stats import _run
 
+from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.steps import AnalysisOptions
-from cxrray.report.analyze import run_analysis
 
 GOLDEN = Path(__file__).parent / "fixtures" / "analysis_identity.json"
 NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")

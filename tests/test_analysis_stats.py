@@ -6,12 +6,12 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
+from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.aurocs import trial_aurocs
 from cxrray.analysis.delong import pairwise_tests
 from cxrray.analysis.metrics import class_metrics, severity_accuracy
 from cxrray.analysis.shortcut import shortcut_findings, shortcut_sentences
 from cxrray.analysis.steps import AnalysisOptions
-from cxrray.report.analyze import run_analysis
 from cxrray.stats.delong import paired_test
 from cxrray.stats.multiplicity import bonferroni, holm
 

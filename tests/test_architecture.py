@@ -28,8 +28,8 @@ PARTS = {  # part -> the paths it is made of (relative to the repository root); 
     "Verdicts": ("cxrray/verdicts/",),  # the rules from interval to claim, their vocabularies and guarantees
     "Plots": ("cxrray/plots/",),  # drawing from tables: the steps draw with it, the report lays it out
     "Explain": ("cxrray/explain/",),  # what needs the saved models: Grad-CAM, LIME, scoring, probes
-    "Analysis": ("cxrray/analysis/",),  # the loaded run and one module per registered step
-    "Report": ("cxrray/report/",),  # runs the steps, then presents them (HTML, W&B)
+    "Analysis": ("cxrray/analysis/",),  # the loaded run, one module per registered step, and the run of them all
+    "Report": ("cxrray/report/",),  # presents the steps' typed artifacts (HTML, the W&B workspace)
 }
 ALLOWED = {  # part -> the parts it may import besides itself
     "Core": set(),
@@ -43,8 +43,8 @@ ALLOWED = {  # part -> the parts it may import besides itself
     "Verdicts": {"Core", "Stats"},
     "Plots": {"Core", "Data", "Representations", "Verdicts"},
     "Explain": {"Core", "Data", "Representations", "Models", "Stats"},
-    "Analysis": {"Core", "Data", "Representations", "Models", "Stats", "Verdicts", "Plots", "Explain"},
-    "Report": {"Core", "Data", "Representations", "Stats", "Verdicts", "Plots", "Explain", "Analysis"},
+    "Report": {"Core", "Data", "Representations", "Verdicts", "Plots"},
+    "Analysis": {"Core", "Data", "Representations", "Models", "Stats", "Verdicts", "Plots", "Explain", "Report"},
     "Commands": {"Core", "Tuning", "Analysis", "Report", "Explain", "Verdicts", "Data", "Segmentation"},
 }
 NEVER = {  # (importer, imported): why not
@@ -69,7 +69,8 @@ NEVER = {  # (importer, imported): why not
     ("Verdicts", "Analysis"): "a rule judges intervals; it knows no step",
     ("Plots", "Analysis"): "a figure draws the tables it is given; it computes no step",
     ("Explain", "Analysis"): "the model-based tools know no step",
-    ("Analysis", "Report"): "the steps hand findings on; presentation reads them, never the reverse",
+    ("Report", "Analysis"): "the steps hand typed artifacts on; presentation reads them and runs no step",
+    ("Report", "Explain"): "presentation loads no model",
     ("Tuning", "Report"): "the sweep writes predictions; the report reads the analysis",
     ("Training", "Explain"): "a trial knows no explanation of its model",
     ("Core", "Stats"): "specs stay at the bottom",

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from test_analysis_stats import _run
 
-from cxrray.report.analyze import run_analysis
+from cxrray.analysis.analyze import run_analysis
 from cxrray.stats.calibration import calibration_test, ece
 
 

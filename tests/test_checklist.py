@@ -57,7 +57,7 @@ def _run(tmp_path, sex: bool = True) -> None:
 
 
 def test_the_checklist_is_filled_from_the_run_and_exported(tmp_path):
-    from cxrray.report.analyze import run_analysis
+    from cxrray.analysis.analyze import run_analysis
 
     _run(tmp_path)
     result = run_analysis(tmp_path, )
@@ -83,7 +83,7 @@ def test_the_checklist_is_filled_from_the_run_and_exported(tmp_path):
 
 
 def test_without_demographics_the_authors_are_asked_for_them(tmp_path):
-    from cxrray.report.analyze import run_analysis
+    from cxrray.analysis.analyze import run_analysis
 
     _run(tmp_path, sex=False)
     table = run_analysis(tmp_path).artifacts["checklist"].tables["checklist"]

@@ -82,7 +82,7 @@ def _stored(tmp_path, signal: dict[tuple[str, int], float], n: int = 300) -> Non
 
 
 def test_each_dilation_is_judged_by_the_shortcut_rule_and_a_changed_verdict_is_named(tmp_path):
-    from cxrray.report.analyze import run_analysis
+    from cxrray.analysis.analyze import run_analysis
 
     _stored(tmp_path, {("original", 0): 3.0, ("lungs_removed", 0): 3.0, ("lungs_removed", 2): 2.8,
                        ("lungs_removed", 4): 0.0, ("lungs_boxed_out", 0): 0.0, ("lungs_boxed_out", 4): 0.0})
@@ -105,7 +105,7 @@ def test_each_dilation_is_judged_by_the_shortcut_rule_and_a_changed_verdict_is_n
 
 
 def test_a_run_without_the_axis_has_no_dilation_step_output(tmp_path):
-    from cxrray.report.analyze import run_analysis
+    from cxrray.analysis.analyze import run_analysis
 
     _stored(tmp_path, {("original", 0): 3.0, ("lungs_removed", 0): 0.0})
     result = run_analysis(tmp_path)

@@ -8,10 +8,11 @@ from test_analysis_stats import _run
 
 import cxrray.training  # noqa: F401  (registers the methods)
 from cxrray.analysis.run import load_run
-from cxrray.analysis.steps import ANALYSES, GROUPS, AnalysisOptions, Artifacts, ordered_steps
+from cxrray.analysis.steps import ANALYSES, AnalysisOptions, ordered_steps
 from cxrray.config import TrialSpec
 from cxrray.data.tasks import TASKS
 from cxrray.registry import UserError
+from cxrray.report.page import GROUPS, Artifacts
 from cxrray.training.methods import METHODS
 
 

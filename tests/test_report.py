@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from test_analysis_stats import _run
 
-from cxrray.report.analyze import run_analysis
+from cxrray.analysis.analyze import run_analysis
 
 PLANTED = {"lungs_removed": 2.0, "original": 3.0, "lungs_boxed_out": 0.0, "lungs_isolated": 2.5}  # not in order
 
@@ -140,13 +140,13 @@ def test_an_interrupted_reanalysis_leaves_the_previous_analysis_whole(planted, t
         broken = dataclasses.replace(todo[3], run=lambda run: (_ for _ in ()).throw(KeyboardInterrupt()))
         return [*todo[:3], broken, *todo[4:]]
 
-    monkeypatch.setattr("cxrray.report.analyze.ordered_steps", interrupted)
+    monkeypatch.setattr("cxrray.analysis.analyze.ordered_steps", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_analysis(copy)
     after = {p.relative_to(copy): p.read_bytes() for p in (copy / "analysis").rglob("*") if p.is_file()}
     assert after == before and len(before) > 10
     assert (copy / "report.html").read_bytes() == report
-    monkeypatch.setattr("cxrray.report.analyze.ordered_steps", real)
+    monkeypatch.setattr("cxrray.analysis.analyze.ordered_steps", real)
     run_analysis(copy)
     assert sorted(p.name for p in copy.iterdir() if p.name.startswith("analysis")) == ["analysis"]
     assert {p.relative_to(copy) for p in (copy / "analysis").rglob("*") if p.is_file()} == set(before)

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 from test_analysis_stats import _run
 
+from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.subgroups import trial_subgroups
 from cxrray.data.manifest import age_band
-from cxrray.report.analyze import run_analysis
 
 
 def test_age_bands():

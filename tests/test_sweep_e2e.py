@@ -54,7 +54,7 @@ def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smok
     out, proc = smoke_run
     from wandb_records import read_run
 
-    from cxrray.report.summary import summary_id
+    from cxrray.studies.finish import summary_id
 
     results = pl.read_parquet(out / "results.parquet")
     for r in results.iter_rows(named=True):
@@ -87,7 +87,7 @@ def test_the_wandb_workspace_definition_reads_only_keys_the_runs_logged(smoke_ru
     from wandb_records import read_run
 
     from cxrray.report.dashboard import Dashboard
-    from cxrray.report.summary import summary_id
+    from cxrray.studies.finish import summary_id
 
     board = Dashboard.read(out / "wandb_workspace.json")
     results = pl.read_parquet(out / "results.parquet")

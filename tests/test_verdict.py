@@ -151,8 +151,8 @@ def test_nan_scores_are_degenerate_and_counted(tmp_path):
     0/1. The analysis checks the predictions it reads: the trial is named degenerate and counted."""
     from test_analysis_stats import _run
 
+    from cxrray.analysis.analyze import run_analysis
     from cxrray.analysis.shortcut import headline
-    from cxrray.report.analyze import run_analysis
 
     preds, _res = _run(tmp_path, {"original": 3.0, "lungs_removed": 0.0, "lungs_boxed_out": 0.0}, n=400)
     preds = preds.with_columns(pl.when(pl.col("trial_id") == "t2").then(float("nan")).otherwise(pl.col("prob_CVP"))
@@ -244,8 +244,8 @@ def _seeds_run(tmp_path, strengths: dict[str, float], seeds=(0, 1, 2), n_patient
 def test_replicates_become_one_verdict_per_cell(tmp_path):
     """Three seeds per cell: one cell verdict from the random-effects mean (hidden and original), the replicate
     verdicts listed under it, and a headline that counts cells."""
+    from cxrray.analysis.analyze import run_analysis
     from cxrray.analysis.shortcut import headline
-    from cxrray.report.analyze import run_analysis
 
     _seeds_run(tmp_path, {"original": 3.0, "lungs_removed": 2.5, "lungs_boxed_out": 0.0})
     result = run_analysis(tmp_path, )

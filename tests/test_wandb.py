@@ -10,7 +10,7 @@ from test_fucitnet import _columns, _Dataset, _Session
 from wandb_records import read_run
 
 from cxrray.config import DataRef, TrainRecipe, TrialContext, TrialSpec
-from cxrray.report.summary import summary_id
+from cxrray.studies.finish import summary_id
 from cxrray.training.worker import run_trial
 
 
@@ -101,7 +101,7 @@ def test_a_workspace_that_cannot_be_pushed_is_one_line_and_the_definition_stays(
     from cxrray.analysis.__main__ import main
     from cxrray.config import RunLayout
     from cxrray.report.dashboard import Dashboard, dashboard_of
-    from cxrray.report.summary import push_workspace
+    from cxrray.studies.finish import push_workspace
 
     layout = RunLayout(tmp_path)
     board = dashboard_of("hide_seek", "cxr", {"cell_verdicts", "subgroups"}, {"auroc_forest"}, entity="lab")

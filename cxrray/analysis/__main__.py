@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if (given["run_dir"] is None) == (given["out"] is None):
         p.error("give the run directory once: RUN_DIR or --out RUN_DIR")
     run_dir = Path(given["run_dir"] or given["out"])
-    from cxrray.report.analyze import run_analysis  # torch (saliency) loads after --help
+    from cxrray.analysis.analyze import run_analysis  # torch (saliency) loads after --help
     from cxrray.runlock import claim
 
     try:  # each option is checked by the record that declares it (Rules, AnalysisOptions, Placement)

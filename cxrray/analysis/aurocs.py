@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
 from cxrray.plots.figures import plot_roc_curves
 from cxrray.plots.palette import protocol_sorted
+from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.stats.delong import SCORE_METHOD, auroc_interval, patients_per_class
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 
 from cxrray.analysis.delong import design_drops
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.explain.probe import probes, source_rows
+from cxrray.report.page import Artifacts, Section
 from cxrray.representations import hide_seek_representations, lung_hiding
 from cxrray.scalars import num
 

@@ -23,9 +23,10 @@ import numpy as np
 import polars as pl
 
 from cxrray.analysis.aurocs import trial_scores
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.plots.palette import protocol_sorted
 from cxrray.plots.steps import plot_reliability
+from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.stats.calibration import bin_stats, calibration_test
 from cxrray.stats.multiplicity import holm

@@ -21,8 +21,9 @@ import polars as pl
 import yaml
 
 from cxrray import provenance
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.tasks import TASKS
+from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 
 # status: the run answers the item; it answers part and the authors complete it; only the authors can write it

@@ -20,7 +20,8 @@ import polars as pl
 from scipy import stats
 
 from cxrray.analysis.aurocs import trial_scores
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
+from cxrray.report.page import Artifacts, Section
 from cxrray.representations import display_order
 from cxrray.stats.delong import DelongTest, auroc_cov, paired_test, unpaired_test
 from cxrray.stats.multiplicity import bonferroni, holm

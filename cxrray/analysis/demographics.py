@@ -6,8 +6,9 @@ from __future__ import annotations
 import polars as pl
 
 from cxrray.analysis.bias import analysed_shards
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.explain.probe import probes
+from cxrray.report.page import Artifacts, Section
 from cxrray.representations import hide_seek_representations, lung_hiding
 
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import polars as pl
 
 from cxrray.analysis.shortcut import cell_verdicts, findings_view, shortcut_findings
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
 from cxrray.plots.palette import protocol_sorted
 from cxrray.plots.steps import plot_dilation
+from cxrray.report.page import Artifacts, Section
 from cxrray.representations import lung_hiding
 from cxrray.verdicts.verdict import Rules
 

@@ -15,8 +15,9 @@ import polars as pl
 from scipy import stats
 from sklearn.metrics import confusion_matrix
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
+from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.stats.delong import auroc_interval
 

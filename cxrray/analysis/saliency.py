@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import RunLayout
 from cxrray.explain.cache import TrialCache
 from cxrray.explain.fanout import Placement, fan_out
@@ -18,6 +18,7 @@ from cxrray.explain.saliency import bootstrap_ci, trial_saliency
 from cxrray.explain.sanity import RHO_MAX
 from cxrray.plots.figures import plot_gradcam_grid, plot_saliency_bars
 from cxrray.registry import UserError
+from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.verdicts.verdict import StepWord, Verdict
 

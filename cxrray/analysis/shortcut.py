@@ -20,9 +20,12 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from cxrray.analysis.aurocs import trial_scores
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.aurocs import positive_title, trial_scores
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
+from cxrray.plots.figures import plot_forest
+from cxrray.plots.palette import protocol_sorted
+from cxrray.report.page import Answer, Artifacts, Section
 from cxrray.representations import lung_hiding
 from cxrray.scalars import num
 from cxrray.stats.delong import auroc_cov, auroc_interval, patients_per_class
@@ -212,8 +215,9 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
                     f"the AUROC stays at {r['auroc']:.3f}; python -m cxrray.analysis plan).")
         elif r["verdict"] == Verdict.INCONCLUSIVE:
             more = " No number of test patients decides it at this AUROC: it sits at the equivalence margin."
-        out.append(f"{who}: {r['verdict'].replace('_', ' ').upper()}: {r['reason']} ({100 * r['level']:.1f} % "
-                   f"interval, {r['test']}; reference: {r['reference']}){kept}.{more}")
+        read = f"{100 * r['level']:.1f} % interval, {r['test']}; " if r["test"] else ""  # (none: no model learned)
+        out.append(f"{who}: {r['verdict'].replace('_', ' ').upper()}: {r['reason']} ({read}reference: "
+                   f"{r['reference']}){kept}.{more}")
     return out
 
 
@@ -248,9 +252,6 @@ def headline(artifacts: dict[str, Artifacts]) -> Headline:
 @analysis_step(order=31)
 def shortcut(run: LoadedRun) -> Artifacts:
     """The shortcut verdict per lung-hiding trial and per protocol cell (replicates combined)."""
-    from cxrray.analysis.aurocs import positive_title
-    from cxrray.plots.figures import plot_forest
-
     a = Artifacts()
     rules = run.options.rules
     findings = shortcut_findings(run.predictions, run.aurocs, rules) if run.aurocs.height else pl.DataFrame()
@@ -278,4 +279,6 @@ def shortcut(run: LoadedRun) -> Artifacts:
             extra = (("per protocol cell, replicates combined (analysis/cell_verdicts.csv)",
                       findings_view(a.tables["cell_verdicts"])), *extra)
     a.sections = [Section("Shortcut verdicts", verdict="verdict", note=rules.text(), extra=extra)]
+    cells = protocol_sorted(a.tables.get("cell_verdicts", pl.DataFrame()))
+    a.answer = Answer(headline({"shortcut": a}), cells, tuple(shortcut_sentences(cells)) if cells.height else ())
     return a

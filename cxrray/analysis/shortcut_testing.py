@@ -28,10 +28,11 @@ import numpy as np
 import polars as pl
 from scipy import optimize, stats
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.tasks import TASKS
 from cxrray.plots.steps import plot_short
 from cxrray.records import TrialRecord
+from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.verdicts.verdict import StepWord, Verdict
 

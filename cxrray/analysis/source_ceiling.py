@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.tasks import TASKS
+from cxrray.report.page import Artifacts, Section
 from cxrray.representations import lung_hiding
 from cxrray.scalars import num
 from cxrray.stats.delong import auroc_interval

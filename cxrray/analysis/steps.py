@@ -5,7 +5,7 @@ stored predictions and results (never the training loop, never Tune), and return
 and report sections. ``run.analyze`` runs the steps in order and writes every table as
 ``analysis/<name>.csv``; the report and the W&B summary iterate the artifacts, so a file name is written in
 one place: the step that makes it. A new analysis is one function with its decorator, in its own module,
-imported by ``cxrray/report/analyze.py``.
+imported by ``cxrray/analysis/analyze.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from cxrray.config import RunLayout, TrialSpec
 from cxrray.declared import check_ranges, option
 from cxrray.explain.fanout import Placement
 from cxrray.registry import Registry, UserError
+from cxrray.report.page import Artifacts, ReportRun  # (what a step hands the report)
 from cxrray.verdicts.verdict import Rules
 
 FAMILY_COLUMNS = tuple(f.name for f in fields(TrialSpec) if f.name not in ("recipe", "data_id"))  # --family
@@ -99,6 +100,10 @@ class LoadedRun:
         """Where a step writes figure ``name`` (``analysis/<name>.png``)."""
         return self.layout.analysis_file(f"{name}.png")
 
+    def view(self) -> ReportRun:
+        """What the report reads of the run."""
+        return ReportRun(self.layout, self.results, self.aurocs, self.rows)
+
     def model_trials(self) -> pl.DataFrame:
         """The analysed trials whose saved models the model-based steps (saliency, transfer) load: those of the
         run's first ``options.model_seeds`` seeds (0: every seed). At paper scale the seeds are replicates of a
@@ -114,40 +119,6 @@ class LoadedRun:
         shown = sorted(set(self.model_trials()["seed"].to_list())) if seeds else []
         return "" if shown == seeds else (f"; the models of seed{'s' * (len(shown) > 1)} {', '.join(map(str, shown))} "
                                           f"(of {len(seeds)} seeds)")
-
-
-# the report's parts after the verdict card, in this order
-GROUPS = {"statistics": "Statistics", "bias": "Bias and shortcuts beyond the lungs", "saliency": "Saliency",
-          "detail": "Per-trial detail", "reporting": "Reporting guidelines"}
-
-
-@dataclass(frozen=True)
-class Section:
-    """One report section: the step's tables and figures (by name) in this order, and sub-tables shown
-    only here (heading, frame); ``group``: the report part it belongs to (``GROUPS``); ``verdict``: a column
-    of verdicts that colours the table's rows (colour encodes the verdict, never the size of a number)."""
-
-    title: str
-    tables: tuple[str, ...] = ()
-    figures: tuple[str, ...] = ()
-    extra: tuple[tuple[str, pl.DataFrame], ...] = ()
-    verdict: str | None = None
-    note: str = ""
-    group: str = "statistics"
-
-
-@dataclass
-class Artifacts:
-    """What one step made. ``tables`` -> ``analysis/<name>.csv``, the report and W&B; ``detail`` ->
-    ``analysis/<name>.csv`` only (per-trial files such as ``confusion/<id>``); ``figures``: name -> caption
-    of the PNGs the step wrote (``LoadedRun.figure``); ``text``: prose for the terminal and
-    ``analysis/auroc_table.md``."""
-
-    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
-    detail: dict[str, pl.DataFrame] = field(default_factory=dict)
-    figures: dict[str, str] = field(default_factory=dict)
-    text: str = ""
-    sections: list[Section] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.manifest import age_band
 from cxrray.data.tasks import TASKS, Task
 from cxrray.plots.palette import protocol_sorted
+from cxrray.report.page import Artifacts, Section
 from cxrray.stats.delong import auroc_interval, clustered_difference, patients_per_class
 from cxrray.stats.multiplicity import holm
 from cxrray.verdicts.simulate import Truth, draw

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.tasks import TASKS
 from cxrray.explain.cache import TrialCache
 from cxrray.explain.fanout import fan_out
@@ -23,6 +23,7 @@ from cxrray.explain.scoring import Scored, jobs_for, score_models
 from cxrray.plots.palette import protocol_sorted
 from cxrray.plots.steps import plot_transfer
 from cxrray.records import TrialRecord
+from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.stats.delong import auroc_interval, score_interval
 

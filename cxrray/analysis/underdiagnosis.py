@@ -25,9 +25,10 @@ import polars as pl
 from scipy import stats
 from sklearn.metrics import roc_curve
 
-from cxrray.analysis.steps import Artifacts, LoadedRun, Section, analysis_step
+from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.analysis.subgroups import attribute_values, per_trial
 from cxrray.plots.palette import protocol_sorted
+from cxrray.report.page import Artifacts, Section
 from cxrray.verdicts.verdict import StepWord, Verdict
 
 MIN_POSITIVE = 10  # positive patients each side of a comparison needs

@@ -27,6 +27,7 @@ import polars as pl
 from cxrray.config import RunLayout
 from cxrray.representations import lung_hiding
 from cxrray.scalars import num
+from cxrray.verdicts.verdict import VERDICTS
 
 HIDDEN = lung_hiding()  # lungs_removed, lungs_boxed_out: their registry entries say they hide the lungs
 
@@ -119,8 +120,6 @@ def operating_characteristics(runs: Mapping[int, Mapping[float, Path]]) -> pl.Da
     lung-hiding trials tested, how many got each verdict, and the flag rate (``shortcut`` verdicts / trials):
     the false-flag rate at confound 0, the detection rate where the confound is planted; with its spread
     (lowest and highest per-seed rate)."""
-    from cxrray.verdicts.verdict import VERDICTS
-
     rows = []
     for seed, by_confound in sorted(runs.items()):
         for c, run_dir in sorted(by_confound.items()):

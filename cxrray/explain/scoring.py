@@ -22,6 +22,7 @@ import torch
 
 from cxrray.data.shards import LocalSplit
 from cxrray.explain.saliency import load_trial
+from cxrray.registry import UserError
 from cxrray.representations import InputPipeline, apply_representation, hide_seek_representations, out_channels
 
 MODELS_PER_JOB = 16  # models one job holds at once (memory), each job reading its split once
@@ -83,8 +84,6 @@ def jobs_for(run_dir: str | Path, splits: dict[str, str], device: str = "cpu", p
 
 def score_models(job: ScoreJob) -> Scored:
     """Run the job: each model loaded once, the split streamed once, each representation made once per batch."""
-    from cxrray.registry import UserError
-
     device = torch.device(job.device)
     models, errors = {}, {}
     for trial_id in job.trial_ids:

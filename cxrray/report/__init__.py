@@ -1,2 +1,3 @@
-"""Report: runs the registered analysis steps over a run folder (``analyze``) and presents what they found: the
-HTML report (``html``, ``templates/``), the study's W&B run (``summary``) and its workspace (``dashboard``)."""
+"""Report: presents what the analysis steps found, reading only typed records (``page``: ``Artifacts``,
+``Section``, ``Answer``, ``ReportRun``): the HTML report (``html``, ``templates/``) and the study's W&B workspace
+(``dashboard``). The steps run in ``cxrray.analysis.analyze``, which hands their artifacts here."""

@@ -23,12 +23,11 @@ import jinja2
 import polars as pl
 
 from cxrray import provenance
-from cxrray.analysis.shortcut import findings_of, headline, shortcut_sentences
-from cxrray.analysis.steps import GROUPS, Artifacts, LoadedRun, Section
 from cxrray.data.tasks import TASKS, class_legend
 from cxrray.plots.palette import NOT_JUDGED, VERDICTS, VISIBLE, protocol_sorted
+from cxrray.report.page import GROUPS, Artifacts, ReportRun, Section
 from cxrray.representations import lung_hiding
-from cxrray.verdicts.verdict import Verdict, tone_of
+from cxrray.verdicts.verdict import Verdict, tone_of, verdict_line
 
 LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "positives", "n_neg": "negatives",
           "trial_id": "trial id", "run_name": "trial", "ece": "ECE", "ece_lo": "ECE CI low",
@@ -104,7 +103,7 @@ def _verdict_of(findings: pl.DataFrame) -> tuple[dict[tuple[Any, ...], str], lis
     return {tuple(r[c] for c in keys): r["verdict"] for r in findings.iter_rows(named=True)}, keys
 
 
-def verdict_grid(run: LoadedRun, findings: pl.DataFrame) -> dict:
+def verdict_grid(run: ReportRun, findings: pl.DataFrame) -> dict:
     """The card's table: row axis (protocol order) x backbone; per cell each replicate's AUROC [95 % CI] and
     its verdict mark and colour (lung-hiding trials: their verdict; any degenerate model: degenerate)."""
     aurocs = protocol_sorted(run.aurocs, run.rows)
@@ -129,14 +128,14 @@ def verdict_grid(run: LoadedRun, findings: pl.DataFrame) -> dict:
     return {"axis": label(run.rows), "backbones": backbones, "rows": grid}
 
 
-def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
+def card(run: ReportRun, artifacts: dict[str, Artifacts]) -> dict:
     """The verdict card: the one-line answer, a sentence per lung-hiding trial, the table, the key figure and
     the class codes."""
-    findings = protocol_sorted(findings_of(artifacts))
-    answer = headline(artifacts)
-    sentences = [{"verdict": v, "text": s}
-                 for v, s in zip(findings["verdict"], shortcut_sentences(findings), strict=True)] \
-        if not findings.is_empty() else []
+    given = next((a.answer for a in artifacts.values() if a.answer is not None), None)
+    findings = given.findings if given is not None else pl.DataFrame()
+    answer = given.headline if given is not None else verdict_line([])
+    sentences = [{"verdict": v, "text": s} for v, s in zip(findings["verdict"], given.sentences, strict=True)] \
+        if given is not None and not findings.is_empty() else []
     degenerate = run.aurocs.filter(pl.col("degenerate") != "") if run.aurocs.height else run.aurocs
     names = dict(zip(run.results["trial_id"], run.results["run_name"], strict=True))
     tasks = sorted(set(run.aurocs["task"])) if "task" in run.aurocs.columns and run.aurocs.height else []
@@ -150,7 +149,7 @@ def card(run: LoadedRun, artifacts: dict[str, Artifacts]) -> dict:
             "legend": legend, "failed": run.results.filter(pl.col("status") != "finished")["run_name"].to_list()}
 
 
-def section(sec: Section, art: Artifacts, run: LoadedRun) -> dict | None:
+def section(sec: Section, art: Artifacts, run: ReportRun) -> dict | None:
     """A section's tables and figures as the template shows them; None when the step made none of them (a
     section never stands empty, and a re-analysis without a step's output shows nothing stale)."""
     tables = [table(art.tables[t], run.rows, sec.verdict) for t in sec.tables if t in art.tables]
@@ -162,7 +161,7 @@ def section(sec: Section, art: Artifacts, run: LoadedRun) -> dict | None:
     return {"title": sec.title, "tables": tables, "figures": figures, "note": sec.note}
 
 
-def provenance_view(run: LoadedRun) -> dict:
+def provenance_view(run: ReportRun) -> dict:
     """The effective study, the invocations that made the run, versions and the datasets' fingerprints."""
     invocations, study = provenance.read(run.layout)
     data_cols = [c for c in ("data_id", "task", "design", "fold", "image_size") if c in run.results.columns]
@@ -178,7 +177,7 @@ def provenance_view(run: LoadedRun) -> dict:
             "root": str(run.layout.root)}
 
 
-def write_report(run: LoadedRun, summary_text: str, named: dict[str, Artifacts],
+def write_report(run: ReportRun, summary_text: str, named: dict[str, Artifacts],
                  failed: list[tuple[str, str, str]] | None = None) -> Path:
     """Write ``report.html`` from the analysis artifacts (per step name, in step order): verdict card, grouped
     sections, the findings in words, provenance; ``failed``: (step, error, traceback file) of each step that

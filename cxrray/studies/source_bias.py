@@ -101,8 +101,8 @@ def parse_args(argv: list[str] | None = None) -> SourceBias:
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
     from cxrray.data.checks import check_task_data
-    from cxrray.report.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.studies.common import begin, start
+    from cxrray.studies.finish import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep
     from cxrray.tuning.study import check_methods_on_data, design_splits, expand_search, parse_search, source_bias_specs

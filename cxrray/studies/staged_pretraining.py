@@ -116,8 +116,8 @@ def _phantoms(run_dir: Path, keys: list[str], study: Staged) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
-    from cxrray.report.summary import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.studies.common import begin, start
+    from cxrray.studies.finish import finish_study  # the stages (torch, Ray) load after --help is answered
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_waves
     from cxrray.tuning.staged import PHASES, TARGET_FRACTIONS, datasets_needed, staged_specs

@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     study = parse_args(argv)
     import polars as pl
 
+    from cxrray.analysis.analyze import run_analysis  # torch and Ray load after --help is answered
     from cxrray.analysis.aurocs import format_table
     from cxrray.analysis.steps import AnalysisOptions, analysis_options
     from cxrray.analysis.validation import format_checks, known_answer_checks, operating_characteristics
-    from cxrray.report.analyze import run_analysis  # torch and Ray load after --help is answered
     from cxrray.studies.common import begin, start
     from cxrray.tuning.prepare import prepare_data
     from cxrray.tuning.runner import run_sweep

@@ -34,8 +34,9 @@ from cxrray.analysis import (  # noqa: F401
     underdiagnosis,
 )
 from cxrray.analysis.run import load_run
-from cxrray.analysis.steps import AnalysisOptions, Artifacts, ordered_steps
+from cxrray.analysis.steps import AnalysisOptions, ordered_steps
 from cxrray.report.html import write_report
+from cxrray.report.page import Artifacts
 
 FAMILY = AnalysisOptions().family
 
@@ -104,7 +105,7 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
                  f"(analysis/warnings.txt)")
     run.layout.analysis_file("auroc_table.md").write_text(text + "\n")
     run = dataclasses.replace(final, layout=run.layout.swap_analysis())
-    report = write_report(run, text, artifacts, [(f.step, f.error, str(f.log)) for f in failed])
+    report = write_report(run.view(), text, artifacts, [(f.step, f.error, str(f.log)) for f in failed])
     return AnalysisResult(text, artifacts, report, tuple(failed))
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import polars as pl
 
+from cxrray.analysis.analyze import AnalysisResult, run_analysis
 from cxrray.analysis.shortcut import headline
 from cxrray.analysis.steps import AnalysisOptions
 from cxrray.config import RunLayout, SweepOutcome, WandbMode
 from cxrray.data.tasks import TASKS
 from cxrray.explain.fanout import Placement
-from cxrray.report.analyze import AnalysisResult, run_analysis
 from cxrray.report.dashboard import Dashboard, dashboard_of
 from cxrray.wandb_run import open_run
 
