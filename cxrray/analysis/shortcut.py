@@ -16,6 +16,8 @@ A one-seed run has one trial per cell, and its cell verdicts are its trial verdi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -235,18 +237,22 @@ def findings_view(findings: pl.DataFrame) -> pl.DataFrame:
         infer_schema_length=None)
 
 
-def findings_of(artifacts: dict[str, Artifacts]) -> pl.DataFrame:
-    """The verdicts the headline counts: one per protocol cell (``cell_verdicts``), empty when none was made."""
-    step = artifacts.get("shortcut")
-    return step.tables.get("cell_verdicts", pl.DataFrame()) if step else pl.DataFrame()
+def answer_of(artifacts: Mapping[str, Artifacts]) -> Answer | None:
+    """The study's answer among the steps' artifacts (the shortcut step's), read through its typed field."""
+    return next((a.answer for a in artifacts.values() if a.answer is not None), None)
 
 
-def headline(artifacts: dict[str, Artifacts]) -> Headline:
+def _headline(cells: pl.DataFrame) -> Headline:
     """The study's answer in one line (``verdict.verdict_line``), counting protocol cells."""
-    cells = findings_of(artifacts)
     several = not cells.is_empty() and num(cells["replicates"].max()) > 1
     return verdict_line(cells["verdict"].to_list() if not cells.is_empty() else [],
                         "lung-hiding cells" if several else "lung-hiding trials")
+
+
+def headline(artifacts: Mapping[str, Artifacts]) -> Headline:
+    """The study's answer in one line, from its ``Answer`` (no verdict when the shortcut step made none)."""
+    answer = answer_of(artifacts)
+    return answer.headline if answer is not None else _headline(pl.DataFrame())
 
 
 @analysis_step(order=31)
@@ -280,5 +286,5 @@ def shortcut(run: LoadedRun) -> Artifacts:
                       findings_view(a.tables["cell_verdicts"])), *extra)
     a.sections = [Section("Shortcut verdicts", verdict="verdict", note=rules.text(), extra=extra)]
     cells = protocol_sorted(a.tables.get("cell_verdicts", pl.DataFrame()))
-    a.answer = Answer(headline({"shortcut": a}), cells, tuple(shortcut_sentences(cells)) if cells.height else ())
+    a.answer = Answer(_headline(cells), cells, tuple(shortcut_sentences(cells)) if cells.height else ())
     return a
