@@ -137,3 +137,30 @@ def test_degenerate_variances_are_said_not_hidden():
     assert 0.05 < unpaired < 1.0
     one = auroc_ci(np.array([1, 0, 0, 0], bool), np.array([0.9, 0.1, 0.2, 0.3]))
     assert one.auc == 1.0 and np.isnan(one.var) and np.isnan(one.lo) and np.isnan(one.hi)
+
+
+@pytest.mark.parametrize("sd_pos, mean_pos", [(3.0, 0.0), (3.0, 1.0), (1.0, 0.0)])
+def test_the_interval_is_never_narrower_than_delongs_own_under_unequal_spreads(sd_pos, mean_pos):
+    """One image per patient, the classes' score spreads 3:1 (the usual case for a model's scores): the design
+    effect used to be capped at 1, which put Hanley-McNeil's variance in place of DeLong's larger one; coverage
+    was 92.9 % at AUROC 0.5 and 92.0 % at 0.62 (2,000 sets of 100 patients), 7 % of null sets claimed a
+    signal. Known truth, 800 test sets each: coverage 93-97 %, claims of a signal at chance <= 5 % (both sides)."""
+    from scipy.stats import norm
+
+    from cxrray.stats.delong import auroc_interval
+
+    rng = np.random.default_rng(11)
+    true = norm.cdf(mean_pos / np.sqrt(1 + sd_pos**2))
+    covered = claims = 0
+    reps = 800
+    for _ in range(reps):
+        y = rng.random(100) < 0.5
+        s = np.where(y, rng.normal(mean_pos, sd_pos, 100), rng.normal(0, 1, 100))
+        iv = auroc_interval(y, s, np.arange(100))
+        covered += iv.lo <= true <= iv.hi
+        claims += (iv.lo > 0.5 or iv.hi < 0.5) and true == 0.5
+    assert 0.93 <= covered / reps <= 0.97
+    assert claims / reps <= 0.05
+    iv = auroc_interval(y, s, np.arange(100))  # never below DeLong's own variance
+    aucs, cov = auroc_cov(y, s[None, :])
+    assert ((iv.hi - iv.lo) / 2 / 1.96) ** 2 >= 0.9 * cov[0, 0]

@@ -223,6 +223,9 @@ def design_effect(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, v
         icc = _rank_icc(stats.rankdata(np.asarray(score, float)[cls]), groups[cls])
         lower, upper = max(lower, 1 + (w - 1) * icc), max(upper, w)
     hm = float(hm_variance(auc, y.sum(), (~y).sum()))
+    plain = float(auroc_cov(y, np.asarray(score, float)[None, :])[1][0, 0])  # DeLong without the clustering
+    own = plain / hm if np.isfinite(plain) and plain > 0 and hm > 0 else 1.0  # unequal spreads: above 1
+    lower, upper = max(lower, own), upper * max(own, 1.0)  # the clustering on top of DeLong's own, never below
     ratio = var / hm if np.isfinite(var) and var > 0 and hm > 0 else upper
     return float(np.clip(max(ratio, lower), 1.0, upper))
 
