@@ -162,5 +162,5 @@ def test_the_interval_is_never_narrower_than_delongs_own_under_unequal_spreads(s
     assert 0.93 <= covered / reps <= 0.97
     assert claims / reps <= 0.05
     iv = auroc_interval(y, s, np.arange(100))  # never below DeLong's own variance
-    aucs, cov = auroc_cov(y, s[None, :])
+    _, cov = auroc_cov(y, s[None, :])
     assert ((iv.hi - iv.lo) / 2 / 1.96) ** 2 >= 0.9 * cov[0, 0]
