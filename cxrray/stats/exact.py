@@ -28,6 +28,7 @@ from cxrray.stats.ranks import placements
 ENUMERATE = 20_000  # at most this many permutations are enumerated; more are sampled
 DRAWS = 10_000  # Monte Carlo permutations when enumeration is too large (p +/- 0.002 near 0.05)
 CHUNK = 2_000  # permutations evaluated at once (memory: CHUNK x units)
+BUDGET = 2_000_000  # at most this many scores re-ranked at once by the paired test (chunks shrink with images)
 LOOP_LIMIT = 4_096  # the unpaired test recomputes AUROCs per permutation in a loop: fewer, enumerated or drawn
 TOL = 1e-9  # AUROCs closer than this count as equal (float sums of ranks)
 
@@ -115,12 +116,25 @@ def _unit_ranks(y: np.ndarray, score: np.ndarray, unit: np.ndarray) -> tuple[np.
     return rank_sum, size, positive
 
 
+def _subsets(n_units: int, k: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """``DRAWS`` uniform random k-subsets of n_units, in chunks: each drawn on its own (``Generator.choice``
+    without replacement, which takes a set-based path when k is small), so memory is CHUNK x k and time linear
+    in the units, never a CHUNK x n_units matrix of random keys per chunk."""
+    done = 0
+    while done < DRAWS:
+        n = min(CHUNK, DRAWS - done)
+        yield np.stack([rng.choice(n_units, size=k, replace=False, shuffle=False) for _ in range(n)]) if k else \
+            np.zeros((n, 0), np.int64)
+        done += n
+
+
 def permutation_auroc(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None = None, seed: int = 0
                       ) -> ExactTest:
     """Permutation test of the AUROC against chance, labels permuted between patients (``groups``).
 
     ``score`` may hold several rows (models scored on the same images): the statistic is then their mean AUROC,
-    the same permutation applied to every row (one test for replicates of a protocol cell).
+    the same permutation applied to every row (one test for replicates of a protocol cell). Sampled
+    permutations draw the smaller class's units (9 positive patients against 60,000 negatives: 9 per draw).
     """
     y = np.asarray(y, bool)
     score = np.atleast_2d(np.asarray(score, float))
@@ -128,18 +142,24 @@ def permutation_auroc(y: np.ndarray, score: np.ndarray, groups: np.ndarray | Non
     rank_sum, size, positive = _unit_ranks(y, score, unit)
     n, k = len(y), int(positive.sum())
     total = math.comb(len(size), k)
+    all_size, all_ranks = size.sum(), rank_sum.sum(-1, keepdims=True)
 
-    def auc(chosen: np.ndarray) -> np.ndarray:
+    def auc(chosen: np.ndarray, complement: bool = False) -> np.ndarray:
         m = size[chosen].sum(-1)
         r = rank_sum[:, chosen].sum(-1)
+        if complement:  # the units chosen are the negatives: the positives are the rest
+            m, r = all_size - m, all_ranks - r
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.asarray(((r - m * (m + 1) / 2) / (m * (n - m))).mean(0), float)
 
     observed = float(auc(np.flatnonzero(positive)[None, :])[0])
     rng = np.random.default_rng(seed)
     enumerated = total <= ENUMERATE
-    return _result(observed, (auc(c) for c in _choices(len(size), k, rng)), total if enumerated else DRAWS,
-                   enumerated)
+    if enumerated:
+        return _result(observed, (auc(c) for c in _choices(len(size), k, rng)), total, True)
+    small = min(k, len(size) - k)
+    return _result(observed, (auc(c, complement=small < k) for c in _subsets(len(size), small, rng)), DRAWS,
+                   False)
 
 
 def permutation_paired(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, groups: np.ndarray | None = None,
@@ -166,15 +186,17 @@ def permutation_paired(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, groups: np
 
     observed = float(diff(np.zeros((1, n_units), bool))[0])
 
+    step = max(1, min(CHUNK, BUDGET // len(y)))  # memory bounded whatever the number of images
+
     def chunks() -> Iterator[np.ndarray]:
         if enumerated:
             codes = np.arange(2**n_units)
-            for i in range(0, len(codes), CHUNK):
-                c = codes[i:i + CHUNK, None]
+            for i in range(0, len(codes), step):
+                c = codes[i:i + step, None]
                 yield diff(((c >> np.arange(n_units)) & 1).astype(bool))
         else:
-            for i in range(0, DRAWS, CHUNK):
-                yield diff(rng.random((min(CHUNK, DRAWS - i), n_units)) < 0.5)
+            for i in range(0, DRAWS, step):
+                yield diff(rng.random((min(step, DRAWS - i), n_units)) < 0.5)
 
     return _result(observed, chunks(), 2**n_units if enumerated else DRAWS, enumerated)
 
