@@ -199,8 +199,10 @@ def test_signal_kept_without_the_lungs_is_a_shortcut_with_its_effect():
 @pytest.mark.parametrize("verdicts, line", [
     (["shortcut", "shortcut", "degenerate"],
      "SHORTCUT: 2/3 lung-hiding trials keep the signal without the lungs (1 degenerate)"),
-    (["no_shortcut", "degenerate"], "NO SHORTCUT: 0/2 lung-hiding trials keep the signal without the lungs "
-                                    "(1 no_shortcut, 1 degenerate)"),
+    (["no_shortcut", "degenerate", "degenerate"], "INCONCLUSIVE: 0/3 lung-hiding trials keep the signal without "
+                                                  "the lungs (1 no_shortcut, 2 degenerate)"),  # (was NO SHORTCUT)
+    (["no_shortcut", "no_shortcut"], "NO SHORTCUT: 0/2 lung-hiding trials keep the signal without the lungs "
+                                     "(2 no_shortcut)"),
     (["degenerate", "too_few"], "NO VERDICT: 0/2 lung-hiding trials keep the signal without the lungs "
                                 "(1 too_few, 1 degenerate)"),
     (["inconclusive", "no_shortcut", "inverted"],
@@ -294,3 +296,16 @@ def test_a_sampled_permutation_draws_the_smaller_class_and_agrees_with_the_exact
     assert not got.enumerated and got.total == 10_001
     assert abs(got.p_two - exact) <= 4 * max(got.mc_se, 1e-3), (got.p_two, exact)
     assert 0.001 < exact < 0.2  # a p-value where the comparison means something
+
+
+def test_a_degenerate_original_and_nan_scores_are_said_as_such():
+    """A degenerate original was described as "no original trial to compare with"; ``judge`` on NaN scores
+    returned inconclusive (the pipeline flags them first, the rule says it too)."""
+    rng = np.random.default_rng(5)
+    y, g, h, o = draw(rng, Truth(0.7, 0.9, 60, images=1, icc=0.0))
+    f = judge(y, h, g, original=(y, o, g), degenerate_original="constant scores")
+    assert f.reference == "absolute (the original model is degenerate (constant scores))"
+    nan = h.copy()
+    nan[3] = np.nan
+    bad = judge(y, nan, g)
+    assert bad.verdict == "degenerate" and "1 of 60 scores are not finite" in bad.reason

@@ -232,10 +232,10 @@ NAN = float("nan")
 
 def _usable(original: Estimate | None, degenerate_original: str, ratio: tuple[float, float] | None) -> str:
     """'' when the original can be the reference, else why not."""
+    if degenerate_original:  # (said first: a degenerate original is passed as no estimate)
+        return f"the original model is degenerate ({degenerate_original})"
     if original is None:
         return "no original trial to compare with"
-    if degenerate_original:
-        return f"the original model is degenerate ({degenerate_original})"
     if min(original.patients_pos, original.patients_neg) < MIN_PATIENTS:
         return "too few patients in the original's test set"
     if not original.above:
@@ -308,6 +308,9 @@ def judge(y: np.ndarray, hidden: np.ndarray, groups: np.ndarray | None, *, m: in
     alpha_m = rules.alpha / max(m, 1)
     level = 1 - alpha_m
     y = np.asarray(y, bool)
+    scores = np.asarray(hidden, float)
+    if not degenerate and not np.isfinite(scores).all():  # (the pipeline flags these first; judge says it too)
+        degenerate = f"{int((~np.isfinite(scores)).sum())} of {len(scores)} scores are not finite"
     if degenerate or not y.any() or y.all():  # no model, or a test split of one class: no AUROC to estimate
         h = Estimate(NAN, NAN, NAN, NAN, *patients_per_class(y, groups), "", NAN)
         return decide(h, None, 0.0, level, rules, degenerate=degenerate)
@@ -351,7 +354,9 @@ HEADS = (("SHORTCUT", ("shortcut",), Verdict.SHORTCUT),
 def verdict_line(verdicts: list[str], unit: str = "lung-hiding trials") -> Headline:
     """The study's answer in one line, naming every kind of evidence: SHORTCUT when any trial (cell) keeps the
     signal, SIGNAL WITHOUT THE LUNGS when one keeps a weaker (partial) or reversed (inverted) one, NO SHORTCUT
-    when every usable one rules a useful signal out, NO VERDICT when none is usable, else INCONCLUSIVE."""
+    when every one rules a useful signal out, NO VERDICT when none is usable, else INCONCLUSIVE (also when the
+    usable ones rule it out but others did not learn or had too few patients: the study did not answer for
+    them)."""
     if not verdicts:
         return Headline("NO VERDICT", Verdict.DEGENERATE, f"NO VERDICT: no {unit} in this run")
     n = {v: verdicts.count(v) for v in VERDICTS}
@@ -359,7 +364,7 @@ def verdict_line(verdicts: list[str], unit: str = "lung-hiding trials") -> Headl
     head, tone = next(((h, t) for h, kinds, t in HEADS if any(n[k] for k in kinds)), (None, None))
     if head is None or tone is None:
         head, tone = (("NO VERDICT", Verdict.DEGENERATE) if usable == 0 else
-                      ("NO SHORTCUT", Verdict.NO_SHORTCUT) if n["no_shortcut"] == usable else
+                      ("NO SHORTCUT", Verdict.NO_SHORTCUT) if n["no_shortcut"] == len(verdicts) else
                       ("INCONCLUSIVE", Verdict.INCONCLUSIVE))
     said = {"inverted": "inverted: the signal exists without the lungs, reversed",
             "partial": "partial: a weaker signal without the lungs"}
