@@ -73,21 +73,24 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, rules: Ru
         f = judge(y, s, g, m=m, rules=rules, original=original, degenerate=h["degenerate"],
                   degenerate_original=o["degenerate"] if o is not None else "")
         rows.append({c: h[c] for c in axes} | {"trial_id": h["trial_id"]} | f.row()
-                    | {"patients_to_decide": to_decide(f, y, s, g, rules), "shortcut": f.verdict == Verdict.SHORTCUT,
+                    | to_decide(f, y, s, g, rules) | {"shortcut": f.verdict == Verdict.SHORTCUT,
                        "degenerate": h["degenerate"]})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
-def to_decide(f: Finding, y: np.ndarray, s: np.ndarray, g: np.ndarray, rules: Rules) -> float:
+def to_decide(f: Finding, y: np.ndarray, s: np.ndarray, g: np.ndarray, rules: Rules) -> dict[str, float | str]:
     """For an inconclusive verdict: roughly how many test patients would decide it (``plan.approx_patients``
-    with this test set's design effect, images per patient and prevalence); NaN otherwise or when none would."""
+    with this test set's design effect, images per patient and prevalence) and the verdict they would bring
+    (``decided_as``: the one the rule can reach at this AUROC); NaN and "" otherwise or when none would."""
     if f.verdict != Verdict.INCONCLUSIVE:
-        return float("nan")
+        return {"patients_to_decide": float("nan"), "decided_as": ""}
     ci = auroc_interval(y, s, g)
     patients = f.patients_pos + f.patients_neg
     n = approx_patients(f.auroc, ci.deff, len(y) / max(patients, 1), f.patients_pos / max(patients, 1), f.level,
                         rules)
-    return float(n) if n is not None else float("nan")
+    target = expected_verdict(f.auroc, rules, f.level)
+    said = "a signal (shortcut or partial)" if target == Verdict.SHORTCUT else target.word
+    return {"patients_to_decide": float(n) if n is not None else float("nan"), "decided_as": said if n else ""}
 
 
 def _combine(thetas: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,11 +181,11 @@ def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.
     for key, cell in cells:
         if cell.height == 1:  # one replicate: the trial's verdict at the cell level (same m)
             f = findings.filter(pl.col("trial_id") == cell["trial_id"][0]).row(0, named=True)
-            row = {c: f[c] for c in (*Finding.__dataclass_fields__, "patients_to_decide")}
+            row = {c: f[c] for c in (*Finding.__dataclass_fields__, "patients_to_decide", "decided_as")}
         else:
             found = cell_finding(test, aurocs, cell, m, rules)
             _, y, s, g = trial_scores(test, cell.row(0, named=True))
-            row = found.row() | {"patients_to_decide": to_decide(found, y, s, g, rules)}
+            row = found.row() | to_decide(found, y, s, g, rules)
         reps = [c for c in ("seed", "fold") if c in cell.columns and cell[c].n_unique() > 1] or \
             [c for c in ("seed", "fold") if c in cell.columns][:1]
         listed = "; ".join(f"{' '.join(f'{c} {r[c]}' for c in reps)}: {verdict_of.get(r['trial_id'], '')}"
@@ -213,10 +216,11 @@ def shortcut_sentences(findings: pl.DataFrame) -> list[str]:
         more = ""
         if r.get("patients_to_decide") is not None and r["patients_to_decide"] == r["patients_to_decide"]:
             more = (f" Roughly {int(r['patients_to_decide']):,} test patients (now "
-                    f"{r['patients_pos'] + r['patients_neg']}) would decide it ({expected_verdict(r['auroc'])} if "
+                    f"{r['patients_pos'] + r['patients_neg']}) would decide it ({r['decided_as']} if "
                     f"the AUROC stays at {r['auroc']:.3f}; python -m cxrray.analysis plan).")
         elif r["verdict"] == Verdict.INCONCLUSIVE:
-            more = " No number of test patients decides it at this AUROC: it sits at the equivalence margin."
+            more = (" No number of test patients decides it at this AUROC: an interval that holds 0.5 no longer "
+                    "fits inside the margin.")
         read = f"{100 * r['level']:.1f} % interval, {r['test']}; " if r["test"] else ""  # (none: no model learned)
         out.append(f"{who}: {r['verdict'].replace('_', ' ').upper()}: {r['reason']} ({read}reference: "
                    f"{r['reference']}){kept}.{more}")

@@ -78,7 +78,7 @@ def patients_needed(auc_hidden: float, auc_original: float, images: int = 2, icc
     """The smallest number of test patients (doubling from ``start``, then halving the last step twice) at which
     the expected verdict comes out in at least ``power`` of ``reps`` simulated test sets."""
     rng = np.random.default_rng(seed)
-    target = expected_verdict(auc_hidden, rules)
+    target = expected_verdict(auc_hidden, rules, 1 - rules.alpha / max(m, 1))
     wanted = EXPECTED[target]
     rates: list[tuple[int, dict[str, float]]] = []
 
