@@ -83,8 +83,9 @@ def flag_of(f: dataclasses.Field[Any], d: Declared) -> str:
 def check_ranges(record: Any) -> None:
     """Every declared numeric field of ``record`` (or each value of an axis) within its range: one line naming
     the option, before any work (the values of a study file come this way, not through argparse)."""
-    for f, d, _hint in options_of(type(record)):
-        if d.lo is None and d.hi is None:
+    for f in dataclasses.fields(record):
+        d = declared(f)
+        if d is None or (d.lo is None and d.hi is None):
             continue
         value = getattr(record, f.name)
         for v in value if isinstance(value, (list, tuple)) else [value]:
@@ -133,19 +134,19 @@ def help_of(f: dataclasses.Field[Any], d: Declared, names: Callable[[str], Seque
 
 
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, record: type[Any], *,
-                  names: Callable[[str], Sequence[str]] | None = None, only: Sequence[str] | None = None,
-                  groups: dict[str, Any] | None = None, defaults: bool = False, ranged: bool = True) -> None:
-    """An argument per declared field of ``record`` (``only``: these fields), listed under its group.
+                  names: Callable[[str], Sequence[str]] | None = None, groups: dict[str, Any] | None = None,
+                  defaults: bool = False, ranged: bool = True) -> None:
+    """An argument per declared field of ``record``, listed under its group (``groups``: those made so far).
     ``defaults``: argparse fills in the record's defaults (a small command); without, parsing yields only what
     the command line gave (the study commands layer it over files and presets). ``ranged``: argparse refuses a
     number out of its range; a study command leaves that to ``check_ranges``, which also reads its files."""
     groups = {} if groups is None else groups
     for f, d, hint in options_of(record):
-        if only is not None and f.name not in only:
-            continue
         target = parser
         if d.group and isinstance(parser, argparse.ArgumentParser):
-            target = groups.setdefault(d.group, groups.get(d.group) or parser.add_argument_group(d.group))
+            if d.group not in groups:
+                groups[d.group] = parser.add_argument_group(d.group)
+            target = groups[d.group]
         kw: dict[str, Any] = {"help": help_of(f, d, names), "dest": f.name}
         if d.metavar or (d.flag and hint is not bool):
             kw["metavar"] = d.metavar or flag_of(f, d).lstrip("-").replace("-", "_").upper()

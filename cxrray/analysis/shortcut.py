@@ -27,7 +27,7 @@ from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
 from cxrray.plots.figures import plot_forest
 from cxrray.plots.palette import protocol_sorted
-from cxrray.report.page import Answer, Artifacts, Section
+from cxrray.report.page import Answer, Artifacts, Section, answer_of
 from cxrray.representations import lung_hiding
 from cxrray.scalars import num
 from cxrray.stats.delong import auroc_cov, auroc_interval, patients_per_class
@@ -241,11 +241,6 @@ def findings_view(findings: pl.DataFrame) -> pl.DataFrame:
         infer_schema_length=None)
 
 
-def answer_of(artifacts: Mapping[str, Artifacts]) -> Answer | None:
-    """The study's answer among the steps' artifacts (the shortcut step's), read through its typed field."""
-    return next((a.answer for a in artifacts.values() if a.answer is not None), None)
-
-
 def _headline(cells: pl.DataFrame) -> Headline:
     """The study's answer in one line (``verdict.verdict_line``), counting protocol cells."""
     several = not cells.is_empty() and num(cells["replicates"].max()) > 1
@@ -256,7 +251,7 @@ def _headline(cells: pl.DataFrame) -> Headline:
 def headline(artifacts: Mapping[str, Artifacts]) -> Headline:
     """The study's answer in one line, from its ``Answer`` (no verdict when the shortcut step made none)."""
     answer = answer_of(artifacts)
-    return answer.headline if answer is not None else _headline(pl.DataFrame())
+    return answer.headline if answer is not None else verdict_line([])
 
 
 @analysis_step(order=31)

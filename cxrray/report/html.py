@@ -25,7 +25,7 @@ import polars as pl
 from cxrray import provenance
 from cxrray.data.tasks import TASKS, class_legend
 from cxrray.plots.palette import NOT_JUDGED, VERDICTS, VISIBLE, protocol_sorted
-from cxrray.report.page import GROUPS, Artifacts, ReportRun, Section
+from cxrray.report.page import GROUPS, Artifacts, ReportRun, Section, answer_of
 from cxrray.representations import lung_hiding
 from cxrray.verdicts.verdict import Verdict, tone_of, verdict_line
 
@@ -131,7 +131,7 @@ def verdict_grid(run: ReportRun, findings: pl.DataFrame) -> dict:
 def card(run: ReportRun, artifacts: dict[str, Artifacts]) -> dict:
     """The verdict card: the one-line answer, a sentence per lung-hiding trial, the table, the key figure and
     the class codes."""
-    given = next((a.answer for a in artifacts.values() if a.answer is not None), None)
+    given = answer_of(artifacts)
     findings = given.findings if given is not None else pl.DataFrame()
     answer = given.headline if given is not None else verdict_line([])
     sentences = [{"verdict": v, "text": s} for v, s in zip(findings["verdict"], given.sentences, strict=True)] \

@@ -6,6 +6,7 @@ study's ``Answer``); ``Section``: one part of the page; ``ReportRun``: the run a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,3 +72,8 @@ class ReportRun:
     def figure(self, name: str) -> Path:
         """Where figure ``name`` was written (``analysis/<name>.png``)."""
         return self.layout.analysis_file(f"{name}.png")
+
+
+def answer_of(artifacts: Mapping[str, Artifacts]) -> Answer | None:
+    """The study's answer among the steps' artifacts (the shortcut step's), read through its typed field."""
+    return next((a.answer for a in artifacts.values() if a.answer is not None), None)

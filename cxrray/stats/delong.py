@@ -30,12 +30,22 @@ def auroc_cov(y: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = Non
     """AUROCs (k,) and their DeLong covariance (k, k) for score rows (k, N) and labels (N,); with ``groups``
     (a cluster id per case, e.g. the patient) the clustered estimator of Obuchowski (1997)."""
     aucs, v01, v10 = placements(y, scores)
-    if groups is not None and len(np.unique(np.asarray(groups))) < len(np.asarray(groups)):
+    if _clusters(groups):
         return aucs, _clustered_cov(np.asarray(y).astype(bool), np.asarray(groups), aucs, v01, v10)
+    return aucs, _plain_cov(aucs, v01, v10)
+
+
+def _clusters(groups: np.ndarray | None) -> bool:
+    """Whether ``groups`` puts two cases in one cluster (else the clustered estimator is DeLong's own)."""
+    return groups is not None and len(np.unique(np.asarray(groups))) < len(np.asarray(groups))
+
+
+def _plain_cov(aucs: np.ndarray, v01: np.ndarray, v10: np.ndarray) -> np.ndarray:
+    """DeLong's covariance from the placements, every case its own cluster."""
     with np.errstate(invalid="ignore", divide="ignore"):
         sx = np.atleast_2d(np.cov(v01)) if v01.shape[1] > 1 else np.full((len(aucs), len(aucs)), np.nan)
         sy = np.atleast_2d(np.cov(v10)) if v10.shape[1] > 1 else np.full((len(aucs), len(aucs)), np.nan)
-    return aucs, sx / v01.shape[1] + sy / v10.shape[1]
+    return np.asarray(sx / v01.shape[1] + sy / v10.shape[1], float)
 
 
 def _clustered_cov(y: np.ndarray, groups: np.ndarray, aucs: np.ndarray, v01: np.ndarray,
@@ -208,9 +218,11 @@ def _rank_icc(ranks: np.ndarray, groups: np.ndarray) -> float:
     return float(np.clip((msb - msw) / denom, 0.0, 1.0)) if denom > 0 else 1.0
 
 
-def design_effect(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, var: float, auc: float) -> float:
+def design_effect(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, var: float, auc: float,
+                  plain: float) -> float:
     """How many images count as one: clustered DeLong variance / Hanley-McNeil's at the image counts, at least
-    1 + (w - 1) ICC of the within-class ranks and at most w (w: images per patient, weighted by size)."""
+    1 + (w - 1) ICC of the within-class ranks and DeLong's own (unclustered: ``plain``) over Hanley-McNeil's,
+    and at most w times that (w: images per patient, weighted by size)."""
     y = np.asarray(y, bool)
     if groups is None:
         return 1.0
@@ -223,7 +235,6 @@ def design_effect(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, v
         icc = _rank_icc(stats.rankdata(np.asarray(score, float)[cls]), groups[cls])
         lower, upper = max(lower, 1 + (w - 1) * icc), max(upper, w)
     hm = float(hm_variance(auc, y.sum(), (~y).sum()))
-    plain = float(auroc_cov(y, np.asarray(score, float)[None, :])[1][0, 0])  # DeLong without the clustering
     own = plain / hm if np.isfinite(plain) and plain > 0 and hm > 0 else 1.0  # unequal spreads: above 1
     lower, upper = max(lower, own), upper * max(own, 1.0)  # the clustering on top of DeLong's own, never below
     ratio = var / hm if np.isfinite(var) and var > 0 and hm > 0 else upper
@@ -268,9 +279,11 @@ def auroc_interval(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None =
     """AUROC with the score interval at ``level``, clustered by ``groups`` (the patients) through the design
     effect; never zero width from a finite sample."""
     y = np.asarray(y, bool)
-    aucs, cov = auroc_cov(y, score, groups)
-    auc, var = float(aucs[0]), float(cov[0, 0])
-    deff = design_effect(y, score, groups, var, auc)
+    aucs, v01, v10 = placements(y, score)  # once: the clustered and the plain variance both read them
+    plain = float(_plain_cov(aucs, v01, v10)[0, 0])
+    var = float(_clustered_cov(y, np.asarray(groups), aucs, v01, v10)[0, 0]) if _clusters(groups) else plain
+    auc = float(aucs[0])
+    deff = design_effect(y, score, groups, var, auc, plain)
     lo, hi = score_interval(auc, y.sum() / deff, (~y).sum() / deff, level)
     pp, pn = patients_per_class(y, groups)
     return AurocInterval(auc, var, float(lo), float(hi), level, deff, int(y.sum()), int((~y).sum()), pp, pn)
