@@ -20,7 +20,7 @@ from cxrray.explain import scoring
 from cxrray.explain.fanout import Placement, fan_out
 from cxrray.explain.scoring import jobs_for, score_models
 from cxrray.records import TrialRecord
-from cxrray.stats.delong import auroc_interval
+from cxrray.stats.interval import auroc_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 

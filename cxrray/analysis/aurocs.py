@@ -19,7 +19,7 @@ from cxrray.plots.figures import plot_roc_curves
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
-from cxrray.stats.delong import SCORE_METHOD, auroc_interval, patients_per_class
+from cxrray.stats.interval import SCORE_METHOD, auroc_interval, patients_per_class
 
 AXES = CONDITION_AXES  # the axes a study varies as table rows (cxrray.config)
 
@@ -39,7 +39,7 @@ def positive_title(aurocs: pl.DataFrame) -> str:
 def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test",
                  level: float = 0.95) -> pl.DataFrame:
     """One row per finished target trial: spec fields, AUROC of its task's positive class vs rest (column
-    ``positive``) with its interval clustered by patient (``delong.auroc_interval``: never zero width), case and
+    ``positive``) with its interval clustered by patient (``interval.auroc_interval``: never zero width), case and
     patient counts, balanced accuracy, and ``degenerate``: why the model did not learn, from the trial's record
     or from the predictions read here (NaN, infinite or constant scores), "" when it learned."""
     rows = []

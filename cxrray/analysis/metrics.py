@@ -19,7 +19,7 @@ from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
 from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
-from cxrray.stats.delong import auroc_interval
+from cxrray.stats.interval import auroc_interval
 
 SEVERITY_ORDER = ("none", "Normal-PCR+", "Mild", "Moderate", "Severe")
 
@@ -32,7 +32,7 @@ def prob_columns(frame: pl.DataFrame) -> list[str]:
 def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str],
                   groups: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy, macro AUROC and per-class sensitivity / specificity / PPV / F1 / one-vs-rest AUROC with its
-    95 % interval (``delong.auroc_interval``: clustered by ``groups``, the patients, when given)."""
+    95 % interval (``interval.auroc_interval``: clustered by ``groups``, the patients, when given)."""
     pred = prob.argmax(1)
     cm = confusion_matrix(y, pred, labels=list(range(len(classes))))
     out = {"n": len(y), "accuracy": float((pred == y).mean()) if len(y) else np.nan}

@@ -30,8 +30,9 @@ from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Answer, Artifacts, Section, answer_of
 from cxrray.representations import lung_hiding
 from cxrray.scalars import num
-from cxrray.stats.delong import auroc_cov, auroc_interval, patients_per_class
+from cxrray.stats.delong import auroc_cov
 from cxrray.stats.exact import permutation_auroc
+from cxrray.stats.interval import auroc_interval, patients_per_class
 from cxrray.verdicts.patients import approx_patients, expected_verdict
 from cxrray.verdicts.verdict import (
     SMALL_PATIENTS,
@@ -89,7 +90,7 @@ def to_decide(f: Finding, y: np.ndarray, s: np.ndarray, g: np.ndarray, rules: Ru
     n = approx_patients(f.auroc, ci.deff, len(y) / max(patients, 1), f.patients_pos / max(patients, 1), f.level,
                         rules)
     target = expected_verdict(f.auroc, rules, f.level)
-    said = "a signal (shortcut or partial)" if target == Verdict.SHORTCUT else target.word
+    said = "a signal (shortcut, signal or partial)" if target == Verdict.SHORTCUT else target.word
     return {"patients_to_decide": float(n) if n is not None else float("nan"), "decided_as": said if n else ""}
 
 

@@ -19,7 +19,7 @@ from cxrray.data.tasks import TASKS
 from cxrray.report.page import Artifacts, Section
 from cxrray.representations import lung_hiding
 from cxrray.scalars import num
-from cxrray.stats.delong import auroc_interval
+from cxrray.stats.interval import auroc_interval
 
 COLUMNS = ("source", "view", "device")  # the acquisition, in this order, where a column has 2+ values
 GROUP = ("study", "task", "design", "fold")  # the trials that share one test set

@@ -29,7 +29,7 @@ from cxrray.data.manifest import age_band
 from cxrray.data.tasks import TASKS, Task
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
-from cxrray.stats.delong import auroc_interval, clustered_difference, patients_per_class
+from cxrray.stats.interval import auroc_interval, clustered_difference, patients_per_class
 from cxrray.stats.multiplicity import holm
 from cxrray.verdicts.simulate import Truth, draw
 from cxrray.verdicts.verdict import StepWord, Verdict

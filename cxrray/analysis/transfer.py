@@ -25,7 +25,7 @@ from cxrray.plots.steps import plot_transfer
 from cxrray.records import TrialRecord
 from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
-from cxrray.stats.delong import auroc_interval, score_interval
+from cxrray.stats.interval import auroc_interval, score_interval
 
 
 def transfer_rows(record: TrialRecord, scored: Scored) -> list[dict]:

@@ -25,7 +25,7 @@ from cxrray.data.tasks import TASKS, Task
 from cxrray.models.card import ModelCard
 from cxrray.records import TrialRecord
 from cxrray.representations import out_channels
-from cxrray.stats.delong import auroc_interval
+from cxrray.stats.interval import auroc_interval
 from cxrray.training.session import Session
 from cxrray.training.tracking import Tracker
 

@@ -1,6 +1,6 @@
 """The closed-form answer to "how many test patients would decide it", carried by every ``inconclusive`` verdict.
 
-``approx_patients``: the verdict's interval (``delong.score_interval`` with the observed design effect) at the
+``approx_patients``: the verdict's interval (``interval.score_interval`` with the observed design effect) at the
 observed AUROC, grown until it would exclude chance or fit inside the equivalence margin with the estimate moving
 by 0.84 of its standard error (about 80 % power), for the verdict the rule can reach there
 (``expected_verdict``). ``plan.patients_needed`` is the simulated answer; the tests
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from cxrray.stats.delong import score_interval
+from cxrray.stats.interval import score_interval
 from cxrray.verdicts.verdict import Rules, Verdict
 
 MAX_PATIENTS = 1_000_000

@@ -22,10 +22,10 @@ from cxrray.verdicts.patients import expected_verdict
 from cxrray.verdicts.simulate import Truth, draw
 from cxrray.verdicts.verdict import Rules, Verdict, judge
 
-EXPECTED = {Verdict.SHORTCUT: (Verdict.SHORTCUT, Verdict.PARTIAL), Verdict.NO_SHORTCUT: (Verdict.NO_SHORTCUT,),
-            Verdict.INVERTED: (Verdict.INVERTED,)}
-SHOWN = (Verdict.SHORTCUT, Verdict.PARTIAL, Verdict.NO_SHORTCUT, Verdict.INCONCLUSIVE, Verdict.INVERTED,
-         Verdict.TOO_FEW)  # the columns of the plan's table of verdict rates
+EXPECTED = {Verdict.SHORTCUT: (Verdict.SHORTCUT, Verdict.SIGNAL, Verdict.PARTIAL),
+            Verdict.NO_SHORTCUT: (Verdict.NO_SHORTCUT,), Verdict.INVERTED: (Verdict.INVERTED,)}
+SHOWN = (Verdict.SHORTCUT, Verdict.SIGNAL, Verdict.PARTIAL, Verdict.NO_SHORTCUT, Verdict.INCONCLUSIVE,
+         Verdict.INVERTED, Verdict.TOO_FEW)  # the columns of the plan's table of verdict rates
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def patients_needed(auc_hidden: float, auc_original: float, images: int = 2, icc
 def format_plan(plan: Plan, auc_hidden: float, auc_original: float) -> str:
     """The plan as a reader wants it: the answer in one line, then the verdict rates per size."""
     head = (f"about {plan.patients:,} test patients" if plan.patients else "more test patients than were tried")
-    words = {Verdict.SHORTCUT: "a confident shortcut (or partial)",
+    words = {Verdict.SHORTCUT: "a confident signal without the lungs (shortcut, signal or partial)",
              Verdict.NO_SHORTCUT: "a confident no_shortcut (equivalence)", Verdict.INVERTED: "a confident inverted"}
     lines = [f"{head} give {words[plan.target]} for hidden AUROC {auc_hidden:g} against original {auc_original:g}",
              "", "patients | " + " | ".join(SHOWN), "---"]

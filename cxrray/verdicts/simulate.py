@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from cxrray.verdicts.verdict import AUROC_EFFECT, Verdict, judge
+from cxrray.verdicts.verdict import AUROC_EFFECT, R_SHORTCUT, Verdict, judge
 
 
 @dataclass(frozen=True)
@@ -29,20 +29,23 @@ class Truth:
     icc: float = 0.5
     prevalence: float = 0.4
     rho: float = 0.5
+    sd_pos: float = 1.0  # the positives' score spread against the negatives' 1 (a model's usual unequal spreads)
+    cluster: str = "both"  # which class's patients have several correlated images: "both", "pos" or "neg"
+    mixed: float = 0.0  # the share of patients holding both labels (a positive image and negative ones)
 
     @property
     def retained(self) -> float:
         return (self.auc_hidden - 0.5) / (self.auc_original - 0.5) if self.auc_original != 0.5 else float("nan")
 
 
-def _scores(rng: np.random.Generator, auc: float, y: np.ndarray, b: np.ndarray, e: np.ndarray, icc: float
+def _scores(auc: float, y: np.ndarray, b: np.ndarray, e: np.ndarray, icc: np.ndarray, sd_pos: float
             ) -> np.ndarray:
-    noise = np.sqrt(icc) * b + np.sqrt(1 - icc) * e
+    noise = (np.sqrt(icc) * b + np.sqrt(1 - icc) * e) * np.where(y, sd_pos, 1.0)
     if auc >= 1.0:
         return np.asarray(stats.norm.cdf(noise) + y)  # every positive above every negative
     if auc <= 0.0:
         return np.asarray(stats.norm.cdf(noise) - y)
-    return np.asarray(np.sqrt(2) * stats.norm.ppf(auc) * y + noise)
+    return np.asarray(np.sqrt(1 + sd_pos**2) * stats.norm.ppf(auc) * y + noise)
 
 
 def draw(rng: np.random.Generator, t: Truth) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -51,31 +54,41 @@ def draw(rng: np.random.Generator, t: Truth) -> tuple[np.ndarray, np.ndarray, np
     label = np.zeros(t.patients, bool)
     label[:n_pos] = True
     sizes = rng.integers(1, t.images + 1, t.patients)
+    single = ~label if t.cluster == "pos" else label if t.cluster == "neg" else np.zeros(t.patients, bool)
+    mixed = np.zeros(t.patients, bool)
+    if t.mixed > 0:  # a negative patient with a positive image too (its first)
+        mixed = ~label & (rng.random(t.patients) < t.mixed)
+    sizes = np.where(single, 1, np.where(mixed, np.maximum(sizes, 2), sizes))
     pid = np.repeat(np.arange(t.patients), sizes)
-    y = label[pid]
+    first = np.r_[True, pid[1:] != pid[:-1]]
+    y = label[pid] | (mixed[pid] & first)
+    icc = np.where(single[pid], 0.0, t.icc)
     b1, b2 = rng.normal(size=(2, t.patients))
     e1, e2 = rng.normal(size=(2, len(pid)))
     r = np.sqrt(1 - t.rho**2)
-    hidden = _scores(rng, t.auc_hidden, y, b1[pid], e1, t.icc)
-    original = _scores(rng, t.auc_original, y, (t.rho * b1 + r * b2)[pid], t.rho * e1 + r * e2, t.icc)
+    hidden = _scores(t.auc_hidden, y, b1[pid], e1, icc, t.sd_pos)
+    original = _scores(t.auc_original, y, (t.rho * b1 + r * b2)[pid], t.rho * e1 + r * e2, icc, t.sd_pos)
     return y, pid, hidden, original
 
 
-CLAIMS = (Verdict.SHORTCUT, Verdict.PARTIAL, Verdict.INVERTED)  # verdicts claiming a signal without the lungs
+CLAIMS = (Verdict.SHORTCUT, Verdict.SIGNAL, Verdict.PARTIAL, Verdict.INVERTED)  # claims of a signal without the lungs
 
 
 def verdict_oc(t: Truth, reps: int, seed: int = 0, m: int = 1) -> dict[str, float]:
     """Over ``reps`` test sets drawn from ``t``: the rate of each verdict, the false-claim rate (a signal claimed
-    where there is none; no_shortcut where the hidden AUROC is outside the margin), and the coverage of the
+    where there is none; no_shortcut where the hidden AUROC is outside the margin), the wrong-strength rate
+    (shortcut for a true partial or partial for a true shortcut, by the reference the row used), and the coverage of the
     hidden AUROC's, the drop's and the retained fraction's intervals (the ones the verdict shows)."""
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {}
     cover = {"auroc": 0, "drop": 0, "retained": 0}
-    retained_n = 0
+    retained_n = strength = 0
     for _ in range(reps):
         y, g, h, o = draw(rng, t)
         f = judge(y, h, g, m=m, original=(y, o, g), seed=int(rng.integers(1 << 30)))
         counts[f.verdict] = counts.get(f.verdict, 0) + 1
+        strength += f.verdict in (Verdict.SHORTCUT, Verdict.PARTIAL) and (f.verdict == Verdict.SHORTCUT) != (
+            t.retained >= R_SHORTCUT if f.reference.startswith("retained") else t.auc_hidden >= AUROC_EFFECT)
         cover["auroc"] += f.ci_lo_corrected <= t.auc_hidden <= f.ci_hi_corrected
         cover["drop"] += f.drop_lo <= t.auc_original - t.auc_hidden <= f.drop_hi
         if f.retained == f.retained:
@@ -87,7 +100,8 @@ def verdict_oc(t: Truth, reps: int, seed: int = 0, m: int = 1) -> dict[str, floa
         false = counts.get(Verdict.NO_SHORTCUT, 0)
     else:
         false = 0
-    return ({v: counts.get(v, 0) / reps for v in (Verdict.SHORTCUT, Verdict.PARTIAL, Verdict.INVERTED,
+    return ({v: counts.get(v, 0) / reps for v in (Verdict.SHORTCUT, Verdict.SIGNAL, Verdict.PARTIAL, Verdict.INVERTED,
                                                   Verdict.NO_SHORTCUT, Verdict.INCONCLUSIVE, Verdict.TOO_FEW)}
-            | {"false_claims": false / reps, "cover_auroc": cover["auroc"] / reps, "cover_drop": cover["drop"] / reps,
+            | {"false_claims": false / reps, "false_strength": strength / reps, "cover_auroc": cover["auroc"] / reps,
+               "cover_drop": cover["drop"] / reps,
                "cover_retained": cover["retained"] / retained_n if retained_n else float("nan")})

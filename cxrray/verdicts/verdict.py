@@ -7,15 +7,18 @@ decision reads that one interval: *one decision, one interval*. The rule, in ord
 
 1. ``degenerate``: the model did not learn (constant, NaN or infinite scores; one class at chance loss).
 2. ``too_few``: fewer than ``MIN_PATIENTS`` test patients in a class: nothing can be concluded.
-3. The hidden AUROC's interval: the score interval with the patients' design effect (``delong.auroc_interval``).
+3. The hidden AUROC's interval: the score interval with the patients' design effect (``interval.auroc_interval``).
    With fewer than ``SMALL_PATIENTS`` patients in a class, or no spread, the exact permutation test over patients
    (``cxrray.stats.exact``) must agree: where it does not reject at alpha / m, the interval is widened to reach 0.5.
 4. ``inverted``: the interval lies below 0.5: the signal exists without the lungs, reversed.
 5. Above chance (the interval lies above 0.5): the effect is measured against a *usable* original (its own
-   interval above 0.5, its AUROC at least ``AUROC_EFFECT``, and a bounded Fieller interval for the ratio):
-   ``shortcut`` when the retained fraction ``R = (A_h - 0.5) / (A_o - 0.5)`` is at least ``R_SHORTCUT``, else
-   ``partial``. Without a usable original the absolute rule: ``shortcut`` when ``A_h >= AUROC_EFFECT``, else
-   ``partial``. The row says which reference was used.
+   interval above 0.5, its AUROC at least ``AUROC_EFFECT``, and a bounded Fieller interval for the ratio), read
+   off an interval like every other decision: ``shortcut`` when the retained fraction ``R = (A_h - 0.5) /
+   (A_o - 0.5)``'s interval lies at or above ``R_SHORTCUT``, ``partial`` when it lies below, and ``signal``
+   (the classes are told apart without the lungs; strength undetermined) when it straddles the line. Without a
+   usable original the absolute rule reads the AUROC's interval against ``AUROC_EFFECT`` the same way. The row
+   says which reference was used. (A true partial, R = 0.4 at 64 patients, was called ``shortcut`` from the
+   point estimate in 22 % of test sets.)
 6. ``no_shortcut`` is an equivalence claim (two one-sided tests, read off the same interval): the hidden AUROC's
    interval inside ``0.5 +/- margin_auroc`` and, with a usable original, the retained fraction's (Fieller)
    interval inside ``+/- margin_retained``. A reversed or wide estimate never reads as "no shortcut".
@@ -31,8 +34,9 @@ import numpy as np
 from scipy import stats
 
 from cxrray.declared import check_ranges, option
-from cxrray.stats.delong import AurocInterval, auroc_cov, auroc_interval, patients_per_class
+from cxrray.stats.delong import auroc_cov
 from cxrray.stats.exact import permutation_auroc, permutation_paired
+from cxrray.stats.interval import AurocInterval, auroc_interval, patients_per_class
 
 ALPHA = 0.05
 VERDICT = "the verdict's rule"  # their --help section
@@ -48,6 +52,8 @@ class Verdict(StrEnum):
     SHORTCUT = ("shortcut", "#c62828", "#f9dcdc", "\u25cf", "SHORTCUT: the classes are told apart without the lungs")
     INVERTED = ("inverted", "#6a1b9a", "#eadcf2", "\u25bc",
                 "INVERTED: significantly below chance without the lungs (the signal exists, reversed)")
+    SIGNAL = ("signal", "#d84315", "#fbe0d6", "\u25d1",
+              "SIGNAL: the classes are told apart without the lungs; shortcut or partial is undetermined")
     PARTIAL = ("partial", "#e65100", "#fde3cf", "\u25d0",
                "PARTIAL: a signal without the lungs, weaker than half of the original's")
     INCONCLUSIVE = ("inconclusive", "#b7791f", "#fbefd2", "?",
@@ -134,8 +140,9 @@ class Rules:
         return (f"verdict per lung-hiding trial (or cell of replicates) from one two-sided interval at the "
                 f"Bonferroni-corrected level 1 - {self.alpha:g}/m: degenerate (the model did not learn) > too_few "
                 f"(< {MIN_PATIENTS} test patients in a class) > inverted (interval below 0.5) > shortcut (interval "
-                f"above 0.5 and retained fraction (AUROC_hidden - 0.5) / (AUROC_original - 0.5) >= {R_SHORTCUT}, or "
-                f"AUROC >= {AUROC_EFFECT} without a usable original) > partial (above 0.5, less) > no_shortcut "
+                f"above 0.5 and the retained fraction (AUROC_hidden - 0.5) / (AUROC_original - 0.5)'s interval >= "
+                f"{R_SHORTCUT}, or the AUROC's >= {AUROC_EFFECT} without a usable original) > partial (that interval "
+                f"below the line) > signal (it straddles the line: strength undetermined) > no_shortcut "
                 f"(equivalence: the interval inside 0.5 +/- {self.margin_auroc:g} and, with a usable original, the "
                 f"retained fraction's inside +/- {self.margin_retained:g}) > inconclusive; with < {SMALL_PATIENTS} "
                 f"patients in a class or no spread an exact permutation test over patients must agree")
@@ -172,14 +179,12 @@ def estimate(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, alpha_
     ci = auroc_interval(y, score, groups, level=1 - alpha_m)
     lo, hi = ci.lo, ci.hi
     z = stats.norm.ppf(1 - alpha_m / 2)
+    test, p = "score interval", ci.p_chance  # the test the interval inverts: p < alpha_m iff it excludes 0.5
     if min(ci.patients_pos, ci.patients_neg) < SMALL_PATIENTS or not (np.isfinite(ci.var) and ci.var > 0):
         exact = permutation_auroc(y, score, groups, seed=seed)
-        test, p = exact.method, exact.p_two
+        test, p = f"{exact.method} and the score interval", max(exact.p_two, p)  # both must reject
         if not exact.significant(alpha_m):
             lo, hi = min(lo, 0.5), max(hi, 0.5)  # the exact test does not reject: the interval reaches chance
-    else:
-        test = "score interval"
-        p = float(2 * stats.norm.sf(abs(ci.auc - 0.5) / np.sqrt(ci.var)))
     var = max(ci.var if np.isfinite(ci.var) else 0.0, ((hi - lo) / (2 * z)) ** 2)  # never below the interval
     return Estimate(ci.auc, lo, hi, var, ci.patients_pos, ci.patients_neg, test, p), ci
 
@@ -209,7 +214,8 @@ class Finding:
     ci_lo_corrected: float
     ci_hi_corrected: float
     level: float
-    p_chance: float  # two-sided p against chance (exact where the exact test decided)
+    p_chance: float  # two-sided p against chance: the score test the interval inverts (and the exact test's)
+    p_chance_corrected: float  # ... times m (Bonferroni): below alpha exactly where the interval excludes chance
     patients_pos: int
     patients_neg: int
     auroc_original: float
@@ -247,6 +253,22 @@ def _usable(original: Estimate | None, degenerate_original: str, ratio: tuple[fl
     return ""
 
 
+def _strength(hidden: Estimate, usable: bool, retained: float, r_lo: float, r_hi: float) -> tuple[Verdict, str]:
+    """Shortcut, partial or signal of an estimate above chance, read off the retained fraction's interval (with a
+    usable original) or the AUROC's (without), never off the point estimate alone."""
+    if usable:
+        shown = f"it keeps {100 * retained:.0f} % [{100 * r_lo:.0f}, {100 * r_hi:.0f}] of the original's signal"
+        lo, hi, line = r_lo, r_hi, f"{100 * R_SHORTCUT:.0f} %"
+    else:
+        shown = "its AUROC interval"
+        lo, hi, line = hidden.lo, hidden.hi, f"the effect size {AUROC_EFFECT}"
+    if lo >= (R_SHORTCUT if usable else AUROC_EFFECT):
+        return Verdict.SHORTCUT, f"{shown} lies at or above {line}"
+    if hi < (R_SHORTCUT if usable else AUROC_EFFECT):
+        return Verdict.PARTIAL, f"{shown} lies below {line}"
+    return Verdict.SIGNAL, f"{shown} straddles {line}: its strength (shortcut or partial) is undetermined"
+
+
 def decide(hidden: Estimate, original: Estimate | None, cov: float, level: float, rules: Rules, *,
            degenerate: str = "", degenerate_original: str = "", p_vs_original: float = NAN) -> Finding:
     """The rule of this module's docstring on estimates at the corrected ``level`` (``cov``: the covariance of
@@ -278,10 +300,7 @@ def decide(hidden: Estimate, original: Estimate | None, cov: float, level: float
     elif hidden.below:
         verdict, reason = Verdict.INVERTED, f"{shown} lies below chance: the signal exists without the lungs, reversed"
     elif hidden.above:
-        big = retained >= R_SHORTCUT if usable else hidden.auc >= AUROC_EFFECT
-        size = (f"it keeps {100 * retained:.0f} % of the original's signal" if usable
-                else f"AUROC {'at least' if big else 'below'} the effect size {AUROC_EFFECT}")
-        verdict = Verdict.SHORTCUT if big else Verdict.PARTIAL
+        verdict, size = _strength(hidden, usable, retained, r_lo, r_hi)
         reason = f"{shown} lies above chance and {size}"
     elif (hidden.lo > 0.5 - rules.margin_auroc and hidden.hi < 0.5 + rules.margin_auroc
           and (not usable or (r_lo > -rules.margin_retained and r_hi < rules.margin_retained))):
@@ -293,8 +312,9 @@ def decide(hidden: Estimate, original: Estimate | None, cov: float, level: float
         verdict = Verdict.INCONCLUSIVE
         reason = (f"{shown} neither excludes chance nor lies inside chance +/- {rules.margin_auroc:g}"
                   + (f" (retained fraction [{r_lo:.2f}, {r_hi:.2f}])" if usable else ""))
+    m = rules.alpha / (1 - level) if level < 1 else 1.0
     return Finding(verdict, reason, reference, hidden.test, hidden.auc, hidden.lo, hidden.hi, level,
-                   hidden.p_two, hidden.patients_pos, hidden.patients_neg,
+                   hidden.p_two, min(1.0, hidden.p_two * m), hidden.patients_pos, hidden.patients_neg,
                    original.auc if original else NAN, original.lo if original else NAN,
                    original.hi if original else NAN, drop, drop_lo, drop_hi, p_vs_original, retained, r_lo, r_hi)
 
@@ -348,12 +368,13 @@ class Headline:
 
 
 HEADS = (("SHORTCUT", ("shortcut",), Verdict.SHORTCUT),
-         ("SIGNAL WITHOUT THE LUNGS", ("inverted", "partial"), Verdict.PARTIAL))
+         ("SIGNAL WITHOUT THE LUNGS", ("inverted", "signal", "partial"), Verdict.PARTIAL))
 
 
 def verdict_line(verdicts: list[str], unit: str = "lung-hiding trials") -> Headline:
     """The study's answer in one line, naming every kind of evidence: SHORTCUT when any trial (cell) keeps the
-    signal, SIGNAL WITHOUT THE LUNGS when one keeps a weaker (partial) or reversed (inverted) one, NO SHORTCUT
+    signal, SIGNAL WITHOUT THE LUNGS when one keeps a weaker (partial), reversed (inverted) or one of undetermined
+    strength (signal), NO SHORTCUT
     when every one rules a useful signal out, NO VERDICT when none is usable, else INCONCLUSIVE (also when the
     usable ones rule it out but others did not learn or had too few patients: the study did not answer for
     them)."""
@@ -367,7 +388,8 @@ def verdict_line(verdicts: list[str], unit: str = "lung-hiding trials") -> Headl
                       ("NO SHORTCUT", Verdict.NO_SHORTCUT) if n["no_shortcut"] == len(verdicts) else
                       ("INCONCLUSIVE", Verdict.INCONCLUSIVE))
     said = {"inverted": "inverted: the signal exists without the lungs, reversed",
-            "partial": "partial: a weaker signal without the lungs"}
+            "partial": "partial: a weaker signal without the lungs",
+            "signal": "signal: its strength undetermined"}
     rest = ", ".join(f"{n[v]} {said.get(v, v)}" for v in VERDICTS[1:] if n[v])
     return Headline(head, tone, f"{head}: {n['shortcut']}/{len(verdicts)} {unit} keep the signal without the lungs"
                     + (f" ({rest})" if rest else ""))
