@@ -51,5 +51,5 @@ def test_the_cxrray_command_runs_each_study_with_its_options_and_errors():
     from cxrray.studies.command import COMMANDS
 
     assert {name for name in COMMANDS} == {"hide-seek", "staged", "source-bias", "validate", "analyze", "plan",
-                                           "workspace", "segment", "adapters"}
+                                           "workspace", "segment", "adapters", "audit"}
     assert run("workspace", "--help").stdout.startswith("usage: python -m cxrray.analysis workspace")

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "source-bias": ("cxrray.studies.source_bias", "dataset-design source bias (Hasan et al.)",
                     "sweeps/source_bias.py"),
     "validate": ("cxrray.studies.validate", "known-answer validation on the phantom", "sweeps/validate.py"),
+    "audit": ("cxrray.studies.audit", "audit a trained classifier you already have (no training)",
+              "python -m cxrray.audit"),
     "analyze": ("cxrray.analysis.__main__", "rerun the analysis of a run directory", "python -m cxrray.analysis"),
     "plan": ("cxrray.analysis.__main__", "test patients a confident verdict needs",
              "python -m cxrray.analysis plan"),

@@ -257,7 +257,8 @@ def _strength(hidden: Estimate, usable: bool, retained: float, r_lo: float, r_hi
     """Shortcut, partial or signal of an estimate above chance, read off the retained fraction's interval (with a
     usable original) or the AUROC's (without), never off the point estimate alone."""
     if usable:
-        shown = f"it keeps {100 * retained:.0f} % [{100 * r_lo:.0f}, {100 * r_hi:.0f}] of the original's signal"
+        shown = (f"the share of the original's signal it keeps, {100 * retained:.0f} % [{100 * r_lo:.0f}, "
+                 f"{100 * r_hi:.0f}],")
         lo, hi, line = r_lo, r_hi, f"{100 * R_SHORTCUT:.0f} %"
     else:
         shown = "its AUROC interval"

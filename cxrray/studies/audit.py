@@ -1,0 +1,137 @@
+"""``cxrray audit``: a trained classifier cxrray did not train, scored on every hide-and-seek representation of
+a test set, with the verdicts that apply to a model trained on whole images (issue 40). No training.
+
+    cxrray audit --manifest test/manifest.csv --positive CVP --model-spec model.json --out runs/audit
+    cxrray audit --manifest m.csv --positive 1 --form state_dict --path w.pt --arch densenet121 \\
+        --channels 3 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 --output sigmoid --outputs 1 \\
+        --positive-index 0
+
+Every image of the manifest is a test image (patients as the unit); rows need lung masks (``mask_path``), or
+``--mask-unet`` fills the missing ones. The model is described by a spec (``models.external.ModelSpec``: a JSON
+file, or the flags of its section), checked by a dry run on one image before anything is scored. The run folder
+holds the shards, ``analysis/audit_predictions.parquet`` (one row per image and representation: its positive
+probability), ``analysis/audit.csv`` (per representation: AUROC with the patient-clustered interval and what it
+says), ``analysis/audit.png`` and ``report.html`` (the answer first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxrray.declared import OneLineParser, add_arguments, check_ranges, from_arguments, option
+from cxrray.registry import UserError
+
+AUDIT = "the audit"
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """What ``cxrray audit`` is asked, besides the model's spec."""
+
+    manifest: Path = option(dataclasses.MISSING, "manifest.csv of the test images (image_path, patient_id, label, "
+                            "mask_path ...)", group=AUDIT)
+    positive: str = option(dataclasses.MISSING, "the label value of the positive class (e.g. CVP, 1)", group=AUDIT)
+    out: Path = option(Path("runs/audit"), "the run folder", group=AUDIT)
+    model_spec: Path | None = option(None, "a JSON file of the model's spec (else its flags below)", group=AUDIT)
+    store_size: int = option(224, "pixels the test images are stored at (the model's input size is its spec's)",
+                             lo=16, hi=4096, unit="px", group=AUDIT)
+    mask_unet: Path | None = option(None, "a lung U-Net (unet.pt): every row without a mask gets its lungs",
+                                    group=AUDIT)
+    device: str = option("cpu", "where the model runs (cuda on a GPU)", group=AUDIT)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def _test_manifest(options: AuditOptions) -> Any:
+    """The manifest with every row in the test split (masks filled by the U-Net first where asked)."""
+    import polars as pl
+
+    from cxrray.data.manifest import load_manifest
+
+    path = options.manifest
+    if options.mask_unet is not None:
+        from cxrray.segmentation.job import fill_masks
+
+        path = fill_masks(path, options.mask_unet, options.out / "data")
+    return load_manifest(path).with_columns(pl.lit("test").alias("split"))
+
+
+def run_audit(options: AuditOptions, spec: Any) -> Any:
+    """Ingest, dry run, score every representation, judge, write the run folder; the headline."""
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from cxrray.config import RunLayout
+    from cxrray.data.shards import LocalSplit
+    from cxrray.data.store import ShardStore
+    from cxrray.explain.external import score_external
+    from cxrray.models.external import dry_run, load_external
+    from cxrray.representations import InputPipeline, lung_hiding
+    from cxrray.studies.audit_report import write_report
+    from cxrray.tuning.runner import start_ray
+    from cxrray.verdicts.audit import audit_headline, audit_rows
+
+    model = load_external(spec)  # one line for an unreadable file, before any image is read
+    layout = RunLayout(options.out.resolve())
+    Path(layout.analysis).mkdir(parents=True, exist_ok=True)
+    manifest = _test_manifest(options)
+    start_ray(layout.root, wandb_mode="disabled")
+    shards = ShardStore(layout).get_or_ingest(manifest, options.store_size, source=str(options.manifest))
+    if shards.bad_rows.height:
+        shards.bad_rows.write_csv(layout.quarantine("audit"))
+        print(f"[cxrray] {shards.bad_rows.height} row(s) left out (file, row and reason: "
+              f"{layout.quarantine('audit')})")
+    split = shards.dir / "test"
+    first = next(LocalSplit(str(split), stored_pixels=True).iter_batches(batch_size=1), None)
+    if first is None:
+        raise UserError(f"{options.manifest}: no readable test image")
+    image, _ = InputPipeline.tensors(first, torch.device("cpu"))
+    dry_run(model, image)
+    scores = score_external(model, split, device=options.device)
+    if options.positive not in set(scores.labels.tolist()):
+        raise UserError(f"--positive {options.positive!r} is not a label of {options.manifest} (labels: "
+                        f"{sorted(set(scores.labels.tolist()))})")
+    y = scores.labels == options.positive
+    pl.concat([pl.DataFrame({"row": scores.rows, "patient_id": scores.patients, "label": scores.labels,
+                             "representation": rep, "prob_positive": probs})
+               for rep, probs in scores.probs.items()]).write_parquet(layout.analysis_file("audit_predictions.parquet"))
+    rows = audit_rows(y, scores.patients, scores.probs, lung_hiding())
+    table = pl.DataFrame([r.row() for r in rows])
+    table.write_csv(layout.analysis_file("audit.csv"))
+    headline = audit_headline(rows, lung_hiding())
+    write_report(layout, spec, rows, headline, int(np.unique(scores.patients).size))
+    return headline
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cxrray.models.external import ModelSpec
+
+    argv = sys.argv[1:] if argv is None else argv
+    p = OneLineParser(prog="cxrray audit", description=__doc__, formatter_class=__import__("argparse").
+                      RawDescriptionHelpFormatter)
+    groups: dict[str, Any] = {}
+    add_arguments(p, AuditOptions, defaults=True, groups=groups)
+    add_arguments(p, ModelSpec, defaults=True, groups=groups)
+    given = vars(p.parse_args(argv))
+    try:
+        options = AuditOptions(**from_arguments(AuditOptions, given))
+        spec = (ModelSpec.from_json(options.model_spec) if options.model_spec is not None
+                else ModelSpec(**from_arguments(ModelSpec, given)))
+        headline = run_audit(options, spec)
+    except UserError as exc:
+        print(f"cxrray audit: error: {exc}", file=sys.stderr)
+        return 2
+    from cxrray.config import RunLayout
+
+    print(f"[cxrray] {headline.text}; report: {RunLayout(options.out.resolve()).report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
