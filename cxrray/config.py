@@ -124,7 +124,17 @@ class TrialSpec:
         fold = f".f{self.fold}" if self.fold else ""
         setting = f".{self.setting}" if self.setting else ""
         dilated = f".d{self.mask_dilation}" if self.mask_dilation else ""
-        return f"{self.representation}{dilated}.{self.backbone}.{self.pretraining}{extra}{fold}.s{self.seed}{setting}"
+        backbone = self.backbone_label
+        return f"{self.representation}{dilated}.{backbone}.{self.pretraining}{extra}{fold}.s{self.seed}{setting}"
+
+    @property
+    def backbone_label(self) -> str:
+        """The backbone as a name part: a user's ``file:/path/usernet.py:build`` reads ``usernet-build`` (the
+        full name stays the key)."""
+        if not self.backbone.startswith("file:"):
+            return self.backbone
+        file, _, fn = self.backbone[len("file:"):].rpartition(":")
+        return f"{Path(file).stem}-{fn}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able), the inverse of ``from_dict``."""

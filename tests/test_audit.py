@@ -1,6 +1,7 @@
 """Auditing a model cxrray did not train (issue 40): a classifier fitted on whole phantom images by a plain
-training loop written here (not cxrray's trainer), exported as TorchScript and as a state_dict, is scored on
-every representation of its test split; at confound 1 it reads outside the lungs, at confound 0 it does not."""
+training loop written here (not cxrray's trainer), exported as TorchScript, as a state_dict and as ONNX, is scored
+on every representation of its test split (every form the same scores to 1e-5); at confound 1 it reads outside
+the lungs, looks outside them and its hospital predicts the label; at confound 0 none of this."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cxrray.data.manifest import LABELS, load_manifest
 from cxrray.data.phantom import write_phantom
 from cxrray.data.shards import LocalSplit
 from cxrray.data.splits import assign_splits
+from cxrray.explain.audit_evidence import audit_saliency, audit_sources
 from cxrray.explain.external import score_external
 from cxrray.models.external import ModelSpec, load_external
 from cxrray.representations import lung_hiding
@@ -51,6 +53,8 @@ def test_an_external_model_is_audited_on_every_representation(tmp_path, ray_loca
     net = _trained(shards, seed=0)
     torch.jit.trace(net, torch.rand(1, 1, 32, 32)).save(str(tmp_path / "model.ts"))
     torch.save(net.state_dict(), tmp_path / "weights.pt")
+    torch.onnx.export(net, (torch.rand(1, 1, 32, 32),), str(tmp_path / "model.onnx"), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
     (tmp_path / "arch.py").write_text(
         "from torch import nn\n\n\ndef build():\n    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), "
         "nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), "
@@ -58,12 +62,14 @@ def test_an_external_model_is_audited_on_every_representation(tmp_path, ray_loca
     common = {"image_size": 32, "outputs": len(LABELS), "positive_index": POSITIVE}
     forms = {"torchscript": ModelSpec("torchscript", str(tmp_path / "model.ts"), **common),
              "factory": ModelSpec("factory", str(tmp_path / "weights.pt"), factory=f"{tmp_path / 'arch.py'}:build",
-                                  **common)}
+                                  cam="hirescam", **common),
+             "onnx": ModelSpec("onnx", str(tmp_path / "model.onnx"), **common)}
     scored = {form: score_external(load_external(spec), shards / "test") for form, spec in forms.items()}
-    a, b = scored["torchscript"], scored["factory"]
+    a = scored["torchscript"]
     assert set(a.probs) == {"original", "lungs_isolated", "lungs_removed", "lungs_framed", "lungs_boxed_out"}
-    for rep in a.probs:  # every form gives the same scores
-        assert np.allclose(a.probs[rep], b.probs[rep], atol=1e-5), rep
+    for form in ("factory", "onnx"):  # every form gives the same scores
+        for rep in a.probs:
+            assert np.allclose(a.probs[rep], scored[form].probs[rep], atol=1e-5), (form, rep)
     y = a.labels == "CVP"
     rows = {r.representation: r for r in audit_rows(y, a.patients, a.probs, lung_hiding())}
     assert rows["original"].auroc > 0.75 and rows["original"].verdict == ""
@@ -76,6 +82,25 @@ def test_an_external_model_is_audited_on_every_representation(tmp_path, ray_loca
         assert removed.verdict in ("inconclusive", "no_shortcut"), removed
         assert "chance here does not show that it reads the lungs" in removed.says
     assert rows["lungs_isolated"].verdict in ("needs_outside", "works_on_lungs", "undecided")
+    # where it looks: HiResCAM of the positive output (the head flattens its map), against the lungs' share of
+    # the image; the planted marker lies outside the lungs, and the model trained with it looks there
+    factory = load_external(forms["factory"])
+    maps = audit_saliency(factory, shards / "test", "CVP", limit=32)
+    share, area = maps.rows["lung_share"].mean(), maps.rows["lung_area"].mean()
+    assert maps.rows.height == 32 and (maps.rows["label"] == "CVP").sum() == 16
+    assert maps.rows["randomisation_rho"].is_finite().all() and "of each map's mass lies in the lungs" in maps.says
+    if confound:
+        assert share < area - 0.05, (share, area)
+    else:
+        assert share > area - 0.03, (share, area)
+    for form, why in (("torchscript", "a ScriptModule takes no hooks"), ("onnx", "onnxruntime gives no gradients")):
+        assert why in audit_saliency(load_external(forms[form]), shards / "test", "CVP").says
+    # what the acquisition gives away: the hospital predicts the label only where it was planted
+    sources = {r["evidence"]: r for r in audit_sources(factory, shards / "test", "CVP").iter_rows(named=True)}
+    ceiling = sources["source-only ceiling"]
+    assert (ceiling["lo"] > 0.5) == bool(confound), ceiling
+    probe = sources["source probe on the model's features"]
+    assert probe["chance"] == 0.25 and 0 <= probe["lo"] <= probe["value"] <= probe["hi"] <= 1
 
 
 def test_one_command_audits_a_model_from_its_spec_file_and_writes_the_report(tmp_path, ray_local):
@@ -109,6 +134,7 @@ def test_one_command_audits_a_model_from_its_spec_file_and_writes_the_report(tmp
     page = (out / "report.html").read_text()
     assert page.index("SHORTCUT") < page.index("lungs_removed") and 'src="analysis/audit.png"' in page
     assert (out / "analysis" / "audit.png").stat().st_size > 5000
+    assert "no saliency for a TorchScript model: a ScriptModule takes no hooks" in page
     bad = main(["--manifest", str(test), "--positive", "CVP", "--form", "torchscript", "--path",
                 str(tmp_path / "model.ts"), "--image-size", "32", "--outputs", "3", "--store-size", "32", "--out",
                 str(tmp_path / "bad")])
@@ -130,14 +156,20 @@ def test_the_real_fixture_is_audited_from_a_state_dict_and_an_untrained_model_ge
     data = tmp_path / "real"
     shutil.copytree(Path(__file__).parent / "fixtures" / "cxr-real-mini", data)
     torch.manual_seed(0)
-    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=2, in_chans=1).state_dict(),
-               tmp_path / "w.pt")
+    net = timm.create_model("resnet18", pretrained=False, num_classes=2, in_chans=1)
+    with torch.no_grad():  # timm starts each block's last norm at zero: no gradient would reach layer4's maps
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
     out = tmp_path / "audit"
     assert main(["--manifest", str(data / "manifest.csv"), "--positive", "CVP", "--form", "state_dict", "--path",
-                 str(tmp_path / "w.pt"), "--arch", "resnet18", "--image-size", "64", "--store-size", "64",
-                 "--out", str(out)]) == 0
+                 str(tmp_path / "w.pt"), "--arch", "resnet18", "--image-size", "224", "--store-size", "224",
+                 "--cam", "hirescam", "--out", str(out)]) == 0
     left_out = pl.read_csv(out / "quarantine-audit.csv")
     assert left_out.height == 111 - 46 and left_out["error"].str.contains("no lung mask").all()
+    maps = pl.read_csv(out / "analysis" / "audit_saliency.csv")  # Grad-CAM at the last convolution of the ResNet
+    assert maps.height == 16 and set(maps["cam_layer"]) == {"layer4.1.conv2"}
+    assert maps["lung_area"].is_between(0.1, 0.6).all() and maps["lung_share"].is_between(0, 1).all()
     table = pl.read_csv(out / "analysis" / "audit.csv")
     assert table.height == 5 and (table["verdict"] == "too_few").all() and (table["patients_neg"] == 0).all()
     page = (out / "report.html").read_text()

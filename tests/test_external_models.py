@@ -79,11 +79,18 @@ def test_a_spec_that_does_not_match_the_model_is_one_line_from_the_dry_run(forms
 
 @pytest.mark.parametrize("fields, message", [
     ({"positive_index": 2}, r"positive_index 2 is out of range for 2 output\(s\) \(0\.\.1\)"),
-    ({"form": "tflite"}, r"form 'tflite' is not one of \['torchscript', 'state_dict', 'factory', 'onnx'\]"),
+    ({"form": "tflite"}, r"form 'tflite' is not one of \['torchscript', 'state_dict', 'factory', 'onnx', "
+                           r"'torchxrayvision'\]"),
     ({"form": "state_dict"}, r"form state_dict needs 'arch'"),
     ({"channels": 3, "mean": (0.5, 0.5)}, r"mean has 2 values; give 1 or 3"),
     ({"output": "softmax", "outputs": 1, "positive_index": 0}, r"a single logit is 'sigmoid'"),
     ({"image_size": 8}, r"--image-size 8 is out of range: \[16, 4096\] \(px\)"),
+    ({"outputs": 3, "output_names": ("a", "b", "c"), "finding": "d"}, r"finding 'd' is not among output_names"),
+    ({"output_names": ("a", "b", "c")}, r"3 output_names for 2 output\(s\)"),
+    ({"cam": "lime"}, r"cam 'lime' is not one of \['gradcam', 'hirescam'\]"),
+    ({"form": "torchxrayvision", "arch": "densenet121-res224-all"}, r"form torchxrayvision needs finding"),
+    ({"form": "torchxrayvision", "arch": "resnet50-res512-all", "finding": "Pneumonia"},
+     r"'resnet50-res512-all' is not a torchxrayvision DenseNet; valid: \['densenet121-res224-all'"),
 ])
 def test_a_spec_that_cannot_be_right_is_refused_on_its_own(fields, message):
     with pytest.raises(UserError, match=message) as err:
@@ -109,3 +116,24 @@ def test_an_unreadable_model_file_is_one_line_naming_it(forms, tmp_path):
     with pytest.raises(UserError, match=r"unknown field\(s\) \['input'\]; valid:"):
         (tmp_path / "bad.json").write_text(json.dumps({"input": 3}))
         ModelSpec.from_json(tmp_path / "bad.json")
+
+
+def test_a_torchxrayvision_densenet_is_read_from_a_local_file_by_finding_name(tmp_path):
+    """The package's DenseNet (no download: weights=None, then the local file), as the whole pickled model it
+    distributes and as a state dict: its own input scaling ([-1024, 1024], 224 px, one channel), its outputs
+    named, the positive one chosen by finding."""
+    import torchxrayvision as xrv
+
+    torch.manual_seed(0)
+    net = xrv.models.DenseNet(weights=None).eval()
+    torch.save(net, tmp_path / "whole.pt")
+    torch.save(net.state_dict(), tmp_path / "state.pt")
+    images = torch.rand(3, 1, 96, 96, generator=torch.Generator().manual_seed(1))
+    x = torch.nn.functional.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False) * 2048 - 1024
+    with torch.no_grad():
+        expected = torch.sigmoid(net(x)[:, 8]).numpy()
+    for file in ("whole.pt", "state.pt"):
+        spec = ModelSpec("torchxrayvision", str(tmp_path / file), arch="densenet121-res224-all", finding="Pneumonia")
+        assert (spec.positive_index, spec.outputs, spec.image_size, spec.output) == (8, 18, 224, "sigmoid")
+        assert spec.output_names[8] == "Pneumonia" and spec.gradcam_layer == "features.denseblock4"
+        assert np.allclose(load_external(spec).positive(images), expected, atol=1e-6), file

@@ -9,15 +9,17 @@ and refuses, in one line naming the spec field, a spec that does not match the m
 an index out of range, outputs that are not probabilities). Nothing is downloaded: every architecture is built
 without pretrained weights and the weights come from the local file.
 
-Forms: ``torchscript`` (``torch.jit.load``), ``state_dict`` (a timm or torchvision architecture name + weights),
-``factory`` (``module.py:build`` returning an ``nn.Module``, + weights), ``onnx`` (onnxruntime, when installed;
-no saliency).
+Forms: ``torchscript`` (``torch.jit.load``; no saliency: a ScriptModule takes no hooks), ``state_dict`` (a timm or
+torchvision architecture name + weights), ``factory`` (``module.py:build`` returning an ``nn.Module``, + weights),
+``onnx`` (onnxruntime, when installed; no saliency), ``torchxrayvision`` (a DenseNet of the ``torchxrayvision``
+package by its weights name, e.g. ``densenet121-res224-all``, with the weights from a local file: its outputs'
+names, input scaling to [-1024, 1024] and 224 px input are filled in for every field left at its default).
+A multilabel model's positive output can be named (``finding`` among ``output_names``) instead of indexed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import typing
 from dataclasses import dataclass
@@ -32,8 +34,9 @@ from torch import nn
 from cxrray.declared import check_ranges, option
 from cxrray.registry import UserError
 
-Form = Literal["torchscript", "state_dict", "factory", "onnx"]
+Form = Literal["torchscript", "state_dict", "factory", "onnx", "torchxrayvision"]
 Output = Literal["softmax", "sigmoid", "probability"]
+Cam = Literal["gradcam", "hirescam"]
 SPEC = "the model's spec"  # their --help section
 
 
@@ -55,11 +58,31 @@ class ModelSpec:
     outputs: int = option(2, "how many outputs the model has", lo=1, hi=100_000, group=SPEC)
     positive_index: int = option(1, "the output of the positive class (a multilabel model: the finding's)", lo=0,
                                  group=SPEC)
-    gradcam_layer: str = option("", "the module name Grad-CAM reads (empty: no saliency)", group=SPEC)
+    gradcam_layer: str = option("", "the module name Grad-CAM reads (empty: the last 2-D convolution)", group=SPEC)
+    cam: Cam = option("gradcam", "gradcam, or hirescam for a head that flattens the feature map (position-specific "
+                      "weights, where Grad-CAM's averaged gradients are not faithful)", group=SPEC)
+    output_names: tuple[str, ...] = option((), "the outputs' names, in order (a multilabel model's findings)",
+                                           group=SPEC)
+    finding: str = option("", "the positive output by name (one of output_names); sets positive_index",
+                          group=SPEC)
 
     def __post_init__(self) -> None:
+        if self.form == "torchxrayvision":
+            for name, value in xrv_defaults(self.arch).items():
+                if getattr(self, name) == _DEFAULTS[name]:
+                    object.__setattr__(self, name, value)
+            if not self.finding:
+                raise UserError(f"model spec: form torchxrayvision needs finding, the output to audit (one of "
+                                f"{[n for n in self.output_names if n]})")
+        if self.finding:
+            if self.finding not in self.output_names:
+                raise UserError(f"model spec: finding {self.finding!r} is not among output_names "
+                                f"{[n for n in self.output_names if n]}")
+            object.__setattr__(self, "positive_index", self.output_names.index(self.finding))
+        if self.output_names and len(self.output_names) != self.outputs:
+            raise UserError(f"model spec: {len(self.output_names)} output_names for {self.outputs} output(s)")
         check_ranges(self)
-        for name, kind in (("form", Form), ("output", Output)):
+        for name, kind in (("form", Form), ("output", Output), ("cam", Cam)):
             if getattr(self, name) not in typing.get_args(kind):
                 choices = list(typing.get_args(kind))
                 raise UserError(f"model spec: {name} {getattr(self, name)!r} is not one of {choices}")
@@ -74,7 +97,8 @@ class ModelSpec:
             raise UserError(f"model spec: std must be positive, got {list(self.std)}")
         if self.output == "softmax" and self.outputs < 2:
             raise UserError("model spec: softmax needs at least 2 outputs; a single logit is 'sigmoid'")
-        need = {"state_dict": ("arch", self.arch), "factory": ("factory", self.factory)}.get(self.form)
+        need = {"state_dict": ("arch", self.arch), "factory": ("factory", self.factory),
+                "torchxrayvision": ("arch", self.arch)}.get(self.form)
         if need and not need[1]:
             raise UserError(f"model spec: form {self.form} needs '{need[0]}'")
 
@@ -90,7 +114,7 @@ class ModelSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(data) - known):
             raise UserError(f"model spec {path}: unknown field(s) {unknown}; valid: {sorted(known)}")
-        for key in ("mean", "std"):
+        for key in ("mean", "std", "output_names"):
             if key in data:
                 data[key] = tuple(data[key]) if isinstance(data[key], list) else (data[key],)
         for key in ("path", "factory"):
@@ -100,6 +124,43 @@ class ModelSpec:
             return cls(**data)
         except TypeError as exc:
             raise UserError(f"model spec {path}: {exc}") from None
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
+
+
+def xrv_defaults(name: str) -> dict[str, Any]:
+    """What a ``torchxrayvision`` DenseNet reads and returns (its package's own facts for weights ``name``): one
+    224 px channel scaled to [-1024, 1024], 18 sigmoid outputs named by finding ('' where a model has none)."""
+    try:
+        import torchxrayvision as xrv
+    except ImportError:
+        raise UserError("model spec: form torchxrayvision needs the torchxrayvision package (pip install "
+                        "torchxrayvision); nothing is downloaded, the weights come from path") from None
+    dense = sorted(k for k in xrv.models.model_urls if k.startswith("densenet"))
+    if name not in dense:
+        raise UserError(f"model spec: arch {name!r} is not a torchxrayvision DenseNet; valid: {dense} (a ResNet: "
+                        f"form factory with the torchvision resnet50 it wraps)")
+    labels = tuple(xrv.models.model_urls[name]["labels"])
+    return {"image_size": 224, "channels": 1, "scale": 2048.0, "mean": (1024.0,), "std": (1.0,),
+            "output": "sigmoid", "outputs": len(labels), "output_names": labels,
+            "gradcam_layer": "features.denseblock4"}
+
+
+def _xrv(spec: ModelSpec) -> nn.Module:
+    """The torchxrayvision DenseNet of ``spec.arch`` with the weights of ``spec.path``: a state dict, or the whole
+    pickled model the package distributes (read with ``weights_only=False``: only for this form, a file the user
+    trusts)."""
+    import torchxrayvision as xrv
+
+    model = xrv.models.DenseNet(weights=None, num_classes=spec.outputs)
+    try:
+        state = _state(spec.path)
+    except Exception:  # noqa: BLE001  (a pickled whole model: weights_only refuses it)
+        whole = torch.load(spec.path, map_location="cpu", weights_only=False)
+        state = whole.state_dict() if isinstance(whole, nn.Module) else whole
+    model.load_state_dict(state)
+    return model
 
 
 def _state(path: str) -> dict[str, torch.Tensor]:
@@ -125,22 +186,10 @@ def _architecture(arch: str, spec: ModelSpec) -> nn.Module:
 
 
 def _factory(target: str) -> nn.Module:
-    """``module.py:build`` called with no arguments."""
-    file, _, name = target.rpartition(":")
-    if not file or not name or not Path(file).is_file():
-        raise UserError(f"model spec: factory {target!r} must be an existing module.py:function")
-    module_spec = importlib.util.spec_from_file_location(Path(file).stem, file)
-    if module_spec is None or module_spec.loader is None:
-        raise UserError(f"model spec: factory {file} cannot be imported")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    build = getattr(module, name, None)
-    if not callable(build):
-        raise UserError(f"model spec: {file} has no function {name!r}")
-    model = build()
-    if not isinstance(model, nn.Module):
-        raise UserError(f"model spec: {target} returned a {type(model).__name__}, not a torch nn.Module")
-    return model
+    """``module.py:build`` called with no arguments (or the ones it accepts of ``plugins.call_build``)."""
+    from cxrray.models.plugins import call_build, load_function
+
+    return call_build(load_function(target, "model spec: factory"), f"model spec: factory {target}")
 
 
 class ExternalModel:
@@ -199,6 +248,8 @@ def load_external(spec: ModelSpec) -> ExternalModel:
             return ExternalModel(spec, None, onnxruntime.InferenceSession(spec.path))
         if spec.form == "torchscript":
             module: nn.Module = torch.jit.load(spec.path, map_location="cpu")
+        elif spec.form == "torchxrayvision":
+            module = _xrv(spec)
         else:
             module = _architecture(spec.arch, spec) if spec.form == "state_dict" else _factory(spec.factory)
             module.load_state_dict(_state(spec.path))

@@ -41,10 +41,18 @@ class AuditOptions:
                              lo=16, hi=4096, unit="px", group=AUDIT)
     mask_unet: Path | None = option(None, "a lung U-Net (unet.pt): every row without a mask gets its lungs",
                                     group=AUDIT)
-    device: str = option("cpu", "where the model runs (cuda on a GPU)", group=AUDIT)
+    saliency: int = option(32, "test images (half of each class) for Grad-CAM inside the lungs with the "
+                           "randomisation check (0: none)", lo=0, hi=100_000, unit="images", group=AUDIT)
+    sources: bool = option(False, "the source-only ceiling and a source probe on the model's penultimate features "
+                           "(needs 2+ values in the manifest's source column)", group=AUDIT)
+    gpu: bool = option(False, "score on the GPU (CUDA)", group=AUDIT)
 
     def __post_init__(self) -> None:
         check_ranges(self)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu else "cpu"
 
 
 def _test_manifest(options: AuditOptions) -> Any:
@@ -70,6 +78,7 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
     from cxrray.config import RunLayout
     from cxrray.data.shards import LocalSplit
     from cxrray.data.store import ShardStore
+    from cxrray.explain.audit_evidence import audit_saliency, audit_sources
     from cxrray.explain.external import score_external
     from cxrray.models.external import dry_run, load_external
     from cxrray.representations import InputPipeline, lung_hiding
@@ -78,6 +87,8 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
     from cxrray.verdicts.audit import audit_headline, audit_rows
 
     model = load_external(spec)  # one line for an unreadable file, before any image is read
+    if options.gpu and not torch.cuda.is_available():
+        raise UserError("--gpu: no CUDA device is visible here")
     layout = RunLayout(options.out.resolve())
     Path(layout.analysis).mkdir(parents=True, exist_ok=True)
     manifest = _test_manifest(options)
@@ -105,7 +116,15 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
     table = pl.DataFrame([r.row() for r in rows])
     table.write_csv(layout.analysis_file("audit.csv"))
     headline = audit_headline(rows, lung_hiding())
-    write_report(layout, spec, rows, headline, int(np.unique(scores.patients).size))
+    saliency = (audit_saliency(model, split, options.positive, options.saliency, device=options.device)
+                if options.saliency else None)
+    if saliency is not None and saliency.rows.height:
+        saliency.rows.write_csv(layout.analysis_file("audit_saliency.csv"))
+    sources = (audit_sources(model, split, options.positive, rows[0].level if rows else 0.95,
+                             device=options.device) if options.sources else None)
+    if sources is not None and sources.height:
+        sources.write_csv(layout.analysis_file("audit_sources.csv"))
+    write_report(layout, spec, rows, headline, int(np.unique(scores.patients).size), saliency, sources)
     return headline
 
 

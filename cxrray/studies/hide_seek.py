@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from cxrray.config import RunLayout
 from cxrray.data.phantom import SIGNATURE
 from cxrray.declared import option
+from cxrray.models.names import absolute
 from cxrray.tuning import cli
 from cxrray.tuning.names import names
 from cxrray.tuning.options import AXES, DATA, mask_unet_option, masks_unchecked_option, out_option
@@ -76,7 +77,8 @@ class HideSeek(cli.Study):
                                               "the five of Sadre et al.)", group=AXES, registry="representation")
     backbones: tuple[str, ...] = option(("resnet18", "densenet121"), "backbones (the default pair learns the "
                                         "phantom in 8 CPU epochs; basecnn, the COVID-CXNet base CNN, often sits at "
-                                        "chance there)", group=AXES, registry="backbone")
+                                        "chance there; your own network: "
+                                        "file:module.py:build)", group=AXES, registry="backbone")
     seeds: tuple[int, ...] = option((0,), "training seeds: replicates of every cell", group=AXES)
     mask_dilation: tuple[int, ...] = option((0,), "mask-dilation sensitivity: rerun the lung-hiding "
                                             "representations with the lung mask grown by each PX pixels at the "
@@ -96,7 +98,8 @@ class HideSeek(cli.Study):
 
     def derive(self) -> HideSeek:
         pneumothorax = self.phantom == "pneumothorax" and not self.manifest
-        return replace(self, task=self.task or ("finding_Pneumothorax" if pneumothorax else "CL2"))
+        return replace(self, task=self.task or ("finding_Pneumothorax" if pneumothorax else "CL2"),
+                       backbones=tuple(absolute(b) for b in self.backbones))
 
     def check(self) -> None:
         super().check()

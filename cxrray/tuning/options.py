@@ -80,6 +80,10 @@ class Study:
     pretrained: bool = option(False, "ImageNet weights (falls back to random offline)", group=TRAIN)
     weights: Path | None = option(None, "local ImageNet state-dict file for --pretrained (no download; a "
                                   "timm/torch cache is used through HF_HOME / TORCH_HOME)", group=TRAIN)
+    init_weights: Path | None = option(None, "start every trial from this checkpoint (a state dict; the tensors "
+                                       "that fit, the head fresh where its shape differs): e.g. the model an audit "
+                                       "judged, retrained on every representation; the same as --pretrained "
+                                       "--weights FILE", group=TRAIN)
     no_augment: bool = option(False, "train without the affine and intensity augmentation (rotation, "
                               "translation, zoom, intensity shift)", group=TRAIN)
     balanced: bool = option(False, "class-balanced batches", group=TRAIN)
@@ -205,6 +209,15 @@ class Study:
         number for an int, true/false for a bool, one of a Literal's choices; a relative path joined to ``base``."""
         hint = typing.get_type_hints(cls, localns=globals())[name]  # a subclass may use this module's names
         return _as(hint, value, where, base)
+
+    def __post_init__(self) -> None:
+        """``--init-weights FILE`` is ``--pretrained --weights FILE`` (one file: a second, different one is refused)."""
+        if self.init_weights is None:
+            return
+        if self.weights is not None and Path(self.weights) != Path(self.init_weights):
+            raise UserError(f"--init-weights {self.init_weights} and --weights {self.weights} name two files; give one")
+        object.__setattr__(self, "pretrained", True)
+        object.__setattr__(self, "weights", Path(self.init_weights))
 
     # ---- what the stages after the CLI receive -----------------------------------------------------------------
     def derive(self) -> Self:
