@@ -135,6 +135,13 @@ def test_one_command_audits_a_model_from_its_spec_file_and_writes_the_report(tmp
     assert page.index("SHORTCUT") < page.index("lungs_removed") and 'src="analysis/audit.png"' in page
     assert (out / "analysis" / "audit.png").stat().st_size > 5000
     assert "no saliency for a TorchScript model: a ScriptModule takes no hooks" in page
+    # every number reruns from the stored per-image predictions alone: the model file gone, the same table
+    (tmp_path / "model.ts").unlink()
+    (out / "analysis" / "audit.csv").unlink()
+    assert main(["reanalyse", str(out)]) == 0
+    assert pl.read_csv(out / "analysis" / "audit.csv").equals(table)
+    assert "no saliency for a TorchScript model" in (out / "report.html").read_text()
+    assert main(["reanalyse", str(tmp_path)]) == 2  # not an audit folder: one line
     bad = main(["--manifest", str(test), "--positive", "CVP", "--form", "torchscript", "--path",
                 str(tmp_path / "model.ts"), "--image-size", "32", "--outputs", "3", "--store-size", "32", "--out",
                 str(tmp_path / "bad")])

@@ -17,6 +17,7 @@ says), ``analysis/audit.png`` and ``report.html`` (the answer first).
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from cxrray.declared import OneLineParser, add_arguments, check_ranges, from_arg
 from cxrray.registry import UserError
 
 AUDIT = "the audit"
+RUN_FILE = "audit_run.json"  # what a rerun from the predictions needs: the positive label, the spec, the sentences
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,9 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
     from cxrray.explain.audit_evidence import audit_saliency, audit_sources
     from cxrray.explain.external import score_external
     from cxrray.models.external import dry_run, load_external
-    from cxrray.representations import InputPipeline, lung_hiding
+    from cxrray.representations import InputPipeline
     from cxrray.studies.audit_report import write_report
     from cxrray.tuning.runner import start_ray
-    from cxrray.verdicts.audit import audit_headline, audit_rows
 
     model = load_external(spec)  # one line for an unreadable file, before any image is read
     if options.gpu and not torch.cuda.is_available():
@@ -112,10 +113,7 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
     pl.concat([pl.DataFrame({"row": scores.rows, "patient_id": scores.patients, "label": scores.labels,
                              "representation": rep, "prob_positive": probs})
                for rep, probs in scores.probs.items()]).write_parquet(layout.analysis_file("audit_predictions.parquet"))
-    rows = audit_rows(y, scores.patients, scores.probs, lung_hiding())
-    table = pl.DataFrame([r.row() for r in rows])
-    table.write_csv(layout.analysis_file("audit.csv"))
-    headline = audit_headline(rows, lung_hiding())
+    rows, headline = _judge(layout, y, scores.patients, scores.probs)
     saliency = (audit_saliency(model, split, options.positive, options.saliency, device=options.device)
                 if options.saliency else None)
     if saliency is not None and saliency.rows.height:
@@ -125,6 +123,53 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
     if sources is not None and sources.height:
         sources.write_csv(layout.analysis_file("audit_sources.csv"))
     write_report(layout, spec, rows, headline, int(np.unique(scores.patients).size), saliency, sources)
+    Path(layout.analysis_file(RUN_FILE)).write_text(json.dumps(
+        {"positive": options.positive, "manifest": str(options.manifest), "spec": dataclasses.asdict(spec),
+         "saliency": saliency.says if saliency is not None else ""}, indent=1))
+    return headline
+
+
+def _judge(layout: Any, y: Any, patients: Any, probs: dict[str, Any]) -> tuple[list[Any], Any]:
+    """The audit's table (``analysis/audit.csv``) and headline from the per-image probabilities."""
+    import polars as pl
+
+    from cxrray.representations import lung_hiding
+    from cxrray.verdicts.audit import audit_headline, audit_rows
+
+    rows = audit_rows(y, patients, probs, lung_hiding())
+    pl.DataFrame([r.row() for r in rows]).write_csv(layout.analysis_file("audit.csv"))
+    return rows, audit_headline(rows, lung_hiding())
+
+
+def reanalyse(out: Path) -> Any:
+    """The table, headline and report again from ``analysis/audit_predictions.parquet`` alone (no model, no
+    image): every number of the audit reruns from the stored per-image predictions."""
+    import numpy as np
+    import polars as pl
+
+    from cxrray.config import RunLayout
+    from cxrray.explain.audit_evidence import AuditSaliency
+    from cxrray.models.external import ModelSpec
+    from cxrray.studies.audit_report import write_report
+
+    layout = RunLayout(Path(out).resolve())
+    run, predictions = Path(layout.analysis_file(RUN_FILE)), Path(layout.analysis_file("audit_predictions.parquet"))
+    if not run.exists() or not predictions.exists():
+        raise UserError(f"{layout.root}: not an audit run folder (no analysis/{RUN_FILE} and "
+                        f"analysis/audit_predictions.parquet)")
+    meta = json.loads(run.read_text())
+    frame = pl.read_parquet(predictions).sort("representation", "row")
+    order = list(dict.fromkeys(pl.read_parquet(predictions)["representation"].to_list()))
+    first = frame.filter(pl.col("representation") == order[0])
+    y = first["label"].cast(pl.Utf8).to_numpy() == meta["positive"]
+    patients = first["patient_id"].cast(pl.Utf8).to_numpy()
+    probs = {r: frame.filter(pl.col("representation") == r)["prob_positive"].to_numpy() for r in order}
+    rows, headline = _judge(layout, y, patients, probs)
+    spec_fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["spec"].items()}
+    sources_file = Path(layout.analysis_file("audit_sources.csv"))
+    sources = pl.read_csv(sources_file) if sources_file.exists() else None
+    said = AuditSaliency(pl.DataFrame(), "", meta["saliency"] or "not computed", {})  # the maps need the model
+    write_report(layout, ModelSpec(**spec_fields), rows, headline, int(np.unique(patients).size), said, sources)
     return headline
 
 
@@ -132,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     from cxrray.models.external import ModelSpec
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reanalyse"]:  # cxrray audit reanalyse RUN: from the stored predictions alone
+        try:
+            headline = reanalyse(Path(argv[1]) if len(argv) > 1 else Path("runs/audit"))
+        except UserError as exc:
+            print(f"cxrray audit reanalyse: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"[cxrray] {headline.text}")
+        return 0
     p = OneLineParser(prog="cxrray audit", description=__doc__, formatter_class=__import__("argparse").
                       RawDescriptionHelpFormatter)
     groups: dict[str, Any] = {}
