@@ -165,7 +165,7 @@ def reanalyse(out: Path) -> Any:
     patients = first["patient_id"].cast(pl.Utf8).to_numpy()
     probs = {r: frame.filter(pl.col("representation") == r)["prob_positive"].to_numpy() for r in order}
     rows, headline = _judge(layout, y, patients, probs)
-    spec_fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["spec"].items()}
+    spec_fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["spec"].items()}
     sources_file = Path(layout.analysis_file("audit_sources.csv"))
     sources = pl.read_csv(sources_file) if sources_file.exists() else None
     said = AuditSaliency(pl.DataFrame(), "", meta["saliency"] or "not computed", {})  # the maps need the model
