@@ -173,3 +173,19 @@ def test_narrow_range_twins_at_8_10_12_and_16_bits_decode_alike_and_hash_alike(t
     rounded = (eight.astype(np.uint32) * 4095 // 255).astype(np.uint16)  # re-quantised with rounding: close
     Image.fromarray(rounded).save(tmp_path / "12r.png")
     assert np.abs(read_image(tmp_path / "12r.png") - decoded[0]).max() < 1 / 255
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_8_bit_stretch_table_gives_the_float64_stretch_exactly(seed):
+    """The ingest reads 8-bit rasters through a 256-entry table: the very float32 values of stretching in float64
+    and casting, on random images, narrow ranges and a constant one (all 0)."""
+    from cxrray.data.images import stretch, stretch_u8
+
+    rng = np.random.default_rng(seed)
+    lo = int(rng.integers(0, 200))
+    arr = rng.integers(lo, lo + [1, 2, 56, 256][seed % 4], size=(37, 53)).clip(0, 255).astype(np.uint8)
+    expected = stretch(arr.astype(np.float64)).astype(np.float32)
+    got = stretch_u8(arr)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    if seed % 4 == 0:
+        assert not got.any()  # one grey level: all 0

@@ -45,14 +45,21 @@ def _rows(batches):
     return [int(r) for b in batches for r in b["row"]]
 
 
-@pytest.mark.parametrize("stored", [False, True])
-def test_a_shuffled_epoch_gives_every_row_once_with_the_decoded_pixels(split, stored):
+@pytest.mark.parametrize("stored, pinned", [(False, False), (True, False), (True, True), (False, True)])
+def test_a_shuffled_epoch_gives_every_row_once_with_the_decoded_pixels(split, stored, pinned):
+    """Also with ``pin_memory`` (a CUDA trial's batches as page-locked torch tensors; plain ones without CUDA):
+    the same pixels, bit for bit, once the model input pipeline has them."""
     reference = read_split_local(split)
     at = {int(r): i for i, r in enumerate(reference["row"])}
     seen = []
-    for b in LocalSplit(split, stored_pixels=stored).iter_batches(batch_size=8, local_shuffle_buffer_size=16,
-                                                                  local_shuffle_seed=4):
-        assert b["image"].dtype == (np.uint16 if stored else np.float32)
+    for b in LocalSplit(split, stored_pixels=stored, pin_memory=pinned).iter_batches(
+            batch_size=8, local_shuffle_buffer_size=16, local_shuffle_seed=4):
+        if pinned:
+            assert isinstance(b["image"], torch.Tensor) and isinstance(b["mask"], torch.Tensor)
+            assert b["image"].dtype == (torch.uint16 if stored else torch.float32)
+            assert b["image"].is_pinned() == torch.cuda.is_available()
+        else:
+            assert b["image"].dtype == (np.uint16 if stored else np.float32)
         image, mask = InputPipeline.tensors(b, torch.device("cpu"))
         idx = [at[int(r)] for r in b["row"]]
         assert torch.equal(image[:, 0], torch.from_numpy(reference["image"][idx]))  # bit for bit, both ways

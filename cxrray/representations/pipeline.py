@@ -38,15 +38,23 @@ class InputPipeline:
         """(image, mask) as (B, 1, H, W) float32 on ``device``, the image in [0, 1]: stored integer pixels
         (``LocalSplit(stored_pixels=True)``) are scaled there, with the same float32 division as ``decode``."""
         image, mask = (_on(batch[k], device).unsqueeze(1) for k in ("image", "mask"))
-        stored = np.asarray(batch["image"]).dtype
-        if stored.kind in "ui":  # full scale is the type's maximum, as ``shards.encode`` wrote it
-            image = image / torch.tensor(float(np.iinfo(stored).max), dtype=torch.float32, device=device)
+        raw = batch["image"]
+        if isinstance(raw, torch.Tensor):  # page-locked stored pixels (``LocalSplit(pin_memory=True)``)
+            full = None if raw.dtype.is_floating_point else torch.iinfo(raw.dtype).max
+        else:
+            stored = np.asarray(raw).dtype
+            full = np.iinfo(stored).max if stored.kind in "ui" else None
+        if full is not None:  # full scale is the type's maximum, as ``shards.encode`` wrote it
+            image = image / torch.tensor(float(full), dtype=torch.float32, device=device)
         return image, mask
 
 
-def _on(x: np.ndarray, device: torch.device) -> torch.Tensor:
+def _on(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """A float32 copy of ``x`` on ``device``. To an accelerator ``x`` crosses as it is and is converted there:
-    a uint8 mask moves a quarter of the bytes of its float32 copy, and the host does no conversion."""
+    a uint8 mask moves a quarter of the bytes of its float32 copy, and the host does no conversion. A torch
+    tensor (page-locked by ``LocalSplit(pin_memory=True)``) crosses asynchronously."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True).float() if device.type != "cpu" else x.float()
     if device.type == "cpu":
         return torch.tensor(x, dtype=torch.float32)
     return torch.from_numpy(np.require(x, requirements=["C", "W"])).to(device).float()

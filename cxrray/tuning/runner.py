@@ -37,18 +37,20 @@ from cxrray.wandb_run import QUIET_ENV
 __all__ = ["SweepOutcome", "collect", "launch_trials", "run_sweep", "run_waves", "start_ray"]
 
 
-def trial_datasets(data: DataRef, inline: bool) -> dict[str, Any]:
+def trial_datasets(data: DataRef, inline: bool, pin_memory: bool = False) -> dict[str, Any]:
     """The trial's splits. Inline: ``LocalSplit``, read in the trial's own process file by file with a reader
     thread ahead (no Ray task that training could starve, no per-epoch start-up, nothing materialised). A Ray
     Train fit: Ray Datasets (read_parquet -> decode) that Ray Train splits between the workers
     (``streaming_split``), decoded once and kept in the object store when the split is small
     (``shards.train_split``: no per-epoch start-up), streamed every epoch when it is large (memory flat); their
     tasks run on the CPUs the trial reserved for them (``Resources.data_cpus``, its placement group's last
-    bundle)."""
+    bundle). ``pin_memory`` (an inline trial on CUDA): batches arrive in page-locked memory, copied to the GPU
+    asynchronously."""
     if inline:
         from cxrray.data.shards import LocalSplit
 
-        return {s: LocalSplit(Path(data.shard_dir) / s, stored_pixels=True) for s in data.splits}
+        return {s: LocalSplit(Path(data.shard_dir) / s, stored_pixels=True, pin_memory=pin_memory)
+                for s in data.splits}
     import ray.data
     from ray.util import get_current_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -70,7 +72,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     from cxrray.training.worker import run_trial, train_loop_per_worker
 
     ctx, res = TrialContext.from_dict(config["trial"]), Resources(**config["resources"])
-    datasets = trial_datasets(ctx.data, res.inline())
+    datasets = trial_datasets(ctx.data, res.inline(), pin_memory=res.inline() and res.use_gpu and PIN_MEMORY)
     if res.inline():
         run_trial(ctx, InlineSession(datasets, ctx.trial_dir.resume, res.use_gpu))
         return
@@ -314,6 +316,9 @@ def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = N
 # is not installed, for a folder outside --out) and "on_step_begin took 0.6 s" timings; cxrray prints a line per
 # trial start, epoch and end instead. RAY_AIR_NEW_OUTPUT=0 with verbose=0 is Tune's silent reporter.
 QUIET = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_THRESHOLD_S": "30"}
+# An inline CUDA trial's batches in page-locked memory, copied asynchronously (``LocalSplit(pin_memory=True)``);
+# CXRRAY_PIN_MEMORY=0 turns it off (``bench/gpu.py`` measures both).
+PIN_MEMORY = os.environ.get("CXRRAY_PIN_MEMORY", "1") != "0"
 WANDB_PASSED = ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_BASE_URL")  # driver -> workers
 
 
