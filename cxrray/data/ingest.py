@@ -23,7 +23,11 @@ from typing import TYPE_CHECKING, cast
 
 import polars as pl
 
-STORE_MIB_PER_CPU = 4  # ingest's in-flight blocks: 4 MiB of object store per CPU (about 2-3 blocks of 32 rows)
+# Ingest's in-flight blocks: 32 MiB of object store per CPU, about 5 blocks of 128 rows at 128 px (6 MiB each).
+# Blocks of 32 rows under 4 MiB per CPU kept about one task running at a time and paid a task's start-up every
+# 32 images: 170 images/s per CPU; 128-row blocks under 32 MiB: 230-245 (bench/scale.py, bench/README.md).
+STORE_MIB_PER_CPU = 32
+ROWS_PER_BLOCK = 128
 
 if TYPE_CHECKING:  # (read lazily: the stage imports no Arrow to answer --help)
     import pyarrow as pa
@@ -107,7 +111,8 @@ class Duplicates:
 
 
 def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, require_masks: bool = True,
-           dtype: str = "uint16", rows_per_block: int = 32, rows_per_shard: int = 256, check_masks: bool = True,
+           dtype: str = "uint16", rows_per_block: int = ROWS_PER_BLOCK, rows_per_shard: int = 256,
+           check_masks: bool = True,
            store_mib_per_cpu: float = STORE_MIB_PER_CPU) -> IngestResult:
     """Read every image of ``manifest`` (which must have a ``split`` column) into per-split shards, streaming:
     decoding runs in parallel Ray tasks, the driver writes each block's rows to their split's shard as it
