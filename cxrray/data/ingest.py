@@ -23,11 +23,17 @@ from typing import TYPE_CHECKING, cast
 
 import polars as pl
 
-# Ingest's in-flight blocks: 32 MiB of object store per CPU, about 5 blocks of 128 rows at 128 px (6 MiB each).
-# Blocks of 32 rows under 4 MiB per CPU kept about one task running at a time and paid a task's start-up every
-# 32 images: 170 images/s per CPU; 128-row blocks under 32 MiB: 230-245 (bench/scale.py, bench/README.md).
+# Ingest's in-flight blocks: 32 MiB of object store per CPU, about 5 blocks of ``BLOCK_MIB`` each. Blocks of 32
+# rows under 4 MiB per CPU kept about one task running at a time and paid a task's start-up every 32 images (170
+# images/s per CPU at 128 px); 128-row blocks under 32 MiB: 242 (bench/scale.py, bench/README.md).
 STORE_MIB_PER_CPU = 32
-ROWS_PER_BLOCK = 128
+BLOCK_MIB = 6  # a block's encoded pixels (uint16 image + uint8 mask): 128 rows at 128 px, 16 at 512 px
+
+
+def block_rows(image_size: int) -> int:
+    """Rows per ingest task: about ``BLOCK_MIB`` of encoded pixels, 16 to 128 rows (a task's float32 frames stay
+    at most about as large as the 32-row blocks at 512 px were)."""
+    return int(min(max(BLOCK_MIB * 2**20 // (image_size * image_size * 3), 16), 128))
 
 if TYPE_CHECKING:  # (read lazily: the stage imports no Arrow to answer --help)
     import pyarrow as pa
@@ -111,14 +117,14 @@ class Duplicates:
 
 
 def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, require_masks: bool = True,
-           dtype: str = "uint16", rows_per_block: int = ROWS_PER_BLOCK, rows_per_shard: int = 256,
-           check_masks: bool = True,
-           store_mib_per_cpu: float = STORE_MIB_PER_CPU) -> IngestResult:
+           dtype: str = "uint16", rows_per_block: int | None = None, rows_per_shard: int = 256,
+           check_masks: bool = True, store_mib_per_cpu: float = STORE_MIB_PER_CPU) -> IngestResult:
     """Read every image of ``manifest`` (which must have a ``split`` column) into per-split shards, streaming:
     decoding runs in parallel Ray tasks, the driver writes each block's rows to their split's shard as it
     arrives, in manifest-row order (two ingests of one manifest give the same shards, so the same training
     order), and keeps only the bad rows (file, row, error) and one hash per distinct image. The blocks in flight
-    are capped at ``store_mib_per_cpu`` MiB of object store per CPU of the cluster, and the manifest's rows are
+    are capped at ``store_mib_per_cpu`` MiB of object store per CPU of the cluster (``rows_per_block``: rows per
+    task, ``block_rows(image_size)`` unless given), and the manifest's rows are
     read by the tasks from a file, never put in the object store: the peak is set by the cluster, never by the
     dataset."""
     import ray
@@ -138,7 +144,7 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
     mask_of = dict(zip(manifest["row"].to_list(), manifest["mask_path"].to_list(), strict=True)) if masked else {}
     try:
         stream = stream_manifest(manifest, size=image_size, require_masks=require_masks, dtype=dtype,
-                                 rows_per_block=rows_per_block, check_masks=check_masks,
+                                 rows_per_block=rows_per_block or block_rows(image_size), check_masks=check_masks,
                                  rows_file=out / "_rows.parquet")
         for batch in stream.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
             block = cast("pa.Table", batch)  # (Ray types a batch as any format; "pyarrow" gives a Table)
