@@ -11,7 +11,10 @@ Every image of the manifest is a test image (patients as the unit); rows need lu
 file, or the flags of its section), checked by a dry run on one image before anything is scored. The run folder
 holds the shards, ``analysis/audit_predictions.parquet`` (one row per image and representation: its positive
 probability), ``analysis/audit.csv`` (per representation: AUROC with the patient-clustered interval and what it
-says), ``analysis/audit.png`` and ``report.html`` (the answer first).
+says), ``analysis/audit.png`` and ``report.html`` (the answer first); with ``--saliency N`` (32) Grad-CAM in the
+lungs on N test images, with ``--sources`` the source-only ceiling and a source probe on the model's features.
+
+    cxrray audit reanalyse runs/audit       # the table, verdicts and report again from the stored predictions
 """
 
 from __future__ import annotations
