@@ -45,6 +45,14 @@ def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
     last = [line for line in proc.stdout.splitlines() if line.startswith("[cxrray]")][-1]
     assert re.fullmatch(r"\[cxrray\] (SHORTCUT|NO SHORTCUT|NO VERDICT|INCONCLUSIVE): \d/1 lung-hiding trials keep "
                         r"the signal without the lungs.*; report: .*report\.html", last)  # ends with the answer
+    # Tune's result rows carry the trial's context as one JSON text, not ~70 flattened columns (Tune reads every
+    # trial's rows into a pandas frame at the end of the fit: the columns were a tenth of a MiB a trial)
+    row = json.loads(next((out / "ray" / "tune").glob("*/result.json")).read_text().splitlines()[0])
+    context = json.loads(row["config"]["trial"])
+    assert TrialSpec.from_dict(context["spec"]).trial_id in set(results["trial_id"])
+    from cxrray.tuning.runner import _context
+
+    assert _context(context) == context == _context(json.dumps(context))  # an older sweep's dict config reads too
 
 
 def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smoke_run):
