@@ -96,7 +96,8 @@ def test_an_external_model_is_audited_on_every_representation(tmp_path, ray_loca
     for form, why in (("torchscript", "a ScriptModule takes no hooks"), ("onnx", "onnxruntime gives no gradients")):
         assert why in audit_saliency(load_external(forms[form]), shards / "test", "CVP").says
     # what the acquisition gives away: the hospital predicts the label only where it was planted
-    sources = {r["evidence"]: r for r in audit_sources(factory, shards / "test", "CVP").iter_rows(named=True)}
+    scored_once = score_external(factory, shards / "test", features=True)
+    sources = {r["evidence"]: r for r in audit_sources(factory, scored_once, "CVP").iter_rows(named=True)}
     ceiling = sources["source-only ceiling"]
     assert (ceiling["lo"] > 0.5) == bool(confound), ceiling
     probe = sources["source probe on the model's features"]

@@ -26,6 +26,7 @@ from torch import nn
 
 from cxrray.data.shards import read_split_local
 from cxrray.explain.cam_geometry import MIN_CELLS, choose_layer
+from cxrray.explain.external import ExternalScores
 from cxrray.explain.probe import patient_test
 from cxrray.explain.saliency import bootstrap_ci, gradcam, saliency_mass
 from cxrray.explain.sanity import RHO_MAX, randomisation_test
@@ -124,25 +125,6 @@ def audit_saliency(model: ExternalModel, split_dir: str | Path, positive: str, l
     return AuditSaliency(rows, layer, says, figure)
 
 
-def penultimate(model: ExternalModel, images: torch.Tensor, batch_size: int = 64) -> np.ndarray | None:
-    """The input of the model's last linear layer (its penultimate features) per image; None where that layer
-    cannot be hooked (TorchScript, ONNX, no linear layer)."""
-    if why_no_saliency(model) or model.module is None:
-        return None
-    head = next((m for m in reversed(list(model.module.modules())) if isinstance(m, nn.Linear)), None)
-    if head is None:
-        return None
-    seen: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach().flatten(1).cpu()))
-    try:
-        with torch.no_grad():
-            for i in range(0, len(images), batch_size):
-                model.module(model.prepare(images[i:i + batch_size]))
-    finally:
-        hook.remove()
-    return torch.cat(seen).numpy().astype(np.float64)
-
-
 def _folds(patients: np.ndarray, seed: int) -> np.ndarray:
     """A fold per image (its patient's: a patient's images stay together)."""
     ids, member = np.unique(patients, return_inverse=True)
@@ -197,20 +179,17 @@ def source_probe(features: np.ndarray, sources: np.ndarray, patients: np.ndarray
                else ": no evidence the features carry the hospital")}
 
 
-def audit_sources(model: ExternalModel, split_dir: str | Path, positive: str, level: float = 0.95, seed: int = 0,
-                  device: str = "cpu") -> pl.DataFrame:
-    """The ceiling and the feature probe for a test split with two or more sources (empty otherwise)."""
-    batch = read_split_local(Path(split_dir))
-    sources = np.asarray(batch["source"]).astype(str)
+def audit_sources(model: ExternalModel, scores: ExternalScores, positive: str, level: float = 0.95, seed: int = 0
+                  ) -> pl.DataFrame:
+    """The ceiling and the feature probe for a test split with two or more sources (empty otherwise), from the
+    audit's one scoring pass (``score_external(..., features=True)``)."""
+    sources, patients = scores.sources, scores.patients
     if len(set(sources)) < 2:
         return pl.DataFrame()
-    y = np.asarray(batch["label"]).astype(str) == positive
-    patients = np.asarray(batch["patient_id"]).astype(str)
+    y = scores.labels == positive
     rows = [source_ceiling(y, sources, patients, level, seed)] if y.any() and not y.all() else []
-    image, _ = InputPipeline.tensors(batch, torch.device(device))
-    features = penultimate(model, image)
-    if features is not None:
-        rows.append(source_probe(features, sources, patients, seed))
+    if scores.features is not None:
+        rows.append(source_probe(scores.features, sources, patients, seed))
     else:
         rows.append({"evidence": "source probe on the model's features", "value": float("nan"), "lo": float("nan"),
                      "hi": float("nan"), "chance": 1 / len(set(sources)), "p": float("nan"),

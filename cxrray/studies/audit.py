@@ -108,7 +108,7 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
         raise UserError(f"{options.manifest}: no readable test image")
     image, _ = InputPipeline.tensors(first, torch.device("cpu"))
     dry_run(model, image)
-    scores = score_external(model, split, device=options.device)
+    scores = score_external(model, split, device=options.device, features=options.sources)
     if options.positive not in set(scores.labels.tolist()):
         raise UserError(f"--positive {options.positive!r} is not a label of {options.manifest} (labels: "
                         f"{sorted(set(scores.labels.tolist()))})")
@@ -121,8 +121,8 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
                 if options.saliency else None)
     if saliency is not None and saliency.rows.height:
         saliency.rows.write_csv(layout.analysis_file("audit_saliency.csv"))
-    sources = (audit_sources(model, split, options.positive, rows[0].level if rows else 0.95,
-                             device=options.device) if options.sources else None)
+    sources = audit_sources(model, scores, options.positive, rows[0].level if rows else 0.95) if options.sources \
+        else None
     if sources is not None and sources.height:
         sources.write_csv(layout.analysis_file("audit_sources.csv"))
     write_report(layout, spec, rows, headline, int(np.unique(scores.patients).size), saliency, sources)
