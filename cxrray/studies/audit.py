@@ -161,8 +161,9 @@ def reanalyse(out: Path) -> Any:
         raise UserError(f"{layout.root}: not an audit run folder (no analysis/{RUN_FILE} and "
                         f"analysis/audit_predictions.parquet)")
     meta = json.loads(run.read_text())
-    frame = pl.read_parquet(predictions).sort("representation", "row")
-    order = list(dict.fromkeys(pl.read_parquet(predictions)["representation"].to_list()))
+    stored = pl.read_parquet(predictions)
+    order = stored["representation"].unique(maintain_order=True).to_list()
+    frame = stored.sort("representation", "row")
     first = frame.filter(pl.col("representation") == order[0])
     y = first["label"].cast(pl.Utf8).to_numpy() == meta["positive"]
     patients = first["patient_id"].cast(pl.Utf8).to_numpy()

@@ -82,7 +82,7 @@ def write_report(layout: RunLayout, spec: Any, rows: list[AuditRow], headline: H
                        level=f"{rows[0].level:.4g}" if rows else "-", caveat=OUT_OF_DISTRIBUTION[0].upper()
                        + OUT_OF_DISTRIBUTION[1:], spec=html.unescape(str(spec)),
                        saliency=saliency.says if saliency is not None else "not asked (--saliency 0)",
-                       saliency_figure=saliency_figure, no_verdict=head.startswith("NO VERDICT"),
+                       saliency_figure=saliency_figure, no_verdict=headline.head == "NO VERDICT",
                        sources=sources.to_dicts() if sources is not None and sources.height else [])
     Path(layout.report).write_text(page)
     return Path(layout.report)
