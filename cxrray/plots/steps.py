@@ -10,7 +10,7 @@ import polars as pl
 
 from cxrray.plots.figures import pyplot
 from cxrray.plots.palette import VERDICTS, row_colours
-from cxrray.representations import hide_seek_representations
+from cxrray.representations import display_order
 from cxrray.scalars import num
 from cxrray.verdicts.verdict import Verdict, tone_of
 
@@ -126,7 +126,7 @@ def plot_transfer(table: pl.DataFrame, path: Path) -> None:
     purple-orange scale: the same AUROC is good on the diagonal and a shortcut off it)."""
     plt = pyplot()
 
-    order = [r for r in hide_seek_representations() if r in set(table["train"]) | set(table["test"])]
+    order = display_order(sorted(set(table["train"]) | set(table["test"])))  # a crop (seg_crop) too
     backbones = sorted(set(table["backbone"]))
     fig, axes = plt.subplots(1, len(backbones), figsize=(1.1 * len(order) * len(backbones) + 2.5,
                                                          1.0 * len(order) + 1.5), squeeze=False, sharey=True)
