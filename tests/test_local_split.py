@@ -12,8 +12,9 @@ import pyarrow as pa
 import pytest
 import torch
 
+from cxrray.data.batches import RowPool
 from cxrray.data.ingest import ShardWriter
-from cxrray.data.shards import LocalSplit, RowPool, encode, read_split_local
+from cxrray.data.shards import LocalSplit, encode, read_split_local
 from cxrray.representations import InputPipeline
 
 ROWS, SIZE = 50, 8

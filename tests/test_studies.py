@@ -155,7 +155,7 @@ def test_search_axes_expand_and_validation_picks_the_setting():
 def test_status_line_counts_trials_tune_has_not_created_yet():
     from types import SimpleNamespace
 
-    from cxrray.tuning.runner import status_line
+    from cxrray.tuning.progress import status_line
 
     current, other = SimpleNamespace(status="RUNNING"), SimpleNamespace(status="RUNNING")
     line = status_line([current, other], current, total=10, done=3, failed=1, best=(0.91, "original.resnet18.none.s0"))

@@ -50,9 +50,9 @@ def test_smoke_sweep_writes_predictions_results_and_table(smoke_run):
     row = json.loads(next((out / "ray" / "tune").glob("*/result.json")).read_text().splitlines()[0])
     context = json.loads(row["config"]["trial"])
     assert TrialSpec.from_dict(context["spec"]).trial_id in set(results["trial_id"])
-    from cxrray.tuning.runner import _context
+    from cxrray.tuning.progress import trial_context
 
-    assert _context(context) == context == _context(json.dumps(context))  # an older sweep's dict config reads too
+    assert trial_context(context) == context == trial_context(json.dumps(context))  # an older sweep's dict too
 
 
 def test_wandb_offline_runs_hold_the_epochs_the_kept_model_and_the_analysis(smoke_run):

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
+from cxrray.data.batches import RowPool, ahead, pinned
 from cxrray.data.images import ImageReadError, read_image, read_mask, resize, resize_mask
 from cxrray.data.manifest import CARRIED_COLUMNS, REQUIRED_COLUMNS
 from cxrray.data.maskgate import gate_supplied
@@ -131,9 +132,9 @@ class LocalSplit:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        files, ahead = iter(self.files), max(self.prefetch_files, 1)
-        with ThreadPoolExecutor(ahead, thread_name_prefix="shard-reader") as pool:
-            pending = deque(pool.submit(_read_file, f) for f in itertools.islice(files, ahead))
+        files, depth = iter(self.files), max(self.prefetch_files, 1)
+        with ThreadPoolExecutor(depth, thread_name_prefix="shard-reader") as pool:
+            pending = deque(pool.submit(_read_file, f) for f in itertools.islice(files, depth))
             try:
                 while pending:
                     item = pending.popleft().result()
@@ -151,7 +152,7 @@ class LocalSplit:
         random (``local_shuffle_seed``) from a buffer of at least that many rows, as Ray Data's local shuffle."""
         if batch_format != "numpy":
             raise ValueError(f"LocalSplit yields numpy batches, not {batch_format!r}")
-        return _ahead(self._batches(batch_size, local_shuffle_buffer_size, local_shuffle_seed, drop_last), 2)
+        return ahead(self._batches(batch_size, local_shuffle_buffer_size, local_shuffle_seed, drop_last), 2)
 
     def _batches(self, batch_size: int, local_shuffle_buffer_size: int | None, local_shuffle_seed: int | None,
                  drop_last: bool):
@@ -174,96 +175,6 @@ class LocalSplit:
             yield out(pool.take(batch_size, rng))
         if len(pool) and not drop_last:
             yield out(pool.take(len(pool), rng))
-
-
-def pinned(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The batch with its images and masks in page-locked torch tensors (the rest as it is); without CUDA (no
-    page-locking to be had) plain CPU tensors, the same values."""
-    import torch
-
-    lock = torch.cuda.is_available()
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in ("image", "mask") if k in batch}
-    return batch | {k: t.pin_memory() if lock else t for k, t in tensors.items()}
-
-
-def _ahead(items, depth: int):
-    """``items`` produced by a thread ``depth`` ahead of the consumer, in order: a batch is drawn and copied
-    while the consumer (a training step) works; an error surfaces here with its traceback; an abandoned
-    iteration stops the thread."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop, done = threading.Event(), object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
-        finally:
-            items.close()
-
-    threading.Thread(target=produce, daemon=True, name="batches-ahead").start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
-class RowPool:
-    """The rows waiting to be drawn into a batch, in arrays that grow only when a file does not fit: a draw
-    copies the rows it takes and moves at most as many from the end into the holes they leave: rebuilding the pool
-    at every draw would copy the shuffle buffer's images once per batch (about 200 MB per batch of 256 at 224 px,
-    the limit of a GPU trial's input path)."""
-
-    def __init__(self) -> None:
-        self.arrays: dict[str, np.ndarray] = {}
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, item: dict[str, np.ndarray]) -> None:
-        n = len(item["row"])
-        for k, v in item.items():
-            held = self.arrays.get(k)
-            if held is None or len(held) < self.size + n or not np.can_cast(v.dtype, held.dtype):
-                grown = np.empty((max(2 * (self.size + n), 1), *v.shape[1:]),
-                                 v.dtype if held is None else np.result_type(held.dtype, v.dtype))
-                if held is not None:
-                    grown[:self.size] = held[:self.size]
-                self.arrays[k] = held = grown
-            held[self.size:self.size + n] = v
-        self.size += n
-
-    def take(self, n: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        """``n`` rows: drawn at random without replacement with ``rng``, else the first ``n`` in order."""
-        idx = rng.choice(self.size, n, replace=False) if rng is not None else np.arange(n)
-        out = {k: np.take(v, idx, axis=0) for k, v in self.arrays.items()}  # 4x faster than v[idx] on images
-        rest = self.size - n
-        holes = np.sort(idx[idx < rest])  # taken rows before the new end, refilled from the rows after it
-        tail = np.setdiff1d(np.arange(rest, self.size), idx, assume_unique=True)
-        if rng is None:  # in order: keep the remaining rows' order (shift them to the front)
-            for v in self.arrays.values():
-                v[:rest] = v[n:self.size].copy()
-        else:
-            for v in self.arrays.values():
-                v[holes] = np.take(v, tail, axis=0)
-        self.size = rest
-        return out
 
 
 def read_split(split_dir: str | Path) -> ray.data.Dataset:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +29,7 @@ from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
 from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
 from cxrray.tuning.prepare import PreparedData
+from cxrray.tuning.progress import progress_callback, spec_of, trial_context, trial_dirname
 from cxrray.tuning.storage import StorageError, StorageGuard, set_aside_damaged, stopped_message, storage_stops
 from cxrray.tuning.study import Resources, SweepOptions, check_size, check_specs
 from cxrray.wandb_run import QUIET_ENV
@@ -72,7 +71,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     from cxrray.training.session import InlineSession
     from cxrray.training.worker import run_trial, train_loop_per_worker
 
-    ctx, res = TrialContext.from_dict(_context(config["trial"])), Resources(**config["resources"])
+    ctx, res = TrialContext.from_dict(trial_context(config["trial"])), Resources(**config["resources"])
     datasets = trial_datasets(ctx.data, res.inline(), pin_memory=res.inline() and res.use_gpu and PIN_MEMORY)
     if res.inline():
         run_trial(ctx, InlineSession(datasets, ctx.trial_dir.resume, res.use_gpu))
@@ -94,86 +93,6 @@ def _trial_fn(config: dict[str, Any]) -> None:
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     trainer.fit()
-
-
-def _context(value: str | dict[str, Any]) -> dict[str, Any]:
-    """The trial context a Tune config carries: one JSON text (``run_trials``), so that Tune's result rows, which
-    flatten the config into columns, hold one column for it and not about 70 (Tune reads every trial's rows back
-    into a pandas frame when the fit ends: 0.11 MiB a trial before); a dict, as older sweeps' configs hold it."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _spec_of(trial) -> TrialSpec:
-    return TrialSpec.from_dict(_context(trial.config["trial"])["spec"])
-
-
-def _trial_dirname(trial) -> str:
-    spec = _spec_of(trial)
-    return f"{spec.run_name}-{spec.trial_id}"
-
-
-def status_line(trials: list, current, total: int, done: int, failed: int, best: tuple[float, str]) -> str:
-    """'done 3 | running 1 | pending 4 | failed 0 | best so far: <run> val AUROC 0.912'.
-
-    Tune creates grid trials lazily, so pending = total - done - failed - running."""
-    running = [t.status for t in trials if t is not current].count("RUNNING")
-    text = (f"done {done} | running {running} | pending {max(total - done - failed - running, 0)} | "
-            f"failed {failed}")
-    return text + (f" | best so far: {best[1]} val AUROC {best[0]:.3f}" if best[1] else "")
-
-
-def _progress_callback(total: int, already_done: int, layout: RunLayout):
-    """A Tune callback printing a line when a trial starts, one per epoch and one per finished trial: what a
-    person watching wants."""
-    from ray import tune
-
-    class Progress(tune.Callback):
-        def __init__(self) -> None:
-            self.done, self.t0 = already_done, time.time()
-            self.best, self.failed = (float("-inf"), ""), 0
-
-        def _finished(self, trial, trials, status: str, extra: str = "") -> None:
-            self.done += 1
-            self.failed += status == "FAILED"
-            auroc = (trial.last_result or {}).get("best_val_auroc")
-            best = f" best val AUROC {auroc:.3f}" if isinstance(auroc, float) else ""
-            print(f"[cxrray] {self.done}/{total} {status}: {_spec_of(trial).run_name}{best} "
-                  f"({time.time() - self.t0:.0f} s elapsed){extra}", flush=True)
-            if isinstance(auroc, float) and auroc == auroc and auroc > self.best[0]:
-                self.best = (auroc, _spec_of(trial).run_name)
-            line = status_line(trials, trial, total, self.done - self.failed, self.failed, self.best)
-            print(f"[cxrray] {line}", flush=True)
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            spec = _spec_of(trial)
-            print(f"[cxrray] starting {spec.run_name} (trial {spec.trial_id})", flush=True)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            spec = _spec_of(trial)
-            stage = f" (stage {result['stage']})" if "stage" in result else ""  # staged methods (FuCiTNet)
-            print(f"[cxrray]   {spec.run_name} epoch {result.get('epoch', 0) + 1}/"
-                  f"{result.get('epochs_total', spec.recipe.epochs)}{stage}: "
-                  f"train loss {result.get('train_loss', float('nan')):.3f}, "
-                  f"val AUROC {result.get('val_auroc', float('nan')):.3f} ({result.get('epoch_s', 0):.1f} s)",
-                  flush=True)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            tdir = layout.trial(_spec_of(trial).trial_id)
-            stopped = tdir.stopped.exists() and not tdir.done
-            self._finished(trial, trials, "stopped early (ASHA)" if stopped else "done")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            src, dst = Path(trial.local_path) / "error.txt", layout.trial(_spec_of(trial).trial_id)
-            try:
-                if src.exists():  # keep the traceback with the trial, not only in Ray's session folder
-                    dst.path.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dst.error)
-                    src = dst.error
-            except OSError:  # --out failing: storage.StorageGuard ends the sweep and says so
-                pass
-            self._finished(trial, trials, "FAILED", f"; traceback in {src}")
-
-    return Progress()
 
 
 def trial_resources(resources: Resources):
@@ -202,7 +121,7 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
         if not resources.inline():
             raise ValueError("ASHA early stopping needs one-worker inline trials (--launcher auto/inline): a Ray "
                              "Train fit running inside a Tune trial cannot be stopped between epochs")
-        scheduler = cell_scheduler(specs, early_stop, _spec_of, lambda spec, result: mark_stopped(
+        scheduler = cell_scheduler(specs, early_stop, spec_of, lambda spec, result: mark_stopped(
             layout.trial(spec.trial_id), spec, result))
 
     tuner = tune.Tuner(
@@ -210,10 +129,10 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
         param_space={"trial": tune.grid_search([json.dumps(c.to_dict(), sort_keys=True) for c in contexts]),
                      "resources": resources.__dict__},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, scheduler=scheduler,
-                                    trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
+                                    trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
                                     reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=contexts[0].storage, stop=guard.stopper(),
-                                  callbacks=[_progress_callback(total, total - len(specs), layout)], verbose=0,
+                                  callbacks=[progress_callback(total, total - len(specs), layout)], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     try:
