@@ -24,10 +24,19 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cxrray.declared import OneLineParser, add_arguments, check_ranges, from_arguments, option
 from cxrray.registry import UserError
+
+if TYPE_CHECKING:  # (torch, polars and the stages load when the audit runs: --help answers at once)
+    import numpy as np
+    import polars as pl
+
+    from cxrray.config import RunLayout
+    from cxrray.models.external import ModelSpec
+    from cxrray.verdicts.audit import AuditRow
+    from cxrray.verdicts.verdict import Headline
 
 AUDIT = "the audit"
 RUN_FILE = "audit_run.json"  # what a rerun from the predictions needs: the positive label, the spec, the sentences
@@ -60,7 +69,7 @@ class AuditOptions:
         return "cuda" if self.gpu else "cpu"
 
 
-def _test_manifest(options: AuditOptions) -> Any:
+def _test_manifest(options: AuditOptions) -> pl.DataFrame:
     """The manifest with every row in the test split (masks filled by the U-Net first where asked)."""
     import polars as pl
 
@@ -74,7 +83,7 @@ def _test_manifest(options: AuditOptions) -> Any:
     return load_manifest(path).with_columns(pl.lit("test").alias("split"))
 
 
-def run_audit(options: AuditOptions, spec: Any) -> Any:
+def run_audit(options: AuditOptions, spec: ModelSpec) -> Headline:
     """Ingest, dry run, score every representation, judge, write the run folder; the headline."""
     import numpy as np
     import polars as pl
@@ -132,7 +141,8 @@ def run_audit(options: AuditOptions, spec: Any) -> Any:
     return headline
 
 
-def _judge(layout: Any, y: Any, patients: Any, probs: dict[str, Any]) -> tuple[list[Any], Any]:
+def _judge(layout: RunLayout, y: np.ndarray, patients: np.ndarray, probs: dict[str, np.ndarray]
+           ) -> tuple[list[AuditRow], Headline]:
     """The audit's table (``analysis/audit.csv``) and headline from the per-image probabilities."""
     import polars as pl
 
@@ -144,7 +154,7 @@ def _judge(layout: Any, y: Any, patients: Any, probs: dict[str, Any]) -> tuple[l
     return rows, audit_headline(rows, lung_hiding())
 
 
-def reanalyse(out: Path) -> Any:
+def reanalyse(out: Path) -> Headline:
     """The table, headline and report again from ``analysis/audit_predictions.parquet`` alone (no model, no
     image): every number of the audit reruns from the stored per-image predictions."""
     import numpy as np

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from jinja2 import Template
 
@@ -14,6 +14,12 @@ from cxrray.plots.figures import plot_gradcam_grid, pyplot
 from cxrray.plots.palette import VERDICTS
 from cxrray.verdicts.audit import OUT_OF_DISTRIBUTION, AuditRow
 from cxrray.verdicts.verdict import Headline
+
+if TYPE_CHECKING:  # (torch and polars load where the audit runs, not to draw its page)
+    import polars as pl
+
+    from cxrray.explain.audit_evidence import AuditSaliency
+    from cxrray.models.external import ModelSpec
 
 PAGE = Template("""<!doctype html><html><head><meta charset="utf-8"><title>cxrray audit</title>
 <style>body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
@@ -64,8 +70,8 @@ def plot_audit(rows: list[AuditRow], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(layout: RunLayout, spec: Any, rows: list[AuditRow], headline: Headline, patients: int,
-                 saliency: Any = None, sources: Any = None) -> Path:
+def write_report(layout: RunLayout, spec: ModelSpec, rows: list[AuditRow], headline: Headline, patients: int,
+                 saliency: AuditSaliency | None = None, sources: pl.DataFrame | None = None) -> Path:
     """``analysis/audit.png`` (and ``audit_saliency.png`` where there are maps) and ``report.html`` of the run
     folder; ``saliency`` an ``explain.audit_evidence.AuditSaliency`` or None, ``sources`` its table or None."""
     figure = layout.analysis_file("audit.png")
