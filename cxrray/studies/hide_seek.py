@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Literal
 from cxrray.config import RunLayout
 from cxrray.data.phantom import SIGNATURE
 from cxrray.declared import option
-from cxrray.models.names import absolute
 from cxrray.tuning import cli
 from cxrray.tuning.names import names
 from cxrray.tuning.options import AXES, DATA, mask_unet_option, masks_unchecked_option, out_option
@@ -98,8 +97,7 @@ class HideSeek(cli.Study):
 
     def derive(self) -> HideSeek:
         pneumothorax = self.phantom == "pneumothorax" and not self.manifest
-        return replace(self, task=self.task or ("finding_Pneumothorax" if pneumothorax else "CL2"),
-                       backbones=tuple(absolute(b) for b in self.backbones))
+        return replace(self, task=self.task or ("finding_Pneumothorax" if pneumothorax else "CL2"))
 
     def check(self) -> None:
         super().check()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from cxrray.config import WandbMode
 from cxrray.declared import check_ranges, declared, option
+from cxrray.models.names import absolute
 from cxrray.registry import UserError
 
 if TYPE_CHECKING:
@@ -211,7 +212,12 @@ class Study:
         return _as(hint, value, where, base)
 
     def __post_init__(self) -> None:
-        """``--init-weights FILE`` is ``--pretrained --weights FILE`` (one file: a second, different one is refused)."""
+        """A user's ``file:module.py:build`` backbone is named by its absolute path in every study (every Ray
+        worker reads the same file); ``--init-weights FILE`` is ``--pretrained --weights FILE`` (one file: a
+        second, different one is refused)."""
+        backbones = getattr(self, "backbones", None)  # (the studies that have the axis)
+        if backbones is not None:
+            object.__setattr__(self, "backbones", tuple(absolute(b) for b in backbones))
         if self.init_weights is None:
             return
         if self.weights is not None and Path(self.weights) != Path(self.init_weights):
