@@ -26,7 +26,7 @@ from torch import nn
 
 from cxrray.data.shards import read_split_local
 from cxrray.explain.cam_geometry import MIN_CELLS, choose_layer
-from cxrray.explain.external import ExternalScores
+from cxrray.explain.external import ExternalScores, why_no_saliency
 from cxrray.explain.probe import patient_test
 from cxrray.explain.saliency import bootstrap_ci, gradcam, saliency_mass
 from cxrray.explain.sanity import RHO_MAX, randomisation_test
@@ -47,17 +47,6 @@ class AuditSaliency:
     layer: str
     says: str
     figure: dict[str, Any]
-
-
-def why_no_saliency(model: ExternalModel) -> str:
-    """The reason a model gets no Grad-CAM, or "" when it can."""
-    form = model.spec.form
-    if model.module is None or form == "onnx":
-        return "no saliency for an ONNX model: onnxruntime gives no gradients (audit the state_dict form for maps)"
-    if form == "torchscript":
-        return ("no saliency for a TorchScript model: a ScriptModule takes no hooks (audit the state_dict or factory "
-                "form for maps)")
-    return ""
 
 
 def _stratified(split_dir: str | Path, positive: str, limit: int) -> dict[str, np.ndarray]:

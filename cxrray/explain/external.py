@@ -33,10 +33,21 @@ class ExternalScores:
     features: np.ndarray | None = None
 
 
+def why_no_saliency(model: ExternalModel) -> str:
+    """Why a model cannot be hooked (no Grad-CAM, no penultimate features), or "" when it can."""
+    form = model.spec.form
+    if model.module is None or form == "onnx":
+        return "no saliency for an ONNX model: onnxruntime gives no gradients (audit the state_dict form for maps)"
+    if form == "torchscript":
+        return ("no saliency for a TorchScript model: a ScriptModule takes no hooks (audit the state_dict or factory "
+                "form for maps)")
+    return ""
+
+
 def penultimate_head(model: ExternalModel) -> nn.Linear | None:
     """The model's last linear layer, whose input is its penultimate features; None where it cannot be hooked
     (TorchScript, ONNX) or there is none."""
-    if model.module is None or model.spec.form in ("torchscript", "onnx"):
+    if why_no_saliency(model) or model.module is None:
         return None
     return next((m for m in reversed(list(model.module.modules())) if isinstance(m, nn.Linear)), None)
 
