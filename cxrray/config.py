@@ -356,11 +356,10 @@ class RunLayout:
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """What a sweep leaves: trial ids by status, and the gathered predictions and results tables."""
+    """What a sweep leaves: trial ids by status, and the gathered results table."""
 
     finished: list[str]  # trial ids with predictions
     failed: list[str]
     skipped: list[str]  # already finished before this run
-    predictions: pl.DataFrame
-    results: pl.DataFrame
+    results: pl.DataFrame  # the gathered predictions stay in the run folder (``RunLayout.predictions``)
     stopped: tuple[str, ...] = ()  # hyper-parameter settings ASHA stopped early (no predictions, not failures)

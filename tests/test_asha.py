@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from cxrray.config import TrainRecipe, TrialSpec
-from cxrray.tuning.asha import EarlyStop, cell_scheduler, protocol_cell
+from cxrray.tuning.asha import EarlyStop, cell_scheduler, experiments, protocol_cell
 from cxrray.tuning.study import expand_search, parse_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,19 @@ def test_last_epoch_never_stops():
     specs = _specs()[:2]
     ran, stopped = _drive(specs, [[0.9, 0.9, 0.9, 0.9], [0.95, 0.95, 0.95, 0.1]])
     assert ran[specs[1].trial_id] == 4 and not stopped
+
+
+def test_experiments_hold_at_most_size_trials_and_never_cut_a_cell_under_asha():
+    specs = _specs()  # two cells (representations) x four learning rates, cell by cell
+    assert experiments(specs, 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]  # no ASHA: cut anywhere, order kept
+    assert experiments(specs, 1000) == [list(range(8))]
+    early = EarlyStop(("lr",))
+    assert experiments(specs, 3, early) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # a cell of 4 stays whole
+    assert experiments(specs, 8, early) == [list(range(8))]
+    shuffled = [specs[i] for i in (0, 4, 1, 5, 2, 6, 3, 7)]  # cells interleaved: grouped, each cell whole
+    assert experiments(shuffled, 4, early) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    with pytest.raises(ValueError, match="at least one trial"):
+        experiments(specs, 0)
 
 
 def test_asha_needs_search_axes_and_inline_trials(tmp_path):

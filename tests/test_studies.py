@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,8 +93,12 @@ def test_source_bias_smoke_sweep_with_fucitnet_a_retry_and_a_failure(tmp_path):
     while the rest finish; the analysis has the method axis and accuracy per severity level per method."""
     faults = "original.basecnn.none.single.fucitnet.s0:1,original.basecnn.none.multiple.s0:99"
     proc = _run("source_bias", "--smoke-test", "--methods", "standard", "fucitnet", "--out", str(tmp_path),
-                "--wandb", "disabled", env={"CXRRAY_FAULT_INJECT": faults})
+                "--wandb", "disabled", env={"CXRRAY_FAULT_INJECT": faults, "CXRRAY_EXPERIMENT_TRIALS": "2"})
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # two Tune experiments of two trials, one after the other; the progress counts across both
+    assert [line.split(":")[0] for line in proc.stdout.splitlines() if "Tune experiment" in line] == \
+        ["[cxrray] Tune experiment 1/2", "[cxrray] Tune experiment 2/2"]
+    assert sorted(re.findall(r"\[cxrray\] (\d)/4 (?:done|FAILED)", proc.stdout)) == ["1", "2", "3", "4"]
     results = pl.read_parquet(tmp_path / "results.parquet")
     status = {(r["design"], r["method"]): r["status"] for r in results.iter_rows(named=True)}
     assert status == {("single", "standard"): "finished", ("single", "fucitnet"): "finished",

@@ -36,12 +36,14 @@ def summary_run(study: str, run_id: str, directory: Path, mode: WandbMode, proje
                     job_type="summary")
 
 
-def trial_charts(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str]) -> dict:
-    """W&B's native ROC curve and confusion matrix of every analysed trial (test split), keyed by run name."""
+def trial_charts(predictions: Path, aurocs: pl.DataFrame, names: dict[str, str]) -> dict:
+    """W&B's native ROC curve and confusion matrix of every analysed trial (test split; read from the gathered
+    ``predictions`` table, those trials' test rows only), keyed by run name."""
     import wandb
 
     charts: dict[str, Any] = {}
-    test = predictions.filter(pl.col("split") == "test")
+    test = pl.scan_parquet(predictions).filter(
+        (pl.col("split") == "test") & pl.col("trial_id").is_in(aurocs["trial_id"].implode())).collect()
     for r in aurocs.iter_rows(named=True):
         part = test.filter(pl.col("trial_id") == r["trial_id"])
         classes = TASKS.get(r["task"]).classes
@@ -76,8 +78,8 @@ def log_summary(run_dir: Path, outcome: SweepOutcome, analysis: AnalysisResult, 
                    for name, cap in art.figures.items()}
     aurocs = analysis.artifacts["aurocs"].tables.get("trial_aurocs", pl.DataFrame()) \
         if "aurocs" in analysis.artifacts else pl.DataFrame()
-    if not aurocs.is_empty() and not outcome.predictions.is_empty():
-        logged |= trial_charts(outcome.predictions, aurocs,
+    if not aurocs.is_empty() and layout.predictions.exists():
+        logged |= trial_charts(layout.predictions, aurocs,
                                dict(zip(results["trial_id"], results["run_name"], strict=True)))
     run.log(logged, commit=True)
     board = dashboard_of(study, project, {n for a in analysis.artifacts.values() for n in a.tables},

@@ -110,3 +110,23 @@ def mark_stopped(trial_dir: TrialDir, spec: TrialSpec, result: dict) -> None:
     StoppedRecord(spec, epochs_done=int(result.get("epochs_done", 0)), best_val_auroc=result.get("best_val_auroc"),
                   val_auroc=result.get("val_auroc"), val_loss=result.get("val_loss"),
                   stopped=time.time()).write(trial_dir)
+
+
+def experiments(specs: Sequence[TrialSpec], size: int, early: EarlyStop | None = None) -> list[list[int]]:
+    """The sweep's trials (indices into ``specs``, in order) cut into Tune experiments of at most ``size`` trials.
+
+    Tune's driver keeps every trial of an experiment (its config, results and metric history), so one experiment
+    of 10,000 trials grows the driver by about 0.1 MiB a trial; experiments run one after another keep it flat.
+    With ASHA a protocol cell is never cut (its settings are compared with each other), so an experiment may
+    hold more than ``size`` trials when one cell does."""
+    if size < 1:
+        raise ValueError(f"an experiment holds at least one trial, got {size}")
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(specs):
+        groups.setdefault(protocol_cell(s, early.axes) if early else str(i), []).append(i)
+    out: list[list[int]] = []
+    for members in groups.values():
+        if not out or len(out[-1]) + len(members) > size:
+            out.append([])
+        out[-1].extend(members)
+    return [b for b in out if b]

@@ -21,13 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from cxrray.config import DataRef, RunLayout, SweepOutcome, TrialContext, TrialSpec, WandbMode
-from cxrray.records import StoppedRecord, TrialRecord
 from cxrray.training.methods import check_methods
 from cxrray.training.outputs import FAULT_ENV
-from cxrray.tuning.asha import EarlyStop, cell_scheduler, mark_stopped
+from cxrray.tuning.asha import EarlyStop, cell_scheduler, experiments, mark_stopped
+from cxrray.tuning.gather import collect
 from cxrray.tuning.prepare import PreparedData
 from cxrray.tuning.progress import progress_callback, spec_of, trial_context, trial_dirname
 from cxrray.tuning.storage import StorageError, StorageGuard, set_aside_damaged, stopped_message, storage_stops
@@ -111,19 +109,39 @@ def trial_resources(resources: Resources):
 
 def launch_trials(contexts: list[TrialContext], resources: Resources, total: int,
                   early_stop: EarlyStop | None = None) -> None:
-    """Run one Tune experiment over the trial contexts (the only place that touches Tune)."""
+    """Run the trial contexts as Tune experiments of at most ``EXPERIMENT_TRIALS`` trials, one after another
+    (``asha.experiments``: the driver's memory stays flat in trials); the only place that touches Tune."""
+    if early_stop is not None and not resources.inline():
+        raise ValueError("ASHA early stopping needs one-worker inline trials (--launcher auto/inline): a Ray "
+                         "Train fit running inside a Tune trial cannot be stopped between epochs")
+    layout = contexts[0].layout
+    guard = StorageGuard(layout.root)  # --out full or read-only: stop every trial, end in one line
+    progress = progress_callback(total, total - len(contexts), layout)
+    parts = experiments([c.spec for c in contexts], EXPERIMENT_TRIALS, early_stop)
+    for k, part in enumerate(parts, start=1):
+        if len(parts) > 1:
+            print(f"[cxrray] Tune experiment {k}/{len(parts)}: {len(part)} trial(s)", flush=True)
+        experiment([contexts[i] for i in part], resources, guard, progress, early_stop)
+        if guard.check(force=True):
+            break
+    problem = guard.check(force=True)
+    if problem:
+        specs = [c.spec for c in contexts]
+        finished = sum(layout.trial(s.trial_id).finished for s in specs) + total - len(specs)
+        raise StorageError(stopped_message(layout.root, problem, finished, total))
+
+
+def experiment(contexts: list[TrialContext], resources: Resources, guard: StorageGuard, progress: Any,
+               early_stop: EarlyStop | None) -> None:
+    """One Tune experiment over ``contexts`` (named ``tune`` under the storage path, like every other, so that a
+    trial's checkpoints are found again on resume), with the sweep's progress callback."""
     from ray import tune
 
     specs, layout = [c.spec for c in contexts], contexts[0].layout
-    guard = StorageGuard(layout.root)  # --out full or read-only: stop every trial, end in one line
     scheduler = None
     if early_stop is not None:
-        if not resources.inline():
-            raise ValueError("ASHA early stopping needs one-worker inline trials (--launcher auto/inline): a Ray "
-                             "Train fit running inside a Tune trial cannot be stopped between epochs")
         scheduler = cell_scheduler(specs, early_stop, spec_of, lambda spec, result: mark_stopped(
             layout.trial(spec.trial_id), spec, result))
-
     tuner = tune.Tuner(
         tune.with_resources(_trial_fn, trial_resources(resources)),
         param_space={"trial": tune.grid_search([json.dumps(c.to_dict(), sort_keys=True) for c in contexts]),
@@ -132,7 +150,7 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
                                     trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
                                     reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=contexts[0].storage, stop=guard.stopper(),
-                                  callbacks=[progress_callback(total, total - len(specs), layout)], verbose=0,
+                                  callbacks=[progress], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     try:
@@ -141,10 +159,6 @@ def launch_trials(contexts: list[TrialContext], resources: Resources, total: int
     except Exception:
         if not guard.check(force=True):
             raise  # not the storage: a bug, with its traceback
-    problem = guard.check(force=True)
-    if problem:
-        finished = sum(layout.trial(s.trial_id).finished for s in specs) + total - len(specs)
-        raise StorageError(stopped_message(layout.root, problem, finished, total))
 
 
 def run_sweep(specs: list[TrialSpec], *, run_dir: str | Path, data: PreparedData | Mapping[str, PreparedData],
@@ -212,33 +226,6 @@ def run_waves(waves: list[list[TrialSpec]], *, run_dir: str | Path, data: Mappin
     return collect([s for w in waves for s in w], layout.root, done_before)
 
 
-def collect(specs: list[TrialSpec], run_dir: Path, skipped: list[str] | None = None) -> SweepOutcome:
-    """Gather per-trial predictions and a results table (spec fields + training metadata)."""
-    layout = RunLayout(Path(run_dir))
-    preds, rows, finished, failed, stopped = [], [], [], [], []
-    for s in specs:
-        d = layout.trial(s.trial_id)
-        if not d.done and d.stopped.exists():
-            stopped.append(s.trial_id)
-            rows.append(StoppedRecord.read(d).results_row())
-        elif d.done:
-            finished.append(s.trial_id)
-            preds.append(pl.read_parquet(d.predictions))
-            rows.append(TrialRecord.read(d).results_row())
-        else:
-            failed.append(s.trial_id)
-            blocked = s.init_from and not layout.trial(s.init_from).done
-            last = d.error.read_text().strip().splitlines()[-1][:300] if d.error.exists() else ""
-            rows.append(s.flat() | {"trial_id": s.trial_id, "run_name": s.run_name, "error": last,
-                                    "status": f"blocked by {s.init_from}" if blocked else "failed"})
-    predictions = pl.concat(preds, how="diagonal") if preds else pl.DataFrame()
-    results = pl.DataFrame(rows, infer_schema_length=None)
-    if not predictions.is_empty():
-        predictions.write_parquet(layout.predictions)
-    results.write_parquet(layout.results)
-    return SweepOutcome(finished, failed, skipped or [], predictions, results, tuple(stopped))
-
-
 # Tune's console output a cxrray user cannot act on: its configuration box, a TensorBoard hint (to a program that
 # is not installed, for a folder outside --out) and "on_step_begin took 0.6 s" timings; cxrray prints a line per
 # trial start, epoch and end instead. RAY_AIR_NEW_OUTPUT=0 with verbose=0 is Tune's silent reporter.
@@ -246,6 +233,8 @@ QUIET = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_THRESHOLD_S": "30"}
 # An inline CUDA trial's batches in page-locked memory, copied asynchronously (``LocalSplit(pin_memory=True)``);
 # CXRRAY_PIN_MEMORY=0 turns it off (``bench/gpu.py`` measures both).
 PIN_MEMORY = os.environ.get("CXRRAY_PIN_MEMORY", "1") != "0"
+# The most trials in one Tune experiment (``asha.experiments``); CXRRAY_EXPERIMENT_TRIALS sets it.
+EXPERIMENT_TRIALS = int(os.environ.get("CXRRAY_EXPERIMENT_TRIALS", "1000"))
 WANDB_PASSED = ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_BASE_URL")  # driver -> workers
 
 
