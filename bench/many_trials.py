@@ -45,12 +45,14 @@ def sweep(out: Path, trials: int, first: int = FIRST) -> dict:
     t0 = time.time()
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-        # the driver's resident set while the first ``first`` trials ran, while all of them ran, and after the
-        # last one (the analysis)
+        # the driver's resident set while the trials ran (from the end of the first: Ray's start and the ingest
+        # are over), up to the ``first``-th trial, and after the last one (the analysis)
         peaks = {"first": 0.0, "trials": 0.0, "analysis": 0.0}
         while proc.poll() is None:
             done, rss = _done(log), _rss_mib(proc.pid)
-            for key in ("first",) * (done < min(first, trials)) + (("trials",) if done < trials else ("analysis",)):
+            keys = ("analysis",) if done >= trials else ("trials", "first") if 1 <= done <= first else \
+                ("trials",) if done else ()
+            for key in keys:
                 peaks[key] = max(peaks[key], rss)
             time.sleep(1.0)
         wall = time.time() - t0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,8 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
     steps = ordered_steps()
     chosen = [s for s in steps if s.name not in options.skip]
     heard: dict[tuple[str, str], int] = {}  # (step, a library's warning) -> how often: said once, counted
-    for step in chosen:
+    for k, step in enumerate(chosen, start=1):
+        t0 = time.perf_counter()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -93,6 +95,9 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
             log = f"failed/{step.name}.txt"  # kept in the staged folder, read from the final one
             failed.append(_failure(step.name, exc, run.layout.analysis_file(log), final.layout.analysis_file(log)))
             continue
+        finally:  # progress a person can see on a long analysis (saliency and transfer take minutes)
+            print(f"[cxrray] analysis step {k}/{len(chosen)} {step.name}: {time.perf_counter() - t0:.1f} s",
+                  flush=True)
         artifacts[step.name] = made
     skipped = [s.name for s in steps if s.name in options.skip]
     text = "".join(a.text for a in artifacts.values()) + (
