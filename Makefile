@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS := --isolated --disable-pip-version-check --default-timeout 180
 
-.PHONY: demo test test-all venv bench clean browser sshd check
+.PHONY: demo test test-all venv bench clean browser sshd check wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,19 @@ sshd:
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# The packages the lent GPU machine lacks (its image has torch, timm, pyarrow, scikit-learn, ...), as Python 3.12
+# wheels in .whl/ (git-ignored) for `sh bench/device.sh` there; bench/README.md says how to run it.
+# polars 1.33: polars 2's runtime wheel (54 MB) and the working tree would pass the 64 MiB a call may carry.
+WHEELS := polars==1.33.1 kornia==0.9.0 kornia_rs==0.2.0 ttach==0.0.3 pydicom==3.0.2 \
+	xxhash==4.1.0
+PURE := grad-cam==1.5.7  # published as a source archive only: built here into a wheel (pure Python)
+wheels: $(STAMP)
+	$(BIN)/pip download $(PIP_FLAGS) -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(WHEELS)
+	$(BIN)/pip wheel $(PIP_FLAGS) -q --no-deps -w .whl $(PURE)
+	@du -sh .whl
 
 clean:
 	rm -rf $(VENV) runs

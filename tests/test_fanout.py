@@ -5,6 +5,7 @@ aside: at most two positive-negative pairs of the smoke test set ranked otherwis
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from cxrray.analysis.transfer import transfer_rows
 from cxrray.config import RunLayout
 from cxrray.explain import scoring
-from cxrray.explain.fanout import Placement, fan_out
+from cxrray.explain.fanout import Placement, fan_out, in_processes
 from cxrray.explain.scoring import jobs_for, score_models
 from cxrray.records import TrialRecord
 from cxrray.stats.interval import auroc_interval
@@ -89,6 +90,40 @@ def test_bf16_scores_rank_the_test_images_as_float32_does(smoke_run):
             b = auroc_interval(y, bf16.probs[tid][rep][:, 1], bf16.patients)
             flipped = abs(a.auc - b.auc) * a.n_pos * a.n_neg  # positive-negative pairs ranked otherwise
             assert flipped <= 2 + 1e-9 and abs(a.auc - b.auc) < (a.hi - a.lo) / 4, (tid, rep, a, b)
+
+
+def test_without_ray_the_jobs_run_in_a_pool_of_processes_and_give_the_same_tables(smoke_run, tmp_path):
+    """An install without Ray (the lent GPU machine has none): ``--workers 2`` runs saliency and transfer in two
+    spawned processes of this machine; the tables are the Ray tasks' (ROAD to 1e-3, as above)."""
+    out, _ = smoke_run
+    here = tmp_path / "noray"
+    shutil.copytree(out, here, ignore=shutil.ignore_patterns("cache", "ray", "wandb", "tmp"))
+    hidden = ("import sys; sys.modules['ray'] = None; from cxrray.analysis.__main__ import main; "
+              f"sys.exit(main([{str(here)!r}, '--workers', '2']))")
+    proc = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (here / "ray").exists() and "analysis step 8/15 transfer" in proc.stdout
+    for name in ("transfer_matrix", "saliency_in_lungs"):
+        ray_tasks, pooled = (pl.read_csv(d / "analysis" / f"{name}.csv") for d in (out, here))
+        assert ray_tasks.height > 0 and ray_tasks.columns == pooled.columns, name
+        for column in ray_tasks.columns:
+            a, b = ray_tasks[column], pooled[column]
+            if column.startswith("road"):
+                assert np.allclose(a.to_numpy(), b.to_numpy(), atol=1e-3, equal_nan=True), (name, column)
+            else:
+                assert a.equals(b), (name, column)
+
+
+def _pid_and_threads(job: int) -> tuple[int, int, str]:
+    return job, os.getpid(), os.environ.get("OMP_NUM_THREADS", "")
+
+
+def test_in_processes_keeps_job_order_and_uses_other_processes():
+    got = in_processes(_pid_and_threads, [5, 6, 7], 2)
+    assert [j for j, _, _ in got] == [5, 6, 7] and os.getpid() not in {p for _, p, _ in got}
+    assert {t for _, _, t in got} == {"1"}  # one BLAS thread a worker
+    assert in_processes(abs, [-3, 1, -2], 2) == [3, 1, 2]
+    assert in_processes(abs, [-3, 1], 2, gpu=True) == [3, 1]  # GPU jobs: one device, in order, here
 
 
 def test_fan_out_keeps_job_order_and_runs_in_process_with_one_worker():

@@ -4,7 +4,7 @@ Saliency (with its sanity checks) and the transfer matrix load saved models and 
 the costly part of an analysis at paper scale. Their work is cut into jobs (a trial's saliency; a batch of
 models scored on one test split) that ``fan_out`` runs one after the other here (``Placement.workers`` 1, no Ray
 needed), or as Ray tasks, one CPU each, or, for the transfer scoring with ``gpus``, one GPU each (in float32,
-``Placement.precision``). Results come back in job order, so a table is the same however the
+``Placement.precision``); where Ray is not installed, in a pool of processes on this machine instead. Results come back in job order, so a table is the same however the
 jobs ran. The sweeps place the analysis on the Ray instance their trials used (``Placement.of_cluster``);
 ``python -m cxrray.analysis --workers N [--gpus N]`` starts a local one.
 """
@@ -72,10 +72,34 @@ def fan_out(fn: Callable[[J], R], jobs: Sequence[J], parallel: int = 1, gpu: boo
         return [fn(job) for job in jobs]
     import os
 
-    import ray
+    try:
+        import ray
+    except ImportError:  # an analysis-only install (or a GPU machine) without Ray: processes on this machine
+        return in_processes(fn, jobs, parallel, gpu)
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local instance, as the sweeps start it
         ray.init(num_cpus=parallel, include_dashboard=False, log_to_driver=False, configure_logging=False)
     task = ray.remote(fn).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=0)
     return ray.get([task.remote(job) for job in jobs])
+
+
+def _one_thread() -> None:
+    """A pool worker's set-up: one BLAS/OpenMP thread, as a Ray task of one CPU has (``parallel`` workers at
+    once would otherwise each start a thread per core)."""
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def in_processes(fn: Callable[[J], R], jobs: Sequence[J], parallel: int, gpu: bool = False) -> list[R]:
+    """``fn`` over ``jobs`` in ``parallel`` fresh processes of this machine (spawned: no CUDA state or thread
+    pool inherited), results in job order; GPU jobs run one at a time here (one device, no Ray to place them)."""
+    if gpu:
+        return [fn(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(parallel, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        return list(pool.map(fn, jobs))
