@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What a trial costs beyond its training loops, at 20, 200 (and, when asked, 1,000) tiny trials (issue 28, item 4).
+"""What a trial costs beyond its training loops, at 200 (and, when asked, up to 10,000) tiny trials (issues 28 and 41).
 
 Each point is one real sweep from the command line: the smoke phantom, ``original`` x basecnn x N seeds, 32 px,
 1 epoch, one trial at a time (``--max-concurrent 1``), W&B off, statistics only. A trial's cost beyond training
@@ -9,9 +9,9 @@ published figure is about 0.14 s per trial (10,000 one-second trials on 16 CPUs 
 Also: the sweep's wall time, and the driver's largest resident set while the trials ran and after the last one
 (the analysis of every trial), read from ``/proc`` every second.
 
-    python bench/many_trials.py           # 20 and 200 trials, about 15 minutes on 2 CPUs
+    python bench/many_trials.py           # 200 trials (make bench), about 2 minutes on 2 CPUs
     python bench/many_trials.py 20 200 1000
-    python bench/many_trials.py 10000 --keep /tmp/mt   # about an hour; the run folder kept for the analysis
+    python bench/many_trials.py 10000 --keep /tmp/mt   # about 40 minutes; the run folder kept
 
 Above ``FIRST`` (1,000) trials, a second row: the driver's largest resident set over the whole sweep against
 its largest over the first 1,000 trials (goal <= 1.1x; the sweep runs as Tune experiments of at most 1,000
@@ -88,7 +88,7 @@ def _rss_mib(pid: int) -> float:
         return 0.0
 
 
-def run(counts: tuple[int, ...] = (20, 200), keep: Path | None = None) -> list[dict]:
+def run(counts: tuple[int, ...] = (200,), keep: Path | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
@@ -113,7 +113,7 @@ def run(counts: tuple[int, ...] = (20, 200), keep: Path | None = None) -> list[d
 if __name__ == "__main__":
     args = sys.argv[1:]
     keep = Path(args.pop(args.index("--keep") + 1)) if "--keep" in args else None
-    counts = tuple(int(a) for a in args if a != "--keep") or (20, 200)
+    counts = tuple(int(a) for a in args if a != "--keep") or (200,)
     for row in run(counts, keep):
         print(f"{row['benchmark']}: {row['value']:.2f} {row['unit']} (goal {row['goal']}; "
               f"{'ok' if row['ok'] else 'MISSED'}) - {row['detail']}", flush=True)

@@ -15,7 +15,7 @@ import polars as pl
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
-from cxrray.plots.figures import plot_roc_curves
+from cxrray.plots.figures import SEEDS_SHOWN, plot_roc_curves
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
@@ -165,9 +165,10 @@ def aurocs(run: LoadedRun) -> Artifacts:
                                 for r in degenerate.iter_rows(named=True)))
     shown = run.aurocs.drop_nans("auroc")
     if shown.height:
-        plot_roc_curves(run.predictions, shown, run.figure("roc_curves"), run.rows)
+        left = plot_roc_curves(run.predictions, shown, run.figure("roc_curves"), run.rows)
         a.figures["roc_curves"] = f"ROC curves, {positive_title(shown)}, per trial (one panel per backbone, one " \
-                                  f"colour per {run.rows})"
+                                  f"colour per {run.rows}" + (f"; the first {SEEDS_SHOWN} seeds, {left} more in the " \
+                                                              "table)" if left else ")")
     a.sections = [Section("ROC curves", figures=("roc_curves",)),
                   Section(f"Test AUROC per trial (95 % {SCORE_METHOD})", tables=("trial_aurocs",),
                           group="detail")]

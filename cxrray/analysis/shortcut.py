@@ -25,7 +25,7 @@ from scipy import stats
 from cxrray.analysis.aurocs import positive_title, trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
-from cxrray.plots.figures import plot_forest
+from cxrray.plots.figures import SEEDS_SHOWN, plot_forest
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Answer, Artifacts, Section, answer_of
 from cxrray.representations import lung_hiding
@@ -272,12 +272,14 @@ def shortcut(run: LoadedRun) -> Artifacts:
                    + ", ".join(f"{r['verdict']} {r['len']}" for r in counts.iter_rows(named=True)))
     if run.aurocs.height and not run.aurocs.drop_nans("auroc").is_empty():
         hide_seek = run.rows == "representation"
-        plot_forest(run.aurocs, findings, run.figure("auroc_forest"), run.rows,
-                    "Hide and seek: can the model still tell without the lungs?" if hide_seek
-                    else f"Test AUROC per {run.rows}", f"test AUROC ({positive_title(run.aurocs)}), 95 % interval")
+        left = plot_forest(run.aurocs, findings, run.figure("auroc_forest"), run.rows,
+                           "Hide and seek: can the model still tell without the lungs?" if hide_seek
+                           else f"Test AUROC per {run.rows}", f"test AUROC ({positive_title(run.aurocs)}), 95 % "
+                           "interval")
         a.figures["auroc_forest"] = ("Test AUROC with its 95 % interval per trial (colour: backbone); lung-hiding "
                                      "trials add the Bonferroni-corrected interval their verdict reads (band, "
-                                     "colour: verdict) and the verdict")
+                                     "colour: verdict) and the verdict"
+                                     + (f"; the first {SEEDS_SHOWN} seeds, {left} more in the tables" if left else ""))
     extra: tuple = ()
     if not findings.is_empty():
         extra = (("per trial (every column: analysis/shortcut_findings.csv)", findings_view(findings)),)

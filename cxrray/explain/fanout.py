@@ -4,9 +4,10 @@ Saliency (with its sanity checks) and the transfer matrix load saved models and 
 the costly part of an analysis at paper scale. Their work is cut into jobs (a trial's saliency; a batch of
 models scored on one test split) that ``fan_out`` runs one after the other here (``Placement.workers`` 1, no Ray
 needed), or as Ray tasks, one CPU each, or, for the transfer scoring with ``gpus``, one GPU each (in float32,
-``Placement.precision``); where Ray is not installed, in a pool of processes on this machine instead. Results come back in job order, so a table is the same however the
-jobs ran. The sweeps place the analysis on the Ray instance their trials used (``Placement.of_cluster``);
-``python -m cxrray.analysis --workers N [--gpus N]`` starts a local one.
+``Placement.precision``); where Ray is not installed, in a pool of processes on this machine instead. Results
+come back in job order, so a table is the same however the jobs ran. The sweeps place the analysis on the Ray
+instance their trials used (``Placement.of_cluster``); ``python -m cxrray.analysis --workers N [--gpus N]``
+starts a local one.
 """
 
 from __future__ import annotations

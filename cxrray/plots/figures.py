@@ -27,17 +27,31 @@ def pyplot() -> ModuleType:
     return plt
 
 
+SEEDS_SHOWN = 4  # seeds a per-trial figure draws: one line style each; more are a blur (and 10,000 trials a
+# forest plot 360,000 pixels tall); the tables hold every trial
+
+
+def first_seeds(aurocs: pl.DataFrame, k: int = SEEDS_SHOWN) -> tuple[pl.DataFrame, int]:
+    """The trials of the run's first ``k`` seeds, and how many seeds are left out."""
+    if "seed" not in aurocs.columns:
+        return aurocs, 0
+    seeds = sorted(aurocs["seed"].drop_nulls().unique().to_list())
+    return aurocs.filter(pl.col("seed").is_in(seeds[:k])), max(len(seeds) - k, 0)
+
+
 def _key(r: dict) -> tuple:
     return tuple(r.get(c) for c in ("representation", "backbone", "seed", "fold"))
 
 
 def plot_forest(aurocs: pl.DataFrame, findings: pl.DataFrame, path: Path, rows: str, title: str,
-                xlabel: str) -> None:
-    """AUROC with its 95 % CI per trial (colour: backbone), rows in protocol order; a lung-hiding trial also
-    shows its Bonferroni-corrected CI (the one its verdict is judged on) and its verdict in words. Below-chance
-    values stay on the axis; a degenerate model is a hollow grey marker."""
+                xlabel: str) -> int:
+    """AUROC with its 95 % CI per trial of the first ``SEEDS_SHOWN`` seeds (colour: backbone), rows in protocol
+    order; a lung-hiding trial also shows its Bonferroni-corrected CI (the one its verdict is judged on) and its
+    verdict in words. Below-chance values stay on the axis; a degenerate model is a hollow grey marker. Returns
+    the seeds left out (for the caption)."""
     plt = pyplot()
-    aurocs = protocol_sorted(aurocs.drop_nans("auroc"), rows)
+    aurocs, left = first_seeds(aurocs.drop_nans("auroc"))
+    aurocs = protocol_sorted(aurocs, rows)
     labels = display_order([str(x) for x in aurocs[rows].unique().to_list()])
     colours = backbone_colours(aurocs["backbone"].to_list())
     found = {_key(r): r for r in findings.iter_rows(named=True)} if not findings.is_empty() else {}
@@ -83,23 +97,27 @@ def plot_forest(aurocs: pl.DataFrame, findings: pl.DataFrame, path: Path, rows: 
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return left
 
 
-def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path, rows: str) -> None:
+def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path, rows: str) -> int:
     """ROC curves (the task's positive class vs rest), one panel per backbone, one colour per row label (the same
-    in every panel), one line style per seed."""
+    in every panel), one line style per seed: the first ``SEEDS_SHOWN`` seeds of each; returns the seeds left out
+    (0 when every trial is drawn), for the caption."""
     from sklearn.metrics import roc_curve
 
     plt = pyplot()
-    test = predictions.filter(pl.col("split") == "test")
-    backbones = sorted(aurocs["backbone"].unique().to_list())
-    colours = row_colours([str(x) for x in aurocs[rows].unique().to_list()])
     seeds = sorted(aurocs["seed"].unique().to_list()) if "seed" in aurocs.columns else [0]
+    drawn, left = first_seeds(aurocs)
+    test = predictions.filter((pl.col("split") == "test") & pl.col("trial_id").is_in(drawn["trial_id"].implode()))
+    of_trial = test.partition_by("trial_id", as_dict=True)  # one pass, not one filter per trial
+    backbones = sorted(drawn["backbone"].unique().to_list())
+    colours = row_colours([str(x) for x in drawn[rows].unique().to_list()])
     styles = ("-", "--", ":", "-.")
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.6 * len(backbones), 4.4), squeeze=False)
     for ax, bb in zip(axes[0], backbones, strict=True):
-        for r in protocol_sorted(aurocs.filter(pl.col("backbone") == bb), rows).iter_rows(named=True):
-            part = test.filter(pl.col("trial_id") == r["trial_id"])
+        for r in protocol_sorted(drawn.filter(pl.col("backbone") == bb), rows).iter_rows(named=True):
+            part = of_trial[(r["trial_id"],)]
             fpr, tpr, _ = roc_curve(*TASKS.get(r["task"]).positive_scores(part))
             seed = r.get("seed", 0)
             name = f"{r[rows]}" + (f" s{seed}" if len(seeds) > 1 else "")
@@ -111,6 +129,7 @@ def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path,
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return left
 
 
 def plot_saliency_bars(summary: pl.DataFrame, path: Path) -> None:
