@@ -100,23 +100,25 @@ def per_trial(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, 
     """``rows_of(the trial's predictions, its task, its positive class)`` for every analysed single-label trial
     whose scores are finite (a diverged model is named degenerate by the verdict step), each row with the trial,
     its run name, its row-axis value and ``p_holm``: Holm over that trial's tested comparisons (``p`` not NaN)."""
-    frames = []
-    for trial in aurocs.filter(pl.col("positive").is_not_null()).iter_rows(named=True):
-        part = predictions.filter(pl.col("trial_id") == trial["trial_id"])
-        if not part[f"prob_{trial['positive']}"].cast(pl.Float64).is_finite().all():
+    analysed = aurocs.filter(pl.col("positive").is_not_null())
+    of_trial = predictions.filter(pl.col("trial_id").is_in(analysed["trial_id"].implode())).partition_by(
+        "trial_id", as_dict=True)  # one pass (a filter per trial was quadratic: minutes at 10,000 trials)
+    out: list[dict] = []  # one table at the end (a frame per trial held 40 KB each)
+    for trial in analysed.iter_rows(named=True):
+        part = of_trial.get((trial["trial_id"],))
+        if part is None or not part[f"prob_{trial['positive']}"].cast(pl.Float64).is_finite().all():
             continue
         rows = rows_of(part, TASKS.get(trial["task"]), trial["positive"])
         if not rows:
             continue
-        frame = pl.DataFrame(rows, infer_schema_length=None)
-        tested = frame["p"].is_not_nan().to_numpy()
-        adjusted = np.full(frame.height, np.nan)
-        adjusted[tested] = holm(frame["p"].to_numpy()[tested]) if tested.any() else []
-        frames.append(frame.with_columns(pl.lit(trial["trial_id"]).alias("trial_id"),
-                                         pl.lit(names.get(trial["trial_id"], trial["trial_id"])).alias("run_name"),
-                                         pl.lit(str(trial.get(axis, ""))).alias(axis),
-                                         pl.Series("p_holm", adjusted)))
-    return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+        p = np.asarray([r.get("p", np.nan) for r in rows], dtype=float)
+        tested = ~np.isnan(p)
+        adjusted = np.full(len(rows), np.nan)
+        adjusted[tested] = holm(p[tested]) if tested.any() else []
+        extra = {"trial_id": trial["trial_id"], "run_name": names.get(trial["trial_id"], trial["trial_id"]),
+                 axis: str(trial.get(axis, ""))}
+        out += [r | extra | {"p_holm": float(a)} for r, a in zip(rows, adjusted, strict=True)]
+    return pl.DataFrame(out, infer_schema_length=None) if out else pl.DataFrame()
 
 
 def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
