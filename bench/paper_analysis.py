@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from gpu import make_shards, phantom  # (bench/ is this script's folder)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gpu import make_shards, phantom  # (bench/ is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ("alexnet", "vgg11", "resnet18", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v3",
