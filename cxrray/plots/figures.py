@@ -85,7 +85,8 @@ def plot_forest(aurocs: pl.DataFrame, findings: pl.DataFrame, path: Path, rows: 
     ax.invert_yaxis()
     ax.set_xlim(max(0.0, lo_all - 0.05), 1.015)
     ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title + (f"\n(the first {SEEDS_SHOWN} seeds drawn; {left} more in the tables)" if left else ""),
+                 fontsize=11)
     handles = [plt.Line2D([], [], color=c, marker="o", ls="-", label=bb) for bb, c in colours.items()]
     handles.append(plt.Line2D([], [], color=Verdict.SHORTCUT.colour, lw=7, alpha=0.25,
                               label="corrected CI (lung-hiding; colour = verdict)"))
@@ -124,7 +125,8 @@ def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path,
             ax.plot(fpr, tpr, color=colours[str(r[rows])], ls=styles[seeds.index(seed) % len(styles)], lw=1.6,
                     label=f"{name} ({r['auroc']:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
-        ax.set(title=bb, xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
+        ax.set(title=bb + (f" (the first {SEEDS_SHOWN} seeds of {len(seeds)})" if left else ""),
+               xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
