@@ -122,6 +122,24 @@ def test_the_step_writes_the_table_and_the_section(tmp_path):
     assert "Subgroups: sex, age band, view, source" in html and "worse in this subgroup" in html
 
 
+def test_rows_gathered_in_frames_of_any_size_give_one_table(tmp_path, monkeypatch):
+    """``per_trial`` turns its rows into a frame every ``ROWS_PER_FRAME`` rows (memory at 10,000 trials): the
+    table is the one a single frame gives, row for row, whatever the size (here 3 and 5 rows: frames that cut a
+    trial's rows)."""
+    from cxrray.analysis import subgroups
+
+    rng = np.random.default_rng(7)
+    preds = pl.concat([_trial(rng, 120, 2.0, 0.3).with_columns(pl.lit(f"t{k}").alias("trial_id"),
+                                                               pl.lit("test").alias("split")) for k in range(4)])
+    aurocs = pl.DataFrame({"trial_id": [f"t{k}" for k in range(4)], "task": "CL2", "positive": "CVP",
+                           "representation": "original"})
+    whole = subgroups.subgroup_table(preds, aurocs, {}, "representation")
+    assert whole.height > 8 and whole["trial_id"].n_unique() == 4
+    for size in (3, 5):
+        monkeypatch.setattr(subgroups, "ROWS_PER_FRAME", size)
+        assert subgroups.subgroup_table(preds, aurocs, {}, "representation").equals(whole)
+
+
 @pytest.mark.parametrize("rest, images", [(40, 5), (200, 3)])
 def test_the_smallest_subgroup_against_a_large_rest_holds_its_size(rest, images):
     """10 + 10 patients (the minimum) at ICC 0.8 against a rest of 40-200: the small side's influence variance
