@@ -57,3 +57,13 @@ class Others:
             return ok, f"other processes {others:.2f} CPUs"
         return True, (f"NOT JUDGED: other processes used {others:.2f} CPUs of {os.cpu_count()} while it ran "
                       f"(quiet: <= {BUSY_CPUS}); rerun on a quiet machine")
+
+
+def status_mib(pid: int, field: str = "VmRSS") -> float:
+    """A ``/proc/<pid>/status`` memory field of process ``pid`` in MiB (``VmRSS``: its resident set now; ``VmHWM``:
+    its peak so far); 0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith(f"{field}:")), 0.0)
+    except OSError:
+        return 0.0

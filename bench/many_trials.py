@@ -31,6 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _busy import status_mib
+
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_S = 0.1  # s per trial beyond training (issue 41; Ray Tune's published figure is about 0.14 s)
 FIRST = 1000  # the driver's memory over the whole sweep is compared with its memory over this many trials
@@ -49,7 +52,7 @@ def sweep(out: Path, trials: int, first: int = FIRST) -> dict:
         # are over), up to the ``first``-th trial, and after the last one (the analysis)
         peaks = {"first": 0.0, "trials": 0.0, "analysis": 0.0}
         while proc.poll() is None:
-            done, rss = _done(log), _rss_mib(proc.pid)
+            done, rss = _done(log), status_mib(proc.pid)
             keys = ("analysis",) if done >= trials else ("trials", "first") if 1 <= done <= first else \
                 ("trials",) if done else ()
             for key in keys:
@@ -77,15 +80,6 @@ def _done(log) -> int:
         f.seek(max(size - 16384, 0))
         ends = re.findall(r"\[cxrray\] (\d+)/\d+ (?:done|FAILED|stopped)", f.read().decode(errors="replace"))
     return int(ends[-1]) if ends else 0
-
-
-def _rss_mib(pid: int) -> float:
-    """Resident set of process ``pid`` in MiB (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS")), 0.0)
-    except OSError:
-        return 0.0
 
 
 def run(counts: tuple[int, ...] = (200,), keep: Path | None = None) -> list[dict]:

@@ -30,7 +30,8 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gpu import make_shards, phantom  # (bench/ is not a package)
+from _busy import status_mib  # (bench/ is not a package)
+from gpu import make_shards, phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ("alexnet", "vgg11", "resnet18", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v3",
@@ -118,7 +119,7 @@ def analyse(run_dir: Path, workers: int, gpus: int) -> dict:
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         while proc.poll() is None:  # its own peak (VmHWM), not that of Ray's processes this one started before
-            peak = max(peak, _hwm_mib(proc.pid))
+            peak = max(peak, status_mib(proc.pid, "VmHWM"))
             time.sleep(0.5)
         wall = time.time() - t0
         log.seek(0)
@@ -127,15 +128,6 @@ def analyse(run_dir: Path, workers: int, gpus: int) -> dict:
         raise RuntimeError(out[-6000:])
     steps = dict(re.findall(r"\[cxrray\] analysis step \d+/\d+ (\w+): ([\d.]+) s", out))
     return {"wall_s": wall, "peak_mib": peak, "steps": steps, "failed": proc.returncode == 1, "tail": out[-1500:]}
-
-
-def _hwm_mib(pid: int) -> float:
-    """Process ``pid``'s peak resident set so far, in MiB (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")), 0.0)
-    except OSError:
-        return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
