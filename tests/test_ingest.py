@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import polars as pl
+import pytest
 
 from cxrray.analysis.checklist import demographics
 from cxrray.data.images import read_image, resize
@@ -224,3 +225,31 @@ def test_within_label_source_probe_separates_the_hospital_from_the_label(tmp_pat
     assert within_off.height >= 2 and (within_off["note"] == "").all()
     removed = within_off.filter(pl.col("representation") == "lungs_removed")
     assert (removed["balanced_accuracy"] > removed["chance"]).all()  # the hospital shows outside the lungs
+
+
+def test_the_ingest_runs_without_ray_datas_operator_reservation_and_restores_the_context(tmp_path, phantom_manifest,
+                                                                                         ray_local, monkeypatch):
+    """With its per-operator reservation (half the budget) Ray Data ran one ingest task at a time on 2 CPUs
+    (bench/scale.py: 248 -> about 430 images/s per CPU without it); the ingest turns it off for its own stream
+    only: the caller's setting is back afterwards, on success and on failure."""
+    import ray.data
+
+    from cxrray.data import shards
+
+    ctx = ray.data.DataContext.get_current()
+    seen, stream = [], shards.stream_manifest
+
+    def spy(*args, **kwargs):
+        seen.append((ctx.op_resource_reservation_enabled, ctx.execution_options.preserve_order))
+        return stream(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "stream_manifest", spy)
+    manifest = assign_splits(load_manifest(phantom_manifest), seed=0)
+    assert ctx.op_resource_reservation_enabled is True
+    result = ingest(manifest, tmp_path / "s", image_size=32)
+    assert seen == [(False, True)] and sum(result.counts.values()) == manifest.height - result.bad_rows.height > 0
+    assert ctx.op_resource_reservation_enabled is True
+    monkeypatch.setattr(shards, "stream_manifest", lambda *a, **k: (_ for _ in ()).throw(OSError("disk gone")))
+    with pytest.raises(OSError, match="disk gone"):
+        ingest(manifest, tmp_path / "t", image_size=32)
+    assert ctx.op_resource_reservation_enabled is True

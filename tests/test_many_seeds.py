@@ -52,3 +52,46 @@ def test_figures_draw_the_first_seeds_and_the_tables_every_trial(tmp_path):
     assert "the first 4 seeds, 6 more in the tables" in captions[many.name]["auroc_forest"]
     assert "the first 4 seeds, 6 more in the table" in captions[many.name]["roc_curves"]
     assert "seeds" not in captions[few.name]["auroc_forest"] and "first" not in captions[few.name]["roc_curves"]
+
+
+def test_the_text_card_and_report_tables_list_the_first_entries_and_name_the_file_with_all(tmp_path, monkeypatch):
+    """10,000 trials once made a 2.5 MB terminal table and a 60 MB report: each list stops at its cap and says how
+    many more there are and where; the CSV tables keep every trial (caps made small here: 6 seeds)."""
+    from cxrray.analysis import aurocs
+    from cxrray.report import html
+
+    for module, name, value in ((aurocs, "TEXT_SEEDS", 3), (aurocs, "TEXT_LISTED", 2), (html, "REPORT_ROWS", 5),
+                                (html, "CARD_LISTED", 2)):
+        monkeypatch.setattr(module, name, value)
+    run = _stored_run(tmp_path / "r", 6)
+    preds = pl.read_parquet(run / "predictions.parquet")
+    flat = pl.col("trial_id").is_in(["lung00", "lung01", "lung02"])  # three models that did not learn
+    preds.with_columns(pl.when(flat).then(0.5).otherwise(pl.col("prob_CVP")).alias("prob_CVP"),
+                       pl.when(flat).then(0.5).otherwise(pl.col("prob_NCV")).alias("prob_NCV")
+                       ).write_parquet(run / "predictions.parquet")
+    result = run_analysis(run, analysis_options("statistics"))
+    text = result.text
+    assert "; the first 3 seeds, 3 more in analysis/auroc_table.csv)" in text
+    original_row = next(line for line in text.splitlines() if line.startswith("| original"))
+    assert original_row.count("bal. acc.") == 3  # seeds 0-2 listed in the terminal
+    table = pl.read_csv(run / "analysis" / "auroc_table.csv")
+    assert table.filter(pl.col("representation") == "original")["basecnn"][0].count("bal. acc.") == 6
+    assert "3 DEGENERATE trial(s)" in text and text.count("- lungs_removed.basecnn.none.s") == 2
+    assert "- and 1 more (analysis/trial_aurocs.csv, column degenerate)" in text
+    page = (run / "report.html").read_text()
+    assert "the first 5 of 12 rows (all of them: analysis/trial_metrics.csv)" in page
+    assert page.count("and 4 more (analysis/trial_aurocs.csv)") == 2  # one per grid cell: 6 seeds, 2 listed
+    assert "and 1 more (analysis/trial_aurocs.csv)" in page  # the card's degenerate models
+    assert pl.read_csv(run / "analysis" / "trial_aurocs.csv").height == 12
+
+
+def test_a_column_is_called_constant_only_when_every_row_has_it_not_only_those_shown(monkeypatch):
+    from cxrray.report import html
+
+    monkeypatch.setattr(html, "REPORT_ROWS", 5)
+    frame = pl.DataFrame({"representation": ["original"] * 8, "trial": [f"t{i}" for i in range(8)],
+                          "x": [1.0] * 5 + [2.0] * 3})
+    shown = html.table(frame, source="analysis/t.csv")
+    assert shown is not None and len(shown.rows) == 5 and shown.total == 8 and shown.source == "analysis/t.csv"
+    assert "X" in [h.upper() for h in shown.headers] and "x = " not in shown.constant.lower()
+    assert shown.constant.startswith("The same in every row: representation")

@@ -9,7 +9,11 @@ and the report. Nothing here retrains; the training loop and Ray Tune are never 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import gc
+import itertools
 import shutil
 import time
 import warnings
@@ -87,15 +91,17 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
             for w in caught:
                 key = (step.name, f"{w.category.__name__}: {' '.join(str(w.message).split())[:200]}")
                 heard[key] = heard.get(key, 0) + 1
-            for name, frame in (made.tables | made.detail).items():
+            for name, frame in itertools.chain(made.tables.items(), made.detail.items()):
                 path = run.layout.analysis_file(f"{name}.csv")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 frame.write_csv(path)
+            made = dataclasses.replace(made, detail={})  # written; the report reads tables, not detail
         except Exception as exc:  # noqa: BLE001  (one step's failure never takes the others or the report down)
             log = f"failed/{step.name}.txt"  # kept in the staged folder, read from the final one
             failed.append(_failure(step.name, exc, run.layout.analysis_file(log), final.layout.analysis_file(log)))
             continue
         finally:  # progress a person can see on a long analysis (saliency and transfer take minutes)
+            release_memory()
             print(f"[cxrray] analysis step {k}/{len(chosen)} {step.name}: {time.perf_counter() - t0:.1f} s",
                   flush=True)
         artifacts[step.name] = made
@@ -112,6 +118,15 @@ def run_analysis(run_dir: str | Path, options: AnalysisOptions = AnalysisOptions
     run = dataclasses.replace(final, layout=run.layout.swap_analysis())
     report = write_report(run.view(), text, artifacts, [(f.step, f.error, str(f.log)) for f in failed])
     return AnalysisResult(text, artifacts, report, tuple(failed))
+
+
+def release_memory() -> None:
+    """Hand the heap a step freed back to the system before the next step: glibc keeps freed small blocks (at
+    10,000 trials calibration's per-trial arrays left 90 MiB behind, and the next step's peak stacked on it).
+    A no-op where the C library has no ``malloc_trim``."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _failure(step: str, exc: Exception, staged: Path, log: Path) -> StepFailure:

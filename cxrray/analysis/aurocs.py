@@ -15,7 +15,8 @@ import polars as pl
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
-from cxrray.plots.figures import SEEDS_SHOWN, plot_roc_curves
+from cxrray.data.trial_rows import TrialRows
+from cxrray.plots.figures import SEEDS_SHOWN, first_seeds, plot_roc_curves
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
@@ -116,6 +117,10 @@ def _cell(r: dict) -> str:
     return text + (" DEGENERATE" if r["degenerate"] else "")
 
 
+TEXT_SEEDS = 10  # the terminal's AUROC table lists this many seeds per cell (analysis/auroc_table.csv: every one)
+TEXT_LISTED = 20  # the terminal names this many degenerate trials (analysis/trial_aurocs.csv: every one)
+
+
 def auroc_table(aurocs: pl.DataFrame, rows: str = "representation") -> pl.DataFrame:
     """``rows`` x backbone table of 'AUROC [lo, hi], bal. acc. b' strings (seeds listed side by side); a trial
     whose model did not learn is marked DEGENERATE."""
@@ -152,8 +157,12 @@ def aurocs(run: LoadedRun) -> Artifacts:
                     if run.aurocs.height else (0, 0))
     chosen = (f"; per cell the best of {run.n_trials // max(run.aurocs.height, 1)} hyper-parameter settings by "
               "validation AUROC") if run.n_trials > run.aurocs.height else ""
-    a.text = format_table(table, f"Test AUROC, {positive_title(run.aurocs)}, with its 95 % interval ({SCORE_METHOD}; "
-                                 f"{n_pos} positive / {n_neg} negative test images{chosen})")
+    listed, more = first_seeds(run.aurocs, TEXT_SEEDS)  # 10,000 seeds in one cell would be 2 MB of text
+    a.text = format_table(auroc_table(listed, run.rows) if more else table,
+                          f"Test AUROC, {positive_title(run.aurocs)}, with its 95 % interval ({SCORE_METHOD}; "
+                          f"{n_pos} positive / {n_neg} negative test images{chosen}"
+                          + (f"; the first {TEXT_SEEDS} seeds, {more} more in analysis/auroc_table.csv)" if more
+                             else ")"))
     failed = run.results.filter(pl.col("status") != "finished")
     if failed.height:
         a.text += f"\n\n{failed.height} trial(s) without predictions: " + ", ".join(failed["run_name"].to_list())
@@ -162,7 +171,9 @@ def aurocs(run: LoadedRun) -> Artifacts:
         names = dict(zip(run.results["trial_id"], run.results["run_name"], strict=True))
         a.text += (f"\n\n{degenerate.height} DEGENERATE trial(s), not used as evidence (the model did not learn):\n"
                    + "\n".join(f"- {names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
-                                for r in degenerate.iter_rows(named=True)))
+                                for r in degenerate.head(TEXT_LISTED).iter_rows(named=True))
+                   + (f"\n- and {degenerate.height - TEXT_LISTED} more (analysis/trial_aurocs.csv, column "
+                      "degenerate)" if degenerate.height > TEXT_LISTED else ""))
     shown = run.aurocs.drop_nans("auroc")
     if shown.height:
         left = plot_roc_curves(run.predictions, shown, run.figure("roc_curves"), run.rows)
@@ -175,8 +186,11 @@ def aurocs(run: LoadedRun) -> Artifacts:
     return a
 
 
-def trial_scores(test: pl.DataFrame, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order."""
-    part = test.filter(pl.col("trial_id") == trial["trial_id"]).sort("row")
+def trial_scores(test: pl.DataFrame | TrialRows, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                       np.ndarray]:
+    """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order; ``test``
+    as ``TrialRows`` when many trials are scored (a filter per trial is quadratic in trials)."""
+    part = (test.rows(trial["trial_id"]) if isinstance(test, TrialRows)
+            else test.filter(pl.col("trial_id") == trial["trial_id"])).sort("row")
     y, score = TASKS.get(trial["task"]).positive_scores(part)
     return part["row"].to_numpy(), y, score, part["patient_id"].to_numpy()

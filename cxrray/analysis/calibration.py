@@ -24,6 +24,7 @@ import polars as pl
 
 from cxrray.analysis.aurocs import trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
+from cxrray.data.trial_rows import TrialRows
 from cxrray.plots.palette import protocol_sorted
 from cxrray.plots.steps import plot_reliability
 from cxrray.report.page import Artifacts, Section
@@ -45,7 +46,7 @@ def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: di
                       axis: str) -> pl.DataFrame:
     """One row per analysed single-label trial: ECE [CI], what a calibrated model would show, p, Holm p and a
     verdict (miscalibrated / consistent with calibration / degenerate: one score for every image)."""
-    test = predictions.filter(pl.col("split") == "test")
+    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     rows: list[dict[str, object]] = []
     for trial in aurocs.filter(pl.col("positive").is_not_null()).iter_rows(named=True):
         _, y, p, patients = trial_scores(test, trial)
@@ -68,7 +69,7 @@ def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: di
 def reliability_curves(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.DataFrame
                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per trial of ``table``: mean probability and observed frequency of its non-empty bins (test split)."""
-    test = predictions.filter(pl.col("split") == "test")
+    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     trials = {t["trial_id"]: t for t in aurocs.iter_rows(named=True)}
     out = {}
     for trial_id in table["trial_id"]:

@@ -21,6 +21,7 @@ from scipy import stats
 
 from cxrray.analysis.aurocs import trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
+from cxrray.data.trial_rows import TrialRows
 from cxrray.report.page import Artifacts, Section
 from cxrray.representations import display_order
 from cxrray.stats.delong import DelongTest, auroc_cov, paired_test, unpaired_test
@@ -74,17 +75,16 @@ def _shared_covariances(scored: Sequence[tuple[np.ndarray, ...]]) -> Callable[[i
 def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
                    family: Sequence[str] = ("study", "task", "seed", "fold")) -> pl.DataFrame:
     """DeLong test for every pair of trials within each family, with Bonferroni and Holm adjustment."""
-    test = predictions.filter(pl.col("split") == "test")
+    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))  # a view per trial, none held
     family = [c for c in family if c in aurocs.columns]
     label = label_columns(aurocs)
     out = []
     usable = aurocs.drop_nans("auroc").filter(pl.col("degenerate") == "") if "degenerate" in aurocs.columns \
         else aurocs.drop_nans("auroc")
-    parts = test.partition_by("trial_id", as_dict=True) if test.height else {}
     for key, group in usable.group_by(family or [pl.lit(0)], maintain_order=True):
         rows = []
         trials = list(group.iter_rows(named=True))
-        scored = [trial_scores(parts.get((t["trial_id"],), test.clear()), t) for t in trials]
+        scored = [trial_scores(test, t) for t in trials]
         shared = _shared_covariances(scored)
         for (i, a), (j, b) in itertools.combinations(enumerate(trials), 2):
             ra, ya, sa, ga = scored[i]
@@ -124,7 +124,7 @@ def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float =
     variance of a fold mean includes the between-fold spread (``mean_variance``)."""
     if "design" not in aurocs.columns or "independent" not in set(aurocs["design"]):
         return pl.DataFrame()
-    test = predictions.filter(pl.col("split") == "test")
+    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     z = stats.norm.ppf(0.5 + level / 2)
     keys = [c for c in ("backbone", "method", "task", "seed") if c in aurocs.columns]
     rows = []

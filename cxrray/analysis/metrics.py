@@ -10,6 +10,8 @@ scikit-learn computes the counts and AUROCs; nothing here retrains. Step ``metri
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -73,16 +75,29 @@ def trial_metrics(predictions: pl.DataFrame, results: pl.DataFrame, split: str =
     return results.select(keep).join(pl.DataFrame(rows, infer_schema_length=None), on="trial_id")
 
 
-def confusion_matrices(predictions: pl.DataFrame, split: str = "test") -> dict[str, pl.DataFrame]:
-    """Per trial: the confusion matrix as a table (rows = true class, columns = predicted)."""
-    out = {}
-    for (tid,), part in predictions.filter(pl.col("split") == split).group_by("trial_id", maintain_order=True):
-        if (part["target"] < 0).all():
-            continue
-        y, prob, classes = _arrays(part)
-        cm = confusion_matrix(y, prob.argmax(1), labels=list(range(len(classes))))
-        out[tid] = pl.DataFrame({"true": classes} | {f"pred_{c}": cm[:, k] for k, c in enumerate(classes)})
-    return out
+class Confusions(Mapping[str, pl.DataFrame]):
+    """Per trial (key ``confusion/<trial id>``): the confusion matrix as a table (rows = true class, columns =
+    predicted). The matrices are held as arrays and each table is made when it is read, so the analysis writes
+    10,000 trials' tables without holding 10,000 frames (about 10 KB each)."""
+
+    def __init__(self, predictions: pl.DataFrame, split: str = "test") -> None:
+        self.matrices: dict[str, tuple[list[str], np.ndarray]] = {}
+        for (tid,), part in predictions.filter(pl.col("split") == split).group_by("trial_id", maintain_order=True):
+            if (part["target"] < 0).all():
+                continue
+            y, prob, classes = _arrays(part)
+            cm = confusion_matrix(y, prob.argmax(1), labels=list(range(len(classes))))
+            self.matrices[f"confusion/{tid}"] = (list(classes), cm)
+
+    def __getitem__(self, key: str) -> pl.DataFrame:
+        classes, cm = self.matrices[key]
+        return pl.DataFrame({"true": classes} | {f"pred_{c}": cm[:, k] for k, c in enumerate(classes)})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.matrices)
+
+    def __len__(self) -> int:
+        return len(self.matrices)
 
 
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -151,12 +166,16 @@ def severity_accuracy(predictions: pl.DataFrame, results: pl.DataFrame, split: s
     if test.is_empty():
         return pl.DataFrame()
     axes = [c for c in CELL_AXES if c in results.columns]
-    rows = []
+    tids, severity, classes_of, correct = [], [], [], []  # one frame at the end (a frame per trial: 10 KB)
     for (tid,), part in test.group_by("trial_id", maintain_order=True):
         y, prob, classes = _arrays(part)
-        rows.append(pl.DataFrame({"trial_id": tid, "severity": part["severity"], "class": np.asarray(classes)[y],
-                                  "correct": prob.argmax(1) == y}))
-    joined = pl.concat(rows).join(results.select("trial_id", *axes), on="trial_id")
+        tids.append(np.full(len(y), tid, dtype=object))
+        severity.append(part["severity"].to_numpy())
+        classes_of.append(np.asarray(classes, dtype=object)[y])
+        correct.append(prob.argmax(1) == y)
+    rows = pl.DataFrame({"trial_id": np.concatenate(tids).tolist(), "severity": np.concatenate(severity).tolist(),
+                         "class": np.concatenate(classes_of).tolist(), "correct": np.concatenate(correct)})
+    joined = rows.join(results.select("trial_id", *axes), on="trial_id")
     order = {s: i for i, s in enumerate(SEVERITY_ORDER)}
     out = (joined.group_by(*axes, "severity", "class").agg(pl.len().alias("n"), pl.col("correct").sum().alias("k"))
            .with_columns(pl.col("severity").replace_strict(order, default=len(order)).alias("_o"))
@@ -190,7 +209,7 @@ def metrics(run: LoadedRun) -> Artifacts:
                       f"{r['auroc_mean']:.3f} [{r['t_lo']:.3f}, {r['t_hi']:.3f}] over {r['replicates']}"
                       for r in cells.iter_rows(named=True))
         a.sections.insert(0, Section("Per cell over seeds and folds (mean AUROC, t-interval)", tables=("cell_aurocs",)))
-    a.detail |= {f"confusion/{tid}": cm for tid, cm in confusion_matrices(analysed).items()}
+    a.detail = Confusions(analysed)
     severity = severity_accuracy(analysed, run.results)
     if not severity.is_empty():
         a.tables["severity_accuracy"] = severity

@@ -25,6 +25,7 @@ from scipy import stats
 from cxrray.analysis.aurocs import positive_title, trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
+from cxrray.data.trial_rows import TrialRows
 from cxrray.plots.figures import SEEDS_SHOWN, plot_forest
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Answer, Artifacts, Section, answer_of
@@ -62,7 +63,7 @@ def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, rules: Ru
     """Per lung-hiding trial: the verdict and every number it rests on (``verdict.Finding``)."""
     if "representation" not in aurocs.columns:
         return pl.DataFrame()
-    test = predictions.filter(pl.col("split") == "test")
+    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding()))
     m = max(hidden.filter(pl.col("degenerate") == "").height, 1)
     axes = [c for c in ("representation", *MATCH) if c in aurocs.columns]
@@ -110,7 +111,8 @@ def _combine(thetas: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndar
     return thetas.mean(0), between / k + within
 
 
-def cell_finding(test: pl.DataFrame, aurocs: pl.DataFrame, cell: pl.DataFrame, m: int, rules: Rules) -> Finding:
+def cell_finding(test: pl.DataFrame | TrialRows, aurocs: pl.DataFrame, cell: pl.DataFrame, m: int,
+                 rules: Rules) -> Finding:
     """The verdict of one cell's lung-hiding replicates (``cell``) against their matched originals."""
     alpha_m = rules.alpha / max(m, 1)
     level = 1 - alpha_m
@@ -171,7 +173,7 @@ def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.
     """One verdict per protocol cell of lung-hiding trials (``cell_finding``), its replicates' verdicts beside it."""
     if findings.is_empty():
         return pl.DataFrame()
-    test = predictions.filter(pl.col("split") == "test")
+    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding()))
     axes = [c for c in CELL_AXES if c in hidden.columns]
     cells = list(hidden.sort([c for c in ("seed", "fold", "trial_id") if c in hidden.columns])

@@ -167,7 +167,7 @@ def shortcut_testing(run: LoadedRun) -> Artifacts:
     if points.is_empty():
         return a
     cells = cell_table(points, run.options.rules.alpha)
-    a.detail["shortcut_testing_trials"] = points
+    a.detail = {"shortcut_testing_trials": points}
     if cells.is_empty():
         return a
     a.tables["shortcut_testing"] = cells

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, cast
 
 import polars as pl
 
-# Ingest's in-flight blocks: 32 MiB of object store per CPU, about 5 blocks of ``BLOCK_MIB`` each. Blocks of 32
-# rows under 4 MiB per CPU kept about one task running at a time and paid a task's start-up every 32 images (170
-# images/s per CPU at 128 px); 128-row blocks under 32 MiB: 242 (bench/scale.py, bench/README.md).
-STORE_MIB_PER_CPU = 32
+# Ingest's in-flight blocks: 16 MiB of object store per CPU, about 2.5 blocks of ``BLOCK_MIB`` each. Blocks of 32
+# rows under 4 MiB per CPU paid a task's start-up every 32 images (170 images/s per CPU at 128 px); 128-row blocks
+# under 32 MiB: 242; with Ray Data's operator reservation off (both CPUs at work) 16 MiB is as fast as 32 and
+# holds half (bench/scale.py, bench/README.md).
+STORE_MIB_PER_CPU = 16
 BLOCK_MIB = 6  # a block's encoded pixels (uint16 image + uint8 mask): 128 rows at 128 px, 16 at 512 px
 
 
@@ -136,7 +137,12 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
     out.mkdir(parents=True, exist_ok=True)
     ctx = ray.data.DataContext.get_current()
     ordered, limits = ctx.execution_options.preserve_order, ctx.execution_options.resource_limits
+    reserved = ctx.op_resource_reservation_enabled
     ctx.execution_options.preserve_order = True
+    # Ray Data keeps half of the budget (op_resource_reservation_ratio 0.5) as each operator's reservation; with
+    # this one operator on 2 CPUs that left one task running at a time (63 tasks' 14.8 s of work took 14.3 s).
+    # The object-store cap below still bounds what is in flight.
+    ctx.op_resource_reservation_enabled = False
     cpus = max(ray.cluster_resources().get("CPU", 1), 1) if ray.is_initialized() else 1
     ctx.execution_options.resource_limits = limits.copy(object_store_memory=store_mib_per_cpu * cpus * 2**20)
     writer, bad, dups, content = ShardWriter(out, rows_per_shard), [], Duplicates(check_masks), hashlib.sha256()
@@ -165,6 +171,7 @@ def ingest(manifest: pl.DataFrame, out_dir: str | Path, *, image_size: int, requ
         writer.close()
     finally:
         ctx.execution_options.preserve_order, ctx.execution_options.resource_limits = ordered, limits
+        ctx.op_resource_reservation_enabled = reserved
         (out / "_rows.parquet").unlink(missing_ok=True)
     for split in ("train", "val", "test"):
         (out / split).mkdir(parents=True, exist_ok=True)

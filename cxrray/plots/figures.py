@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from cxrray.data.tasks import TASKS
+from cxrray.data.trial_rows import TrialRows
 from cxrray.plots.palette import VERDICTS, backbone_colours, protocol_sorted, row_colours
 from cxrray.representations import display_order
 from cxrray.verdicts.verdict import Verdict
@@ -111,14 +112,14 @@ def plot_roc_curves(predictions: pl.DataFrame, aurocs: pl.DataFrame, path: Path,
     seeds = sorted(aurocs["seed"].unique().to_list()) if "seed" in aurocs.columns else [0]
     drawn, left = first_seeds(aurocs)
     test = predictions.filter((pl.col("split") == "test") & pl.col("trial_id").is_in(drawn["trial_id"].implode()))
-    of_trial = test.partition_by("trial_id", as_dict=True)  # one pass, not one filter per trial
+    of_trial = TrialRows.of(test)  # one sort, not one filter per trial
     backbones = sorted(drawn["backbone"].unique().to_list())
     colours = row_colours([str(x) for x in drawn[rows].unique().to_list()])
     styles = ("-", "--", ":", "-.")
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.6 * len(backbones), 4.4), squeeze=False)
     for ax, bb in zip(axes[0], backbones, strict=True):
         for r in protocol_sorted(drawn.filter(pl.col("backbone") == bb), rows).iter_rows(named=True):
-            part = of_trial[(r["trial_id"],)]
+            part = of_trial.rows(r["trial_id"])
             fpr, tpr, _ = roc_curve(*TASKS.get(r["task"]).positive_scores(part))
             seed = r.get("seed", 0)
             name = f"{r[rows]}" + (f" s{seed}" if len(seeds) > 1 else "")

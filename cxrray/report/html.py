@@ -39,6 +39,8 @@ LABELS = {"auroc": "AUROC", "ci_lo": "CI low", "ci_hi": "CI high", "n_pos": "pos
           "auroc_b": "AUROC b", "val_auroc": "val AUROC", "test_auroc": "test AUROC",
           "detectable": "detectable |slope| (80 % power)"}
 FOLD_ROWS, FOLD_COLS = 15, 12  # a table larger than this folds away (<details>), closed on screen, open in print
+REPORT_ROWS = 500  # a longer table shows its first rows and names the file with all (a 10,000-trial run: 60 MB)
+CARD_LISTED = 10  # the card lists this many replicates per grid cell and names this many trials per list
 SHORT_CELL = 14  # a column whose every cell is at most this long keeps each cell on one line in print
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("cxrray.report", "templates"),
                                autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
@@ -72,17 +74,21 @@ class Table:
     folded: bool = False
     caption: str = ""
     short: list[bool] = field(default_factory=list)  # per column: every cell short, kept on one line in print
+    total: int = 0  # the table's rows (more than ``rows`` when only the first ``REPORT_ROWS`` are shown)
+    source: str = ""  # the file that holds every row
 
 
 def table(frame: pl.DataFrame, rows: str = "representation", verdict: str | None = None, caption: str = "",
-          keep: tuple[str, ...] = ()) -> Table | None:
+          keep: tuple[str, ...] = (), source: str = "") -> Table | None:
     """Protocol order, constant columns dropped (and named), readable headers, NaN as a dash; ``verdict``: a
-    column whose values colour the rows. None for an empty frame."""
+    column whose values colour the rows; the first ``REPORT_ROWS`` rows (``source``: the file with all of them).
+    None for an empty frame."""
     if frame.is_empty():
         return None
-    frame = protocol_sorted(frame, rows)
-    constant = [c for c in frame.columns if frame.height > 1 and c not in keep and c != verdict
-                and frame[c].dtype != pl.List and frame[c].n_unique() == 1]
+    total = frame.height
+    constant = [c for c in frame.columns if total > 1 and c not in keep and c != verdict
+                and frame[c].dtype != pl.List and frame[c].n_unique() == 1]  # over every row, not those shown
+    frame = protocol_sorted(frame, rows).head(REPORT_ROWS)
     shown = frame.drop(constant) if len(constant) < frame.width else frame
     tones = [getattr(tone_of(str(v)), "word", v) for v in frame[verdict]] if verdict in frame.columns else []
     classes = [f"v-{v}" if v in VERDICTS else "" for v in tones]
@@ -91,7 +97,7 @@ def table(frame: pl.DataFrame, rows: str = "representation", verdict: str | None
     short = [max((len(x) for x in (label(shown.columns[k]), *(r[k] for r in cells))), default=0) <= SHORT_CELL
              for k in range(shown.width)]
     return Table([label(c) for c in shown.columns], cells, classes, f"The same in every row: {said}." if said else "",
-                 shown.height > FOLD_ROWS or shown.width > FOLD_COLS, caption, short)
+                 shown.height > FOLD_ROWS or shown.width > FOLD_COLS, caption, short, total, source)
 
 
 def image(path: Path) -> str:
@@ -116,13 +122,16 @@ def verdict_grid(run: ReportRun, findings: pl.DataFrame) -> dict:
         for bb in backbones:
             part = aurocs.filter((pl.col(run.rows) == label_) & (pl.col("backbone") == bb))
             entries = []
-            for r in part.iter_rows(named=True):
+            for r in part.head(CARD_LISTED).iter_rows(named=True):
                 v = verdicts.get(tuple(r[c] for c in keys)) if keys else None
                 v = Verdict.DEGENERATE if r.get("degenerate") else v or (  # the rule's word, never one made up here
                     VISIBLE if r.get("representation") not in hidden else NOT_JUDGED)
                 ci = f"{fmt(r['auroc'])} [{fmt(r['ci_lo'])}, {fmt(r['ci_hi'])}]"
                 seed = f"seed {r['seed']}: " if part.height > 1 and "seed" in r else ""
                 entries.append({"text": seed + ci, "verdict": v, "mark": VERDICTS[v][2]})
+            if part.height > CARD_LISTED:
+                entries.append({"text": f"and {part.height - CARD_LISTED} more (analysis/trial_aurocs.csv)",
+                                "verdict": "", "mark": ""})
             cells.append(entries)
         grid.append({"label": label_, "cells": cells})
     return {"axis": label(run.rows), "backbones": backbones, "rows": grid}
@@ -138,21 +147,30 @@ def card(run: ReportRun, artifacts: dict[str, Artifacts]) -> dict:
         if given is not None and not findings.is_empty() else []
     degenerate = run.aurocs.filter(pl.col("degenerate") != "") if run.aurocs.height else run.aurocs
     names = dict(zip(run.results["trial_id"], run.results["run_name"], strict=True))
+    failed = run.results.filter(pl.col("status") != "finished")
     tasks = sorted(set(run.aurocs["task"])) if "task" in run.aurocs.columns and run.aurocs.height else []
     legend = [(t, class_legend(TASKS.get(t))) for t in tasks if t in TASKS]
     figure = next((a.figures for a in artifacts.values() if "auroc_forest" in a.figures), {})
     return {"line": answer.text, "css": answer.tone.word,
             "sentences": sentences, "grid": verdict_grid(run, findings) if run.aurocs.height else None,
-            "degenerate": [f"{names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
-                           for r in degenerate.iter_rows(named=True)],
+            "degenerate": listed([f"{names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
+                                  for r in degenerate.head(CARD_LISTED + 1).iter_rows(named=True)],
+                                 degenerate.height, "analysis/trial_aurocs.csv"),
             "forest": {"src": image(run.figure("auroc_forest")), "caption": figure.get("auroc_forest", "")},
-            "legend": legend, "failed": run.results.filter(pl.col("status") != "finished")["run_name"].to_list()}
+            "legend": legend, "failed": listed(failed["run_name"].head(CARD_LISTED + 1).to_list(), failed.height,
+                                               "results.parquet")}
+
+
+def listed(items: list[str], total: int, source: str) -> list[str]:
+    """The first ``CARD_LISTED`` of ``total`` items, then how many more and where they all are."""
+    return items if total <= CARD_LISTED else [*items[:CARD_LISTED], f"and {total - CARD_LISTED} more ({source})"]
 
 
 def section(sec: Section, art: Artifacts, run: ReportRun) -> dict | None:
     """A section's tables and figures as the template shows them; None when the step made none of them (a
     section never stands empty, and a re-analysis without a step's output shows nothing stale)."""
-    tables = [table(art.tables[t], run.rows, sec.verdict) for t in sec.tables if t in art.tables]
+    tables = [table(art.tables[t], run.rows, sec.verdict, source=f"analysis/{t}.csv") for t in sec.tables
+              if t in art.tables]
     tables += [table(frame, run.rows, sec.verdict, caption=heading, keep=("cell",)) for heading, frame in sec.extra]
     figures = [{"src": image(run.figure(f)), "caption": art.figures[f]} for f in sec.figures if f in art.figures]
     tables = [t for t in tables if t is not None]
@@ -172,7 +190,7 @@ def provenance_view(run: ReportRun) -> dict:
             "packages": last.get("packages") or provenance.package_versions(),
             "data": table(data, keep=("data_id",),
                           caption="Datasets (data_id: the fingerprint of the manifest rows and their split)"),
-            "runs": table(trials, keep=("trial_id",),
+            "runs": table(trials, keep=("trial_id",), source="results.parquet",
                             caption="Trials (full specs: results.parquet and trials/<id>/trial.json)"),
             "root": str(run.layout.root)}
 

@@ -53,7 +53,7 @@ class Artifacts:
     ``analysis/auroc_table.md``."""
 
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
-    detail: dict[str, pl.DataFrame] = field(default_factory=dict)
+    detail: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # a lazy mapping may make each on reading
     figures: dict[str, str] = field(default_factory=dict)
     text: str = ""
     sections: list[Section] = field(default_factory=list)
