@@ -161,7 +161,7 @@ def aurocs(run: LoadedRun) -> Artifacts:
     a.text = format_table(auroc_table(listed, run.rows) if more else table,
                           f"Test AUROC, {positive_title(run.aurocs)}, with its 95 % interval ({SCORE_METHOD}; "
                           f"{n_pos} positive / {n_neg} negative test images{chosen}"
-                          + (f"; the first {TEXT_SEEDS} seeds, {more} more in analysis/auroc_table.csv)" if more
+                          + (f"; the first {TEXT_SEEDS} seeds, {more:,} more in analysis/auroc_table.csv)" if more
                              else ")"))
     failed = run.results.filter(pl.col("status") != "finished")
     if failed.height:
@@ -172,7 +172,7 @@ def aurocs(run: LoadedRun) -> Artifacts:
         a.text += (f"\n\n{degenerate.height} DEGENERATE trial(s), not used as evidence (the model did not learn):\n"
                    + "\n".join(f"- {names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
                                 for r in degenerate.head(TEXT_LISTED).iter_rows(named=True))
-                   + (f"\n- and {degenerate.height - TEXT_LISTED} more (analysis/trial_aurocs.csv, column "
+                   + (f"\n- and {degenerate.height - TEXT_LISTED:,} more (analysis/trial_aurocs.csv, column "
                       "degenerate)" if degenerate.height > TEXT_LISTED else ""))
     shown = run.aurocs.drop_nans("auroc")
     if shown.height:

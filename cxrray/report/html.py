@@ -130,7 +130,7 @@ def verdict_grid(run: ReportRun, findings: pl.DataFrame) -> dict:
                 seed = f"seed {r['seed']}: " if part.height > 1 and "seed" in r else ""
                 entries.append({"text": seed + ci, "verdict": v, "mark": VERDICTS[v][2]})
             if part.height > CARD_LISTED:
-                entries.append({"text": f"and {part.height - CARD_LISTED} more (analysis/trial_aurocs.csv)",
+                entries.append({"text": f"and {part.height - CARD_LISTED:,} more (analysis/trial_aurocs.csv)",
                                 "verdict": "", "mark": ""})
             cells.append(entries)
         grid.append({"label": label_, "cells": cells})
@@ -163,7 +163,7 @@ def card(run: ReportRun, artifacts: dict[str, Artifacts]) -> dict:
 
 def listed(items: list[str], total: int, source: str) -> list[str]:
     """The first ``CARD_LISTED`` of ``total`` items, then how many more and where they all are."""
-    return items if total <= CARD_LISTED else [*items[:CARD_LISTED], f"and {total - CARD_LISTED} more ({source})"]
+    return items if total <= CARD_LISTED else [*items[:CARD_LISTED], f"and {total - CARD_LISTED:,} more ({source})"]
 
 
 def section(sec: Section, art: Artifacts, run: ReportRun) -> dict | None:
