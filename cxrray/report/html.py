@@ -158,7 +158,7 @@ def card(run: ReportRun, artifacts: dict[str, Artifacts]) -> dict:
                                  degenerate.height, "analysis/trial_aurocs.csv"),
             "forest": {"src": image(run.figure("auroc_forest")), "caption": figure.get("auroc_forest", "")},
             "legend": legend, "failed": listed(failed["run_name"].head(CARD_LISTED + 1).to_list(), failed.height,
-                                               "results.parquet")}
+                                               run.layout.results.name)}
 
 
 def listed(items: list[str], total: int, source: str) -> list[str]:
@@ -190,7 +190,7 @@ def provenance_view(run: ReportRun) -> dict:
             "packages": last.get("packages") or provenance.package_versions(),
             "data": table(data, keep=("data_id",),
                           caption="Datasets (data_id: the fingerprint of the manifest rows and their split)"),
-            "runs": table(trials, keep=("trial_id",), source="results.parquet",
+            "runs": table(trials, keep=("trial_id",), source=run.layout.results.name,
                             caption="Trials (full specs: results.parquet and trials/<id>/trial.json)"),
             "root": str(run.layout.root)}
 
