@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         got = measure(path, HERE.parent)
         if got is None:
             return 1
+        for r in got:  # as each is measured: a long run cut short keeps what it has
+            b = before.get(r["benchmark"])
+            print(f"[run_all] {r['benchmark']}: {b['value'] if b else '(new)'} -> {r['value']:.2f} {r['unit']}",
+                  flush=True)
         rows += got
     then = f" {'before':>12}" if args.against is not None else ""
     print(f"{'benchmark':34}{then} {'measured':>12} {'goal':>8}  ok   detail")
