@@ -16,13 +16,13 @@ def _predictions(seed: int = 0) -> pl.DataFrame:
 def test_each_trial_gets_exactly_the_rows_a_filter_gives_in_the_same_order():
     frame = _predictions()
     rows = TrialRows.of(frame)
-    assert len(rows) == 4
+    assert sorted(rows.spans) == ["t1", "t2", "t20", "t3"]
     for tid in ("t1", "t2", "t3", "t20"):
         want = frame.filter(pl.col("trial_id") == tid)
         assert rows.get(tid).equals(want)  # values and order (rows in their table order, not re-sorted)
         assert rows.rows(tid).equals(want)
-    assert [tid for tid, _ in rows] == ["t1", "t2", "t20", "t3"]
-    assert sum(part.height for _, part in rows) == frame.height
+    assert list(rows.spans) == ["t1", "t2", "t20", "t3"]  # sorted by trial, each trial's rows adjacent
+    assert sum(n for _, n in rows.spans.values()) == frame.height
 
 
 def test_a_trial_without_rows_is_none_or_an_empty_frame_of_the_columns():
@@ -30,4 +30,4 @@ def test_a_trial_without_rows_is_none_or_an_empty_frame_of_the_columns():
     assert rows.get("t9") is None
     assert rows.rows("t9").is_empty() and rows.rows("t9").columns == ["trial_id", "row", "prob"]
     empty = TrialRows.of(_predictions().clear())
-    assert len(empty) == 0 and empty.rows("t1").is_empty() and list(empty) == []
+    assert empty.spans == {} and empty.rows("t1").is_empty()

@@ -7,7 +7,6 @@ tiny trials). ``TrialRows`` sorts the table by trial once and hands out each tri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,11 +40,3 @@ class TrialRows:
         """The trial's rows; an empty frame of the table's columns when it has none."""
         part = self.get(trial_id)
         return self.frame.clear() if part is None else part
-
-    def __iter__(self) -> Iterator[tuple[str, pl.DataFrame]]:
-        """(trial, its rows) in trial order."""
-        for tid, span in self.spans.items():
-            yield tid, self.frame.slice(*span)
-
-    def __len__(self) -> int:
-        return len(self.spans)

@@ -130,7 +130,7 @@ def verdict_grid(run: ReportRun, findings: pl.DataFrame) -> dict:
                 seed = f"seed {r['seed']}: " if part.height > 1 and "seed" in r else ""
                 entries.append({"text": seed + ci, "verdict": v, "mark": VERDICTS[v][2]})
             if part.height > CARD_LISTED:
-                entries.append({"text": f"and {part.height - CARD_LISTED:,} more (analysis/trial_aurocs.csv)",
+                entries.append({"text": f"and {part.height - CARD_LISTED:,} more ({run.table_file('trial_aurocs')})",
                                 "verdict": "", "mark": ""})
             cells.append(entries)
         grid.append({"label": label_, "cells": cells})
@@ -155,7 +155,7 @@ def card(run: ReportRun, artifacts: dict[str, Artifacts]) -> dict:
             "sentences": sentences, "grid": verdict_grid(run, findings) if run.aurocs.height else None,
             "degenerate": listed([f"{names.get(r['trial_id'], r['trial_id'])}: {r['degenerate']}"
                                   for r in degenerate.head(CARD_LISTED + 1).iter_rows(named=True)],
-                                 degenerate.height, "analysis/trial_aurocs.csv"),
+                                 degenerate.height, run.table_file("trial_aurocs")),
             "forest": {"src": image(run.figure("auroc_forest")), "caption": figure.get("auroc_forest", "")},
             "legend": legend, "failed": listed(failed["run_name"].head(CARD_LISTED + 1).to_list(), failed.height,
                                                run.layout.results.name)}

@@ -73,6 +73,10 @@ class ReportRun:
         """Where figure ``name`` was written (``analysis/<name>.png``)."""
         return self.layout.analysis_file(f"{name}.png")
 
+    def table_file(self, name: str) -> str:
+        """Table ``name``'s CSV relative to the run folder (``analysis/<name>.csv``), as the report names it."""
+        return str(self.layout.analysis_file(f"{name}.csv").relative_to(self.layout.root))
+
 
 def answer_of(artifacts: Mapping[str, Artifacts]) -> Answer | None:
     """The study's answer among the steps' artifacts (the shortcut step's), read through its typed field."""
