@@ -40,9 +40,18 @@ def test_first_seeds_keeps_the_lowest_seeds_and_counts_the_rest():
     assert first_seeds(aurocs.drop("seed"), 2)[1] == 0
 
 
-def test_figures_draw_the_first_seeds_and_the_tables_every_trial(tmp_path):
+def test_figures_draw_the_first_seeds_and_the_tables_every_trial(tmp_path, monkeypatch):
+    from cxrray.analysis import calibration
+
     few, many = (_stored_run(tmp_path / f"s{n}", n) for n in (SEEDS_SHOWN, SEEDS_SHOWN + 6))
-    heights, captions = {}, {}
+    heights, captions, reliability = {}, {}, {}
+    real = calibration.plot_reliability
+
+    def spy(table, curves, path, rows, left=0):  # what the reliability figure is given to draw, then drawn
+        reliability[path.parent.parent.name] = (table.height, sorted(curves), left)
+        real(table, curves, path, rows, left)
+
+    monkeypatch.setattr(calibration, "plot_reliability", spy)
     for run in (few, many):
         result = run_analysis(run, analysis_options("statistics"))
         heights[run.name] = Image.open(run / "analysis" / "auroc_forest.png").size[1]
@@ -52,6 +61,12 @@ def test_figures_draw_the_first_seeds_and_the_tables_every_trial(tmp_path):
     assert "the first 4 seeds, 6 more in the tables" in captions[many.name]["auroc_forest"]
     assert "the first 4 seeds, 6 more in the table" in captions[many.name]["roc_curves"]
     assert "seeds" not in captions[few.name]["auroc_forest"] and "first" not in captions[few.name]["roc_curves"]
+    assert "the first 4 seeds, 6 more in the table" in captions[many.name]["reliability"]
+    assert "first" not in captions[few.name]["reliability"]
+    # every trial is in the table the panel titles count; the lines are the first seeds' (a blur of 10,000 before)
+    first = sorted(f"{rep}{s:02d}" for rep in ("orig", "lung") for s in range(SEEDS_SHOWN))
+    assert reliability[many.name] == (2 * (SEEDS_SHOWN + 6), first, 6)
+    assert reliability[few.name] == (2 * SEEDS_SHOWN, first, 0)
 
 
 def test_the_text_card_and_report_tables_list_the_first_entries_and_name_the_file_with_all(tmp_path, monkeypatch):

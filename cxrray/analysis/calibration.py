@@ -25,6 +25,7 @@ import polars as pl
 from cxrray.analysis.aurocs import trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.trial_rows import TrialRows
+from cxrray.plots.figures import SEEDS_SHOWN, first_seeds
 from cxrray.plots.palette import protocol_sorted
 from cxrray.plots.steps import plot_reliability
 from cxrray.report.page import Artifacts, Section
@@ -89,12 +90,16 @@ def calibration(run: LoadedRun) -> Artifacts:
     if table.is_empty():  # (sorted: the figure's panels in the tables' order)
         return a
     a.tables["calibration"] = table
+    shown, left = first_seeds(run.aurocs)  # 10,000 lines in a panel are a blur (and 110 MiB of matplotlib)
+    drawn = table.filter(pl.col("trial_id").is_in(shown["trial_id"].implode()))
     plot_reliability(table.with_columns(miscalibrated=pl.col("verdict") == Calibration.MISCALIBRATED.word),
-                     reliability_curves(run.predictions, table, run.aurocs), run.figure("reliability"), run.rows)
+                     reliability_curves(run.predictions, drawn, run.aurocs), run.figure("reliability"), run.rows,
+                     left)
     a.figures["reliability"] = ("Reliability per backbone: observed frequency of the positive class against the "
                                 "mean predicted probability in 10 bins, a line per trial coloured by its "
                                 f"{run.rows}; solid with markers: miscalibrated after Holm; dotted diagonal: "
-                                "perfect calibration")
+                                "perfect calibration" + (f"; the first {SEEDS_SHOWN} seeds, {left:,} more in the "
+                                                         "table" if left else ""))
     bad = table.filter(pl.col("verdict") == Calibration.MISCALIBRATED.word)
     low, high = num(table["ece"].min()), num(table["ece"].max())
     a.text = (f"\n\nCalibration: {bad.height} of {table.height} trial(s) miscalibrated (consistency resampling, "

@@ -16,12 +16,13 @@ from cxrray.verdicts.verdict import Verdict, tone_of
 
 
 def plot_reliability(table: pl.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
-                     rows: str = "representation") -> None:
+                     rows: str = "representation", left: int = 0) -> None:
     """Small multiples that stay readable at paper scale: one reliability panel per backbone (9 panels for 225
     trials, not 225), a line per trial coloured by its row (representation), observed frequency against mean
     probability per bin; a miscalibrated trial (after Holm) drawn solid with its bins marked, the others dashed;
     the diagonal a calibrated model follows. ``table``: a row per trial with its ``miscalibrated`` flag, ``ece``
-    and ``backbone``; ``curves``: per trial, mean probability and observed frequency of its non-empty bins."""
+    and ``backbone``; ``curves``: mean probability and observed frequency of its non-empty bins, per trial drawn
+    (the first seeds: ``left`` seeds are not drawn, and each panel's title still counts every trial)."""
     plt = pyplot()
     label = rows if rows in table.columns else "run_name"
     colours = row_colours([str(x) for x in table[label].unique(maintain_order=True).to_list()])
@@ -33,7 +34,8 @@ def plot_reliability(table: pl.DataFrame, curves: dict[str, tuple[np.ndarray, np
         part = table.filter(pl.col("backbone") == bb) if "backbone" in table.columns else table
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls=":")
         shown = set()
-        for row in part.iter_rows(named=True):
+        drawn = part.filter(pl.col("trial_id").is_in(list(curves)))
+        for row in drawn.iter_rows(named=True):
             conf, freq = curves[row["trial_id"]]
             bad = row["miscalibrated"]
             name = str(row[label])
@@ -44,8 +46,9 @@ def plot_reliability(table: pl.DataFrame, curves: dict[str, tuple[np.ndarray, np
         worst = part.sort("ece", descending=True).row(0, named=True)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed frequency")
         bad_n = int(part["miscalibrated"].sum())
-        ax.set_title(f"{bb}: {bad_n} of {part.height} miscalibrated\n"
-                     f"highest ECE {worst['ece']:.3f} ({worst[label]})", fontsize=8)
+        ax.set_title(f"{bb}: {bad_n:,} of {part.height:,} miscalibrated\n"
+                     f"highest ECE {worst['ece']:.3f} ({worst[label]})"
+                     + (f"\n{drawn.height:,} drawn: the first seeds" if left else ""), fontsize=8)
         ax.legend(fontsize=6, loc="upper left")
     for ax in axes.ravel()[len(backbones):]:
         ax.axis("off")
