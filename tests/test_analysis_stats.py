@@ -4,8 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from cxrray.analysis import metrics
 from cxrray.analysis.analyze import run_analysis
 from cxrray.analysis.aurocs import trial_aurocs
 from cxrray.analysis.delong import pairwise_tests
@@ -68,6 +69,15 @@ def test_class_metrics_match_sklearn():
         neg = y != k
         assert m[f"spec_{c}"] == pytest.approx((prob.argmax(1)[neg] != k).mean())
     assert m["accuracy"] == pytest.approx((prob.argmax(1) == y).mean())
+
+
+def test_confusion_counts_match_sklearn_including_values_outside_the_classes():
+    rng = np.random.default_rng(1)
+    for k, n in ((2, 12), (3, 200), (5, 1)):
+        y, pred = rng.integers(-1, k + 1, n), rng.integers(0, k + 1, n)  # -1 and k: not classes, not counted
+        got = metrics.confusion_matrix(y, pred, k)
+        assert got.dtype == np.int64 and np.array_equal(got, confusion_matrix(y, pred, labels=list(range(k)))), k
+    assert not metrics.confusion_matrix(np.array([], int), np.array([], int), 4).any()  # (scikit-learn raises)
 
 
 def test_pairwise_tests_paired_unpaired_and_adjusted(tmp_path):
