@@ -206,7 +206,8 @@ def metrics(run: LoadedRun) -> Artifacts:
         return a
     ids = run.aurocs["trial_id"].implode()
     per_trial = per_trial.filter(pl.col("trial_id").is_in(ids))
-    analysed = run.predictions.filter(pl.col("trial_id").is_in(per_trial["trial_id"].implode()))
+    analysed = run.predictions.filter(  # the test rows the confusion and severity tables read: half a copy
+        (pl.col("split") == "test") & pl.col("trial_id").is_in(per_trial["trial_id"].implode()))
     a.tables |= {"trial_metrics": per_trial, "cell_metrics": cell_summary(per_trial)}
     cells = cell_aurocs(run.selected)
     if not cells.is_empty() and num(cells["replicates"].max()) > 1:
