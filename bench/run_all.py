@@ -5,7 +5,8 @@ ratios against their goals. Each module runs in a fresh process, so one benchmar
 ``--against DIR`` runs each module also in another checkout (say, ``git worktree add /tmp/before REV``),
 right before this one, with that checkout's package first on ``PYTHONPATH`` (so its Ray workers and
 subprocesses import it too): the before / after table of a change, measured side by side in one run.
-``--only a,b`` runs those modules (file names without ``.py``)."""
+``--only a,b`` runs those modules (file names without ``.py``). A module that fails is a failed row; the others
+still run."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUNNER = ("import importlib.util, json, sys; spec = importlib.util.spec_from_file_location('m', sys.argv[1]); "
-          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-          "print('CXRRAY-BENCH ' + json.dumps(m.run()))")
+# The module is imported by its own name from its folder, so a process pool's workers can import what they are
+# sent (``operating_characteristics``' rows: loaded as an anonymous module, its functions could not be pickled).
+RUNNER = ("import importlib, json, pathlib, sys; p = pathlib.Path(sys.argv[1]); sys.path.insert(0, str(p.parent)); "
+          "print('CXRRAY-BENCH ' + json.dumps(importlib.import_module(p.stem).run()))")
 HERE = Path(__file__).resolve().parent
 
 
@@ -49,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in (measure(old, args.against.resolve()) or []) if old.exists() else []:
                 before[r["benchmark"]] = r
         got = measure(path, HERE.parent)
-        if got is None:
-            return 1
+        if got is None:  # said above with its error; the other benchmarks still run
+            got = [{"benchmark": path.stem, "value": float("nan"), "unit": "", "goal": "runs", "ok": False,
+                    "detail": "FAILED: its error is printed above"}]
         for r in got:  # as each is measured: a long run cut short keeps what it has
             b = before.get(r["benchmark"])
             print(f"[run_all] {r['benchmark']}: {b['value'] if b else '(new)'} -> {r['value']:.2f} {r['unit']}",
