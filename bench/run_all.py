@@ -20,7 +20,8 @@ from pathlib import Path
 # The module is imported by its own name from its folder, so a process pool's workers can import what they are
 # sent (``operating_characteristics``' rows: loaded as an anonymous module, its functions could not be pickled).
 RUNNER = ("import importlib, json, pathlib, sys; p = pathlib.Path(sys.argv[1]); sys.path.insert(0, str(p.parent)); "
-          "print('CXRRAY-BENCH ' + json.dumps(importlib.import_module(p.stem).run()))")
+          "print('CXRRAY-BENCH ' + json.dumps(importlib.import_module(p.stem).run(), default=lambda o: o.item()))")
+# (numpy scalars in a row, a ``np.bool_`` verdict of ``ok`` say, are written as the Python values they hold)
 HERE = Path(__file__).resolve().parent
 
 

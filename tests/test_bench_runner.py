@@ -1,5 +1,6 @@
 """``bench/run_all.py`` (``make bench``): a benchmark whose rows come from a process pool runs (its functions must
-be importable by the pool's workers), and a benchmark that fails is a failed row while the others still run."""
+be importable by the pool's workers; numpy scalars in its rows), and a benchmark that fails is a failed row while
+the others still run."""
 
 import importlib.util
 import math
@@ -10,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 POOLED = '''
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
+
 
 def _square(x):
     return x * x
@@ -18,7 +21,8 @@ def _square(x):
 def run():
     with ProcessPoolExecutor(2) as pool:
         total = sum(pool.map(_square, range(4)))
-    return [{"benchmark": "pooled", "value": float(total), "unit": "", "goal": "== 14", "ok": total == 14,
+    ok = np.int64(total) == 14  # a numpy bool, as a benchmark's comparison of numpy values gives
+    return [{"benchmark": "pooled", "value": np.float64(total), "unit": "", "goal": "== 14", "ok": ok,
              "detail": "sum of squares in a pool"}]
 '''
 
