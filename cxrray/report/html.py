@@ -169,7 +169,7 @@ def listed(items: list[str], total: int, source: str) -> list[str]:
 def section(sec: Section, art: Artifacts, run: ReportRun) -> dict | None:
     """A section's tables and figures as the template shows them; None when the step made none of them (a
     section never stands empty, and a re-analysis without a step's output shows nothing stale)."""
-    tables = [table(art.tables[t], run.rows, sec.verdict, source=f"analysis/{t}.csv") for t in sec.tables
+    tables = [table(art.tables[t], run.rows, sec.verdict, source=run.table_file(t)) for t in sec.tables
               if t in art.tables]
     tables += [table(frame, run.rows, sec.verdict, caption=heading, keep=("cell",)) for heading, frame in sec.extra]
     figures = [{"src": image(run.figure(f)), "caption": art.figures[f]} for f in sec.figures if f in art.figures]
