@@ -15,7 +15,7 @@ import polars as pl
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
-from cxrray.data.trial_rows import TrialRows
+from cxrray.data.trial_rows import ByTrial, Predictions, frames, of_trials
 from cxrray.plots.figures import SEEDS_SHOWN, first_seeds, plot_roc_curves
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
@@ -37,19 +37,19 @@ def positive_title(aurocs: pl.DataFrame) -> str:
     return f"{labels.pop()} vs rest" if len(labels) == 1 else "positive class vs rest"
 
 
-def trial_aurocs(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test",
+def trial_aurocs(predictions: Predictions, results: pl.DataFrame, split: str = "test",
                  level: float = 0.95) -> pl.DataFrame:
     """One row per finished target trial: spec fields, AUROC of its task's positive class vs rest (column
     ``positive``) with its interval clustered by patient (``interval.auroc_interval``: never zero width), case and
     patient counts, balanced accuracy, and ``degenerate``: why the model did not learn, from the trial's record
     or from the predictions read here (NaN, infinite or constant scores), "" when it learned."""
     rows = []
-    test = predictions.filter(pl.col("split") == split)
     task_of = dict(zip(results["trial_id"], results["task"], strict=True)) if "task" in results.columns else {}
     loss_of = (dict(zip(results["trial_id"], results["train_loss_min"], strict=True))
                if "train_loss_min" in results.columns else {})
     upstream = set(results["init_from"]) if "init_from" in results.columns else set()
-    for trial_id, part in test.group_by("trial_id", maintain_order=True):
+    for trial_id, part in ((t, p) for test in frames(predictions, split)  # a window of trials at a time
+                           for t, p in test.group_by("trial_id", maintain_order=True)):
         positive = positive_class(task_of.get(trial_id[0], ""))
         if positive is None or trial_id[0] in upstream or part[f"prob_{positive}"].null_count() == part.height:
             continue  # multilabel, or a pretraining phase (ChestX-ray14, pneumonia) feeding the target trials
@@ -176,7 +176,8 @@ def aurocs(run: LoadedRun) -> Artifacts:
                       "degenerate)" if degenerate.height > TEXT_LISTED else ""))
     shown = run.aurocs.drop_nans("auroc")
     if shown.height:
-        left = plot_roc_curves(run.predictions, shown, run.figure("roc_curves"), run.rows)
+        drawn = first_seeds(shown)[0]["trial_id"]  # the figure's trials only, read from the stored table
+        left = plot_roc_curves(of_trials(run.predictions, drawn, "test"), shown, run.figure("roc_curves"), run.rows)
         a.figures["roc_curves"] = f"ROC curves, {positive_title(shown)}, per trial (one panel per backbone, one " \
                                   f"colour per {run.rows}" + (f"; the first {SEEDS_SHOWN} seeds, {left} more in the " \
                                                               "table)" if left else ")")
@@ -186,11 +187,11 @@ def aurocs(run: LoadedRun) -> Artifacts:
     return a
 
 
-def trial_scores(test: pl.DataFrame | TrialRows, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+def trial_scores(test: pl.DataFrame | ByTrial, trial: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                        np.ndarray]:
     """(rows, is-positive, positive-class score, patient) of one trial's test images, in row order; ``test``
-    as ``TrialRows`` when many trials are scored (a filter per trial is quadratic in trials)."""
-    part = (test.rows(trial["trial_id"]) if isinstance(test, TrialRows)
-            else test.filter(pl.col("trial_id") == trial["trial_id"])).sort("row")
+    by trial (``by_trial``) when many trials are scored (a filter per trial is quadratic in trials)."""
+    part = (test.filter(pl.col("trial_id") == trial["trial_id"]) if isinstance(test, pl.DataFrame)
+            else test.rows(trial["trial_id"])).sort("row")
     y, score = TASKS.get(trial["task"]).positive_scores(part)
     return part["row"].to_numpy(), y, score, part["patient_id"].to_numpy()

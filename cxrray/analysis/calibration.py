@@ -24,7 +24,7 @@ import polars as pl
 
 from cxrray.analysis.aurocs import trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
-from cxrray.data.trial_rows import TrialRows
+from cxrray.data.trial_rows import Predictions, by_trial
 from cxrray.plots.figures import SEEDS_SHOWN, first_seeds
 from cxrray.plots.palette import protocol_sorted
 from cxrray.plots.steps import plot_reliability
@@ -43,13 +43,14 @@ class Calibration(StepWord):
     DEGENERATE = ("degenerate (one score for every image)", Verdict.DEGENERATE)
 
 
-def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
+def calibration_table(predictions: Predictions, aurocs: pl.DataFrame, names: dict[str, str],
                       axis: str) -> pl.DataFrame:
     """One row per analysed single-label trial: ECE [CI], what a calibrated model would show, p, Holm p and a
     verdict (miscalibrated / consistent with calibration / degenerate: one score for every image)."""
-    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
+    analysed = aurocs.filter(pl.col("positive").is_not_null())
+    test = by_trial(predictions, analysed["trial_id"])
     rows: list[dict[str, object]] = []
-    for trial in aurocs.filter(pl.col("positive").is_not_null()).iter_rows(named=True):
+    for trial in analysed.iter_rows(named=True):
         _, y, p, patients = trial_scores(test, trial)
         if len(y) == 0 or not np.isfinite(p).all():
             continue  # no scores to calibrate (a diverged model is named degenerate by the verdict step)
@@ -67,10 +68,10 @@ def calibration_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: di
         .otherwise(pl.lit(Calibration.CONSISTENT.word)).alias("verdict")).drop("constant")
 
 
-def reliability_curves(predictions: pl.DataFrame, table: pl.DataFrame, aurocs: pl.DataFrame
+def reliability_curves(predictions: Predictions, table: pl.DataFrame, aurocs: pl.DataFrame
                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per trial of ``table``: mean probability and observed frequency of its non-empty bins (test split)."""
-    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
+    test = by_trial(predictions, table["trial_id"])
     trials = {t["trial_id"]: t for t in aurocs.iter_rows(named=True)}
     out = {}
     for trial_id in table["trial_id"]:

@@ -21,7 +21,7 @@ from scipy import stats
 
 from cxrray.analysis.aurocs import trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
-from cxrray.data.trial_rows import TrialRows
+from cxrray.data.trial_rows import Predictions, by_trial
 from cxrray.report.page import Artifacts, Section
 from cxrray.representations import display_order
 from cxrray.stats.delong import DelongTest, auroc_cov, paired_test, unpaired_test
@@ -72,16 +72,20 @@ def _shared_covariances(scored: Sequence[tuple[np.ndarray, ...]]) -> Callable[[i
     return test
 
 
-def pairwise_tests(predictions: pl.DataFrame, aurocs: pl.DataFrame,
+def pairwise_tests(predictions: Predictions, aurocs: pl.DataFrame,
                    family: Sequence[str] = ("study", "task", "seed", "fold")) -> pl.DataFrame:
     """DeLong test for every pair of trials within each family, with Bonferroni and Holm adjustment."""
-    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))  # a view per trial, none held
     family = [c for c in family if c in aurocs.columns]
     label = label_columns(aurocs)
     out = []
     usable = aurocs.drop_nans("auroc").filter(pl.col("degenerate") == "") if "degenerate" in aurocs.columns \
         else aurocs.drop_nans("auroc")
-    for key, group in usable.group_by(family or [pl.lit(0)], maintain_order=True):
+    by: list[str | pl.Expr] = [*family] or [pl.lit(0).alias("_all")]
+    # the trials in the order the families visit them (the families' frames are made one at a time: held
+    # together, 10,000 one-trial families took 120 MiB)
+    plan = usable.group_by(by, maintain_order=True).agg("trial_id")["trial_id"].explode()
+    test = by_trial(predictions, plan)  # read family by family
+    for key, group in usable.group_by(by, maintain_order=True):
         rows = []
         trials = list(group.iter_rows(named=True))
         scored = [trial_scores(test, t) for t in trials]
@@ -118,19 +122,21 @@ def mean_variance(aucs: Sequence[float], variances: Sequence[float]) -> float:
     return within + between / k
 
 
-def design_drops(predictions: pl.DataFrame, aurocs: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
+def design_drops(predictions: Predictions, aurocs: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
     """Hasan et al.'s bias measure: AUROC of the single and multiple designs minus the independent one
     (per backbone, task and seed; the mean over folds), with the unpaired DeLong CI and p of the drop; the
     variance of a fold mean includes the between-fold spread (``mean_variance``)."""
     if "design" not in aurocs.columns or "independent" not in set(aurocs["design"]):
         return pl.DataFrame()
-    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     z = stats.norm.ppf(0.5 + level / 2)
     keys = [c for c in ("backbone", "method", "task", "seed") if c in aurocs.columns]
     rows = []
-    for key, group in aurocs.drop_nans("auroc").group_by(keys, maintain_order=True):
+    usable = aurocs.drop_nans("auroc")
+    test = by_trial(predictions, usable.group_by(keys, "design", maintain_order=True).agg("trial_id")["trial_id"]
+                    .explode())
+    for key, group in usable.group_by(keys, maintain_order=True):
         stats_by: dict[str, tuple[float, float, int]] = {}
-        for (design,), part in group.group_by("design"):
+        for (design,), part in group.group_by("design", maintain_order=True):
             aucs: list[float] = []
             variances: list[float] = []
             for trial in part.iter_rows(named=True):

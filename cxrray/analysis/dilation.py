@@ -20,6 +20,7 @@ import polars as pl
 from cxrray.analysis.shortcut import cell_verdicts, findings_view, shortcut_findings
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
+from cxrray.data.trial_rows import Predictions, combined
 from cxrray.plots.palette import protocol_sorted
 from cxrray.plots.steps import plot_dilation
 from cxrray.report.page import Artifacts, Section
@@ -29,7 +30,7 @@ from cxrray.verdicts.verdict import Rules
 REFERENCE = "original"
 
 
-def dilation_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, grown: pl.DataFrame,
+def dilation_verdicts(predictions: Predictions, aurocs: pl.DataFrame, grown: pl.DataFrame,
                       rules: Rules = Rules()) -> pl.DataFrame:
     """One row per lung-hiding cell and dilation: the cell's verdict with its numbers (``cell_verdicts``).
     ``aurocs``: the undilated trials (originals and d = 0); ``grown``: the dilated ones (``mask_dilation``);
@@ -78,7 +79,7 @@ def dilation(run: LoadedRun) -> Artifacts:
     a = Artifacts()
     if run.dilated is None or run.dilated.aurocs.is_empty() or not run.aurocs.height:
         return a
-    predictions = pl.concat([run.predictions, run.dilated.predictions], how="diagonal_relaxed")
+    predictions = combined(run.predictions, run.dilated.predictions)
     table = dilation_verdicts(predictions, run.selected, run.dilated.aurocs, run.options.rules)
     if table.is_empty():
         return a

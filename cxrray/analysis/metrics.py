@@ -19,6 +19,7 @@ from scipy import stats
 
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
+from cxrray.data.trial_rows import Predictions, frames, restricted
 from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.stats.interval import auroc_interval
@@ -64,15 +65,21 @@ def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str],
     return out
 
 
+def _trials(predictions: Predictions, split: str) -> Iterator[tuple[tuple[object, ...], pl.DataFrame]]:
+    """Each trial's rows of ``split``, in table order, a window of trials read at a time."""
+    for frame in frames(predictions, split):
+        yield from frame.group_by("trial_id", maintain_order=True)
+
+
 def _arrays(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
     cols = prob_columns(part)
     return part["target"].to_numpy(), part.select(cols).to_numpy(), [c[len("prob_"):] for c in cols]
 
 
-def trial_metrics(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
+def trial_metrics(predictions: Predictions, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
     """One row per finished single-label trial: spec axes plus ``class_metrics`` on ``split``."""
     rows = []
-    for (tid,), part in predictions.filter(pl.col("split") == split).group_by("trial_id", maintain_order=True):
+    for (tid,), part in _trials(predictions, split):
         if (part["target"] < 0).all():
             continue  # multilabel pretraining phase: evaluated by its own macro AUROC
         y, prob, classes = _arrays(part)
@@ -88,9 +95,9 @@ class Confusions(Mapping[str, pl.DataFrame]):
     predicted). The matrices are held as arrays and each table is made when it is read, so the analysis writes
     10,000 trials' tables without holding 10,000 frames (about 10 KB each)."""
 
-    def __init__(self, predictions: pl.DataFrame, split: str = "test") -> None:
+    def __init__(self, predictions: Predictions, split: str = "test") -> None:
         self.matrices: dict[str, tuple[list[str], np.ndarray]] = {}
-        for (tid,), part in predictions.filter(pl.col("split") == split).group_by("trial_id", maintain_order=True):
+        for (tid,), part in _trials(predictions, split):
             if (part["target"] < 0).all():
                 continue
             y, prob, classes = _arrays(part)
@@ -166,26 +173,32 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def severity_accuracy(predictions: pl.DataFrame, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
+def severity_accuracy(predictions: Predictions, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
     """Accuracy per severity level (Normal-PCR+, Mild, Moderate, Severe ...) and true class, per cell, pooled
     over seeds/folds, with its Wilson 95 % CI. Positives and negatives that share a severity word are never
     pooled: a model calling every image positive is right on every positive and wrong on every negative."""
-    test = predictions.filter((pl.col("split") == split) & (pl.col("target") >= 0) & (pl.col("severity") != ""))
-    if test.is_empty():
-        return pl.DataFrame()
     axes = [c for c in CELL_AXES if c in results.columns]
-    tids, severity, classes_of, correct = [], [], [], []  # one frame at the end (a frame per trial: 10 KB)
-    for (tid,), part in test.group_by("trial_id", maintain_order=True):
-        y, prob, classes = _arrays(part)
-        tids.append(np.full(len(y), tid, dtype=object))
-        severity.append(part["severity"].to_numpy())
-        classes_of.append(np.asarray(classes, dtype=object)[y])
-        correct.append(prob.argmax(1) == y)
-    rows = pl.DataFrame({"trial_id": np.concatenate(tids).tolist(), "severity": np.concatenate(severity).tolist(),
-                         "class": np.concatenate(classes_of).tolist(), "correct": np.concatenate(correct)})
-    joined = rows.join(results.select("trial_id", *axes), on="trial_id")
+    counts = []  # per window of trials: images and correct calls per cell, severity and class (summed below)
+    for frame in frames(predictions, split):
+        test = frame.filter((pl.col("target") >= 0) & (pl.col("severity") != ""))
+        tids, severity, classes_of, correct = [], [], [], []  # one frame per window (a frame per trial: 10 KB)
+        for (tid,), part in test.group_by("trial_id", maintain_order=True):
+            y, prob, classes = _arrays(part)
+            tids.append(np.full(len(y), tid, dtype=object))
+            severity.append(part["severity"].to_numpy())
+            classes_of.append(np.asarray(classes, dtype=object)[y])
+            correct.append(prob.argmax(1) == y)
+        if not tids:
+            continue
+        rows = pl.DataFrame({"trial_id": np.concatenate(tids).tolist(),
+                             "severity": np.concatenate(severity).tolist(),
+                             "class": np.concatenate(classes_of).tolist(), "correct": np.concatenate(correct)})
+        counts.append(rows.join(results.select("trial_id", *axes), on="trial_id").group_by(
+            *axes, "severity", "class").agg(pl.len().alias("n"), pl.col("correct").sum().alias("k")))
+    if not counts:
+        return pl.DataFrame()
     order = {s: i for i, s in enumerate(SEVERITY_ORDER)}
-    out = (joined.group_by(*axes, "severity", "class").agg(pl.len().alias("n"), pl.col("correct").sum().alias("k"))
+    out = (pl.concat(counts).group_by(*axes, "severity", "class").agg(pl.col("n").sum(), pl.col("k").sum())
            .with_columns(pl.col("severity").replace_strict(order, default=len(order)).alias("_o"))
            .sort(*axes, "_o", "class").drop("_o"))
     cis = [wilson(k, n) for k, n in zip(out["k"], out["n"], strict=True)]
@@ -206,8 +219,7 @@ def metrics(run: LoadedRun) -> Artifacts:
         return a
     ids = run.aurocs["trial_id"].implode()
     per_trial = per_trial.filter(pl.col("trial_id").is_in(ids))
-    analysed = run.predictions.filter(  # the test rows the confusion and severity tables read: half a copy
-        (pl.col("split") == "test") & pl.col("trial_id").is_in(per_trial["trial_id"].implode()))
+    analysed = restricted(run.predictions, per_trial["trial_id"])  # the trials the confusion and severity read
     a.tables |= {"trial_metrics": per_trial, "cell_metrics": cell_summary(per_trial)}
     cells = cell_aurocs(run.selected)
     if not cells.is_empty() and num(cells["replicates"].max()) > 1:

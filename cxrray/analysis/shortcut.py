@@ -25,7 +25,7 @@ from scipy import stats
 from cxrray.analysis.aurocs import positive_title, trial_scores
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
-from cxrray.data.trial_rows import TrialRows
+from cxrray.data.trial_rows import ByTrial, Predictions, by_trial
 from cxrray.plots.figures import SEEDS_SHOWN, plot_forest
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Answer, Artifacts, Section, answer_of
@@ -59,18 +59,30 @@ def _original_of(aurocs: pl.DataFrame, trial: dict) -> dict | None:
     return found.row(0, named=True) if found.height else None
 
 
-def shortcut_findings(predictions: pl.DataFrame, aurocs: pl.DataFrame, rules: Rules = Rules()) -> pl.DataFrame:
+def _with_originals(aurocs: pl.DataFrame, hidden: pl.DataFrame) -> list[str]:
+    """The trials of ``hidden`` each followed by its matched original (``_original_of``), the order in which the
+    verdicts read them."""
+    match = [c for c in MATCH if c in aurocs.columns]
+    if not match:
+        return hidden["trial_id"].to_list()
+    originals = (aurocs.filter(pl.col("representation") == REFERENCE).unique(match, keep="first", maintain_order=True)
+                 .select(*match, pl.col("trial_id").alias("_original")))
+    paired = hidden.select("trial_id", *match).join(originals, on=match, how="left", maintain_order="left")
+    return [t for pair in paired.select("trial_id", "_original").iter_rows() for t in pair if t is not None]
+
+
+def shortcut_findings(predictions: Predictions, aurocs: pl.DataFrame, rules: Rules = Rules()) -> pl.DataFrame:
     """Per lung-hiding trial: the verdict and every number it rests on (``verdict.Finding``)."""
     if "representation" not in aurocs.columns:
         return pl.DataFrame()
-    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding()))
     m = max(hidden.filter(pl.col("degenerate") == "").height, 1)
     axes = [c for c in ("representation", *MATCH) if c in aurocs.columns]
     rows = []
+    test = by_trial(predictions, _with_originals(aurocs, hidden))
     for h in hidden.iter_rows(named=True):
-        _, y, s, g = trial_scores(test, h)
         o = _original_of(aurocs, h)
+        _, y, s, g = trial_scores(test, h)
         original = trial_scores(test, o)[1:] if o is not None and not o["degenerate"] else None
         f = judge(y, s, g, m=m, rules=rules, original=original, degenerate=h["degenerate"],
                   degenerate_original=o["degenerate"] if o is not None else "")
@@ -111,7 +123,7 @@ def _combine(thetas: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndar
     return thetas.mean(0), between / k + within
 
 
-def cell_finding(test: pl.DataFrame | TrialRows, aurocs: pl.DataFrame, cell: pl.DataFrame, m: int,
+def cell_finding(test: pl.DataFrame | ByTrial, aurocs: pl.DataFrame, cell: pl.DataFrame, m: int,
                  rules: Rules) -> Finding:
     """The verdict of one cell's lung-hiding replicates (``cell``) against their matched originals."""
     alpha_m = rules.alpha / max(m, 1)
@@ -168,16 +180,17 @@ def cell_finding(test: pl.DataFrame | TrialRows, aurocs: pl.DataFrame, cell: pl.
     return decide(sides[0], sides[1] if d == 2 else None, c01, level, rules)
 
 
-def cell_verdicts(predictions: pl.DataFrame, aurocs: pl.DataFrame, findings: pl.DataFrame,
+def cell_verdicts(predictions: Predictions, aurocs: pl.DataFrame, findings: pl.DataFrame,
                   rules: Rules = Rules()) -> pl.DataFrame:
     """One verdict per protocol cell of lung-hiding trials (``cell_finding``), its replicates' verdicts beside it."""
     if findings.is_empty():
         return pl.DataFrame()
-    test = TrialRows.of(predictions.filter(pl.col("split") == "test"))
     hidden = aurocs.filter(pl.col("representation").is_in(lung_hiding()))
     axes = [c for c in CELL_AXES if c in hidden.columns]
     cells = list(hidden.sort([c for c in ("seed", "fold", "trial_id") if c in hidden.columns])
                  .group_by(axes, maintain_order=True))
+    test = by_trial(predictions, _with_originals(aurocs, pl.concat([c for _, c in cells if c.height > 1])
+                                                 if any(c.height > 1 for _, c in cells) else hidden.clear()))
     m = max(sum(1 for _, c in cells if (c["degenerate"] == "").any()), 1)
     verdict_of = dict(zip(findings["trial_id"], findings["verdict"], strict=True))
     rows = []

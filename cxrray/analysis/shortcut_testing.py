@@ -30,6 +30,7 @@ from scipy import optimize, stats
 
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.tasks import TASKS
+from cxrray.data.trial_rows import of_trials
 from cxrray.plots.steps import plot_short
 from cxrray.records import TrialRecord
 from cxrray.report.page import Artifacts, Section
@@ -95,7 +96,7 @@ def trial_points(run: LoadedRun) -> pl.DataFrame:
         if short is None:
             continue
         task = TASKS.get(t["task"])
-        part = run.predictions.filter(pl.col("trial_id") == t["trial_id"])
+        part = of_trials(run.predictions, [t["trial_id"]])
         gap, na, nb = balance_gap(part, t["positive"], task.positive_index, short.attribute)
         rows.append({c: t[c] for c in CELL if c in t} | {
             "attribute": short.attribute, "trial_id": t["trial_id"], "run_name": record.run_name,

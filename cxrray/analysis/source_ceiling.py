@@ -16,6 +16,7 @@ import polars as pl
 
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.tasks import TASKS
+from cxrray.data.trial_rows import Predictions, of_trials
 from cxrray.report.page import Artifacts, Section
 from cxrray.representations import lung_hiding
 from cxrray.scalars import num
@@ -49,7 +50,7 @@ def ceiling(val: pl.DataFrame, test: pl.DataFrame, positive: int, columns: list[
             "ci_hi": ci.hi, "patients_pos": ci.patients_pos, "patients_neg": ci.patients_neg}
 
 
-def source_ceilings(predictions: pl.DataFrame, aurocs: pl.DataFrame) -> pl.DataFrame:
+def source_ceilings(predictions: Predictions, aurocs: pl.DataFrame) -> pl.DataFrame:
     """One row per test set of the analysed trials (``GROUP``): the source-only ceiling, and the lung-hiding
     trials' AUROCs of that test set beside it (their range)."""
     rows = []
@@ -59,7 +60,7 @@ def source_ceilings(predictions: pl.DataFrame, aurocs: pl.DataFrame) -> pl.DataF
         task = TASKS.get(first["task"])
         if task.positive is None:
             continue  # multilabel: no one positive class
-        own = predictions.filter(pl.col("trial_id") == first["trial_id"])
+        own = of_trials(predictions, [first["trial_id"]])
         columns = used_columns(own)
         found = ceiling(own.filter(pl.col("split") == "val"), own.filter(pl.col("split") == "test"),
                         task.positive_index, columns)

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from cxrray.config import RunLayout, TrialSpec
+from cxrray.data.trial_rows import Predictions
 from cxrray.declared import check_ranges, option
 from cxrray.explain.fanout import Placement
 from cxrray.registry import Registry, UserError
@@ -69,7 +70,7 @@ class Dilated:
     with grown masks. Every other step analyses the undilated trials only; step ``dilation`` reads these against
     them."""
 
-    predictions: pl.DataFrame  # their per-image predictions
+    predictions: Predictions  # their per-image predictions (the stored table's view of their trials)
     results: pl.DataFrame  # their results rows
     aurocs: pl.DataFrame  # per trial (setting chosen on validation): test AUROC, interval, ``mask_dilation``
 
@@ -79,7 +80,7 @@ class LoadedRun:
     """A run directory's stored outputs, loaded once for every step."""
 
     layout: RunLayout
-    predictions: pl.DataFrame  # per image, per trial, per split
+    predictions: Predictions  # per image, per trial, per split: the stored table, read by trial (never held)
     results: pl.DataFrame  # per trial: spec fields, status, training metadata
     selected: pl.DataFrame  # per analysed trial: test AUROC with its interval (the setting chosen on validation)
     aurocs: pl.DataFrame  # ``selected`` with the row axis' label column (``condition`` when several axes vary)

@@ -27,7 +27,7 @@ import polars as pl
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.data.manifest import age_band
 from cxrray.data.tasks import TASKS, Task
-from cxrray.data.trial_rows import TrialRows
+from cxrray.data.trial_rows import Predictions, by_trial
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
 from cxrray.stats.interval import auroc_interval, clustered_difference, patients_per_class
@@ -96,13 +96,13 @@ def trial_subgroups(part: pl.DataFrame, positive_index: int, positive: str) -> l
     return rows
 
 
-def per_trial(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str], axis: str,
+def per_trial(predictions: Predictions, aurocs: pl.DataFrame, names: dict[str, str], axis: str,
               rows_of: Callable[[pl.DataFrame, Task, str], list[dict]]) -> pl.DataFrame:
     """``rows_of(the trial's predictions, its task, its positive class)`` for every analysed single-label trial
     whose scores are finite (a diverged model is named degenerate by the verdict step), each row with the trial,
     its run name, its row-axis value and ``p_holm``: Holm over that trial's tested comparisons (``p`` not NaN)."""
     analysed = aurocs.filter(pl.col("positive").is_not_null())
-    of_trial = TrialRows.of(predictions)  # the analysed trials' rows read from it, no copy of the table
+    of_trial = by_trial(predictions, analysed["trial_id"], split=None)  # every split's rows, trial by trial
     # rows as dicts (about 2 KB each: at 10,000 trials all of them held 300 MiB) become a frame every
     # ROWS_PER_FRAME rows (a frame per trial held about 40 KB)
     out: list[dict] = []
@@ -131,7 +131,7 @@ def per_trial(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, 
 ROWS_PER_FRAME = 4096  # per_trial's rows held as dicts before they become a frame
 
 
-def subgroup_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
+def subgroup_table(predictions: Predictions, aurocs: pl.DataFrame, names: dict[str, str],
                    axis: str) -> pl.DataFrame:
     """Every analysed single-label trial's subgroup rows, with Holm over each trial's tests and a verdict."""
     out = per_trial(predictions, aurocs, names, axis, lambda part, task, positive: trial_subgroups(

@@ -27,6 +27,7 @@ from sklearn.metrics import roc_curve
 
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.analysis.subgroups import attribute_values, per_trial
+from cxrray.data.trial_rows import Predictions
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
 from cxrray.verdicts.verdict import StepWord, Verdict
@@ -139,7 +140,7 @@ def trial_underdiagnosis(val: pl.DataFrame, test: pl.DataFrame, positive_index: 
     return rows
 
 
-def underdiagnosis_table(predictions: pl.DataFrame, aurocs: pl.DataFrame, names: dict[str, str],
+def underdiagnosis_table(predictions: Predictions, aurocs: pl.DataFrame, names: dict[str, str],
                          axis: str) -> pl.DataFrame:
     """Every analysed single-label trial's rows, Holm over each trial's comparisons, and a verdict."""
     out = per_trial(predictions, aurocs, names, axis, lambda part, task, positive: trial_underdiagnosis(
