@@ -15,7 +15,7 @@ import polars as pl
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CONDITION_AXES, SELECTION_AXES
 from cxrray.data.tasks import TASKS, degeneracy
-from cxrray.data.trial_rows import ByTrial, Predictions, frames, of_trials
+from cxrray.data.trial_rows import ByTrial, Predictions, of_trials, trial_groups
 from cxrray.plots.figures import SEEDS_SHOWN, first_seeds, plot_roc_curves
 from cxrray.plots.palette import protocol_sorted
 from cxrray.report.page import Artifacts, Section
@@ -48,8 +48,7 @@ def trial_aurocs(predictions: Predictions, results: pl.DataFrame, split: str = "
     loss_of = (dict(zip(results["trial_id"], results["train_loss_min"], strict=True))
                if "train_loss_min" in results.columns else {})
     upstream = set(results["init_from"]) if "init_from" in results.columns else set()
-    for trial_id, part in ((t, p) for test in frames(predictions, split)  # a window of trials at a time
-                           for t, p in test.group_by("trial_id", maintain_order=True)):
+    for trial_id, part in trial_groups(predictions, split):  # a window of trials read at a time
         positive = positive_class(task_of.get(trial_id[0], ""))
         if positive is None or trial_id[0] in upstream or part[f"prob_{positive}"].null_count() == part.height:
             continue  # multilabel, or a pretraining phase (ChestX-ray14, pneumonia) feeding the target trials

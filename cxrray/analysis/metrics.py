@@ -19,7 +19,7 @@ from scipy import stats
 
 from cxrray.analysis.steps import LoadedRun, analysis_step
 from cxrray.config import CELL_AXES
-from cxrray.data.trial_rows import Predictions, frames, restricted
+from cxrray.data.trial_rows import Predictions, frames, restricted, trial_groups
 from cxrray.report.page import Artifacts, Section
 from cxrray.scalars import num
 from cxrray.stats.interval import auroc_interval
@@ -65,12 +65,6 @@ def class_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str],
     return out
 
 
-def _trials(predictions: Predictions, split: str) -> Iterator[tuple[tuple[object, ...], pl.DataFrame]]:
-    """Each trial's rows of ``split``, in table order, a window of trials read at a time."""
-    for frame in frames(predictions, split):
-        yield from frame.group_by("trial_id", maintain_order=True)
-
-
 def _arrays(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
     cols = prob_columns(part)
     return part["target"].to_numpy(), part.select(cols).to_numpy(), [c[len("prob_"):] for c in cols]
@@ -79,7 +73,7 @@ def _arrays(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def trial_metrics(predictions: Predictions, results: pl.DataFrame, split: str = "test") -> pl.DataFrame:
     """One row per finished single-label trial: spec axes plus ``class_metrics`` on ``split``."""
     rows = []
-    for (tid,), part in _trials(predictions, split):
+    for (tid,), part in trial_groups(predictions, split):
         if (part["target"] < 0).all():
             continue  # multilabel pretraining phase: evaluated by its own macro AUROC
         y, prob, classes = _arrays(part)
@@ -97,7 +91,7 @@ class Confusions(Mapping[str, pl.DataFrame]):
 
     def __init__(self, predictions: Predictions, split: str = "test") -> None:
         self.matrices: dict[str, tuple[list[str], np.ndarray]] = {}
-        for (tid,), part in _trials(predictions, split):
+        for (tid,), part in trial_groups(predictions, split):
             if (part["target"] < 0).all():
                 continue
             y, prob, classes = _arrays(part)

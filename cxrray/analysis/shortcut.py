@@ -189,8 +189,8 @@ def cell_verdicts(predictions: Predictions, aurocs: pl.DataFrame, findings: pl.D
     axes = [c for c in CELL_AXES if c in hidden.columns]
     cells = list(hidden.sort([c for c in ("seed", "fold", "trial_id") if c in hidden.columns])
                  .group_by(axes, maintain_order=True))
-    test = by_trial(predictions, _with_originals(aurocs, pl.concat([c for _, c in cells if c.height > 1])
-                                                 if any(c.height > 1 for _, c in cells) else hidden.clear()))
+    several = [c for _, c in cells if c.height > 1]  # a one-replicate cell reads its finding, not predictions
+    test = by_trial(predictions, _with_originals(aurocs, pl.concat(several) if several else hidden.clear()))
     m = max(sum(1 for _, c in cells if (c["degenerate"] == "").any()), 1)
     verdict_of = dict(zip(findings["trial_id"], findings["verdict"], strict=True))
     rows = []

@@ -81,20 +81,17 @@ class StoredPredictions:
         """Every trial of the file at ``path``, with where its rows lie."""
         import pyarrow.parquet as pq
 
-        spans: dict[str, list[tuple[int, int]]] = {}
+        runs: dict[str, list[tuple[int, int]]] = {}
         at = 0
         signature = _signature(path)
         with pq.ParquetFile(path) as file:
             for part in file.iter_batches(columns=["trial_id"], batch_size=batch):
-                runs = pl.DataFrame(pl.from_arrow(part)).select(pl.col("trial_id").rle()).unnest("trial_id")
-                for n, tid in runs.select("len", "value").iter_rows():
-                    ranges = spans.setdefault(tid, [])
-                    if ranges and sum(ranges[-1]) == at:  # a run that goes on past the batch's end
-                        ranges[-1] = (ranges[-1][0], ranges[-1][1] + n)
-                    else:
-                        ranges.append((at, n))
+                found = pl.DataFrame(pl.from_arrow(part)).select(pl.col("trial_id").rle()).unnest("trial_id")
+                for n, tid in found.select("len", "value").iter_rows():
+                    runs.setdefault(tid, []).append((at, n))
                     at += n
-        return cls(path, {t: tuple(r) for t, r in spans.items()}, tuple(spans), signature, window_rows)
+        # (a run that goes on past a batch's end is one range)
+        return cls(path, {t: _coalesced(r) for t, r in runs.items()}, tuple(runs), signature, window_rows)
 
     def only(self, trials: Iterable[str]) -> StoredPredictions:
         """The view of ``trials`` only (file order kept)."""
@@ -115,12 +112,7 @@ class StoredPredictions:
         """The rows of ``trials`` in file order (of ``split`` only, when given): the row ranges read, adjacent
         ranges as one."""
         ids = list(dict.fromkeys(trials))
-        ranges: list[tuple[int, int]] = []
-        for start, n in sorted(r for t in ids for r in self.spans.get(t, ())):
-            if ranges and sum(ranges[-1]) == start:
-                ranges[-1] = (ranges[-1][0], ranges[-1][1] + n)
-            else:
-                ranges.append((start, n))
+        ranges = _coalesced(sorted(r for t in ids for r in self.spans.get(t, ())))
         if _signature(self.path) != self.signature:
             raise UserError(f"{self.path}: gathered again while it was being analysed (a sweep resumed?); run the "
                             f"analysis again once the sweep has finished")
@@ -153,6 +145,17 @@ class StoredPredictions:
         """This view's rows (of ``split``), a window of whole trials at a time, in file order."""
         for window in self.packed(self.trials):
             yield self.read(window, split)
+
+
+def _coalesced(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted (start, length) row ranges with each range that ends where the next starts joined to it."""
+    out: list[tuple[int, int]] = []
+    for start, n in ranges:
+        if out and sum(out[-1]) == start:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((start, n))
+    return tuple(out)
 
 
 def _signature(path: Path) -> tuple[int, int, int]:
@@ -215,6 +218,13 @@ def frames(predictions: Predictions, split: str | None = "test") -> Iterator[pl.
         yield from predictions.windows(split)
     else:
         yield predictions.filter(pl.col("split") == split) if split else predictions
+
+
+def trial_groups(predictions: Predictions, split: str | None = "test"
+                 ) -> Iterator[tuple[tuple[object, ...], pl.DataFrame]]:
+    """Each trial's rows (of ``split``) as ``group_by`` hands them, in table order, a window read at a time."""
+    for frame in frames(predictions, split):
+        yield from frame.group_by("trial_id", maintain_order=True)
 
 
 def of_trials(predictions: Predictions, trials: Iterable[str], split: str | None = None) -> pl.DataFrame:
